@@ -1,0 +1,358 @@
+"""Shard format v1: sample keys, field encodings and reproducible tar members.
+
+The full specification is in ``docs/format.md``. In short, a shard is a POSIX tar
+whose members are ``<key>.<field>``; one sample per utterance; keys contain no dots
+(webdataset, wids and HF datasets all end the key at the first dot).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Literal
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+AUDIO_NPY = "audio.npy"
+AUDIO_NPY_ZST = "audio.npy.zst"
+AUDIO_FLAC = "audio.flac"
+FBANK = "fbank.npy"
+FBANK_ZST = "fbank.npy.zst"
+JSON = "json"
+CLS = "cls"
+AUDIO_FIELDS = (AUDIO_NPY, AUDIO_NPY_ZST, AUDIO_FLAC)
+FBANK_FIELDS = (FBANK, FBANK_ZST)
+
+AudioCodec = Literal["npy", "flac"]
+Compression = Literal["none", "zstd"]
+
+# Fixed tar header values so that the same input always gives the same bytes.
+TAR_MTIME = 0
+TAR_MODE = 0o644
+
+_KEY_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+MAX_KEY_LENGTH = 80  # keeps "<key>.<field>" within a plain ustar name (100 bytes)
+
+
+class ShardFormatError(ValueError):
+    """A shard is truncated, corrupt, or not in the expected format."""
+
+
+def make_key(*parts: str) -> str:
+    """Build a sample key from id parts: characters other than [A-Za-z0-9_-] become '_'.
+
+    Dots are the reason this exists: ``spk.utt`` would be split at the dot by every
+    webdataset reader and silently merged with other samples.
+    """
+    key = "-".join(_KEY_BAD_CHARS.sub("_", p) for p in parts if p != "")
+    validate_key(key)
+    return key
+
+
+def validate_key(key: str) -> None:
+    if not key or not _KEY_OK.match(key):
+        raise ValueError(
+            f"invalid sample key {key!r}: keys may hold only letters, digits, '_' and '-' "
+            "(a dot would split the sample in webdataset/HF readers); build keys with make_key()"
+        )
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"sample key {key!r} is longer than {MAX_KEY_LENGTH} characters")
+
+
+def audio_field(codec: AudioCodec, compression: Compression) -> str:
+    if codec == "flac":
+        if compression != "none":
+            raise ValueError("--compress zstd applies to npy audio only; FLAC is already compressed")
+        return AUDIO_FLAC
+    return AUDIO_NPY_ZST if compression == "zstd" else AUDIO_NPY
+
+
+# ---------------------------------------------------------------------------
+# Field encoders / decoders
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+_NPY_HEADER_CACHE: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+
+
+def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Decode ``.npy`` bytes without pickle; returns a read-only view when possible.
+
+    The header of an npy file is small and repeats across samples of a dataset (only
+    the shape differs), so parsing it by hand is several times faster than np.load.
+    """
+    mv = memoryview(data)
+    if bytes(mv[:6]) != b"\x93NUMPY":
+        raise ShardFormatError("not an .npy payload (bad magic)")
+    major = mv[6]
+    if major == 1:
+        hlen = int.from_bytes(mv[8:10], "little")
+        start = 10
+    elif major in (2, 3):
+        hlen = int.from_bytes(mv[8:12], "little")
+        start = 12
+    else:
+        raise ShardFormatError(f"unsupported .npy version {major}")
+    header = bytes(mv[start : start + hlen])
+    parsed = _NPY_HEADER_CACHE.get(header)
+    if parsed is None:
+        import ast
+
+        meta = ast.literal_eval(header.decode("latin1"))
+        dtype = np.dtype(meta["descr"])
+        if dtype.hasobject:
+            raise ShardFormatError("object arrays are refused (they would need pickle)")
+        parsed = (dtype, tuple(meta["shape"]), bool(meta["fortran_order"]), start + hlen)
+        if len(_NPY_HEADER_CACHE) < 4096:
+            _NPY_HEADER_CACHE[header] = parsed
+    dtype, shape, fortran, offset = parsed
+    count = int(np.prod(shape)) if shape else 1
+    need = offset + count * dtype.itemsize
+    if len(mv) < need:
+        raise ShardFormatError(f".npy payload truncated: {len(mv)} bytes, header needs {need}")
+    arr = np.frombuffer(mv, dtype=dtype, count=count, offset=offset)
+    if fortran:
+        return arr.reshape(shape[::-1]).T
+    return arr.reshape(shape)
+
+
+def zstd_compress(data: bytes, level: int = 3) -> bytes:
+    import zstandard
+
+    # Content size in the frame lets the reader decompress in one call.
+    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
+
+
+def zstd_decompress(data: bytes | memoryview) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(data)
+
+
+def encode_flac(pcm_int16: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, pcm_int16, sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes | memoryview) -> np.ndarray:
+    import soundfile as sf
+
+    pcm, _ = sf.read(io.BytesIO(bytes(data)), dtype="int16", always_2d=False)
+    return pcm
+
+
+def encode_audio(pcm_int16: np.ndarray, sample_rate: int, field: str) -> bytes:
+    if pcm_int16.dtype != np.int16 or pcm_int16.ndim != 1:
+        raise ValueError("audio must be mono int16 (1-D) before encoding")
+    if field == AUDIO_NPY:
+        return encode_npy(pcm_int16)
+    if field == AUDIO_NPY_ZST:
+        return zstd_compress(encode_npy(pcm_int16))
+    if field == AUDIO_FLAC:
+        return encode_flac(pcm_int16, sample_rate)
+    raise ValueError(f"unknown audio field {field!r}; expected one of {AUDIO_FIELDS}")
+
+
+def decode_field(field: str, data: bytes | memoryview):
+    """Decode one member payload by its field name (the part of the name after the key)."""
+    if field in (AUDIO_NPY, FBANK):
+        return decode_npy(data)
+    if field in (AUDIO_NPY_ZST, FBANK_ZST):
+        return decode_npy(zstd_decompress(data))
+    if field == AUDIO_FLAC:
+        return decode_flac(data)
+    if field == JSON:
+        return json.loads(bytes(data))
+    if field == CLS:
+        return int(bytes(data).decode("ascii").strip())
+    if field == "txt":
+        return bytes(data).decode("utf-8")
+    raise ShardFormatError(f"no decoder for field {field!r}")
+
+
+def encode_json(meta: dict) -> bytes:
+    # sort_keys + fixed separators: same metadata, same bytes.
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_cls(label: int) -> bytes:
+    return str(int(label)).encode("ascii")
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def sample_members(key: str, fields: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """Order a sample's fields canonically (sorted by field name) as tar members."""
+    validate_key(key)
+    return [(f"{key}.{name}", fields[name]) for name in sorted(fields)]
+
+
+class ReproducibleTarWriter:
+    """Writes tar members with fixed metadata so identical input gives identical bytes.
+
+    Wraps a binary file object it does not own: the caller opens, finalises and
+    closes it (see :mod:`wds_pipeline.storage`). Tracks the byte offset of every
+    sample so readers can seek to a sample range without scanning.
+    """
+
+    def __init__(self, fileobj: BinaryIO):
+        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.GNU_FORMAT)
+        self.sample_offsets: list[int] = []
+        self.nsamples = 0
+
+    def write_sample(self, key: str, fields: dict[str, bytes]) -> None:
+        self.sample_offsets.append(self._tar.offset)
+        for name, payload in sample_members(key, fields):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            info.mtime = TAR_MTIME
+            info.mode = TAR_MODE
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(payload))
+        self.nsamples += 1
+
+    def close(self) -> None:
+        self._tar.close()  # writes the end-of-archive blocks; leaves fileobj open
+
+
+# ---------------------------------------------------------------------------
+# Reading: a minimal, fast tar member scanner (plain files only)
+
+BLOCK = 512
+
+
+@dataclass(frozen=True)
+class TarMember:
+    name: str
+    offset: int  # offset of the header block
+    data_offset: int
+    size: int
+
+
+def _parse_octal(field: bytes) -> int:
+    field = field.rstrip(b"\0 ").lstrip(b" ")
+    if not field:
+        return 0
+    if field[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(field[1:], "big")
+    return int(field, 8)
+
+
+def _checksum_ok(header: bytes) -> bool:
+    stored = _parse_octal(header[148:156])
+    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    return stored == computed
+
+
+def iter_tar_members(
+    f: BinaryIO, *, start: int = 0, source: str = "<stream>", read_data: bool = True
+) -> Iterator[tuple[TarMember, bytes | None]]:
+    """Yield ``(member, payload)`` for each regular file in a tar stream, in order.
+
+    Reads strictly sequentially from ``start`` (which must be a header boundary, e.g.
+    a sample offset from the index). Raises :class:`ShardFormatError` naming
+    ``source`` on a bad checksum or a truncated member: a partial download must never
+    look like a shorter shard.
+    """
+    pos = start
+    long_name: str | None = None
+    while True:
+        header = f.read(BLOCK)
+        if not header or header == b"\0" * len(header):
+            if header and len(header) < BLOCK:
+                raise ShardFormatError(f"{source}: truncated tar header at byte {pos}")
+            return  # end of archive (zero block) or clean EOF
+        if len(header) < BLOCK:
+            raise ShardFormatError(f"{source}: truncated tar header at byte {pos}")
+        if not _checksum_ok(header):
+            raise ShardFormatError(
+                f"{source}: corrupt tar header at byte {pos} (checksum mismatch); "
+                "re-download or rebuild this shard"
+            )
+        size = _parse_octal(header[124:136])
+        typeflag = header[156:157]
+        data_offset = pos + BLOCK
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        if typeflag in (b"L", b"x", b"g"):
+            payload = f.read(padded)
+            if len(payload) < padded:
+                raise ShardFormatError(f"{source}: truncated tar member at byte {pos}")
+            if typeflag == b"L":
+                long_name = payload[:size].rstrip(b"\0").decode("utf-8")
+            elif typeflag == b"x":
+                for rec in payload[:size].decode("utf-8").split("\n"):
+                    if " path=" in rec:
+                        long_name = rec.split(" path=", 1)[1]
+            pos = data_offset + padded
+            continue
+        if long_name is not None:
+            name = long_name
+            long_name = None
+        else:
+            name = header[0:100].rstrip(b"\0").decode("utf-8")
+            prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
+            if prefix:
+                name = prefix.decode("utf-8") + "/" + name
+        member = TarMember(name=name, offset=pos, data_offset=data_offset, size=size)
+        if typeflag in (b"0", b"\0", b"7"):
+            if read_data:
+                payload = f.read(padded)
+                if len(payload) < size:
+                    raise ShardFormatError(
+                        f"{source}: truncated tar member {name!r} at byte {pos} "
+                        f"({len(payload)} of {size} bytes); the shard is incomplete"
+                    )
+                yield member, memoryview(payload)[:size]
+            else:
+                f.seek(padded, io.SEEK_CUR)
+                yield member, None
+        else:
+            f.seek(padded, io.SEEK_CUR)  # directories, links: not part of the format
+        pos = data_offset + padded
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``dir/key.audio.npy`` -> (``dir/key``, ``audio.npy``): the key ends at the first dot."""
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :]
+
+
+def iter_samples(
+    f: BinaryIO, *, start: int = 0, source: str = "<stream>", limit: int | None = None
+) -> Iterator[tuple[str, dict[str, memoryview]]]:
+    """Group consecutive members by key into ``(key, {field: payload})`` samples."""
+    key: str | None = None
+    fields: dict[str, memoryview] = {}
+    n = 0
+    for member, payload in iter_tar_members(f, start=start, source=source):
+        k, field = split_member_name(member.name)
+        if key is not None and k != key:
+            yield key, fields
+            n += 1
+            if limit is not None and n >= limit:
+                return
+            fields = {}
+        key = k
+        fields[field] = payload  # type: ignore[assignment]
+    if key is not None:
+        yield key, fields

@@ -1,0 +1,202 @@
+"""The dataset index: ``<split>/index.json``.
+
+It is a valid ``wids`` shard-index descriptor (``__kind__``, ``wids_version``,
+``shardlist``) so ``wids.ShardListDataset("index.json")`` reads the split as is.
+Everything of ours lives in one extra top-level block, ``"wds_pipeline"``, plus
+extra per-shard keys; wids ignores both.
+
+The index is the contract between the builder and every reader: the loader plans
+epochs from it (per-sample frame counts and byte offsets), the cache verifies
+shards against its sha256 and size, ``verify`` re-checks everything in it.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .format import FORMAT_VERSION
+from .records import Reject
+
+WIDS_KIND = "wids-shard-index-v1"
+INDEX_NAME = "index.json"
+
+
+@dataclass
+class ShardInfo:
+    url: str  # relative to the index's folder (or absolute)
+    nsamples: int
+    filesize: int
+    sha256: str
+    duration: float  # seconds of audio in this shard
+    sample_frames: list[int] = field(default_factory=list)  # audio frames per sample, in order
+    sample_offsets: list[int] = field(default_factory=list)  # byte offset of each sample's first header
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardInfo":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+@dataclass
+class BuildCounts:
+    inputs: int = 0  # inputs the sources found (records + rejects)
+    written: int = 0  # inputs that produced at least one sample
+    rejected: int = 0
+    samples: int = 0  # samples written (>= written when chunking)
+
+    def check(self) -> None:
+        if self.inputs != self.written + self.rejected:
+            raise ValueError(
+                f"accounting error: {self.inputs} inputs != {self.written} written + "
+                f"{self.rejected} rejected"
+            )
+
+
+@dataclass
+class DatasetIndex:
+    name: str
+    shards: list[ShardInfo]
+    sample_rate: int
+    fields: list[str]
+    audio_field: str
+    audio_dtype: str = "int16"
+    dataset: str = ""
+    split: str = ""
+    label_map: dict[str, int] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    counts: BuildCounts = field(default_factory=BuildCounts)
+    rejected: list[Reject] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    build_fingerprint: str = ""
+    tool_version: str = ""
+    format_version: int = FORMAT_VERSION
+    # Where the index was read from; not serialised. Shard URLs resolve against it.
+    base_url: str = ""
+
+    # -- derived -----------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return sum(s.nsamples for s in self.shards)
+
+    @property
+    def total_duration(self) -> float:
+        return sum(s.duration for s in self.shards)
+
+    def shard_url(self, i: int) -> str:
+        url = self.shards[i].url
+        if "://" in url or url.startswith("/") or not self.base_url:
+            return url
+        return join_url(self.base_url, url)
+
+    # -- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "__kind__": WIDS_KIND,
+            "wids_version": 1,
+            "name": self.name,
+            "shardlist": [s.to_dict() for s in self.shards],
+            "wds_pipeline": {
+                "format_version": self.format_version,
+                "tool_version": self.tool_version,
+                "dataset": self.dataset,
+                "split": self.split,
+                "sample_rate": self.sample_rate,
+                "fields": list(self.fields),
+                "audio_field": self.audio_field,
+                "audio_dtype": self.audio_dtype,
+                "num_samples": self.num_samples,
+                "total_duration": round(self.total_duration, 3),
+                "label_map": dict(sorted(self.label_map.items())),
+                "preprocessing": self.preprocessing,
+                "counts": asdict(self.counts),
+                "rejected": [r.to_dict() for r in sorted(self.rejected)],
+                "extras": self.extras,
+                "build_fingerprint": self.build_fingerprint,
+            },
+        }
+
+    def to_json(self) -> str:
+        # Deterministic bytes: an interrupted-then-resumed build must equal a clean one.
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, base_url: str = "", source: str = "index") -> "DatasetIndex":
+        if d.get("__kind__") != WIDS_KIND or d.get("wids_version") != 1:
+            raise ValueError(f"{source}: not a wids-shard-index-v1 descriptor")
+        ours = d.get("wds_pipeline")
+        if not isinstance(ours, dict):
+            raise ValueError(
+                f"{source}: no 'wds_pipeline' block; this index was not written by wds-pipeline "
+                "(build the dataset with `wds-pipeline build`)"
+            )
+        version = ours.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: shard format version {version} is not supported by this "
+                f"wds_pipeline (supports {FORMAT_VERSION}); upgrade wds-pipeline or rebuild"
+            )
+        return cls(
+            name=d.get("name", ""),
+            shards=[ShardInfo.from_dict(s) for s in d["shardlist"]],
+            sample_rate=int(ours["sample_rate"]),
+            fields=list(ours["fields"]),
+            audio_field=ours["audio_field"],
+            audio_dtype=ours.get("audio_dtype", "int16"),
+            dataset=ours.get("dataset", ""),
+            split=ours.get("split", ""),
+            label_map=dict(ours.get("label_map", {})),
+            preprocessing=dict(ours.get("preprocessing", {})),
+            counts=BuildCounts(**ours.get("counts", {})),
+            rejected=[Reject.from_dict(r) for r in ours.get("rejected", [])],
+            extras=dict(ours.get("extras", {})),
+            build_fingerprint=ours.get("build_fingerprint", ""),
+            tool_version=ours.get("tool_version", ""),
+            format_version=version,
+            base_url=base_url,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index") -> "DatasetIndex":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: index is not valid JSON ({e}); was the upload truncated?") from e
+        return cls.from_dict(d, base_url=base_url, source=source)
+
+
+def join_url(base: str, name: str) -> str:
+    """Join a folder URL and a relative name, keeping the scheme (``gs://b/x`` + ``y``)."""
+    if "://" in base:
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.join(rest, name)}"
+    return posixpath.join(base, name)
+
+
+def dirname_url(url: str) -> str:
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{posixpath.dirname(rest)}"
+    return posixpath.dirname(url)
+
+
+def load_index(url: str, **storage_options: Any) -> DatasetIndex:
+    """Read an ``index.json`` (or a split folder holding one) from any fsspec URL."""
+    import fsspec
+
+    if not url.endswith(".json"):
+        url = join_url(url, INDEX_NAME)
+    try:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{url}: no index found; build the dataset first (`wds-pipeline build ...`) or "
+            "pass the split folder that holds index.json"
+        ) from None
+    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url)
