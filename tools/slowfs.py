@@ -1,0 +1,398 @@
+"""slowfs: a passthrough FUSE filesystem that behaves like Google Drive on Colab.
+
+Every open/create pays a fixed latency (Drive: 50-200 ms per open) and all reads
+and writes share one bandwidth budget (Drive: 5-20 MB/s). Optionally every Nth
+open and/or read fails with EIO or ENOTCONN ("Transport endpoint is not
+connected"), the errors Colab users see. Read-write: the builder writes shards
+into it (create/write/rename/unlink/mkdir/truncate/fsync/release).
+
+CLI::
+
+    python -m tools.slowfs SOURCE MOUNTPOINT --latency-ms 100 --bandwidth-mbps 20 \
+        [--fail-every N --fail-on open,read --fail-errno ENOTCONN] [--access-log FILE]
+
+From Python (tests, benchmarks)::
+
+    with mount_slowfs(src, mnt, latency_ms=100, bandwidth_mbps=20) as m:
+        ...  # m.mountpoint shows up as fstype "fuse.slowfs"
+
+The mount runs in a subprocess so a crash or hang cannot take the caller with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+FSTYPE = "fuse.slowfs"
+
+
+# ---------------------------------------------------------------- pacing/faults
+
+
+class Pacer:
+    """A shared link of fixed bandwidth: transfers queue behind one another.
+
+    Each transfer of n bytes reserves the next n/rate seconds of the link and
+    sleeps until its slot ends, so concurrent readers together never exceed the
+    rate (a token bucket with no burst).
+    """
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.rate = bytes_per_s
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+
+    def pace(self, nbytes: int) -> None:
+        if not self.rate or nbytes <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._free_at)
+            self._free_at = start + nbytes / self.rate
+            wait = self._free_at - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+@dataclass
+class FaultPlan:
+    every: int = 0  # fail every Nth operation counted below (0: never)
+    on: frozenset[str] = frozenset({"open", "read"})
+    code: int = errno.EIO
+
+    def __post_init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def check(self, op: str) -> None:
+        if not self.every or op not in self.on:
+            return
+        with self._lock:
+            self._n += 1
+            fail = self._n % self.every == 0
+        if fail:
+            from mfusepy import FuseOSError
+
+            raise FuseOSError(self.code)
+
+
+# --------------------------------------------------------------------- the fs
+
+
+def make_operations(
+    source: str,
+    *,
+    latency_s: float,
+    pacer: Pacer,
+    faults: FaultPlan,
+    access_log: str | None = None,
+):
+    import mfusepy as fuse
+
+    root = os.path.realpath(source)
+    log_lock = threading.Lock()
+
+    class SlowFS(fuse.Operations):
+        use_ns = True  # timestamps as int nanoseconds (mfusepy >= 3)
+
+        def _full(self, path: str) -> str:
+            return os.path.join(root, path.lstrip("/"))
+
+        def _log(self, what: str, path: str) -> None:
+            if access_log:
+                with log_lock, open(access_log, "a", encoding="utf-8") as f:
+                    f.write(f"{what} {path}\n")
+
+        def _latency(self) -> None:
+            if latency_s > 0:
+                time.sleep(latency_s)
+
+        # -- metadata
+        def access(self, path, amode):
+            if not os.access(self._full(path), amode):
+                raise fuse.FuseOSError(errno.EACCES)
+            return 0
+
+        def getattr(self, path, fh=None):
+            try:
+                st = os.lstat(self._full(path))
+            except OSError as e:
+                raise fuse.FuseOSError(e.errno) from None
+            d = {
+                k: getattr(st, k)
+                for k in ("st_gid", "st_mode", "st_nlink", "st_size", "st_uid", "st_ino")
+            }
+            d["st_atime"] = st.st_atime_ns
+            d["st_mtime"] = st.st_mtime_ns
+            d["st_ctime"] = st.st_ctime_ns
+            return d
+
+        def readdir(self, path, fh):
+            return [".", ".."] + os.listdir(self._full(path))
+
+        def statfs(self, path):
+            sv = os.statvfs(self._full(path))
+            return {
+                k: getattr(sv, k)
+                for k in (
+                    "f_bavail",
+                    "f_bfree",
+                    "f_blocks",
+                    "f_bsize",
+                    "f_favail",
+                    "f_ffree",
+                    "f_files",
+                    "f_flag",
+                    "f_frsize",
+                    "f_namemax",
+                )
+            }
+
+        def chmod(self, path, mode):
+            os.chmod(self._full(path), mode)
+            return 0
+
+        def chown(self, path, uid, gid):
+            os.chown(self._full(path), uid, gid)
+            return 0
+
+        def utimens(self, path, times=None):
+            os.utime(self._full(path), ns=times) if times else os.utime(self._full(path))
+            return 0
+
+        def mkdir(self, path, mode):
+            os.mkdir(self._full(path), mode)
+            return 0
+
+        def rmdir(self, path):
+            os.rmdir(self._full(path))
+            return 0
+
+        def unlink(self, path):
+            os.unlink(self._full(path))
+            return 0
+
+        def rename(self, old, new):
+            os.rename(self._full(old), self._full(new))
+            return 0
+
+        def truncate(self, path, length, fh=None):
+            if fh is not None:
+                os.ftruncate(fh, length)
+            else:
+                os.truncate(self._full(path), length)
+            return 0
+
+        # -- data
+        def open(self, path, flags):
+            self._latency()
+            faults.check("open")
+            self._log("open", path)
+            return os.open(self._full(path), flags & ~(os.O_CREAT | os.O_EXCL))
+
+        def create(self, path, mode, fi=None):
+            self._latency()
+            faults.check("open")
+            self._log("create", path)
+            return os.open(self._full(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+
+        def read(self, path, size, offset, fh):
+            faults.check("read")
+            data = os.pread(fh, size, offset)
+            pacer.pace(len(data))
+            return data
+
+        def write(self, path, data, offset, fh):
+            faults.check("write")
+            pacer.pace(len(data))
+            return os.pwrite(fh, data, offset)
+
+        def flush(self, path, fh):
+            return 0
+
+        def fsync(self, path, datasync, fh):
+            os.fdatasync(fh) if datasync else os.fsync(fh)
+            return 0
+
+        def release(self, path, fh):
+            os.close(fh)
+            return 0
+
+    return SlowFS()
+
+
+def serve(
+    source: str,
+    mountpoint: str,
+    *,
+    latency_ms: float = 100.0,
+    bandwidth_mbps: float | None = 20.0,
+    fail_every: int = 0,
+    fail_on: str = "open,read",
+    fail_errno: str = "EIO",
+    access_log: str | None = None,
+) -> None:
+    """Mount and serve in the foreground until unmounted."""
+    import mfusepy as fuse
+
+    ops = make_operations(
+        source,
+        latency_s=latency_ms / 1000.0,
+        pacer=Pacer(bandwidth_mbps * 1e6 if bandwidth_mbps else None),
+        faults=FaultPlan(
+            every=fail_every,
+            on=frozenset(s.strip() for s in fail_on.split(",") if s.strip()),
+            code=getattr(errno, fail_errno),
+        ),
+        access_log=access_log,
+    )
+    # fsname/subtype make /proc/self/mounts show "slowfs:<src> <mnt> fuse.slowfs".
+    fuse.FUSE(
+        ops,
+        mountpoint,
+        foreground=True,
+        nothreads=False,
+        fsname=f"slowfs:{os.path.realpath(source)}",
+        subtype="slowfs",
+    )
+
+
+# ------------------------------------------------------------- mount helper
+
+
+@dataclass
+class SlowMount:
+    source: str
+    mountpoint: str
+    process: subprocess.Popen
+    access_log: str | None = None
+
+    def log_lines(self) -> list[str]:
+        """Lines of the access log ("open /x.tar", "create /y"), if one was asked for."""
+        if not self.access_log or not os.path.exists(self.access_log):
+            return []
+        with open(self.access_log, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+
+def _mounted(mountpoint: str) -> bool:
+    real = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split(" ")
+            if len(parts) >= 3 and parts[2] == FSTYPE:
+                mp = parts[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+                if mp == real:
+                    return True
+    return False
+
+
+def unmount(mountpoint: str) -> None:
+    for cmd in (["fusermount3", "-u", mountpoint], ["umount", "-l", mountpoint]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0 or not _mounted(mountpoint):
+            return
+
+
+@contextlib.contextmanager
+def mount_slowfs(
+    source: str,
+    mountpoint: str,
+    *,
+    latency_ms: float = 100.0,
+    bandwidth_mbps: float | None = 20.0,
+    fail_every: int = 0,
+    fail_on: str = "open,read",
+    fail_errno: str = "EIO",
+    access_log: str | None = None,
+    start_timeout: float = 30.0,
+) -> Iterator[SlowMount]:
+    """Mount ``source`` at ``mountpoint`` via slowfs in a subprocess; unmount on exit."""
+    if not os.path.exists("/dev/fuse"):
+        raise RuntimeError("slowfs needs /dev/fuse (FUSE is not available on this machine)")
+    os.makedirs(mountpoint, exist_ok=True)
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.slowfs",
+        source,
+        mountpoint,
+        "--latency-ms",
+        str(latency_ms),
+        "--bandwidth-mbps",
+        str(bandwidth_mbps or 0),
+        "--fail-every",
+        str(fail_every),
+        "--fail-on",
+        fail_on,
+        "--fail-errno",
+        fail_errno,
+    ]
+    if access_log:
+        cmd += ["--access-log", access_log]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _mounted(mountpoint):
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise RuntimeError(f"slowfs exited with {proc.returncode} before mounting {mountpoint}: {out}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slowfs did not mount {mountpoint} within {start_timeout} s")
+            time.sleep(0.05)
+        yield SlowMount(source, mountpoint, proc, access_log)
+    finally:
+        if _mounted(mountpoint):
+            unmount(mountpoint)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.slowfs", description=__doc__.split("\n\n")[0])
+    p.add_argument("source")
+    p.add_argument("mountpoint")
+    p.add_argument("--latency-ms", type=float, default=100.0, help="sleep per open/create (default 100)")
+    p.add_argument(
+        "--bandwidth-mbps", type=float, default=20.0, help="shared read+write cap in MB/s, 0 = none (default 20)"
+    )
+    p.add_argument("--fail-every", type=int, default=0, help="fail every Nth counted operation (0 = never)")
+    p.add_argument("--fail-on", default="open,read", help="operations counted: open,read,write (default open,read)")
+    p.add_argument("--fail-errno", default="EIO", choices=["EIO", "ENOTCONN", "ETIMEDOUT", "EHOSTDOWN"])
+    p.add_argument("--access-log", default=None, help="append 'open PATH' / 'create PATH' lines here")
+    a = p.parse_args(argv)
+    serve(
+        a.source,
+        a.mountpoint,
+        latency_ms=a.latency_ms,
+        bandwidth_mbps=a.bandwidth_mbps or None,
+        fail_every=a.fail_every,
+        fail_on=a.fail_on,
+        fail_errno=a.fail_errno,
+        access_log=a.access_log,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
