@@ -1,0 +1,190 @@
+"""StreamingLoader with real DataLoader worker processes on real shards."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from wds_pipeline import StreamingLoader
+from wds_pipeline.format import ShardFormatError
+
+from shardgen import all_keys, clip, make_dataset
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    # Unequal shards on purpose: 5 shards of 37, 12, 50, 3, 28 samples.
+    return make_dataset(str(tmp_path_factory.mktemp("ds")), [37, 12, 50, 3, 28])
+
+
+def keys_of(batches, padding=False):
+    out = []
+    for b in batches:
+        for k, p in zip(b.keys, b.is_padding.tolist()):
+            if p == padding:
+                out.append(k)
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_pad_policy_reads_every_sample_exactly_once(ds, workers):
+    loader = StreamingLoader(ds, batch_size=8, num_workers=workers, last_batch="pad", shuffle_buffer=40)
+    batches = list(loader)
+    assert len(batches) == len(loader.plan(0).ranks[0].order)
+    real = keys_of(batches)
+    assert Counter(real) == Counter(all_keys(ds))
+    assert all(b.waveform.shape[0] == 8 for b in batches)
+
+
+def test_drop_policy_accounts_for_every_sample(ds):
+    loader = StreamingLoader(ds, batch_size=8, num_workers=2, last_batch="drop")
+    expected_batches = len(loader)
+    dropped = loader.dropped_samples(0)
+    batches = list(loader)
+    assert len(batches) == expected_batches
+    real = keys_of(batches)
+    assert len(real) == len(set(real)) == 130 - dropped
+    assert set(real) <= all_keys(ds)
+    assert not keys_of(batches, padding=True)
+
+
+def test_fewer_shards_than_workers_does_not_hang_or_raise(tmp_path):
+    idx = make_dataset(str(tmp_path), [10])
+    loader = StreamingLoader(idx, batch_size=2, num_workers=3, last_batch="pad")
+    batches = list(loader)
+    assert Counter(keys_of(batches)) == Counter(all_keys(idx))
+
+
+def test_arrays_labels_and_texts_match_the_source(ds):
+    loader = StreamingLoader(ds, batch_size=5, num_workers=2, shuffle=False, last_batch="pad",
+                             fields=("waveform", "label", "text"), waveform_dtype="int16")
+    for b in loader:
+        for row, key in enumerate(b.keys):
+            s, u = key.split("-")[1:]
+            s, u = int(s[1:]), int(u[1:])
+            n = int(b.lengths[row])
+            assert np.array_equal(b.waveform[row, :n].numpy(), clip(s, u, n))
+            assert (b.waveform[row, n:] == 0).all()
+            assert int(b.labels[row]) == (s + u) % 5
+            assert b.texts[row] == f"text {s} {u}"
+
+
+def test_orders_differ_per_epoch_and_reproduce_with_the_seed(ds):
+    def epoch_keys(seed, epochs):
+        loader = StreamingLoader(ds, batch_size=4, num_workers=2, seed=seed, last_batch="pad")
+        return [keys_of(list(loader)) for _ in range(epochs)]
+
+    a0, a1 = epoch_keys(1, 2)
+    b0, b1 = epoch_keys(1, 2)
+    assert a0 == b0 and a1 == b1
+    assert a0 != a1 and Counter(a0) == Counter(a1)
+    assert epoch_keys(2, 1)[0] != a0
+
+
+def test_persistent_workers_follow_epochs(ds):
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, persistent_workers=True, last_batch="pad")
+    e0, e1 = keys_of(list(loader)), keys_of(list(loader))
+    fresh = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
+    assert e0 == keys_of(list(fresh)) and e1 == keys_of(list(fresh))
+
+
+@pytest.mark.parametrize("workers,stop", [(2, 7), (3, 1), (0, 5), (2, 15)])
+def test_exact_resume_mid_epoch(ds, workers, stop):
+    opts = dict(batch_size=4, num_workers=workers, shuffle_buffer=30, seed=5, crop_seconds=0.1)
+    full = StreamingLoader(ds, **opts)
+    list(full)  # epoch 0
+    reference = [(b.keys, b.waveform.clone()) for b in full]  # epoch 1
+
+    first = StreamingLoader(ds, **opts)
+    list(first)
+    before = []
+    for b in first:
+        before.append((b.keys, b.waveform.clone()))
+        if len(before) == stop:
+            state = first.state_dict()
+            break
+    del first  # the "crash"
+
+    resumed = StreamingLoader(ds, **opts)
+    resumed.load_state_dict(state)
+    assert len(resumed) == len(reference) - stop
+    after = [(b.keys, b.waveform.clone()) for b in resumed]
+    got = before + after
+    assert [k for k, _ in got] == [k for k, _ in reference]
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(got, reference))
+    # and the loader then continues with epoch 2 as the uninterrupted one would
+    assert resumed.epoch == 2
+
+
+def test_state_from_other_settings_is_refused(ds):
+    a = StreamingLoader(ds, batch_size=4, num_workers=0)
+    b = StreamingLoader(ds, batch_size=8, num_workers=0)
+    with pytest.raises(ValueError, match="different dataset or loader configuration"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_undecodable_samples_are_skipped_counted_and_named(tmp_path):
+    bad = {(0, 3): b"not an npy payload", (1, 0): b"\x93NUMPY garbage"}
+    idx = make_dataset(str(tmp_path), [10, 10], corrupt=bad)
+    loader = StreamingLoader(idx, batch_size=4, num_workers=2, last_batch="pad")
+    real = keys_of(list(loader))
+    assert sorted(loader.skipped) == ["synthetic-s0-u0003", "synthetic-s1-u0000"]
+    assert loader.skipped_count == 2
+    assert len(real) == 18 and not set(real) & set(loader.skipped)
+
+    strict = StreamingLoader(idx, batch_size=4, num_workers=0, on_decode_error="raise")
+    with pytest.raises(ValueError, match="synthetic-s0-u0003|synthetic-s1-u0000"):
+        list(strict)
+
+
+def test_truncated_shard_raises_naming_it_unless_skipping(tmp_path):
+    idx = make_dataset(str(tmp_path), [10, 10])
+    shard = tmp_path / "shard-000001.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    loader = StreamingLoader(idx, batch_size=4, num_workers=0, shuffle=False)
+    with pytest.raises(ShardFormatError, match="shard-000001.tar"):
+        list(loader)
+    skipping = StreamingLoader(idx, batch_size=4, num_workers=2, on_corrupt_shard="skip", last_batch="pad")
+    real = keys_of(list(skipping))
+    assert len(real) + skipping.skipped_count == 20
+    assert skipping.skipped_count >= 5
+    assert all(k.startswith(str(shard)) for k in skipping.skipped)
+
+
+def test_crops_are_fixed_length_and_seeded(ds):
+    opts = dict(batch_size=6, num_workers=2, crop_seconds=0.15, seed=9, waveform_dtype="int16")
+    a = [b.waveform for b in StreamingLoader(ds, **opts)]
+    b = [b.waveform for b in StreamingLoader(ds, **opts)]
+    assert all(x.shape == (6, 2400) for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_bucketing_by_batch_seconds(ds):
+    loader = StreamingLoader(ds, batch_size=None, max_batch_seconds=2.0, num_buckets=4, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == len(StreamingLoader(ds, batch_size=None, max_batch_seconds=2.0, num_buckets=4, num_workers=2))
+    assert Counter(keys_of(batches)) == Counter(all_keys(ds))
+    for b in batches:
+        assert b.waveform.shape[1] * len(b) <= 2.0 * 16000 or len(b) == 1
+
+
+def test_pin_memory_and_plain_for_loop(ds):
+    loader = StreamingLoader(ds, batch_size=16, num_workers=1, pin_memory=torch.cuda.is_available())
+    n = 0
+    for batch in loader:
+        assert batch.waveform.dtype == torch.float32 and batch.waveform.abs().max() <= 1.0
+        assert batch.lengths.shape == (len(batch),)
+        n += 1
+    assert n == len(loader.plan(0).ranks[0].order)
+
+
+def test_two_datasets_with_weights(tmp_path):
+    a = make_dataset(str(tmp_path / "a"), [10, 10], name="a")
+    b = make_dataset(str(tmp_path / "b"), [5, 5, 5, 5], name="b")
+    loader = StreamingLoader([a, b], weights=[2.0, 0.5], batch_size=5, num_workers=2, last_batch="pad")
+    real = Counter(keys_of(list(loader)))
+    assert sum(v for k, v in real.items() if k.startswith("a-")) == 40  # every a-sample twice
+    assert all(v == 2 for k, v in real.items() if k.startswith("a-"))
+    assert sum(v for k, v in real.items() if k.startswith("b-")) == 10  # half of b's shards

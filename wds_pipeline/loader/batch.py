@@ -1,0 +1,54 @@
+"""The typed batch the loader yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Batch:
+    """A padded batch of utterances.
+
+    ``waveform`` is (B, T) zero-padded; ``lengths`` holds each row's real length in
+    frames. Rows with ``is_padding`` True repeat real samples only to keep batch
+    shapes or per-rank batch counts equal: mask them out of losses and metrics.
+    """
+
+    waveform: torch.Tensor | None  # (B, T) int16 or float32
+    lengths: torch.Tensor  # (B,) int64, frames
+    labels: torch.Tensor  # (B,) int64, -1 when the sample has no class label
+    keys: list[str]
+    is_padding: torch.Tensor  # (B,) bool
+    dataset_ids: torch.Tensor  # (B,) int64: which of the loader's datasets
+    texts: list[str] | None = None
+    fbank: torch.Tensor | None = None  # (B, frames, bins)
+    fbank_lengths: torch.Tensor | None = None
+    meta: list[dict[str, Any]] | None = None
+    epoch: int = 0
+    index: int = 0  # position of this batch in its rank's epoch
+    skipped: list[str] = field(default_factory=list)  # keys that failed to decode since the last batch
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def pin_memory(self) -> "Batch":
+        # DataLoader(pin_memory=True) calls this on custom batch types.
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def _map(self, fn) -> "Batch":
+        changes = {
+            f.name: fn(getattr(self, f.name))
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **changes)

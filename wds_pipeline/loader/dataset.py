@@ -1,0 +1,390 @@
+"""The IterableDataset that executes an epoch plan inside DataLoader workers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .. import format as fmt
+from ..index import DatasetIndex
+from .batch import Batch
+from .plan import EpochPlan, PlanConfig, ShardMeta, WorkerPlan, crop_start, plan_epoch, resume_point
+
+log = logging.getLogger(__name__)
+
+Field = Literal["waveform", "fbank", "label", "text", "meta"]
+ALL_FIELDS = ("waveform", "fbank", "label", "text", "meta")
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    fields: tuple[str, ...] = ("waveform", "label")
+    waveform_dtype: Literal["float32", "int16"] = "float32"
+    on_decode_error: Literal["skip", "raise"] = "skip"
+    on_corrupt_shard: Literal["raise", "skip"] = "raise"
+    cache_dir: str | None = None
+    cache_limit: int | None = None
+    shard_prefetch: int = 2
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fields) - set(ALL_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; choose from {ALL_FIELDS}")
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """A shard as the workers see it: where it is, how to check it, where its samples start."""
+
+    meta: ShardMeta
+    url: str
+    sha256: str | None
+    size: int | None
+    offsets: tuple[int, ...]
+    first_gid: int  # global id of its first sample (seeds crops independently of order)
+    audio_field: str
+    has_fbank: str | None  # the fbank field name when precomputed
+
+
+class SampleDecodeError(ValueError):
+    pass
+
+
+def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
+    table: list[ShardEntry] = []
+    gid = 0
+    for d, index in enumerate(indexes):
+        fb = next((f for f in index.fields if f in fmt.FBANK_FIELDS), None)
+        for i, s in enumerate(index.shards):
+            if len(s.sample_frames) != s.nsamples or len(s.sample_offsets) != s.nsamples:
+                raise ValueError(
+                    f"{index.shard_url(i)}: index lists {s.nsamples} samples but "
+                    f"{len(s.sample_frames)} frame counts / {len(s.sample_offsets)} offsets; "
+                    "rebuild the index with `wds-pipeline build`"
+                )
+            table.append(
+                ShardEntry(
+                    meta=ShardMeta(dataset=d, shard=i, nsamples=s.nsamples, frames=tuple(s.sample_frames)),
+                    url=index.shard_url(i),
+                    sha256=s.sha256 or None,
+                    size=s.filesize or None,
+                    offsets=tuple(s.sample_offsets),
+                    first_gid=gid,
+                    audio_field=index.audio_field,
+                    has_fbank=fb,
+                )
+            )
+            gid += s.nsamples
+    return table
+
+
+class ShardStreamDataset(IterableDataset):
+    """Yields ready-made :class:`Batch` objects; use with ``DataLoader(batch_size=None)``.
+
+    Which epoch to run and how many batches to skip (resume) are read from a small
+    shared-memory tensor that the loader sets before each ``iter()``: it reaches
+    persistent workers too, without re-creating them.
+    """
+
+    def __init__(
+        self,
+        indexes: Sequence[DatasetIndex],
+        plan_cfg: PlanConfig,
+        read_cfg: ReadConfig,
+        *,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+    ):
+        super().__init__()
+        self.indexes = list(indexes)
+        self.table = shard_table(self.indexes)
+        self.metas = [e.meta for e in self.table]
+        self.plan_cfg = plan_cfg
+        self.read_cfg = read_cfg
+        self.rank = rank
+        self.world_size = world_size
+        self.num_logical_workers = max(1, num_workers)
+        self.sample_rate = self.indexes[0].sample_rate if self.indexes else 16000
+        # [epoch, batches already consumed in that epoch]
+        self.control = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self._plan_cache: tuple[int, EpochPlan] | None = None
+        self._reader = None
+        self._fbank = None
+
+    # -- planning -----------------------------------------------------------
+    def plan(self, epoch: int) -> EpochPlan:
+        if self._plan_cache is None or self._plan_cache[0] != epoch:
+            self._plan_cache = (
+                epoch,
+                plan_epoch(
+                    self.metas,
+                    self.plan_cfg,
+                    epoch=epoch,
+                    world_size=self.world_size,
+                    num_workers=self.num_logical_workers,
+                ),
+            )
+        return self._plan_cache[1]
+
+    # -- iteration ------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        epoch, consumed = (int(v) for v in self.control.tolist())
+        plan = self.plan(epoch)
+        rp = plan.ranks[self.rank]
+        done, nxt = resume_point(rp.order, self.num_logical_workers, consumed)
+        logical = (nxt + physical) % self.num_logical_workers
+        positions = [i for i, w in enumerate(rp.order) if w == logical]
+        start = done[logical]
+        wp = rp.workers[logical]
+        yield from self._execute(plan, wp, start, positions, epoch)
+
+    def _execute(
+        self, plan: EpochPlan, wp: WorkerPlan, start: int, positions: list[int], epoch: int
+    ) -> Iterator[Batch]:
+        batches = wp.batches[start:]
+        if not batches:
+            return
+        n_reads = len(wp.read_slots)
+        refs = np.zeros(n_reads, dtype=np.int64)
+        for b in batches:
+            np.add.at(refs, b.items, 1)
+        needed = np.flatnonzero(refs)
+        first, last = int(needed[0]), int(needed[-1])
+        held: dict[int, Any] = {}
+        skipped: list[str] = []
+        next_batch = 0
+        reader = self._get_reader()
+        runs = _runs(wp, plan, first, last)
+        reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
+        for slot, a, b, pos0 in runs:
+            entry = self.table[plan.slots[slot]]
+            for pos, sample in self._read_run(reader, entry, a, b, pos0, refs, epoch, skipped):
+                held[pos] = sample
+                while next_batch < len(batches) and batches[next_batch].ready_at <= pos:
+                    yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
+                    skipped = []
+                    next_batch += 1
+        while next_batch < len(batches):
+            yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
+            skipped = []
+            next_batch += 1
+
+    def _get_reader(self):
+        # Built lazily inside each worker process: threads and file handles must not
+        # cross a fork.
+        if self._reader is None:
+            try:
+                from ..fetch import ShardReader, default_cache_policy
+            except ImportError:  # TEMP until fetch.py lands
+                class ShardReader:
+                    def __init__(self, **kw): pass
+                    def schedule(self, refs): pass
+                    def open(self, ref, offset):
+                        f = open(ref.url, "rb", buffering=1 << 20); f.seek(offset); return f
+                default_cache_policy = lambda url: False
+
+            cache = None
+            cache_dir = self.read_cfg.cache_dir
+            if cache_dir is None and self.table and default_cache_policy(self.table[0].url):
+                import tempfile
+                import os
+
+                cache_dir = os.path.join(tempfile.gettempdir(), "wds_pipeline_cache")
+                log.info("shards are on remote/FUSE storage (%s): caching them in %s", self.table[0].url, cache_dir)
+            if cache_dir is not None:
+                from ..cache import ShardCache
+
+                cache = ShardCache(cache_dir, limit_bytes=self.read_cfg.cache_limit)
+            self._reader = ShardReader(
+                cache=cache,
+                prefetch=self.read_cfg.shard_prefetch,
+                storage_options=dict(self.read_cfg.storage_options),
+            )
+        return self._reader
+
+    def _read_run(
+        self,
+        reader,
+        entry: ShardEntry,
+        a: int,
+        b: int,
+        pos0: int,
+        refs: np.ndarray,
+        epoch: int,
+        skipped: list[str],
+    ) -> Iterator[tuple[int, Any]]:
+        """Read samples [a, b) of one shard sequentially; decode only those still needed."""
+        pos = pos0
+        try:
+            with reader.open(self._ref_of(entry), entry.offsets[a]) as f:
+                got = 0
+                for key, fields in fmt.iter_samples(f, start=entry.offsets[a], source=entry.url, limit=b - a):
+                    if refs[pos] > 0:
+                        yield pos, self._decode(key, fields, entry, a + got, epoch)
+                    pos += 1
+                    got += 1
+                if got < b - a:
+                    raise fmt.ShardFormatError(
+                        f"{entry.url}: ended after {a + got} samples but the index lists "
+                        f"{entry.meta.nsamples}; the shard is truncated or does not match its index"
+                    )
+        except (fmt.ShardFormatError, OSError) as e:
+            if self.read_cfg.on_corrupt_shard == "raise":
+                raise fmt.ShardFormatError(
+                    f"{e} (pass on_corrupt_shard='skip' to skip the rest of this shard)"
+                ) from e
+            log.warning("skipping rest of shard %s: %s", entry.url, e)
+            while pos < pos0 + (b - a):
+                if refs[pos] > 0:
+                    yield pos, _Failed(f"{entry.url}#{a + pos - pos0}", str(e))
+                pos += 1
+
+    @staticmethod
+    def _ref_of(entry: ShardEntry):
+        try:
+            from ..fetch import ShardRef
+        except ImportError:  # TEMP until fetch.py lands
+            from types import SimpleNamespace as ShardRef
+
+        return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size)
+
+    def _decode(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int):
+        try:
+            return self._decode_sample(key, fields, entry, idx, epoch)
+        except Exception as e:  # any decoder failure is per-sample data damage
+            if self.read_cfg.on_decode_error == "raise":
+                raise SampleDecodeError(f"{entry.url}: sample {key!r} does not decode: {e}") from e
+            return _Failed(key, f"{type(e).__name__}: {e}")
+
+    def _decode_sample(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int):
+        want = self.read_cfg.fields
+        payload = fields.get(entry.audio_field)
+        if payload is None:
+            raise SampleDecodeError(f"missing {entry.audio_field}")
+        wave = fmt.decode_field(entry.audio_field, payload)
+        if wave.dtype != np.int16 or wave.ndim != 1:
+            raise SampleDecodeError(f"audio must be 1-D int16, got {wave.dtype} {wave.shape}")
+        crop = self.plan_cfg.crop_frames
+        start = 0
+        if crop and len(wave) > crop:
+            start = crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, len(wave) - crop)
+            wave = wave[start : start + crop]
+        label = -1
+        if "label" in want and fmt.CLS in fields:
+            label = int(bytes(fields[fmt.CLS]))
+        meta = None
+        if ("text" in want or "meta" in want) and fmt.JSON in fields:
+            meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON])
+        feats = None
+        if "fbank" in want and entry.has_fbank and entry.has_fbank in fields:
+            feats = fmt.decode_field(entry.has_fbank, fields[entry.has_fbank])
+            if crop and start:
+                hop = int(round(self.sample_rate * 0.010))
+                feats = feats[start // hop :]
+            if crop:
+                from ..features import FbankConfig, num_frames
+
+                feats = feats[: num_frames(crop, FbankConfig(sample_rate=self.sample_rate))]
+        return _Sample(key, wave, label, meta, feats, entry.meta.dataset)
+
+    def _collate(
+        self, pb, held: dict[int, Any], refs: np.ndarray, index: int, epoch: int, skipped: list[str]
+    ) -> Batch:
+        rows: list[_Sample] = []
+        pad_flags: list[bool] = []
+        for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
+            s = held[item]
+            refs[item] -= 1
+            if refs[item] == 0:
+                del held[item]
+            if isinstance(s, _Failed):
+                if not is_pad:
+                    skipped.append(s.key)
+                continue
+            rows.append(s)
+            pad_flags.append(is_pad)
+        want = self.read_cfg.fields
+        lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
+        width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
+        pcm = np.zeros((len(rows), width), dtype=np.int16)
+        for i, r in enumerate(rows):
+            pcm[i, : len(r.wave)] = r.wave
+        wave_t = torch.from_numpy(pcm)
+        lengths_t = torch.from_numpy(lengths)
+        fbank = fbank_lengths = None
+        if "fbank" in want:
+            fbank, fbank_lengths = self._fbank_batch(rows, wave_t, lengths_t)
+        if self.read_cfg.waveform_dtype == "float32":
+            wave_t = wave_t.to(torch.float32).mul_(1.0 / 32768.0)
+        metas = [r.meta or {} for r in rows]
+        return Batch(
+            waveform=wave_t if "waveform" in want else None,
+            lengths=lengths_t,
+            labels=torch.tensor([r.label for r in rows], dtype=torch.int64),
+            keys=[r.key for r in rows],
+            is_padding=torch.tensor(pad_flags, dtype=torch.bool),
+            dataset_ids=torch.tensor([r.dataset for r in rows], dtype=torch.int64),
+            texts=[m.get("text") or "" for m in metas] if "text" in want else None,
+            fbank=fbank,
+            fbank_lengths=fbank_lengths,
+            meta=metas if "meta" in want else None,
+            epoch=epoch,
+            index=index,
+            skipped=list(skipped),
+        )
+
+    def _fbank_batch(self, rows, wave_t: torch.Tensor, lengths_t: torch.Tensor):
+        if rows and all(r.feats is not None for r in rows):
+            n = np.array([len(r.feats) for r in rows], dtype=np.int64)
+            out = np.zeros((len(rows), int(n.max()), rows[0].feats.shape[1]), dtype=np.float32)
+            for i, r in enumerate(rows):
+                out[i, : len(r.feats)] = r.feats
+            return torch.from_numpy(out), torch.from_numpy(n)
+        # No precomputed features in the shards: compute Kaldi fbank here, in the worker.
+        if self._fbank is None:
+            from ..features import Fbank, FbankConfig
+
+            self._fbank = Fbank(FbankConfig(sample_rate=self.sample_rate))
+        with torch.no_grad():
+            return self._fbank(wave_t.to(torch.float32), lengths_t)
+
+
+@dataclass
+class _Sample:
+    key: str
+    wave: np.ndarray
+    label: int
+    meta: dict | None
+    feats: np.ndarray | None
+    dataset: int
+
+
+@dataclass
+class _Failed:
+    key: str
+    reason: str
+
+
+def _runs(wp: WorkerPlan, plan: EpochPlan, first: int, last: int) -> list[tuple[int, int, int, int]]:
+    """Group read positions [first, last] into (slot, start, stop, first_pos) sequential runs."""
+    runs: list[tuple[int, int, int, int]] = []
+    slots, index = wp.read_slots, wp.read_index
+    pos = first
+    while pos <= last:
+        slot = int(slots[pos])
+        a = int(index[pos])
+        end = pos + 1
+        while end <= last and slots[end] == slot and index[end] == index[end - 1] + 1:
+            end += 1
+        runs.append((slot, a, a + (end - pos), pos))
+        pos = end
+    return runs

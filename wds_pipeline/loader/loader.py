@@ -1,0 +1,298 @@
+"""``StreamingLoader``: a torch DataLoader over wds_pipeline shards with exact resume."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..index import DatasetIndex, load_index
+from .batch import Batch
+from .dataset import ReadConfig, ShardStreamDataset
+from .plan import EpochPlan, PlanConfig, plan_epoch
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything that shapes an epoch. Keyword-only; YAML configs map onto it 1:1."""
+
+    batch_size: int | None = 32
+    max_batch_seconds: float | None = None  # duration bucketing instead of a fixed batch size
+    num_buckets: int = 8
+    max_batch_size: int | None = None
+    crop_seconds: float | None = None
+    shuffle: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 5000  # samples, total over workers
+    shuffle_buffer_bytes: int = 1 << 30  # decoded bytes, total over workers
+    last_batch: Literal["drop", "pad"] = "drop"
+    weights: tuple[float, ...] = ()
+    fields: tuple[str, ...] = ("waveform", "label")
+    waveform_dtype: Literal["float32", "int16"] = "float32"
+    on_decode_error: Literal["skip", "raise"] = "skip"
+    on_corrupt_shard: Literal["raise", "skip"] = "raise"
+    num_workers: int = 2
+    prefetch_factor: int | None = 2
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    multiprocessing_context: str | None = None
+    cache_dir: str | None = None
+    cache_limit: int | None = None
+    shard_prefetch: int = 2
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoaderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown loader options {sorted(unknown)}; valid: {sorted(known)}")
+        d = dict(d)
+        for k in ("weights", "fields"):
+            if k in d and d[k] is not None:
+                d[k] = tuple(d[k])
+        if isinstance(d.get("cache_limit"), str):
+            d["cache_limit"] = parse_size(d["cache_limit"])
+        return cls(**d)
+
+
+def parse_size(text: str | int) -> int:
+    """'20GB' / '512MiB' / 1000 -> bytes."""
+    if isinstance(text, int):
+        return text
+    s = text.strip().upper().replace(" ", "")
+    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
+             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    for u, mult in units.items():
+        if s.endswith(u):
+            return int(float(s[: -len(u)]) * mult)
+    return int(s)
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Rank and world size: explicit values, else torch.distributed, else torchrun's env."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    r = int(os.environ.get("RANK", "0"))
+    w = int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= r < w:
+        raise ValueError(f"RANK={r} is not within WORLD_SIZE={w}")
+    return r, w
+
+
+class StreamingLoader:
+    """Batches from wds_pipeline shards, ready for a plain training loop.
+
+    >>> loader = StreamingLoader("shards/train/index.json", batch_size=64, crop_seconds=3.0)
+    >>> for epoch in range(10):
+    ...     for batch in loader:             # each full pass is one epoch
+    ...         loss = model(batch.waveform, batch.lengths)
+    ...         state = loader.state_dict()  # save with the model checkpoint
+
+    ``len(loader)`` is the exact number of batches this rank yields in the next epoch,
+    equal on every rank. Iterating again after a complete pass runs the next epoch;
+    ``load_state_dict`` resumes mid-epoch at the batch after the checkpoint.
+    """
+
+    def __init__(
+        self,
+        indexes: str | DatasetIndex | Sequence[str | DatasetIndex],
+        config: LoaderConfig | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        **overrides: Any,
+    ):
+        cfg = config or LoaderConfig()
+        if overrides:
+            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **overrides})
+        self.config = cfg
+        if isinstance(indexes, (str, DatasetIndex)):
+            indexes = [indexes]
+        self.indexes = [
+            i if isinstance(i, DatasetIndex) else load_index(i, **cfg.storage_options) for i in indexes
+        ]
+        if not self.indexes:
+            raise ValueError("no dataset given: pass at least one index.json URL")
+        rates = {i.sample_rate for i in self.indexes}
+        if len(rates) > 1:
+            raise ValueError(f"datasets have different sample rates {sorted(rates)}; rebuild them at one rate")
+        self.sample_rate = rates.pop()
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.plan_config = self._plan_config()
+        self.dataset = ShardStreamDataset(
+            self.indexes,
+            self.plan_config,
+            ReadConfig(
+                fields=cfg.fields,
+                waveform_dtype=cfg.waveform_dtype,
+                on_decode_error=cfg.on_decode_error,
+                on_corrupt_shard=cfg.on_corrupt_shard,
+                cache_dir=cfg.cache_dir,
+                cache_limit=cfg.cache_limit,
+                shard_prefetch=cfg.shard_prefetch,
+                storage_options=dict(cfg.storage_options),
+            ),
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=cfg.num_workers,
+        )
+        dl_kwargs: dict[str, Any] = dict(
+            batch_size=None,
+            num_workers=cfg.num_workers,
+            pin_memory=cfg.pin_memory,
+        )
+        if cfg.num_workers > 0:
+            dl_kwargs.update(
+                prefetch_factor=cfg.prefetch_factor,
+                persistent_workers=cfg.persistent_workers,
+                multiprocessing_context=cfg.multiprocessing_context,
+            )
+        self.dataloader = DataLoader(self.dataset, **dl_kwargs)
+        self.epoch = 0
+        self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
+        self._yielded = 0  # batches yielded so far in the current epoch
+        self._skipped: list[str] = []
+
+    # -- configuration ----------------------------------------------------------
+    def _plan_config(self) -> PlanConfig:
+        cfg, sr = self.config, self.sample_rate
+        bytes_per_frame = 2.0
+        if "fbank" in cfg.fields:
+            bytes_per_frame += 80 * 2 / (sr * 0.010)  # float16 features per audio frame
+        max_frames = boundaries = None
+        if cfg.max_batch_seconds is not None:
+            max_frames = int(cfg.max_batch_seconds * sr)
+            boundaries = bucket_boundaries(self.indexes, cfg.num_buckets, cfg.crop_seconds, sr)
+        return PlanConfig(
+            seed=cfg.seed,
+            shuffle=cfg.shuffle,
+            shuffle_buffer=cfg.shuffle_buffer,
+            shuffle_buffer_bytes=cfg.shuffle_buffer_bytes,
+            bytes_per_frame=bytes_per_frame,
+            batch_size=None if max_frames is not None else cfg.batch_size,
+            max_batch_frames=max_frames,
+            bucket_boundaries=tuple(boundaries or ()),
+            max_batch_size=cfg.max_batch_size,
+            crop_frames=int(round(cfg.crop_seconds * sr)) if cfg.crop_seconds else None,
+            last_batch=cfg.last_batch,
+            weights=tuple(cfg.weights),
+        )
+
+    # -- epoch structure ------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration runs (the DistributedSampler idiom)."""
+        if epoch != self.epoch:
+            self._resume_at = 0
+        self.epoch = epoch
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        return self.dataset.plan(self.epoch if epoch is None else epoch)
+
+    def __len__(self) -> int:
+        return max(0, self.plan().num_batches - self._resume_at)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(i.num_samples for i in self.indexes)
+
+    def dropped_samples(self, epoch: int | None = None) -> int:
+        """Samples of this rank's share that the drop policy leaves out of ``epoch``."""
+        return self.plan(epoch).ranks[self.rank].dropped
+
+    @property
+    def skipped(self) -> list[str]:
+        """Keys of samples that failed to decode and were skipped, so far."""
+        return list(self._skipped)
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self._skipped)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, start = self.epoch, self._resume_at
+        total = self.plan(epoch).num_batches
+        self.dataset.control.copy_(torch.tensor([epoch, start], dtype=torch.int64))
+        self._yielded = start
+        self._resume_at = 0
+        if start < total:
+            expected = start
+            for batch in self.dataloader:
+                if batch.index != expected:
+                    raise RuntimeError(
+                        f"batch order diverged from the epoch plan (got batch {batch.index}, "
+                        f"expected {expected}); please report this with your torch version"
+                    )
+                expected += 1
+                self._yielded = expected
+                self._skipped.extend(batch.skipped)
+                yield batch
+            if expected != total:
+                raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
+        self.epoch = epoch + 1
+        self._yielded = 0
+
+    # -- checkpointing ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Position to resume from: the epoch and how many of its batches were consumed."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "batches_yielded": self._yielded,
+            "plan": self._fingerprint(),
+            "world_size": self.world_size,
+            "num_workers": self.config.num_workers,
+            "skipped": list(self._skipped),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
+        if state["plan"] != self._fingerprint():
+            raise ValueError(
+                "the loader state was saved with a different dataset or loader configuration "
+                "(batching, shuffling, world size or workers differ); resume with the same settings"
+            )
+        self.epoch = int(state["epoch"])
+        self._resume_at = int(state["batches_yielded"])
+        self._yielded = self._resume_at
+        self._skipped = list(state.get("skipped", []))
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "plan_config": _jsonable(self.plan_config.to_dict()),
+            "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.indexes],
+            "world_size": self.world_size,
+            "num_workers": max(1, self.config.num_workers),
+        }
+
+
+def bucket_boundaries(
+    indexes: Sequence[DatasetIndex], num_buckets: int, crop_seconds: float | None, sr: int
+) -> list[int]:
+    """Frame-count boundaries at duration quantiles, so buckets are equally populated."""
+    frames = np.concatenate(
+        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0)]
+    )
+    if crop_seconds:
+        frames = np.minimum(frames, int(crop_seconds * sr))
+    if len(frames) == 0 or num_buckets <= 1:
+        return []
+    qs = np.quantile(frames, np.linspace(0, 1, num_buckets + 1)[1:-1])
+    return sorted({int(q) for q in qs})
+
+
+def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,463 @@
+"""Epoch planning: a pure function from (index metadata, seed, epoch, ranks, workers) to batches.
+
+Why plan at all: the index knows every sample's length and byte offset, so the whole
+epoch -- which samples each rank and worker reads, the order the shuffle buffer emits
+them in, how they are batched or bucketed, and how many batches each rank yields --
+can be computed before a byte is read. That makes the hard properties cheap:
+
+* exactly-once coverage: samples are split into contiguous ranges of the shuffled
+  shard sequence, so every sample lands in exactly one (rank, worker) stream, and a
+  worker reads its stream sequentially (large sequential reads, few shard opens);
+* equal batches per rank: batch counts are known up front, so ranks are trimmed
+  (``drop``) or topped up with marked padding batches (``pad``) to the same count, and
+  ``len(loader)`` is exact;
+* exact mid-epoch resume: the state is (epoch, batches yielded); a restarted worker
+  recomputes the plan and resumes at its next batch, re-reading only what was still
+  in its shuffle buffer.
+
+Workers execute the plan (see ``dataset.py``): they read their stream in order, hold
+samples until the batch that needs them is due, and emit batches in plan order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+LastBatch = Literal["drop", "pad"]
+
+
+@dataclass(frozen=True)
+class ShardMeta:
+    """What planning needs to know about one shard (from the index)."""
+
+    dataset: int
+    shard: int
+    nsamples: int
+    frames: tuple[int, ...]  # audio frames per sample
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer: int = 5000  # samples held for shuffling, total over a rank's workers
+    shuffle_buffer_bytes: int = 1 << 30  # decoded bytes held, total over a rank's workers
+    bytes_per_frame: float = 2.0  # decoded bytes per audio frame (int16 waveform [+ features])
+    batch_size: int | None = 32
+    max_batch_frames: int | None = None  # duration bucketing: padded frames per batch
+    bucket_boundaries: tuple[int, ...] = ()  # frame-count boundaries between buckets
+    max_batch_size: int | None = None  # cap on samples in a bucketed batch
+    crop_frames: int | None = None  # random crops of this length (speaker tasks)
+    last_batch: LastBatch = "drop"
+    weights: tuple[float, ...] = ()  # per-dataset sampling rate per epoch (1.0 = every sample once)
+
+    def __post_init__(self) -> None:
+        if (self.batch_size is None) == (self.max_batch_frames is None):
+            raise ValueError("set exactly one of batch_size or max_batch_seconds")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.last_batch not in ("drop", "pad"):
+            raise ValueError(f"last_batch must be 'drop' or 'pad', got {self.last_batch!r}")
+        if self.shuffle_buffer < 1:
+            raise ValueError("shuffle_buffer must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PlannedBatch:
+    items: np.ndarray  # int64 positions into the worker's read list
+    padding: np.ndarray  # bool per item: True for repeated filler samples
+    ready_at: int  # read-list position after which every item has been read
+
+
+@dataclass
+class WorkerPlan:
+    """One (rank, worker) stream: what to read, in order, and the batches to emit."""
+
+    read_slots: np.ndarray  # int64: slot in the epoch's shard sequence, per read position
+    read_index: np.ndarray  # int64: sample index within that shard, per read position
+    batches: list[PlannedBatch] = field(default_factory=list)
+    real_reads: int = 0  # read positions [0, real_reads) are the worker's own samples
+
+
+@dataclass
+class RankPlan:
+    workers: list[WorkerPlan]
+    order: list[int]  # logical worker of each of the rank's batches, in DataLoader order
+    dropped: int = 0  # samples of this rank's share not yielded (drop policy)
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.order)
+
+
+@dataclass
+class EpochPlan:
+    slots: list[int]  # epoch's shard sequence: index into the global shard table, with repeats
+    ranks: list[RankPlan]
+
+    @property
+    def num_batches(self) -> int:
+        return self.ranks[0].num_batches if self.ranks else 0
+
+
+# ---------------------------------------------------------------------------
+# Deterministic randomness
+
+
+def _rng(*parts: int) -> random.Random:
+    # A fresh, well-separated stream per (seed, epoch, purpose, ...): stable across
+    # Python versions because it goes through sha256, not hash().
+    digest = hashlib.sha256(json.dumps(parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+_MASK = (1 << 64) - 1
+
+
+def crop_start(seed: int, epoch: int, gid: int, span: int) -> int:
+    """Seeded crop offset in [0, span] for sample ``gid``: independent of read order."""
+    if span <= 0:
+        return 0
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + gid * 0x94D049BB133111EB) & _MASK
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK
+    x ^= x >> 31
+    return x % (span + 1)
+
+
+# ---------------------------------------------------------------------------
+# Stage 1: the epoch's shard sequence
+
+
+def epoch_slots(shards: Sequence[ShardMeta], cfg: PlanConfig, epoch: int) -> list[int]:
+    """Shard sequence for one epoch: weights applied per dataset, then shuffled."""
+    by_dataset: dict[int, list[int]] = {}
+    for i, s in enumerate(shards):
+        if s.nsamples > 0:
+            by_dataset.setdefault(s.dataset, []).append(i)
+    slots: list[int] = []
+    for d, members in sorted(by_dataset.items()):
+        w = cfg.weights[d] if d < len(cfg.weights) else 1.0
+        if w < 0:
+            raise ValueError(f"dataset weight must be >= 0, got {w}")
+        whole = int(w)
+        slots.extend(members * whole)
+        extra = round((w - whole) * len(members))
+        if extra:
+            # Fractional weights subsample whole shards (keeps reads sequential); a
+            # different subset every epoch.
+            slots.extend(sorted(_rng(cfg.seed, epoch, 1, d).sample(members, extra)))
+    if cfg.shuffle:
+        _rng(cfg.seed, epoch, 0).shuffle(slots)
+    return slots
+
+
+# ---------------------------------------------------------------------------
+# Stage 2: split the sample sequence into rank x worker streams
+
+
+def partition(counts: Sequence[int], parts: int) -> list[list[tuple[int, int, int]]]:
+    """Split the concatenation of ``counts`` into ``parts`` contiguous near-equal pieces.
+
+    Returns per part a list of (slot, start, stop) sample ranges. Splitting inside a
+    shard is what keeps every worker busy when there are fewer shards than workers.
+    """
+    total = int(sum(counts))
+    bounds = [total * p // parts for p in range(parts + 1)]
+    out: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for p in range(parts):
+        lo, hi = bounds[p], bounds[p + 1]
+        if lo == hi:
+            continue
+        first = int(np.searchsorted(starts, lo, side="right") - 1)
+        slot = first
+        while slot < len(counts) and starts[slot] < hi:
+            a = max(lo, int(starts[slot])) - int(starts[slot])
+            b = min(hi, int(starts[slot + 1])) - int(starts[slot])
+            if b > a:
+                out[p].append((slot, a, b))
+            slot += 1
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Stage 3: shuffle-buffer simulation and batching for one worker stream
+
+
+def shuffle_order(
+    item_bytes: np.ndarray, capacity: int, capacity_bytes: float, rng: random.Random
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate a bounded shuffle buffer over a stream; returns (order, emitted_at).
+
+    Each arriving item enters the buffer; while the buffer is over its sample or
+    byte capacity a uniformly chosen item leaves. ``emitted_at[j]`` is the stream
+    position that had been read when ``order[j]`` left, which is all a worker needs
+    to replay the same order on real data.
+    """
+    n = len(item_bytes)
+    order = np.empty(n, dtype=np.int64)
+    at = np.empty(n, dtype=np.int64)
+    buf: list[int] = []
+    held = 0.0
+    k = 0
+    randrange = rng.randrange
+    for pos in range(n):
+        buf.append(pos)
+        held += item_bytes[pos]
+        while len(buf) > capacity or (held > capacity_bytes and len(buf) > 1):
+            j = randrange(len(buf))
+            buf[j], buf[-1] = buf[-1], buf[j]
+            out = buf.pop()
+            held -= item_bytes[out]
+            order[k] = out
+            at[k] = pos
+            k += 1
+    last = n - 1
+    while buf:
+        j = randrange(len(buf))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        order[k] = buf.pop()
+        at[k] = last
+        k += 1
+    return order, at
+
+
+def fixed_batches(order: np.ndarray, at: np.ndarray, cfg: PlanConfig) -> list[PlannedBatch]:
+    bs = int(cfg.batch_size or 1)
+    out = []
+    for lo in range(0, len(order), bs):
+        items = order[lo : lo + bs]
+        pad = np.zeros(len(items), dtype=bool)
+        if len(items) < bs:
+            if cfg.last_batch == "drop":
+                break
+            # Complete the last batch with repeats of its own samples, marked as padding.
+            fill = np.resize(items, bs - len(items))
+            items = np.concatenate([items, fill])
+            pad = np.concatenate([pad, np.ones(len(fill), dtype=bool)])
+        out.append(PlannedBatch(items=items, padding=pad, ready_at=int(at[min(lo + bs, len(at)) - 1])))
+    return out
+
+
+def bucket_batches(
+    order: np.ndarray, at: np.ndarray, frames: np.ndarray, cfg: PlanConfig
+) -> list[PlannedBatch]:
+    """Duration bucketing: fill per-bucket batches up to ``max_batch_frames`` padded frames."""
+    limit = int(cfg.max_batch_frames or 0)
+    bounds = np.asarray(cfg.bucket_boundaries, dtype=np.int64)
+    buckets: dict[int, list[int]] = {}
+    longest: dict[int, int] = {}
+    out: list[PlannedBatch] = []
+
+    def emit(b: int, ready: int) -> None:
+        items = np.asarray(buckets.pop(b), dtype=np.int64)
+        longest.pop(b)
+        out.append(PlannedBatch(items=items, padding=np.zeros(len(items), dtype=bool), ready_at=ready))
+
+    for j in range(len(order)):
+        item = int(order[j])
+        n = int(frames[item])
+        b = int(np.searchsorted(bounds, n, side="right"))
+        if b in buckets:
+            new_longest = max(longest[b], n)
+            full = new_longest * (len(buckets[b]) + 1) > limit or (
+                cfg.max_batch_size is not None and len(buckets[b]) >= cfg.max_batch_size
+            )
+            if full:
+                emit(b, int(at[j - 1]) if j else 0)
+        buckets.setdefault(b, []).append(item)
+        longest[b] = max(longest.get(b, 0), n)
+    end = int(at[-1]) if len(at) else 0
+    for b in sorted(buckets):
+        emit(b, end)  # leftovers are real data: emitted as smaller batches, never dropped
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Stage 4: whole-epoch plan with equal batch counts per rank
+
+
+def round_robin(counts: Sequence[int]) -> list[int]:
+    """The order in which a DataLoader yields batches from workers with these counts.
+
+    torch's DataLoader asks workers in a fixed cycle and skips a worker once it is
+    exhausted, so the output is a round robin over workers that still have batches.
+    """
+    remaining = list(counts)
+    order: list[int] = []
+    while any(remaining):
+        for w, r in enumerate(remaining):
+            if r:
+                order.append(w)
+                remaining[w] -= 1
+    return order
+
+
+def plan_epoch(
+    shards: Sequence[ShardMeta],
+    cfg: PlanConfig,
+    *,
+    epoch: int,
+    world_size: int,
+    num_workers: int,
+) -> EpochPlan:
+    """Plan every rank's batches for one epoch. Pure: same inputs, same plan."""
+    if world_size < 1 or num_workers < 1:
+        raise ValueError("world_size and num_workers must be >= 1")
+    slots = epoch_slots(shards, cfg, epoch)
+    counts = [shards[s].nsamples for s in slots]
+    parts = partition(counts, world_size * num_workers)
+    frames_of = [np.asarray(shards[s].frames, dtype=np.int64) for s in slots]
+    per_worker_cap = max(1, -(-cfg.shuffle_buffer // num_workers))
+    per_worker_bytes = cfg.shuffle_buffer_bytes / num_workers
+
+    ranks: list[RankPlan] = []
+    for r in range(world_size):
+        workers = []
+        for w in range(num_workers):
+            ranges = parts[r * num_workers + w]
+            read_slots = np.concatenate(
+                [np.full(b - a, s, dtype=np.int64) for s, a, b in ranges] or [np.zeros(0, np.int64)]
+            )
+            read_index = np.concatenate(
+                [np.arange(a, b, dtype=np.int64) for _, a, b in ranges] or [np.zeros(0, np.int64)]
+            )
+            frames = np.concatenate([frames_of[s][a:b] for s, a, b in ranges] or [np.zeros(0, np.int64)])
+            eff = np.minimum(frames, cfg.crop_frames) if cfg.crop_frames else frames
+            if cfg.shuffle:
+                order, at = shuffle_order(
+                    eff * cfg.bytes_per_frame,
+                    per_worker_cap,
+                    per_worker_bytes,
+                    _rng(cfg.seed, epoch, 2, r, w),
+                )
+            else:
+                order = np.arange(len(frames), dtype=np.int64)
+                at = order.copy()
+            if cfg.batch_size is not None:
+                batches = fixed_batches(order, at, cfg)
+            else:
+                batches = bucket_batches(order, at, eff, cfg)
+            workers.append(
+                WorkerPlan(read_slots, read_index, batches, real_reads=len(read_slots))
+            )
+        ranks.append(RankPlan(workers=workers, order=[]))
+
+    totals = [sum(len(w.batches) for w in rp.workers) for rp in ranks]
+    target = min(totals) if cfg.last_batch == "drop" else max(totals)
+    for r, rp in enumerate(ranks):
+        _equalise(rp, target, cfg, shards, slots, parts, num_workers, r)
+    return EpochPlan(slots=slots, ranks=ranks)
+
+
+def _equalise(
+    rp: RankPlan,
+    target: int,
+    cfg: PlanConfig,
+    shards: Sequence[ShardMeta],
+    slots: list[int],
+    parts: list[list[tuple[int, int, int]]],
+    num_workers: int,
+    rank: int,
+) -> None:
+    counts = [len(w.batches) for w in rp.workers]
+    total = sum(counts)
+    if total > target:
+        # Trim the batches the DataLoader would yield last; their samples are dropped
+        # for this epoch (a different set every epoch, since the order is reshuffled).
+        keep = [0] * num_workers
+        for w in round_robin(counts)[:target]:
+            keep[w] += 1
+        for w, wp in enumerate(rp.workers):
+            del wp.batches[keep[w] :]
+    elif total < target:
+        _add_padding_batches(rp, target - total, cfg, parts, num_workers, rank)
+    # Samples of this rank's share never placed in a batch (partial batches under drop).
+    placed = sum(int((~b.padding).sum()) for wp in rp.workers for b in wp.batches)
+    own = sum(wp.real_reads for wp in rp.workers)
+    rp.dropped = own - placed
+    rp.order = round_robin([len(w.batches) for w in rp.workers])
+
+
+def _add_padding_batches(
+    rp: RankPlan,
+    missing: int,
+    cfg: PlanConfig,
+    parts: list[list[tuple[int, int, int]]],
+    num_workers: int,
+    rank: int,
+) -> None:
+    """Top a rank up with batches that repeat real samples, every item marked padding."""
+    donors = [w for w in rp.workers if w.batches]
+    for i in range(missing):
+        # Give the filler to the worker with the fewest batches: spreads the work.
+        target = min(range(num_workers), key=lambda w: (len(rp.workers[w].batches), w))
+        wp = rp.workers[target]
+        if wp.batches:
+            src = wp.batches[-1]
+            items = src.items.copy()
+            ready = src.ready_at
+        elif donors:
+            # Borrow the shape of another worker's batch but read from this worker's
+            # own list: append the donor's samples as extra (filler-only) reads.
+            src = donors[0].batches[0]
+            items = _append_reads(wp, donors[0], src.items)
+            ready = len(wp.read_slots) - 1
+        else:
+            # This rank has no data at all (fewer samples than ranks x batch): fill
+            # from the start of the epoch's first non-empty stream.
+            first = next((p for p in parts if p), None)
+            if first is None:
+                return  # empty dataset: every rank has zero batches anyway
+            slot, a, b = first[0]
+            n = min(b - a, cfg.batch_size or (b - a))
+            src_slots = np.full(n, slot, dtype=np.int64)
+            src_index = np.arange(a, a + n, dtype=np.int64)
+            base = len(wp.read_slots)
+            wp.read_slots = np.concatenate([wp.read_slots, src_slots])
+            wp.read_index = np.concatenate([wp.read_index, src_index])
+            items = np.arange(base, base + n, dtype=np.int64)
+            if cfg.batch_size:
+                items = np.resize(items, cfg.batch_size)
+            ready = len(wp.read_slots) - 1
+            donors = [wp]
+        wp.batches.append(
+            PlannedBatch(items=items, padding=np.ones(len(items), dtype=bool), ready_at=ready)
+        )
+
+
+def _append_reads(wp: WorkerPlan, donor: WorkerPlan, items: np.ndarray) -> np.ndarray:
+    base = len(wp.read_slots)
+    wp.read_slots = np.concatenate([wp.read_slots, donor.read_slots[items]])
+    wp.read_index = np.concatenate([wp.read_index, donor.read_index[items]])
+    return np.arange(base, base + len(items), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Resume
+
+
+def resume_point(order: Sequence[int], num_workers: int, consumed: int) -> tuple[list[int], int]:
+    """After ``consumed`` batches: batches done per logical worker, and the next worker.
+
+    The next worker is where a fresh DataLoader iterator (which always starts its
+    cycle at physical worker 0) must begin: physical worker i plays logical worker
+    ``(next + i) % num_workers``, which preserves the cyclic order.
+    """
+    done = [0] * num_workers
+    for w in order[:consumed]:
+        done[w] += 1
+    nxt = order[consumed] if consumed < len(order) else 0
+    return done, nxt
