@@ -1,0 +1,508 @@
+"""A size-bounded, verified, multi-process local cache of whole shards.
+
+Why: reading shards straight from Drive or GCS every epoch pays the slow link
+every time; a local copy pays it once. Unlike webdataset's cache this one is
+bounded, names entries by the full URL, verifies content, and is safe to share
+between DataLoader workers and processes on one machine.
+
+Layout under ``cache_dir``::
+
+    data/<sha1(url)[:16]>-<basename>        verified shard bytes
+    meta/<same>.json                        sidecar: url, size, sha256, stamp
+    tmp/<same>.<uuid>.part                  download in progress (never trusted)
+    locks/<same>.lock, locks/.global.lock   filelock files (empty)
+
+Verification policy. A download is hashed while it streams in and checked
+against the expected sha256/size; only then is it renamed into ``data/`` and the
+sidecar written (sidecar last, so a crash in between leaves an entry that is
+not trusted). On a hit the size is checked against the expected size and the
+file's stamp (inode, size, mtime_ns) against the one recorded when it was last
+hashed; if the stamp changed (the file was rewritten or modified in place) it
+is re-hashed, and a mismatch drops and re-fetches it. ``verify=True`` forces a
+re-hash on every hit (catches a corrupter that restored the mtime).
+
+Bound. ``limit_bytes`` bounds the total size of everything under ``data/``,
+``meta/`` and ``tmp/`` (by st_size). A download first reserves its full size,
+under the global lock: it evicts least-recently-used entries (by the atime we
+set on each hit) that nobody holds, then creates its temp file truncated to the
+shard's size, so concurrent downloads count against the bound before writing.
+A shard that can never fit, or that cannot fit because every entry is in use,
+raises :class:`CacheFullError` (an ``OSError`` with ``ENOSPC``); the
+:class:`~wds_pipeline.fetch.ShardReader` then streams that shard uncached.
+Eviction only ever deletes files inside ``cache_dir``. A file unlinked while a
+reader still has it open stays readable until closed (its blocks are freed
+then), so the OS may briefly hold more than the bound; the directory never does.
+
+Locking. One ``filelock`` per entry serialises download/verify/evict of that
+entry across threads and processes (the second getter waits, then hits: no
+double download). A global lock serialises reservation and eviction. Order:
+entry lock, then global lock, then other entries' locks only non-blocking, so
+there is no deadlock. ``flock`` locks die with their process, so a killed
+downloader leaves no stale lock, and its temp file is removed by the next
+reservation (a temp file whose entry lock is free is by definition abandoned).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, BinaryIO, Callable
+
+from filelock import FileLock, Timeout
+
+from . import storage
+from .format import ShardFormatError
+
+__all__ = ["CacheFullError", "CacheStats", "FetchFn", "ShardCache", "ShardIntegrityError", "cache_key"]
+
+FetchFn = Callable[[str, BinaryIO], None]
+
+META_VERSION = 1
+META_RESERVE = 4096  # bytes set aside per entry for its sidecar
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class CacheFullError(OSError):
+    """The shard cannot be cached within ``limit_bytes`` (too big, or the cache is
+    full of entries in use). Read it uncached or raise the limit."""
+
+
+class ShardIntegrityError(ShardFormatError):
+    """A shard's bytes do not match the sha256/size recorded in the index."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        expected_sha256: str | None,
+        actual_sha256: str,
+        expected_size: int | None,
+        actual_size: int,
+        attempts: int,
+    ) -> None:
+        self.url = url
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+        super().__init__(
+            f"shard {url} failed verification after {attempts} downloads: expected sha256 "
+            f"{expected_sha256} ({expected_size} bytes), got sha256 {actual_sha256} "
+            f"({actual_size} bytes). The source file changed or is corrupt: rebuild the shard "
+            "or its index entry so both agree (wds-pipeline verify checks all shards)."
+        )
+
+
+@dataclass
+class CacheStats:
+    """Counters of this process's use of the cache (not shared between processes)."""
+
+    hits: int = 0
+    misses: int = 0
+    bytes_downloaded: int = 0
+    evictions: int = 0
+    rehashes: int = 0  # hits whose stamp changed (or verify=True) and were re-hashed
+    corrupt: int = 0  # cached entries found corrupt and dropped
+    refetches: int = 0  # downloads whose hash mismatched and were fetched again
+    stale_tmp_removed: int = 0
+
+
+@dataclass
+class _Meta:
+    url: str
+    size: int
+    sha256: str
+    stamp: list[int]  # [st_ino, st_size, st_mtime_ns] when last hashed
+    version: int = META_VERSION
+
+
+def cache_key(url: str) -> str:
+    """Entry name: 16 hex of sha1(full URL) + readable basename, so
+    ``a/x-000.tar`` and ``b/x-000.tar`` never collide."""
+    h = hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
+    base = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    base = _SAFE.sub("_", base)[:80] or "shard"
+    return f"{h}-{base}"
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _hash_file(path: str) -> tuple[str, int]:
+    return storage.sha256_file(path)
+
+
+class _HashingWriter:
+    """File-like sink that hashes and counts what the fetch callback writes and
+    refuses to grow past the reserved size (the bound must hold even if the
+    source is bigger than the index says)."""
+
+    def __init__(self, f: BinaryIO, limit: int) -> None:
+        self._f = f
+        self._limit = limit
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.overflow = False
+
+    def write(self, data: Any) -> int:
+        b = memoryview(data).cast("B")
+        if self.n + len(b) > self._limit:
+            self.overflow = True
+            raise _Overflow()
+        self._f.write(b)
+        self.h.update(b)
+        self.n += len(b)
+        return len(b)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Overflow(Exception):
+    pass
+
+
+def _default_fetch(storage_options: dict[str, Any]) -> FetchFn:
+    def fetch(url: str, dst: BinaryIO) -> None:
+        if storage.is_remote(url):
+            fs, path = storage.url_to_fs(url, **storage_options)
+            src = fs.open(path, "rb", block_size=storage.BLOCK_SIZE)
+        else:
+            src = open(storage.local_path(url), "rb", buffering=0)
+        with src:
+            while True:
+                block = src.read(storage.BLOCK_SIZE)
+                if not block:
+                    return
+                dst.write(block)
+
+    return fetch
+
+
+class ShardCache:
+    """See the module docstring. Safe to pickle into DataLoader workers (it holds
+    only paths and counters; locks are taken per call)."""
+
+    def __init__(self, cache_dir: str, *, limit_bytes: int | None = None, lock_timeout: float | None = None) -> None:
+        if limit_bytes is not None and limit_bytes <= 0:
+            raise ValueError(f"limit_bytes must be positive or None, got {limit_bytes}")
+        self.cache_dir = os.path.abspath(cache_dir)
+        self.limit_bytes = limit_bytes
+        self.lock_timeout = -1 if lock_timeout is None else lock_timeout
+        for sub in ("data", "meta", "tmp", "locks"):
+            os.makedirs(os.path.join(self.cache_dir, sub), exist_ok=True)
+        self._stats = CacheStats()
+        self._stats_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("_stats_lock")
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._stats_lock = threading.Lock()
+
+    # ------------------------------------------------------------------- paths
+    def _data(self, key: str) -> str:
+        return os.path.join(self.cache_dir, "data", key)
+
+    def _meta(self, key: str) -> str:
+        return os.path.join(self.cache_dir, "meta", key + ".json")
+
+    def _lock(self, key: str, *, blocking: bool = True) -> FileLock:
+        return FileLock(
+            os.path.join(self.cache_dir, "locks", key + ".lock"),
+            timeout=self.lock_timeout if blocking else 0,
+            blocking=blocking,
+            preserve_lock_file=True,
+        )
+
+    def _global_lock(self) -> FileLock:
+        return FileLock(
+            os.path.join(self.cache_dir, "locks", ".global.lock"),
+            timeout=self.lock_timeout,
+            preserve_lock_file=True,
+        )
+
+    def path_for(self, url: str) -> str:
+        """Where ``url`` is (or would be) cached. Presence there does not mean verified."""
+        return self._data(cache_key(url))
+
+    def _count(self, **inc: int) -> None:
+        with self._stats_lock:
+            for k, v in inc.items():
+                setattr(self._stats, k, getattr(self._stats, k) + v)
+
+    def stats(self) -> CacheStats:
+        with self._stats_lock:
+            return CacheStats(**asdict(self._stats))
+
+    def usage_bytes(self) -> int:
+        """Bytes counted against the bound: data + sidecars + temp files."""
+        total = 0
+        for sub in ("data", "meta", "tmp"):
+            with os.scandir(os.path.join(self.cache_dir, sub)) as it:
+                for e in it:
+                    try:
+                        total += e.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        pass
+        return total
+
+    # ------------------------------------------------------------------ public
+    def get(
+        self,
+        url: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        fetch: FetchFn | None = None,
+        storage_options: dict[str, Any] | None = None,
+        verify: bool = False,
+    ) -> str:
+        """Local path of a verified copy of ``url``, downloading it if needed.
+
+        ``fetch(url, dst)`` writes the shard's bytes sequentially to ``dst``
+        (default: an fsspec copy in 8 MiB blocks). Raises :class:`CacheFullError`
+        when the shard cannot be cached within the limit and
+        :class:`ShardIntegrityError` when two downloads mismatch the expected hash.
+        The returned path may be evicted by another process later; use
+        :meth:`open` to get a handle that stays valid.
+        """
+        key = cache_key(url)
+        with self._lock(key):
+            return self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
+
+    def open(
+        self,
+        url: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        fetch: FetchFn | None = None,
+        storage_options: dict[str, Any] | None = None,
+        verify: bool = False,
+    ) -> BinaryIO:
+        """Like :meth:`get` but returns the file opened while the entry is locked,
+        so a concurrent eviction cannot remove it between check and open."""
+        key = cache_key(url)
+        with self._lock(key):
+            path = self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
+            return open(path, "rb")
+
+    def contains(self, url: str) -> bool:
+        """Whether a trusted-looking entry (data + sidecar) exists; no hashing, no lock."""
+        key = cache_key(url)
+        return os.path.exists(self._data(key)) and os.path.exists(self._meta(key))
+
+    def clear(self) -> None:
+        """Remove every entry not in use."""
+        with self._global_lock():
+            for name in os.listdir(os.path.join(self.cache_dir, "data")):
+                self._try_evict(name, count=False)
+
+    # ---------------------------------------------------------------- internals
+    def _read_meta(self, key: str) -> _Meta | None:
+        try:
+            with open(self._meta(key), encoding="utf-8") as f:
+                d = json.load(f)
+            m = _Meta(**d)
+        except (OSError, ValueError, TypeError):
+            return None
+        return m if m.version == META_VERSION else None
+
+    def _write_meta(self, key: str, m: _Meta) -> None:
+        path = self._meta(key)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(m), f)
+        os.replace(tmp, path)
+
+    def _drop(self, key: str) -> None:
+        for p in (self._meta(key), self._data(key)):  # sidecar first: untrust, then delete
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def _check_hit(self, url: str, key: str, sha256: str | None, size: int | None, verify: bool) -> bool:
+        data = self._data(key)
+        try:
+            st = os.stat(data)
+        except FileNotFoundError:
+            return False
+        m = self._read_meta(key)
+        if m is None or m.url != url:
+            return False  # no trust record (crash before the sidecar) or foreign entry
+        if sha256 is not None and m.sha256 != sha256:
+            return False  # the index now expects other content
+        if (size is not None and st.st_size != size) or st.st_size != m.size:
+            return False
+        if verify or _stamp(st) != m.stamp:
+            self._count(rehashes=1)
+            digest, n = _hash_file(data)
+            if digest != m.sha256 or n != m.size:
+                self._count(corrupt=1)
+                return False
+            st2 = os.stat(data)
+            m.stamp = _stamp(st2)
+            self._write_meta(key, m)
+            st = st2
+        # LRU clock: atime set explicitly (relatime/noatime make automatic atime
+        # useless); mtime is kept so the stamp stays valid.
+        os.utime(data, ns=(time.time_ns(), st.st_mtime_ns))
+        return True
+
+    def _ensure(
+        self,
+        url: str,
+        key: str,
+        sha256: str | None,
+        size: int | None,
+        fetch: FetchFn | None,
+        storage_options: dict[str, Any],
+        verify: bool,
+    ) -> str:
+        if self._check_hit(url, key, sha256, size, verify):
+            self._count(hits=1)
+            return self._data(key)
+        self._count(misses=1)
+        self._drop(key)
+        if size is None:
+            size = storage.file_size(url, **storage_options)
+        fetch = fetch or _default_fetch(storage_options)
+        for attempt in (1, 2):
+            tmp = self._reserve(key, url, size)
+            try:
+                digest, n = self._download(url, tmp, fetch, size)
+                if n == size and (sha256 is None or digest == sha256):
+                    st = os.stat(tmp)
+                    os.replace(tmp, self._data(key))
+                    self._write_meta(key, _Meta(url=url, size=n, sha256=digest, stamp=_stamp(st)))
+                    return self._data(key)
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            if attempt == 1:
+                self._count(refetches=1)
+        raise ShardIntegrityError(
+            url,
+            expected_sha256=sha256,
+            actual_sha256=digest,
+            expected_size=size,
+            actual_size=n,
+            attempts=2,
+        )
+
+    def _download(self, url: str, tmp: str, fetch: FetchFn, size: int) -> tuple[str, int]:
+        # The temp file already exists, truncated to `size` as a reservation.
+        with open(tmp, "r+b") as f:
+            w = _HashingWriter(f, size)  # type: ignore[arg-type]
+            try:
+                fetch(url, w)  # type: ignore[arg-type]
+            except _Overflow:
+                pass
+            finally:
+                self._count(bytes_downloaded=w.n)
+            if w.overflow:
+                return "<more bytes than expected>", size + 1
+            f.truncate(w.n)
+            f.flush()
+            os.fsync(f.fileno())
+        return w.h.hexdigest(), w.n
+
+    def _try_evict(self, name: str, *, count: bool = True) -> int:
+        """Delete entry ``name`` if nobody holds it; returns bytes freed."""
+        lock = self._lock(name, blocking=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            return 0
+        try:
+            freed = 0
+            for p in (self._meta(name), self._data(name)):
+                try:
+                    freed += os.stat(p).st_size
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+            if freed and count:
+                self._count(evictions=1)
+            return freed
+        finally:
+            lock.release()
+
+    def _clean_tmp(self, own_key: str) -> None:
+        """Remove temp files of downloads that died: their entry lock is free (or
+        is ours - we hold it, so nobody else is writing that entry)."""
+        tmpdir = os.path.join(self.cache_dir, "tmp")
+        for name in os.listdir(tmpdir):
+            if not name.endswith(".part"):
+                continue
+            key = name.rsplit(".", 2)[0]  # "<key>.<uuid>.part"; the key may contain dots
+            if key != own_key:
+                lock = self._lock(key, blocking=False)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    continue  # a live download
+                lock.release()
+            try:
+                os.unlink(os.path.join(tmpdir, name))
+                self._count(stale_tmp_removed=1)
+            except FileNotFoundError:
+                pass
+
+    def _reserve(self, key: str, url: str, size: int) -> str:
+        need = size + META_RESERVE
+        limit = self.limit_bytes
+        if limit is not None and need > limit:
+            raise CacheFullError(
+                errno.ENOSPC,
+                f"shard {url} ({size} bytes) is larger than the cache limit ({limit} bytes); "
+                "it will be read uncached - raise limit_bytes to cache it",
+            )
+        with self._global_lock():
+            self._clean_tmp(key)
+            if limit is not None:
+                usage = self.usage_bytes()
+                if usage + need > limit:
+                    datadir = os.path.join(self.cache_dir, "data")
+                    entries = []
+                    with os.scandir(datadir) as it:
+                        for e in it:
+                            try:
+                                entries.append((e.stat().st_atime_ns, e.name))
+                            except FileNotFoundError:
+                                pass
+                    for _, name in sorted(entries):
+                        if name == key:
+                            continue
+                        usage -= self._try_evict(name)
+                        if usage + need <= limit:
+                            break
+                    if usage + need > limit:
+                        raise CacheFullError(
+                            errno.ENOSPC,
+                            f"cache {self.cache_dir} is full ({usage} of {limit} bytes) of shards in use; "
+                            f"shard {url} ({size} bytes) will be read uncached - raise limit_bytes",
+                        )
+            tmp = os.path.join(self.cache_dir, "tmp", f"{key}.{uuid.uuid4().hex}.part")
+            with open(tmp, "wb") as f:
+                f.truncate(size)  # sparse: counts against the bound before any byte is written
+            return tmp
