@@ -1,0 +1,13 @@
+"""Shard builder: source scan -> deterministic plan -> worker processes -> index.
+
+Modules: ``options`` (typed options/results/errors), ``plan`` (pure planning and
+the fingerprint), ``worker`` (one shard per task), ``journal`` (resume/refuse),
+``run`` (:func:`build_dataset`).
+"""
+
+from .options import (BuildConfigError, BuildError, BuildOptions, BuildResult,
+                      OutputConflictError, SplitResult)
+from .run import build_dataset
+
+__all__ = ["BuildConfigError", "BuildError", "BuildOptions", "BuildResult",
+           "OutputConflictError", "SplitResult", "build_dataset"]

@@ -1,0 +1,165 @@
+"""Typed build options, results and errors (no I/O here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from ..index import BuildCounts
+
+Normalize = Literal["none", "peak", "loudness"]
+
+CODECS = ("npy", "flac")
+COMPRESSIONS = ("none", "zstd")
+NORMALIZES = ("none", "peak", "loudness")
+
+
+class BuildConfigError(ValueError):
+    """The build cannot start as asked: bad options, bad source, or an OUT conflict.
+
+    The CLI maps it to exit status 2 (usage error): the fix is to change the command.
+    """
+
+
+class OutputConflictError(BuildConfigError):
+    """OUT already holds a different dataset; ``--overwrite`` replaces it."""
+
+
+class BuildError(RuntimeError):
+    """The build started but failed (a worker crashed, output could not be written)."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that shapes the output, plus how to run (workers, strict, progress).
+
+    Only the fields listed in :meth:`output_dict` enter the plan fingerprint: the
+    number of workers or ``strict`` never change the bytes written.
+    """
+
+    sample_rate: int = 16000
+    codec: Literal["npy", "flac"] = "npy"
+    compress: Literal["none", "zstd"] = "none"
+    zstd_level: int = 3
+    normalize: Normalize = "none"
+    trim_silence: bool = False
+    chunk_seconds: float | None = None
+    min_chunk_seconds: float = 0.5
+    min_duration: float = 0.5
+    max_duration: float | None = None
+    fbank: bool = False
+    shard_size: int = 1000
+    max_shard_bytes: int | None = None
+    # Seeded shuffle of the id-sorted inputs so that every shard mixes speakers (a
+    # streaming reader only shuffles within a buffer); None keeps the sorted order.
+    shuffle_seed: int | None = 0
+    shard_prefix: str = "shard"
+    # -- how to run (not part of the fingerprint) --
+    workers: int | None = None  # None: os.cpu_count()
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def resolved_workers(self) -> int:
+        return max(1, self.workers if self.workers is not None else (os.cpu_count() or 1))
+
+    def validate(self) -> None:
+        def bad(msg: str) -> BuildConfigError:
+            return BuildConfigError(msg)
+
+        if self.codec not in CODECS:
+            raise bad(f"--codec {self.codec!r}: choose one of {', '.join(CODECS)}")
+        if self.compress not in COMPRESSIONS:
+            raise bad(f"--compress {self.compress!r}: choose one of {', '.join(COMPRESSIONS)}")
+        if self.codec == "flac" and self.compress != "none":
+            raise bad("--compress zstd applies to npy audio only (FLAC is already compressed); "
+                      "use --codec npy --compress zstd or --codec flac --compress none")
+        if self.normalize not in NORMALIZES:
+            raise bad(f"--normalize {self.normalize!r}: choose one of {', '.join(NORMALIZES)}")
+        if self.sample_rate <= 0:
+            raise bad(f"--sample-rate must be positive, got {self.sample_rate}")
+        if self.shard_size < 1:
+            raise bad(f"--shard-size must be >= 1, got {self.shard_size}")
+        if self.max_shard_bytes is not None and self.max_shard_bytes < 1:
+            raise bad(f"--max-shard-bytes must be >= 1, got {self.max_shard_bytes}")
+        if self.min_duration < 0:
+            raise bad(f"--min-duration must be >= 0, got {self.min_duration}")
+        if self.max_duration is not None and self.max_duration <= self.min_duration:
+            raise bad(f"--max-duration ({self.max_duration}) must exceed --min-duration "
+                      f"({self.min_duration})")
+        if self.chunk_seconds is not None and self.chunk_seconds <= 0:
+            raise bad(f"--chunk-seconds must be positive, got {self.chunk_seconds}")
+        if self.workers is not None and self.workers < 1:
+            raise bad(f"--workers must be >= 1, got {self.workers}")
+        if not self.shard_prefix or not all(c.isalnum() or c in "_-" for c in self.shard_prefix):
+            raise bad(f"--shard-prefix {self.shard_prefix!r}: use letters, digits, '_' or '-' "
+                      "(no dots or slashes)")
+        if not 1 <= self.zstd_level <= 22:
+            raise bad(f"zstd level must be in 1..22, got {self.zstd_level}")
+
+    def output_dict(self) -> dict[str, Any]:
+        """The options that change the bytes written (fingerprinted)."""
+        run_only = {"workers", "strict", "overwrite", "progress", "storage_options"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
+
+
+@dataclass
+class SplitResult:
+    split: str
+    index_url: str
+    counts: BuildCounts
+    shards: int  # shards listed in the index
+    shards_built: int  # built by this run
+    shards_reused: int  # skipped: journal entry and file verified
+    duration: float  # seconds of audio written
+    already_complete: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BuildResult:
+    out: str
+    splits: dict[str, SplitResult]
+
+    @property
+    def counts(self) -> BuildCounts:
+        total = BuildCounts()
+        for s in self.splits.values():
+            total.inputs += s.counts.inputs
+            total.written += s.counts.written
+            total.rejected += s.counts.rejected
+            total.samples += s.counts.samples
+        return total
+
+    @property
+    def already_complete(self) -> bool:
+        return bool(self.splits) and all(s.already_complete for s in self.splits.values())
+
+    @property
+    def hours(self) -> float:
+        return sum(s.duration for s in self.splits.values()) / 3600.0
+
+    def summary(self) -> str:
+        c = self.counts
+        shards = sum(s.shards for s in self.splits.values())
+        built = sum(s.shards_built for s in self.splits.values())
+        reused = sum(s.shards_reused for s in self.splits.values())
+        line = (f"{c.inputs} inputs, {c.written} written, {c.rejected} rejected; "
+                f"{c.samples} samples, {self.hours:.3f} hours, {shards} shards "
+                f"({built} built, {reused} reused)")
+        if self.already_complete:
+            line += "; already complete"
+        return line
+
+    def exit_code(self, strict: bool) -> int:
+        """0 ok; 1 when nothing was written, or with ``strict`` when anything was rejected."""
+        c = self.counts
+        if c.written == 0:
+            return 1
+        if strict and c.rejected > 0:
+            return 1
+        return 0

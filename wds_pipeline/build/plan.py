@@ -1,0 +1,359 @@
+"""The deterministic build plan: which input goes to which shard, and the fingerprint.
+
+Pure functions over a :class:`~wds_pipeline.records.SourceScan`: records are
+grouped by split, sorted by id, given keys (duplicates after sanitising are
+rejected), optionally shuffled with a seed, and cut into shards by count and/or
+estimated bytes. The same scan and options always give the same plan, whatever
+the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .. import format as fmt
+from ..index import join_url
+from ..records import Reject, SourceRecord, SourceScan
+from ..version import __version__
+from .options import BuildConfigError, BuildOptions
+
+CHUNK_SUFFIX_LEN = len("-c0000")
+# Per-sample bytes besides the audio payload: 2-4 tar headers + padding + json.
+SAMPLE_OVERHEAD_BYTES = 4 * 512
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to turn decoded audio into sample fields (picklable)."""
+
+    preprocess: Any  # audio.PreprocessConfig
+    audio_field: str
+    zstd_level: int
+    fbank: Any | None  # features.FbankConfig, or None without --fbank
+    min_duration: float
+    max_duration: float | None
+    chunk_seconds: float | None
+    min_chunk_seconds: float
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.preprocess.sample_rate)
+
+    @property
+    def fbank_field(self) -> str:
+        return fmt.FBANK_ZST if self.audio_field == fmt.AUDIO_NPY_ZST else fmt.FBANK
+
+
+@dataclass(frozen=True)
+class PlannedInput:
+    record: SourceRecord
+    key: str  # sample key (chunk suffix added by the worker)
+    src: str  # path or URL the worker decodes
+    rel: str  # path relative to the source root: json "source" and reject "input"
+    label: int | None  # cls value, None when the record has no class label
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard, processed start to finish by one worker process."""
+
+    split: str
+    index: int
+    name: str  # file name, e.g. shard-000000.tar
+    split_url: str  # OUT/<split>
+    inputs: tuple[PlannedInput, ...]
+    fingerprint: str  # of the whole split plan
+    inputs_sha256: str  # of this shard's input ids, in order
+    worker: WorkerConfig
+    staging_dir: str  # local folder for the temp tar before commit
+    storage_options: Mapping[str, Any]
+
+    @property
+    def url(self) -> str:
+        return join_url(self.split_url, self.name)
+
+
+@dataclass
+class SplitPlan:
+    split: str
+    dataset: str
+    split_url: str
+    fingerprint: str
+    label_map: dict[str, int]
+    shards: list[ShardTask]
+    rejects: list[Reject]  # source rejects + plan rejects (duplicate/invalid keys)
+    num_inputs: int  # records + source rejects of this split
+    extras: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------
+# Paths
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_source_path(root: str, path: str) -> str:
+    """Path the worker reads: absolute paths and URLs as given, others under ``root``."""
+    if _is_url(path) or os.path.isabs(path):
+        return path
+    if _is_url(root):
+        return join_url(root, path)
+    return os.path.join(root, path)
+
+
+def relative_source_path(root: str, path: str) -> str:
+    """``path`` relative to ``root`` when it lies under it (keeps the index location-free)."""
+    if _is_url(path) or _is_url(root):
+        base = root.rstrip("/") + "/"
+        return path[len(base):] if path.startswith(base) else path
+    if not os.path.isabs(path):
+        return path.replace(os.sep, "/")
+    rel = os.path.relpath(path, os.path.abspath(root))
+    if rel.startswith(".."):
+        return path
+    return rel.replace(os.sep, "/")
+
+
+def source_base(root: str) -> str:
+    """Folder that record paths are made relative to: ``root``, or its folder when the
+    source root is a file (a manifest)."""
+    if not _is_url(root) and os.path.isfile(root):
+        return os.path.dirname(os.path.abspath(root))
+    return root
+
+
+def _input_name(root: str, record: SourceRecord) -> str:
+    rel = relative_source_path(root, record.path)
+    if record.offset or record.duration is not None:
+        # Several segments can share a file: name the segment, not only the file.
+        return f"{rel}#{record.id}"
+    return rel
+
+
+def _relativize_reject(root: str, reject: Reject) -> Reject:
+    rel = relative_source_path(root, reject.input)
+    return reject if rel == reject.input else Reject(rel, reject.reason, reject.stage)
+
+
+# ---------------------------------------------------------------------------
+# Splits
+
+
+def assign_reject_splits(rejects: list[Reject], records: list[SourceRecord],
+                         root: str) -> dict[str, list[Reject]]:
+    """Give each source reject to a split so that every split's counts add up.
+
+    A reject carries no split (records.Reject has none), so: a ``split``
+    attribute if a future Reject grows one; the only split when there is one;
+    otherwise the split of the record sharing the longest folder prefix with the
+    rejected path (LibriSpeech parts and VoxCeleb speakers are folders); otherwise
+    the first split in sorted order.
+    """
+    splits = sorted({r.split for r in records}) or ["train"]
+    out: dict[str, list[Reject]] = {}
+    if len(splits) == 1:
+        for rj in rejects:
+            out.setdefault(getattr(rj, "split", None) or splits[0], []).append(rj)
+        return out
+    dir_split: dict[tuple[str, ...], str] = {}
+    for rec in sorted(records, key=lambda r: r.id):
+        parts = tuple(posixpath.dirname(relative_source_path(root, rec.path)).split("/"))
+        for n in range(len(parts), 0, -1):
+            dir_split.setdefault(parts[:n], rec.split)
+    for rj in rejects:
+        split = getattr(rj, "split", None)
+        if not split:
+            parts = tuple(posixpath.dirname(rj.input).split("/"))
+            split = next((s for s in parts if s in splits), None)
+            for n in range(len(parts), 0, -1):
+                if split:
+                    break
+                split = dir_split.get(parts[:n])
+        out.setdefault(split or splits[0], []).append(rj)
+    return out
+
+
+def make_label_map(records: list[SourceRecord]) -> dict[str, int]:
+    """Class label -> int, sorted names numbered 0..K-1 (stable across rebuilds)."""
+    names = sorted({r.class_label for r in records if r.class_label is not None})
+    return {name: i for i, name in enumerate(names)}
+
+
+# ---------------------------------------------------------------------------
+# Fingerprint
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def fingerprint(*, source: str, split: str, source_options: Mapping[str, Any],
+                options: BuildOptions, preprocessing: Mapping[str, Any],
+                records: list[SourceRecord], rejects: list[Reject], root: str) -> str:
+    """sha256 over what determines a split's bytes: versions, source, options, inputs.
+
+    Record paths enter relative to the root, so moving the corpus keeps the
+    fingerprint; file contents do not enter (rebuild with --overwrite after
+    editing audio in place).
+    """
+    recs = []
+    for r in sorted(records, key=lambda r: r.id):
+        d = r.to_dict()
+        d["path"] = relative_source_path(root, r.path)
+        recs.append(d)
+    payload = {
+        "tool_version": __version__,
+        "format_version": fmt.FORMAT_VERSION,
+        "source": source,
+        "source_options": dict(source_options),
+        "options": options.output_dict(),
+        "preprocessing": dict(preprocessing),
+        "split": split,
+        "records": recs,
+        "rejects": [rj.to_dict() for rj in sorted(rejects)],
+    }
+    return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
+
+
+def inputs_sha256(inputs: tuple[PlannedInput, ...]) -> str:
+    return hashlib.sha256("\n".join(p.record.id for p in inputs).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Keys and shard assignment
+
+
+def plan_keys(records: list[SourceRecord], *, chunking: bool, root: str
+              ) -> tuple[list[tuple[SourceRecord, str]], list[Reject]]:
+    """Sorted records with their keys; later duplicates and invalid keys rejected."""
+    keyed: list[tuple[SourceRecord, str]] = []
+    rejects: list[Reject] = []
+    seen: dict[str, str] = {}
+    limit = fmt.MAX_KEY_LENGTH - (CHUNK_SUFFIX_LEN if chunking else 0)
+    for rec in sorted(records, key=lambda r: r.id):
+        name = _input_name(root, rec)
+        try:
+            key = fmt.make_key(rec.id)
+        except ValueError as e:
+            rejects.append(Reject(name, f"invalid sample key from id {rec.id!r}: {e}", "filter"))
+            continue
+        if len(key) > limit:
+            rejects.append(Reject(name, f"sample key {key!r} longer than {limit} characters "
+                                        "(shorten the ids in the source)", "filter"))
+            continue
+        if key in seen:
+            rejects.append(Reject(name, f"duplicate key {key!r} (id {rec.id!r} sanitises to the "
+                                        f"same key as id {seen[key]!r})", "filter"))
+            continue
+        seen[key] = rec.id
+        keyed.append((rec, key))
+    return keyed, rejects
+
+
+def estimate_bytes(duration: float | None, options: BuildOptions) -> int:
+    if not duration:
+        return SAMPLE_OVERHEAD_BYTES
+    frames = duration * options.sample_rate
+    audio = frames * 2
+    fbank = (frames / (options.sample_rate / 100.0)) * 80 * 2 if options.fbank else 0
+    return int(audio + fbank) + SAMPLE_OVERHEAD_BYTES
+
+
+def assign_shards(items: list[Any], *, shard_size: int, max_bytes: int | None,
+                  sizes: list[int] | None = None) -> list[list[Any]]:
+    """Cut ``items`` (in order) into shards of <= shard_size items and <= max_bytes.
+
+    An item larger than max_bytes gets a shard of its own (never dropped).
+    """
+    shards: list[list[Any]] = []
+    cur: list[Any] = []
+    cur_bytes = 0
+    for i, item in enumerate(items):
+        size = sizes[i] if sizes is not None else 0
+        full = len(cur) >= shard_size or (
+            max_bytes is not None and cur and cur_bytes + size > max_bytes)
+        if full:
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(item)
+        cur_bytes += size
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: BuildOptions,
+               source_options: Mapping[str, Any], worker: WorkerConfig,
+               preprocessing: Mapping[str, Any],
+               staging_dir: Callable[[str], str],
+               durations: Mapping[str, float] | None = None) -> list[SplitPlan]:
+    """One :class:`SplitPlan` per split, in sorted split order."""
+    if not scan.records and not scan.rejects:
+        raise BuildConfigError(f"{root}: the {source} source found no inputs; check SRC and the "
+                               f"source options (wds-pipeline build {source} --help)")
+    root = source_base(root)
+    by_split: dict[str, list[SourceRecord]] = {}
+    for rec in scan.records:
+        by_split.setdefault(rec.split, []).append(rec)
+    source_rejects = [_relativize_reject(root, rj) for rj in scan.rejects]
+    rejects_by_split = assign_reject_splits(source_rejects, scan.records, root)
+    plans: list[SplitPlan] = []
+    for split in sorted(set(by_split) | set(rejects_by_split)):
+        if not split or "/" in split or split.startswith(("_", ".")):
+            raise BuildConfigError(f"split name {split!r} cannot be a folder name under OUT; "
+                                   "fix the source's split names")
+        records = by_split.get(split, [])
+        src_rejects = rejects_by_split.get(split, [])
+        split_url = join_url(out, split)
+        fp = fingerprint(source=source, split=split, source_options=source_options,
+                         options=options, preprocessing=preprocessing, records=records,
+                         rejects=src_rejects, root=root)
+        label_map = make_label_map(records)
+        keyed, key_rejects = plan_keys(records, chunking=options.chunk_seconds is not None,
+                                       root=root)
+        if options.shuffle_seed is not None:
+            random.Random(options.shuffle_seed).shuffle(keyed)
+        planned = [
+            PlannedInput(
+                record=rec, key=key, src=resolve_source_path(root, rec.path),
+                rel=_input_name(root, rec),
+                label=label_map.get(rec.class_label) if rec.class_label is not None else None,
+            )
+            for rec, key in keyed
+        ]
+        sizes = None
+        if options.max_shard_bytes is not None:
+            sizes = [estimate_bytes(p.record.duration if p.record.duration is not None
+                                    else (durations or {}).get(p.record.id), options)
+                     for p in planned]
+        groups = assign_shards(planned, shard_size=options.shard_size,
+                               max_bytes=options.max_shard_bytes, sizes=sizes)
+        stage = staging_dir(split_url)
+        tasks = [
+            ShardTask(split=split, index=i, name=shard_name(options.shard_prefix, i),
+                      split_url=split_url, inputs=tuple(g), fingerprint=fp,
+                      inputs_sha256=inputs_sha256(tuple(g)), worker=worker,
+                      staging_dir=stage, storage_options=options.storage_options)
+            for i, g in enumerate(groups)
+        ]
+        # One corpus -> its name; a mix (VoxCeleb1 + 2 in "train") -> the source name.
+        datasets = {r.dataset for r in records if r.dataset}
+        dataset = datasets.pop() if len(datasets) == 1 else source
+        plans.append(SplitPlan(split=split, dataset=dataset, split_url=split_url,
+                               fingerprint=fp, label_map=label_map, shards=tasks,
+                               rejects=src_rejects + key_rejects,
+                               num_inputs=len(records) + len(src_rejects),
+                               extras=dict(scan.extras)))
+    return plans

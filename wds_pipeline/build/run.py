@@ -1,0 +1,297 @@
+"""``build_dataset``: scan a source, plan, build shards in worker processes, write indexes.
+
+Order of events per split: check OUT (refuse / overwrite / resume), reuse
+journaled shards whose files re-hash correctly, build the rest (one shard per
+task), and only when every shard is done write ``index.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import tempfile
+from typing import Any, Callable, Mapping
+
+from tqdm import tqdm
+
+from .. import format as fmt
+from .. import storage
+from ..index import INDEX_NAME, BuildCounts, DatasetIndex, join_url
+from ..records import SourceScan
+from ..version import __version__
+from .journal import (STAGING_DIR, SplitState, clear_split, entry_reusable, inspect_split,
+                      journal_dir, refuse)
+from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
+from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
+from .worker import ShardOutcome, process_shard
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def scan_source(source: str, root: str, source_options: Mapping[str, Any]) -> SourceScan:
+    from ..sources import get_source
+
+    try:
+        module = get_source(source)
+        return module.scan(root, **dict(source_options))
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise BuildConfigError(f"{source} source at {root}: {e}") from e
+    except TypeError as e:  # an option the source does not take
+        raise BuildConfigError(f"{source} source: bad source options {dict(source_options)}: {e}"
+                               ) from e
+
+
+def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
+    """The per-sample processing settings, and their JSON form for the index."""
+    from ..audio import PreprocessConfig
+
+    try:
+        pre = PreprocessConfig(sample_rate=options.sample_rate, normalize=options.normalize,
+                               trim_silence=options.trim_silence,
+                               chunk_seconds=options.chunk_seconds,
+                               min_chunk_seconds=options.min_chunk_seconds)
+    except ValueError as e:
+        raise BuildConfigError(str(e)) from e
+    fb = None
+    if options.fbank:
+        from ..features import FbankConfig
+
+        fb = FbankConfig(sample_rate=options.sample_rate)
+    audio_field = fmt.audio_field(options.codec, options.compress)
+    cfg = WorkerConfig(preprocess=pre, audio_field=audio_field, zstd_level=options.zstd_level,
+                       fbank=fb, min_duration=options.min_duration,
+                       max_duration=options.max_duration, chunk_seconds=options.chunk_seconds,
+                       min_chunk_seconds=options.min_chunk_seconds)
+    preprocessing = dict(pre.to_dict())
+    preprocessing.update({
+        "codec": options.codec,
+        "compress": options.compress,
+        "zstd_level": options.zstd_level if options.compress == "zstd" else None,
+        "fbank": fb.to_dict() if fb is not None else None,
+        "min_duration": options.min_duration,
+        "max_duration": options.max_duration,
+    })
+    return cfg, preprocessing
+
+
+def staging_dir_for(split_url: str) -> str:
+    """Local folder for temp tars: next to the output when it is a local disk (so the
+    commit is a rename), else the system temp dir (GCS uploads from it; on a FUSE
+    mount a copy-then-rename beats writing a tar through FUSE member by member)."""
+    if not storage.is_remote(split_url) and not storage.is_fuse_path(split_url):
+        return os.path.join(storage.local_path(journal_dir(split_url)), STAGING_DIR)
+    return os.path.join(tempfile.gettempdir(), "wds_pipeline-staging")
+
+
+def _clean_staging(plan: SplitPlan) -> None:
+    if not plan.shards:
+        return
+    stage = plan.shards[0].staging_dir
+    if not os.path.isdir(stage):
+        return
+    names = {t.name for t in plan.shards}
+    for n in os.listdir(stage):
+        # Only leftovers of this split's shards: the shared system temp folder may
+        # hold other splits' (or other builds') files.
+        if n.endswith(".partial") and n.split(".tar.", 1)[0] + ".tar" in names:
+            os.unlink(os.path.join(stage, n))
+    if stage.endswith(os.path.join("_build", STAGING_DIR)):
+        try:
+            os.rmdir(stage)
+        except OSError:
+            pass
+
+
+def _probe_durations(scan: SourceScan, root: str, options: BuildOptions,
+                     log: Log) -> dict[str, float]:
+    """Durations for --max-shard-bytes, for records that do not carry one."""
+    from ..audio import probe_duration
+    from .plan import resolve_source_path, source_base
+
+    todo = [r for r in scan.records if r.duration is None]
+    base = source_base(root)
+
+    def probe(rec) -> tuple[str, float]:
+        try:
+            return rec.id, probe_duration(resolve_source_path(base, rec.path))
+        except (ValueError, OSError, RuntimeError):
+            return rec.id, 0.0  # the worker will reject it with the real reason
+
+    out: dict[str, float] = {}
+    # Threads: probing is header reads, i.e. waiting on storage, not CPU.
+    with cf.ThreadPoolExecutor(max_workers=8) as pool:
+        for rid, dur in tqdm(pool.map(probe, todo), total=len(todo), desc="probe",
+                             unit="file", disable=not options.progress, file=sys.stderr):
+            out[rid] = dur
+    return out
+
+
+def _run_tasks(tasks: list[ShardTask], options: BuildOptions, log: Log) -> list[ShardOutcome]:
+    total = sum(len(t.inputs) for t in tasks)
+    workers = min(options.resolved_workers(), len(tasks))
+    outcomes: list[ShardOutcome] = []
+    bar = tqdm(total=total, desc="build", unit="input", disable=not options.progress,
+               file=sys.stderr)
+    try:
+        if workers <= 1:
+            for task in tasks:
+                outcomes.append(_call(task))
+                bar.update(len(task.inputs))
+            return outcomes
+        # spawn: no fork of a process holding threads (tqdm monitor, fsspec IO loop).
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(process_shard, t): t for t in tasks}
+            try:
+                for fut in cf.as_completed(futures):
+                    task = futures[fut]
+                    try:
+                        outcomes.append(fut.result())
+                    except Exception as e:  # re-raised with the shard named
+                        raise _shard_failed(task, e) from e
+                    bar.update(len(task.inputs))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return outcomes
+    finally:
+        bar.close()
+
+
+def _call(task: ShardTask) -> ShardOutcome:
+    try:
+        return process_shard(task)
+    except Exception as e:
+        raise _shard_failed(task, e) from e
+
+
+def _shard_failed(task: ShardTask, e: BaseException) -> BuildError:
+    return BuildError(f"building {task.url} failed: {type(e).__name__}: {e}\n"
+                      "Shards finished before this are journaled: fix the cause and rerun the "
+                      "same command to resume.")
+
+
+def _assemble_index(plan: SplitPlan, outcomes: dict[int, ShardOutcome],
+                    preprocessing: dict[str, Any], cfg: WorkerConfig) -> DatasetIndex:
+    counts = BuildCounts(inputs=plan.num_inputs, rejected=len(plan.rejects))
+    rejects = list(plan.rejects)
+    shards = []
+    for task in plan.shards:  # plan order, whatever order the workers finished in
+        o = outcomes[task.index]
+        if o.info is not None:
+            shards.append(o.info)
+        rejects.extend(o.rejects)
+        counts.written += o.counts.written
+        counts.rejected += o.counts.rejected
+        counts.samples += o.counts.samples
+    counts.check()
+    fields = {cfg.audio_field, fmt.JSON}
+    if plan.label_map:
+        fields.add(fmt.CLS)
+    if cfg.fbank is not None:
+        fields.add(cfg.fbank_field)
+    return DatasetIndex(
+        name=f"{plan.dataset}-{plan.split}", shards=shards, sample_rate=cfg.sample_rate,
+        fields=sorted(fields), audio_field=cfg.audio_field, dataset=plan.dataset,
+        split=plan.split, label_map=plan.label_map, preprocessing=preprocessing,
+        counts=counts, rejected=sorted(rejects), extras=plan.extras,
+        build_fingerprint=plan.fingerprint, tool_version=__version__,
+    )
+
+
+def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | None = None,
+                  source_options: Mapping[str, Any] | None = None,
+                  log: Log | None = None) -> BuildResult:
+    """Build (or resume, or confirm) WebDataset shards + ``index.json`` per split.
+
+    Raises :class:`BuildConfigError` (bad options/source, or OUT holds a different
+    dataset without ``overwrite``) before anything is written, and
+    :class:`BuildError` when a shard fails mid-build (rerun to resume).
+    """
+    options = options or BuildOptions()
+    source_options = dict(source_options or {})
+    log = log or _stderr
+    options.validate()
+    out = out.rstrip("/") if len(out) > 1 else out
+    scan = scan_source(source, root, source_options)
+    cfg, preprocessing = worker_config(options)
+    durations = (_probe_durations(scan, root, options, log)
+                 if options.max_shard_bytes is not None else None)
+    plans = make_plans(scan, source=source, root=root, out=out, options=options,
+                       source_options=source_options, worker=cfg, preprocessing=preprocessing,
+                       staging_dir=staging_dir_for, durations=durations)
+
+    # Check every split before touching any: a refusal must leave OUT as it was.
+    so = options.storage_options
+    states: dict[str, SplitState] = {}
+    for plan in plans:
+        state, conflicts = inspect_split(plan.split_url, plan.fingerprint,
+                                         {t.name for t in plan.shards}, so)
+        if conflicts and not options.overwrite:
+            raise refuse(plan.split_url, conflicts)
+        states[plan.split] = state
+    if options.overwrite:
+        for plan in plans:
+            n = clear_split(plan.split_url, so)
+            if n:
+                log(f"{plan.split}: --overwrite removed {n} old files under {plan.split_url}")
+            states[plan.split] = SplitState()
+
+    results: dict[str, SplitResult] = {}
+    outcomes: dict[str, dict[int, ShardOutcome]] = {}
+    pending: list[ShardTask] = []
+    for plan in plans:
+        state = states[plan.split]
+        if state.complete is not None:
+            idx = state.complete
+            results[plan.split] = SplitResult(
+                split=plan.split, index_url=join_url(plan.split_url, INDEX_NAME),
+                counts=idx.counts, shards=len(idx.shards), shards_built=0,
+                shards_reused=len(idx.shards), duration=idx.total_duration,
+                already_complete=True)
+            log(f"{plan.split}: already complete ({len(idx.shards)} shards, fingerprint "
+                f"{plan.fingerprint[:12]})")
+            continue
+        done: dict[int, ShardOutcome] = {}
+        to_check = [t for t in plan.shards if t.name in state.entries]
+        for task in tqdm(to_check, desc=f"verify {plan.split} journal", unit="shard",
+                         disable=not options.progress or not to_check, file=sys.stderr):
+            entry = state.entries[task.name]
+            if entry_reusable(entry, task):
+                done[task.index] = ShardOutcome(plan.split, task.index, entry.info,
+                                                entry.rejects, entry.counts, reused=True)
+            else:
+                log(f"{plan.split}: {task.name} does not match its journal entry "
+                    "(changed or truncated); rebuilding it")
+        outcomes[plan.split] = done
+        todo = [t for t in plan.shards if t.index not in done]
+        pending.extend(todo)
+        _clean_staging(plan)
+        log(f"{plan.split}: {len(plan.shards)} shards planned, {len(done)} reused from the "
+            f"journal, {len(todo)} to build")
+
+    for o in _run_tasks(pending, options, log):
+        outcomes[o.task_split][o.task_index] = o
+
+    for plan in plans:
+        if plan.split in results:
+            continue
+        done = outcomes[plan.split]
+        index = _assemble_index(plan, done, preprocessing, cfg)
+        index_url = join_url(plan.split_url, INDEX_NAME)
+        storage.makedirs(plan.split_url, **so)
+        # Last and atomic: an index only ever describes a finished split.
+        storage.write_bytes_atomic(index_url, index.to_json().encode("utf-8"), **so)
+        _clean_staging(plan)
+        reused = sum(1 for o in done.values() if o.reused)
+        results[plan.split] = SplitResult(
+            split=plan.split, index_url=index_url, counts=index.counts,
+            shards=len(index.shards), shards_built=len(plan.shards) - reused,
+            shards_reused=reused, duration=index.total_duration)
+    return BuildResult(out=out, splits=dict(sorted(results.items())))

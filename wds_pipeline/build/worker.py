@@ -1,0 +1,203 @@
+"""Shard worker: decode, preprocess and write one whole shard, then publish it.
+
+``process_shard`` is a top-level function of plain picklable dataclasses so it
+runs the same in-process, under ``fork`` or under ``spawn``. One shard is one
+task: the IPC per shard is its input list out and a small result back, never
+audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from .. import format as fmt
+from ..index import BuildCounts, ShardInfo
+from ..records import Reject
+from .journal import JournalEntry, write_journal
+from .plan import PlannedInput, ShardTask, WorkerConfig
+
+# Errors that mean "this input is bad", not "the builder is broken": libsndfile
+# raises RuntimeError subclasses, PyAV OSError/ValueError subclasses.
+_INPUT_ERRORS = (ValueError, OSError, RuntimeError, EOFError)
+
+
+@dataclass
+class ShardOutcome:
+    task_split: str
+    task_index: int
+    info: ShardInfo | None  # None: every input rejected, no tar written
+    rejects: list[Reject] = field(default_factory=list)
+    counts: BuildCounts = field(default_factory=BuildCounts)
+    reused: bool = False  # skipped thanks to a verified journal entry
+
+
+class _HashingWriter:
+    """File wrapper that hashes and counts bytes as tarfile writes them."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+@dataclass
+class _Sample:
+    key: str
+    fields: dict[str, bytes]
+    frames: int
+
+
+def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
+    from .. import audio, storage
+
+    src: str | bytes = p.src
+    if "://" in p.src:
+        src = storage.read_bytes(p.src, **storage_options)
+    # name= keeps absolute corpus paths out of reject reasons (and so out of the index).
+    wave, sr = audio.decode_audio(src, offset=p.record.offset, duration=p.record.duration,
+                                  name=p.rel)
+    return audio.preprocess(wave, sr, cfg.preprocess)
+
+
+def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
+    from .. import audio
+
+    rate = cfg.sample_rate
+    pcm = audio.to_int16(x)
+    if cfg.chunk_seconds is not None:
+        pieces = [(start, piece) for start, piece in
+                  audio.chunk(pcm, rate, cfg.chunk_seconds, cfg.min_chunk_seconds)]
+    else:
+        pieces = [(0, pcm)]
+    rec = p.record
+    samples = []
+    for ci, (start, piece) in enumerate(pieces):
+        piece = np.ascontiguousarray(piece, dtype=np.int16)
+        key = f"{p.key}-c{ci:04d}" if cfg.chunk_seconds is not None else p.key
+        meta = dict(rec.extra)  # source extras first: the core keys below win on a clash
+        meta.update({
+            "id": rec.id,
+            "key": key,
+            "speaker": rec.speaker,
+            "text": rec.text,
+            "duration": round(len(piece) / rate, 6),
+            "sample_rate": rate,
+            "num_samples": int(len(piece)),
+            "source": p.rel.split("#", 1)[0],
+            "offset": round(float(rec.offset) + start / rate, 6),
+            "dataset": rec.dataset,
+            "split": rec.split,
+        })
+        if rec.label is not None:
+            meta["label"] = rec.label
+        if cfg.chunk_seconds is not None:
+            meta["chunk"] = ci
+        if cfg.audio_field == fmt.AUDIO_NPY_ZST:
+            audio_bytes = fmt.zstd_compress(fmt.encode_npy(piece), cfg.zstd_level)
+        else:
+            audio_bytes = fmt.encode_audio(piece, rate, cfg.audio_field)
+        fields = {cfg.audio_field: audio_bytes, fmt.JSON: fmt.encode_json(meta)}
+        if p.label is not None:
+            fields[fmt.CLS] = fmt.encode_cls(p.label)
+        if cfg.fbank is not None:
+            from ..features import fbank_numpy
+
+            feats = fmt.encode_npy(np.asarray(fbank_numpy(piece, cfg.fbank), dtype=np.float16))
+            if cfg.fbank_field == fmt.FBANK_ZST:
+                feats = fmt.zstd_compress(feats, cfg.zstd_level)
+            fields[cfg.fbank_field] = feats
+        samples.append(_Sample(key, fields, int(len(piece))))
+    return samples
+
+
+def _input_samples(p: PlannedInput, cfg: WorkerConfig,
+                   storage_options) -> tuple[list[_Sample], Reject | None]:
+    """The samples of one input, or the reason it became none."""
+    try:
+        x = _decode(p, cfg, storage_options)
+    except FileNotFoundError:
+        return [], Reject(p.rel, "file disappeared after the scan (no such file)", "decode")
+    except _INPUT_ERRORS as e:
+        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+        return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
+    dur = len(x) / cfg.sample_rate
+    if dur < cfg.min_duration:
+        return [], Reject(p.rel, f"shorter than --min-duration ({dur:.3f} s < "
+                                 f"{cfg.min_duration:g} s after preprocessing)", "filter")
+    if cfg.max_duration is not None and dur > cfg.max_duration:
+        return [], Reject(p.rel, f"longer than --max-duration ({dur:.3f} s > "
+                                 f"{cfg.max_duration:g} s)", "filter")
+    samples = _samples_for(p, x, cfg)
+    if not samples:
+        return [], Reject(p.rel, f"no chunk of at least {cfg.min_chunk_seconds:g} s "
+                                 f"({dur:.3f} s with --chunk-seconds {cfg.chunk_seconds:g})",
+                          "filter")
+    return samples, None
+
+
+def process_shard(task: ShardTask) -> ShardOutcome:
+    """Build one shard: write a local temp tar, publish it atomically, journal it."""
+    from .. import storage
+
+    cfg = task.worker
+    rejects: list[Reject] = []
+    counts = BuildCounts(inputs=len(task.inputs))
+    os.makedirs(task.staging_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=task.name + ".", suffix=".partial", dir=task.staging_dir)
+    info: ShardInfo | None = None
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            hw = _HashingWriter(raw)
+            writer = fmt.ReproducibleTarWriter(hw)  # type: ignore[arg-type]
+            frames: list[int] = []
+            for p in task.inputs:
+                samples, reject = _input_samples(p, cfg, task.storage_options)
+                if reject is not None:
+                    rejects.append(reject)
+                    continue
+                for s in samples:
+                    writer.write_sample(s.key, s.fields)
+                    frames.append(s.frames)
+                counts.written += 1
+                counts.samples += len(samples)
+            writer.close()
+            raw.flush()
+            # A rename is atomic but not durable without fsync: after a power cut the
+            # journal could name a shard whose data never reached the disk.
+            os.fsync(raw.fileno())
+        counts.rejected = len(rejects)
+        if writer.nsamples:
+            info = ShardInfo(
+                url=task.name, nsamples=writer.nsamples, filesize=hw.size,
+                sha256=hw.sha.hexdigest(),
+                duration=sum(frames) / cfg.sample_rate,
+                sample_frames=frames, sample_offsets=list(writer.sample_offsets),
+            )
+            storage.makedirs(task.split_url, **task.storage_options)
+            storage.commit_file(tmp, task.url, **task.storage_options)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    counts.check()
+    write_journal(task, JournalEntry(
+        fingerprint=task.fingerprint, split=task.split, shard=task.name,
+        inputs_sha256=task.inputs_sha256, info=info, rejects=sorted(rejects), counts=counts,
+    ))
+    return ShardOutcome(task.split, task.index, info, sorted(rejects), counts)

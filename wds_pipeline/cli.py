@@ -1,0 +1,497 @@
+"""``wds-pipeline``: build, inspect and verify speech shards; synthesise corpora; run the demo.
+
+Exit status: 0 ok, 1 failure (verify mismatch, nothing written, rejects with
+--strict, a shard that failed to build), 2 usage error (bad options, missing
+source, OUT holding a different dataset without --overwrite), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+BUILD_EPILOG = """\
+examples:
+  wds-pipeline build librispeech /data/LibriSpeech shards --parts train-clean-100,dev-clean
+  wds-pipeline build voxceleb /data/voxceleb shards/vox --kaldi-split --fbank --workers 8
+  wds-pipeline build manifest clips.csv gs://bucket/shards --codec flac --shard-size 500
+  wds-pipeline build librispeech /data/LibriSpeech shards --config configs/build_librispeech.yaml
+
+Output: OUT/<split>/shard-000000.tar ... and OUT/<split>/index.json (written last).
+Rerunning the same command resumes an interrupted build (finished shards are verified
+and kept) or reports "already complete". OUT holding a different dataset is refused
+unless --overwrite is given. --config FILE.yaml takes the same options (names with
+'_' or '-'); flags on the command line win.
+"""
+
+INSPECT_EPILOG = """\
+examples:
+  wds-pipeline inspect shards                      # every split under the dataset root
+  wds-pipeline inspect shards/train-clean-100      # one split folder
+  wds-pipeline inspect gs://bucket/shards/train/index.json
+"""
+
+VERIFY_EPILOG = """\
+examples:
+  wds-pipeline verify shards                      # re-hash + decode everything
+  wds-pipeline verify shards/dev-clean --no-decode
+
+Checks per shard: exists, size and sha256 as in the index, tar headers intact, sample
+count, byte offsets and frame counts as in the index, every field decodes, keys valid
+and unique in the split. Exit 1 with a per-shard report on any mismatch.
+"""
+
+SYNTH_EPILOG = """\
+examples:
+  wds-pipeline synth librispeech corpus/LibriSpeech --speakers 8 --seed 1
+  wds-pipeline synth voxceleb corpus/voxceleb --vox1-speakers 6 --vox2-speakers 4
+"""
+
+DEMO_EPILOG = """\
+examples:
+  wds-pipeline demo --workdir demo
+
+Synthesises small LibriSpeech- and VoxCeleb-layout corpora in DIR/corpus, builds
+shards in DIR/shards, inspects and verifies them, and streams one epoch with the
+loader. Rerunning reuses the corpus and finds the shards already complete.
+"""
+
+
+def _size(text: str) -> int:
+    """'512MB', '1GiB', '1000000' -> bytes (argparse type)."""
+    s = str(text).strip().upper().replace(" ", "")
+    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6,
+             "GB": 10**9, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "B": 1}
+    try:
+        for u, mult in units.items():
+            if s.endswith(u):
+                return int(float(s[: -len(u)]) * mult)
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512MB, 1GiB)") from None
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preprocessing")
+    g.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default 16000)")
+    g.add_argument("--codec", choices=["npy", "flac"], default="npy",
+                   help="audio field: int16 npy (fastest to read) or FLAC (about half the size)")
+    g.add_argument("--compress", choices=["none", "zstd"], default="none",
+                   help="zstd-compress npy fields (audio.npy.zst, fbank.npy.zst)")
+    g.add_argument("--zstd-level", type=int, default=3, help="zstd level 1-22 (default 3)")
+    g.add_argument("--normalize", choices=["none", "peak", "loudness"], default="none",
+                   help="gain normalisation (default none)")
+    g.add_argument("--trim-silence", action=argparse.BooleanOptionalAction, default=False,
+                   help="trim leading/trailing silence")
+    g.add_argument("--chunk-seconds", type=float, default=None,
+                   help="cut each input into chunks of this length (keys get -c0000, -c0001...)")
+    g.add_argument("--min-chunk-seconds", type=float, default=0.5,
+                   help="keep a last shorter chunk only when at least this long (default 0.5)")
+    g.add_argument("--min-duration", type=float, default=0.5,
+                   help="reject inputs shorter than this after preprocessing (default 0.5 s)")
+    g.add_argument("--max-duration", type=float, default=None,
+                   help="reject inputs longer than this (default: no limit)")
+    g.add_argument("--fbank", action=argparse.BooleanOptionalAction, default=False,
+                   help="add fbank.npy: 80-bin Kaldi log-mel float16 (frames, 80)")
+    g = p.add_argument_group("sharding")
+    g.add_argument("--shard-size", type=int, default=1000, help="inputs per shard (default 1000)")
+    g.add_argument("--max-shard-bytes", type=_size, default=None,
+                   help="also cut shards by estimated size, e.g. 512MB (probes durations)")
+    g.add_argument("--shuffle-seed", type=int, default=0,
+                   help="seed of the shuffle of id-sorted inputs over shards (default 0)")
+    g.add_argument("--no-shuffle", action="store_true",
+                   help="keep inputs in id order (shards then hold few speakers each)")
+    g.add_argument("--shard-prefix", default="shard", help="shard file prefix (default 'shard')")
+    g = p.add_argument_group("running")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"worker processes (default: CPU count, here {os.cpu_count()})")
+    g.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False,
+                   help="exit 1 when any input was rejected")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a different dataset already in OUT (deletes its shards/index)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--config", metavar="FILE.yaml", default=None,
+                   help="options from YAML; command-line flags win")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Keeps per-source bookkeeping for --config handling."""
+
+    source_parsers: dict[str, argparse.ArgumentParser]
+    source_dests: dict[str, set[str]]
+
+
+def make_parser() -> _Parser:
+    from .sources import SOURCES, get_source
+
+    parser = _Parser(prog="wds-pipeline", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .version import __version__
+
+    parser.add_argument("--version", action="version", version=f"wds-pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    b = sub.add_parser("build", help="build shards from a corpus", epilog=BUILD_EPILOG,
+                       formatter_class=raw, description="Build WebDataset shards of "
+                       "preprocessed int16 audio from a corpus.")
+    bsub = b.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    parser.source_parsers, parser.source_dests = {}, {}
+    for name in sorted(SOURCES):
+        module = get_source(name)
+        sp = bsub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0],
+                             epilog=BUILD_EPILOG, formatter_class=raw,
+                             description=(module.__doc__ or "").strip())
+        sp.add_argument("src", metavar="SRC", help="corpus root (manifest: the manifest file)")
+        sp.add_argument("out", metavar="OUT", help="output root (local path, Drive folder, gs://...)")
+        _add_build_options(sp)
+        before = {a.dest for a in sp._actions}
+        g = sp.add_argument_group(f"{name} options")
+        module.add_arguments(g)  # type: ignore[arg-type]
+        parser.source_dests[name] = {a.dest for a in sp._actions} - before
+        parser.source_parsers[name] = sp
+        sp.set_defaults(handler=cmd_build)
+
+    p = sub.add_parser("inspect", help="summarise a built dataset", epilog=INSPECT_EPILOG,
+                       formatter_class=raw)
+    p.add_argument("out", metavar="OUT", help="dataset root, split folder or index.json URL")
+    p.add_argument("--examples", type=int, default=3, help="sample keys to show (default 3)")
+    p.add_argument("--rejects", type=int, default=5, help="reject reasons to show (default 5)")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("verify", help="re-hash and decode every shard", epilog=VERIFY_EPILOG,
+                       formatter_class=raw)
+    p.add_argument("out", metavar="OUT", help="dataset root, split folder or index.json URL")
+    p.add_argument("--no-decode", action="store_true",
+                   help="skip decoding fields (hash, tar structure and counts only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("synth", help="write a synthetic corpus in a real layout",
+                       epilog=SYNTH_EPILOG, formatter_class=raw)
+    ssub = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+    sl = ssub.add_parser("librispeech", help="LibriSpeech layout (FLAC + trans.txt)",
+                         epilog=SYNTH_EPILOG, formatter_class=raw)
+    sl.add_argument("dir", metavar="DIR", help="plays the role of the LibriSpeech folder")
+    sl.add_argument("--speakers", type=int, default=8)
+    sl.add_argument("--chapters", type=int, default=2, help="chapters per speaker")
+    sl.add_argument("--utterances", type=int, default=4, help="utterances per chapter")
+    sl.add_argument("--parts", default="train-clean-100,dev-clean", help="comma-separated parts")
+    sv = ssub.add_parser("voxceleb", help="VoxCeleb1 (wav) + VoxCeleb2 (m4a) layout",
+                         epilog=SYNTH_EPILOG, formatter_class=raw)
+    sv.add_argument("dir", metavar="DIR", help="will hold voxceleb1/ and voxceleb2/")
+    sv.add_argument("--vox1-speakers", type=int, default=6)
+    sv.add_argument("--vox2-speakers", type=int, default=4)
+    sv.add_argument("--vox1-test-speakers", type=int, default=2)
+    sv.add_argument("--videos", type=int, default=2, help="videos per speaker")
+    sv.add_argument("--utterances", type=int, default=3, help="utterances per video")
+    for sp in (sl, sv):
+        sp.add_argument("--min-seconds", type=float, default=1.0)
+        sp.add_argument("--max-seconds", type=float, default=15.0)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.set_defaults(handler=cmd_synth)
+
+    p = sub.add_parser("demo", help="synth -> build -> inspect -> verify -> stream, end to end",
+                       epilog=DEMO_EPILOG, formatter_class=raw)
+    p.add_argument("--workdir", default="demo", help="folder for corpus/ and shards/ (default demo)")
+    p.add_argument("--workers", type=int, default=None, help="build workers (default CPU count)")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# build
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise SystemExit(_usage(f"--config {path}: no such file"))
+    except yaml.YAMLError as e:
+        raise SystemExit(_usage(f"--config {path}: not valid YAML ({e})"))
+    if not isinstance(data, dict):
+        raise SystemExit(_usage(f"--config {path}: expected a mapping of option: value"))
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _usage(msg: str) -> int:
+    print(f"wds-pipeline: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _apply_config(parser: _Parser, args: argparse.Namespace,
+                  argv: Sequence[str]) -> argparse.Namespace:
+    """Re-parse with the YAML values as defaults, so explicit flags still win."""
+    cfg = _load_config(args.config)
+    sp = parser.source_parsers[args.source]
+    declared = cfg.pop("source", None)
+    if declared is not None and declared != args.source:
+        raise SystemExit(_usage(f"--config {args.config} is for source {declared!r}, "
+                                f"not {args.source!r}"))
+    known = {a.dest for a in sp._actions} - {"help", "src", "out", "config", "handler"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise SystemExit(_usage(f"--config {args.config}: unknown option(s) {unknown}; "
+                                f"valid: {sorted(known)}"))
+    sp.set_defaults(**cfg)
+    return parser.parse_args(argv)
+
+
+def options_from_args(args: argparse.Namespace):
+    from .builder import BuildOptions
+
+    return BuildOptions(
+        sample_rate=args.sample_rate, codec=args.codec, compress=args.compress,
+        zstd_level=args.zstd_level, normalize=args.normalize, trim_silence=args.trim_silence,
+        chunk_seconds=args.chunk_seconds, min_chunk_seconds=args.min_chunk_seconds,
+        min_duration=args.min_duration, max_duration=args.max_duration, fbank=args.fbank,
+        shard_size=args.shard_size, max_shard_bytes=args.max_shard_bytes,
+        shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
+        shard_prefix=args.shard_prefix, workers=args.workers, strict=args.strict,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+
+
+def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
+    from .builder import BuildConfigError, BuildError, build_dataset
+
+    source_options = {d: getattr(args, d) for d in sorted(parser.source_dests[args.source])}
+    options = options_from_args(args)
+    try:
+        result = build_dataset(args.source, args.src, args.out, options=options,
+                               source_options=source_options)
+    except BuildConfigError as e:
+        return _usage(str(e))
+    except BuildError as e:
+        print(f"wds-pipeline: build failed: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    for s in result.splits.values():
+        c = s.counts
+        print(f"{s.split}: {c.inputs} inputs, {c.written} written, {c.rejected} rejected, "
+              f"{c.samples} samples, {s.duration / 3600:.3f} hours, {s.shards} shards "
+              f"({s.shards_built} built, {s.shards_reused} reused) -> {s.index_url}")
+    print(result.summary())
+    if result.counts.rejected:
+        print(f"rejected inputs and reasons are listed in each index.json "
+              f"(wds-pipeline inspect {args.out})")
+    code = result.exit_code(options.strict)
+    if result.counts.written == 0:
+        print("wds-pipeline: nothing was written (every input was rejected)", file=sys.stderr)
+    elif code:
+        print(f"wds-pipeline: --strict: {result.counts.rejected} inputs rejected", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------
+# inspect / verify / synth
+
+
+def cmd_inspect(args: argparse.Namespace, parser: _Parser) -> int:
+    from .verify import inspect_dataset
+
+    try:
+        summaries = inspect_dataset(args.out, examples=args.examples)
+    except FileNotFoundError as e:
+        print(f"wds-pipeline: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except ValueError as e:
+        print(f"wds-pipeline: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print("\n\n".join(s.to_text(max_rejects=args.rejects) for s in summaries))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, parser: _Parser) -> int:
+    from .verify import verify_dataset
+
+    try:
+        report = verify_dataset(args.out, decode=not args.no_decode,
+                                progress=not args.no_progress)
+    except FileNotFoundError as e:
+        print(f"wds-pipeline: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(report.to_text())
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_synth(args: argparse.Namespace, parser: _Parser) -> int:
+    from . import synth
+
+    common = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed)
+    try:
+        if args.corpus == "librispeech":
+            summary = synth.synth_librispeech(
+                args.dir, speakers=args.speakers, chapters_per_speaker=args.chapters,
+                utterances_per_chapter=args.utterances,
+                parts=[p.strip() for p in args.parts.split(",") if p.strip()], **common)
+        else:
+            summary = synth.synth_voxceleb(
+                args.dir, vox1_speakers=args.vox1_speakers, vox2_speakers=args.vox2_speakers,
+                vox1_test_speakers=args.vox1_test_speakers, videos_per_speaker=args.videos,
+                utterances_per_video=args.utterances, **common)
+    except ValueError as e:
+        return _usage(str(e))
+    print(f"wrote {summary['files']} files, {summary['seconds'] / 3600:.3f} hours, "
+          f"splits {summary['splits']} under {args.dir}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# demo: a list of steps over a shared context, so later issues append steps
+# (e.g. a trainer) without touching the ones before.
+
+
+class DemoFailure(RuntimeError):
+    pass
+
+
+@dataclass
+class DemoContext:
+    workdir: str
+    workers: int | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def corpus(self) -> str:
+        return os.path.join(self.workdir, "corpus")
+
+    @property
+    def shards(self) -> str:
+        return os.path.join(self.workdir, "shards")
+
+
+DemoStep = tuple[str, Callable[[DemoContext], None]]
+
+
+def _demo_synth(ctx: DemoContext) -> None:
+    from . import synth
+
+    libri = os.path.join(ctx.corpus, "LibriSpeech")
+    vox = os.path.join(ctx.corpus, "voxceleb")
+    # Deterministic corpora: reuse them when a previous demo run finished writing them.
+    if not os.path.exists(os.path.join(libri, "SPEAKERS.TXT")):
+        s = synth.synth_librispeech(libri, speakers=8, chapters_per_speaker=2,
+                                    utterances_per_chapter=4, max_seconds=8.0)
+        print(f"  LibriSpeech layout: {s['files']} files, {s['seconds'] / 60:.1f} min")
+    if not os.path.exists(os.path.join(vox, "voxceleb1", "vox1_meta.csv")):
+        s = synth.synth_voxceleb(vox, max_seconds=6.0)
+        print(f"  VoxCeleb layout: {s['files']} files, {s['seconds'] / 60:.1f} min, "
+              f"{s['trials']} trials")
+    ctx.results["corpora"] = {"librispeech": libri, "voxceleb": vox}
+
+
+def _demo_build(ctx: DemoContext) -> None:
+    from .builder import BuildOptions, build_dataset
+
+    jobs = [("librispeech", {}, BuildOptions(shard_size=16, workers=ctx.workers)),
+            ("voxceleb", {"kaldi_split": True},
+             BuildOptions(shard_size=16, fbank=True, workers=ctx.workers))]
+    ctx.results["datasets"] = {}
+    for source, source_options, options in jobs:
+        out = os.path.join(ctx.shards, source)
+        r = build_dataset(source, ctx.results["corpora"][source], out, options=options,
+                          source_options=source_options)
+        print(f"  {source}: {r.summary()}")
+        if r.counts.written == 0:
+            raise DemoFailure(f"{source}: nothing written")
+        ctx.results["datasets"][source] = {k: v.index_url for k, v in r.splits.items()}
+
+
+def _demo_inspect(ctx: DemoContext) -> None:
+    from .verify import inspect_dataset
+
+    for source in ctx.results["datasets"]:
+        for s in inspect_dataset(os.path.join(ctx.shards, source), examples=2):
+            print("\n".join("  " + line for line in s.to_text(max_rejects=3).splitlines()))
+
+
+def _demo_verify(ctx: DemoContext) -> None:
+    from .verify import verify_dataset
+
+    for source in ctx.results["datasets"]:
+        report = verify_dataset(os.path.join(ctx.shards, source), progress=False)
+        print("\n".join("  " + line for line in report.to_text().splitlines()))
+        if not report.ok:
+            raise DemoFailure(f"verify failed for {source}")
+
+
+def _demo_stream(ctx: DemoContext) -> None:
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("wds_pipeline.loader") is None:
+        print("  (no wds_pipeline.loader yet: skipped)")
+        return
+    from .loader import StreamingLoader
+
+    index = ctx.results["datasets"]["librispeech"]["train-clean-100"]
+    loader = StreamingLoader(index, batch_size=8, num_workers=0, crop_seconds=2.0)
+    t0 = time.perf_counter()
+    n = batches = 0
+    for batch in loader:
+        batches += 1
+        n += int((~batch.is_padding).sum())
+    dt = time.perf_counter() - t0
+    print(f"  one epoch of {index}: {batches} batches, {n} samples in {dt:.2f} s")
+    ctx.results["stream"] = {"batches": batches, "samples": n}
+
+
+def demo_steps() -> list[DemoStep]:
+    """The demo's steps, in order; append to this list to extend the demo."""
+    return [("synthesise corpora", _demo_synth), ("build shards", _demo_build),
+            ("inspect", _demo_inspect), ("verify", _demo_verify),
+            ("stream one epoch", _demo_stream)]
+
+
+def run_demo(workdir: str, *, workers: int | None = None,
+             steps: Sequence[DemoStep] | None = None) -> int:
+    import time
+
+    ctx = DemoContext(workdir=workdir, workers=workers)
+    steps = demo_steps() if steps is None else steps
+    for i, (name, step) in enumerate(steps, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(steps)}] {name}")
+        try:
+            step(ctx)
+        except DemoFailure as e:
+            print(f"demo failed at step {name!r}: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"      ({time.perf_counter() - t0:.1f} s)")
+    print(f"demo OK: corpus in {ctx.corpus}, shards in {ctx.shards}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, parser: _Parser) -> int:
+    return run_demo(args.workdir, workers=args.workers)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        args = _apply_config(parser, args, argv)
+    handler: Callable[[argparse.Namespace, _Parser], int] = args.handler
+    try:
+        return handler(args, parser)
+    except KeyboardInterrupt:
+        print("\nwds-pipeline: interrupted; rerun the same command to resume (finished shards "
+              "are kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

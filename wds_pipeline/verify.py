@@ -1,0 +1,301 @@
+"""``inspect`` and ``verify``: what a built dataset holds, and whether it is intact.
+
+``OUT`` may be a dataset root (holding ``<split>/index.json``), one split folder,
+or an ``index.json`` URL, on any fsspec filesystem.
+
+verify re-hashes every shard (sha256 + size against the index), re-reads it
+member by member (tar checksums, truncation), decodes every field of every
+sample, and checks sample counts, byte offsets, frame counts, field sets and
+that keys are valid and unique within the split.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from tqdm import tqdm
+
+from . import format as fmt
+from . import storage
+from .index import INDEX_NAME, DatasetIndex, dirname_url, join_url
+
+# ---------------------------------------------------------------------------
+# Finding the indexes
+
+
+def find_indexes(out: str, **storage_options: Any) -> list[str]:
+    """``index.json`` URLs under OUT: itself, OUT/index.json, or OUT/<split>/index.json."""
+    out = out.rstrip("/") if len(out) > 1 else out
+    if out.endswith(".json"):
+        if not storage.exists(out, **storage_options):
+            raise FileNotFoundError(f"{out}: no such index file")
+        return [out]
+    direct = join_url(out, INDEX_NAME)
+    if storage.exists(direct, **storage_options):
+        return [direct]
+    try:
+        names = storage.listdir(out, **storage_options)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{out}: no such dataset folder") from None
+    found = [join_url(join_url(out, n), INDEX_NAME) for n in names
+             if not n.startswith(("_", "."))
+             and storage.exists(join_url(join_url(out, n), INDEX_NAME), **storage_options)]
+    if not found:
+        raise FileNotFoundError(
+            f"{out}: no index.json in it or in its sub-folders; pass the OUT of "
+            "`wds-pipeline build`, a split folder, or an index.json URL (an unfinished build "
+            "has no index yet: rerun the build to finish it)")
+    return found
+
+
+def _read_index(url: str, so: Mapping[str, Any]) -> DatasetIndex:
+    return DatasetIndex.from_json(storage.read_bytes(url, **so), base_url=dirname_url(url),
+                                  source=url)
+
+
+def _open(url: str, so: Mapping[str, Any]):
+    fs, path = storage.url_to_fs(url, **so)
+    return fs.open(path, "rb", block_size=storage.BLOCK_SIZE)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# ---------------------------------------------------------------------------
+# inspect
+
+
+@dataclass
+class SplitSummary:
+    index_url: str
+    index: DatasetIndex
+    examples: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    example_error: str = ""
+
+    def to_text(self, *, max_rejects: int = 5) -> str:
+        ix = self.index
+        c = ix.counts
+        sizes = [s.filesize for s in ix.shards]
+        lines = [
+            f"== {ix.split or ix.name}  ({self.index_url})",
+            f"dataset {ix.dataset}, shard format v{ix.format_version}, tool {ix.tool_version}, "
+            f"fingerprint {ix.build_fingerprint[:12]}",
+            f"samples {ix.num_samples}, hours {ix.total_duration / 3600:.3f}  "
+            f"(inputs {c.inputs}, written {c.written}, rejected {c.rejected})",
+            f"speakers/classes {len(ix.label_map)}",
+        ]
+        if sizes:
+            lines.append(f"shards {len(sizes)}, size min/median/max "
+                         f"{_fmt_bytes(min(sizes))} / {_fmt_bytes(statistics.median(sizes))} / "
+                         f"{_fmt_bytes(max(sizes))}")
+        else:
+            lines.append("shards 0")
+        pre = ix.preprocessing
+        lines.append(f"fields {', '.join(ix.fields)}; audio {ix.audio_field} {ix.audio_dtype} "
+                     f"@ {ix.sample_rate} Hz; normalize {pre.get('normalize')}, trim "
+                     f"{pre.get('trim_silence')}, chunk {pre.get('chunk_seconds')}")
+        if ix.rejected:
+            by_stage = Counter(r.stage for r in ix.rejected)
+            lines.append(f"rejected {len(ix.rejected)} ("
+                         + ", ".join(f"{k} {v}" for k, v in sorted(by_stage.items())) + "):")
+            for r in ix.rejected[:max_rejects]:
+                lines.append(f"  - [{r.stage}] {r.input}: {r.reason}")
+            if len(ix.rejected) > max_rejects:
+                lines.append(f"  ... {len(ix.rejected) - max_rejects} more in the index")
+        else:
+            lines.append("rejected 0")
+        if self.examples:
+            lines.append("examples (first shard):")
+            for key, meta in self.examples:
+                lines.append(f"  {key}  {fmt.encode_json(meta).decode('utf-8')}")
+        if self.example_error:
+            lines.append(f"examples: cannot read the first shard: {self.example_error}")
+        return "\n".join(lines)
+
+
+def inspect_dataset(out: str, *, examples: int = 3, **storage_options: Any) -> list[SplitSummary]:
+    summaries = []
+    for url in find_indexes(out, **storage_options):
+        ix = _read_index(url, storage_options)
+        s = SplitSummary(url, ix)
+        if ix.shards and examples > 0:
+            try:
+                with _open(ix.shard_url(0), storage_options) as f:
+                    for key, fields in fmt.iter_samples(f, source=ix.shard_url(0), limit=examples):
+                        meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON]) if fmt.JSON in fields else {}
+                        s.examples.append((key, meta))
+            except (OSError, ValueError) as e:
+                s.example_error = str(e)
+        summaries.append(s)
+    return summaries
+
+
+# ---------------------------------------------------------------------------
+# verify
+
+
+@dataclass
+class SplitVerdict:
+    index_url: str
+    split: str
+    shards: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)  # "<shard>: <what is wrong> <fix>"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    splits: list[SplitVerdict]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.splits)
+
+    def to_text(self) -> str:
+        lines = []
+        for s in self.splits:
+            status = "OK" if s.ok else f"FAILED ({len(s.problems)} problems)"
+            lines.append(f"{s.split}: {status} - {s.shards} shards, {s.samples} samples checked "
+                         f"({s.index_url})")
+            lines.extend(f"  {p}" for p in s.problems)
+        bad = [s.split for s in self.splits if not s.ok]
+        if bad:
+            lines.append(f"verify FAILED for {', '.join(bad)}: rebuild the damaged shards by rerunning "
+                         "the same `wds-pipeline build` command (bad shards are rebuilt), or "
+                         "restore them from a good copy")
+        else:
+            lines.append(f"verify OK: {len(self.splits)} split(s), "
+                         f"{sum(s.samples for s in self.splits)} samples")
+        return "\n".join(lines)
+
+
+def _group_samples(members: Iterator[tuple[fmt.TarMember, Any]]
+                   ) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(key, offset of the first member, {field: payload}) from a member stream."""
+    key = None
+    start = 0
+    fields: dict[str, Any] = {}
+    for member, payload in members:
+        k, f = fmt.split_member_name(member.name)
+        if key is not None and k != key:
+            yield key, start, fields
+            fields = {}
+        if k != key:
+            start = member.offset
+        key = k
+        if f in fields:
+            raise fmt.ShardFormatError(f"member {member.name!r} appears twice in sample {k!r}")
+        fields[f] = payload
+    if key is not None:
+        yield key, start, fields
+
+
+def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str, Any],
+                 *, decode: bool) -> tuple[int, list[str]]:
+    info = ix.shards[i]
+    url = ix.shard_url(i)
+    name = info.url
+    problems: list[str] = []
+    try:
+        sha, size = storage.sha256_file(url, **so)
+    except FileNotFoundError:
+        return 0, [f"{name}: missing ({url} does not exist)"]
+    if size != info.filesize:
+        problems.append(f"{name}: size {size} bytes, index says {info.filesize} "
+                        f"({'truncated' if size < info.filesize else 'grown'})")
+    if info.sha256 and sha != info.sha256:
+        problems.append(f"{name}: sha256 mismatch (file {sha[:16]}..., index "
+                        f"{info.sha256[:16]}...): the shard changed after the build")
+    required = set(ix.fields) - {fmt.CLS}
+    allowed = set(ix.fields)
+    offsets: list[int] = []
+    frames: list[int] = []
+    n = 0
+    try:
+        with _open(url, so) as f:
+            for key, offset, fields in _group_samples(fmt.iter_tar_members(f, source=url)):
+                n += 1
+                offsets.append(offset)
+                where = f"{name}: sample {key!r}"
+                try:
+                    fmt.validate_key(key)
+                except ValueError as e:
+                    problems.append(f"{where}: {e}")
+                if key in seen:
+                    problems.append(f"{where}: duplicate key (also in {seen[key]})")
+                seen.setdefault(key, name)
+                missing = sorted(required - set(fields))
+                extra = sorted(set(fields) - allowed)
+                if missing or extra:
+                    problems.append(f"{where}: fields {sorted(fields)} (missing {missing}, "
+                                    f"unexpected {extra}); a key with a dot splits samples")
+                nframes = -1
+                if decode:
+                    for fname, payload in sorted(fields.items()):
+                        try:
+                            value = fmt.decode_field(fname, payload)
+                        except Exception as e:  # any decoder failure is a finding, not a crash
+                            problems.append(f"{where}: member {key}.{fname} does not decode "
+                                            f"({type(e).__name__}: {e})")
+                            continue
+                        if fname == ix.audio_field:
+                            nframes = int(len(value))
+                        elif fname == fmt.JSON and isinstance(value, dict) and \
+                                value.get("key", key) != key:
+                            problems.append(f"{where}: json key {value.get('key')!r} differs")
+                frames.append(nframes)
+    except fmt.ShardFormatError as e:
+        problems.append(f"{name}: unreadable after {n} samples: {e}")
+        return n, problems
+    except OSError as e:
+        problems.append(f"{name}: read error after {n} samples: {e}")
+        return n, problems
+    if n != info.nsamples:
+        problems.append(f"{name}: {n} samples, index says {info.nsamples}")
+    elif info.sample_offsets and offsets != info.sample_offsets:
+        bad = next(j for j, (a, b) in enumerate(zip(offsets, info.sample_offsets)) if a != b)
+        problems.append(f"{name}: sample {bad} starts at byte {offsets[bad]}, index says "
+                        f"{info.sample_offsets[bad]}")
+    if decode and n == info.nsamples and info.sample_frames and frames != info.sample_frames:
+        bad = next(j for j, (a, b) in enumerate(zip(frames, info.sample_frames)) if a != b)
+        problems.append(f"{name}: sample {bad} has {frames[bad]} audio frames, index says "
+                        f"{info.sample_frames[bad]}")
+    return n, problems
+
+
+def verify_index(index_url: str, *, decode: bool = True, progress: bool = True,
+                 **storage_options: Any) -> SplitVerdict:
+    try:
+        ix = _read_index(index_url, storage_options)
+    except (ValueError, OSError) as e:
+        return SplitVerdict(index_url, "?", problems=[f"index: {e}"])
+    verdict = SplitVerdict(index_url, ix.split or ix.name, shards=len(ix.shards))
+    seen: dict[str, str] = {}
+    for i in tqdm(range(len(ix.shards)), desc=f"verify {verdict.split}", unit="shard",
+                  disable=not progress, file=sys.stderr):
+        n, problems = _check_shard(ix, i, seen, storage_options, decode=decode)
+        verdict.samples += n
+        verdict.problems.extend(problems)
+    if ix.num_samples != ix.counts.samples:
+        verdict.problems.append(f"index: shards hold {ix.num_samples} samples, counts say "
+                                f"{ix.counts.samples}")
+    return verdict
+
+
+def verify_dataset(out: str, *, decode: bool = True, progress: bool = True,
+                   **storage_options: Any) -> VerifyReport:
+    return VerifyReport([verify_index(u, decode=decode, progress=progress, **storage_options)
+                         for u in find_indexes(out, **storage_options)])
