@@ -1,0 +1,232 @@
+"""LibriSpeech: ``<part>/<speaker>/<chapter>/<spk>-<chap>-<utt>.flac`` plus one
+``<spk>-<chap>.trans.txt`` per chapter (``<utt-id> TEXT`` per line), as in lhotse's
+``recipes/librispeech.py``.
+
+``root`` may be the ``LibriSpeech`` folder holding parts, its parent (the folder the
+tarballs were unpacked into), or a single part folder. The split of a record is its
+part name (``train-clean-100``, ``dev-clean``, ...). Scanning only lists directories
+and reads transcripts; audio is decoded later by the builder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+
+from wds_pipeline.records import Reject, SourceRecord, SourceScan
+
+NAME = "librispeech"
+DATASET = "librispeech"
+
+PARTS: tuple[str, ...] = (
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+)
+# Mini LibriSpeech (openslr 31) uses the same layout; lhotse reads it with the same recipe.
+MINI_PARTS: tuple[str, ...] = ("dev-clean-2", "train-clean-5")
+KNOWN_PARTS: tuple[str, ...] = PARTS + MINI_PARTS
+
+TRANS_SUFFIX = ".trans.txt"
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--parts",
+        default=None,
+        help="comma-separated LibriSpeech parts to include, e.g. train-clean-100,dev-clean "
+        f"(default: every part found; known: {','.join(KNOWN_PARTS)})",
+    )
+
+
+def scan(root: str, *, parts: str | Sequence[str] | None = None) -> SourceScan:
+    """List every utterance under ``root``; ``parts`` (comma string or list) selects parts."""
+    wanted = parse_parts(parts)
+    rejects: list[Reject] = []
+    part_dirs = find_part_dirs(os.path.abspath(root), wanted, rejects)
+    records: list[SourceRecord] = []
+    for part, part_dir in part_dirs:
+        scan_part(part, part_dir, records, rejects)
+    records = drop_duplicate_ids(records, rejects)
+    return SourceScan(records=records, rejects=sorted(rejects))
+
+
+def parse_parts(parts: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> validated part names; None means every part found."""
+    if parts is None:
+        return None
+    names = parts.split(",") if isinstance(parts, str) else list(parts)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("--parts is empty; give a comma list such as train-clean-100,dev-clean")
+    unknown = [n for n in names if n not in KNOWN_PARTS]
+    if unknown:
+        raise ValueError(
+            f"unknown LibriSpeech part(s) {', '.join(unknown)} in --parts; known parts: {', '.join(KNOWN_PARTS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def find_part_dirs(root: str, wanted: tuple[str, ...] | None, rejects: list[Reject]) -> list[tuple[str, str]]:
+    """Resolve ``root`` to ``[(part, folder)]`` in part-name order."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"LibriSpeech root {root} is not a directory; pass the LibriSpeech folder "
+            "(holding train-clean-100, dev-clean, ...) or one part folder"
+        )
+    base = os.path.basename(root)
+    if base in KNOWN_PARTS:
+        found = {base: root}
+        others: list[os.DirEntry[str]] = []
+    else:
+        entries = list_dir(root, rejects)
+        nested = os.path.join(root, "LibriSpeech")
+        if os.path.isdir(nested) and not any(e.name in KNOWN_PARTS for e in entries):
+            # The folder the tarballs were unpacked into: they all unpack to LibriSpeech/<part>.
+            return find_part_dirs(nested, wanted, rejects)
+        dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+        found = {e.name: e.path for e in dirs if e.name in KNOWN_PARTS}
+        others = [e for e in dirs if e.name not in KNOWN_PARTS]
+    if not found:
+        raise ValueError(
+            f"no LibriSpeech part under {root}: expected folders named like {', '.join(PARTS[:3])}, ... "
+            "or root itself being one of them; pass the LibriSpeech folder or a part folder"
+        )
+    for entry in others:
+        rejects.append(
+            Reject(entry.path, f"{entry.path} is not a LibriSpeech part (known: {', '.join(KNOWN_PARTS)}); not scanned")
+        )
+    selected = sorted(found) if wanted is None else list(wanted)
+    missing = [p for p in selected if p not in found]
+    if missing:
+        raise ValueError(
+            f"--parts asks for {', '.join(missing)} but {root} holds only {', '.join(sorted(found))}"
+        )
+    return [(p, found[p]) for p in sorted(selected)]
+
+
+def list_dir(path: str, rejects: list[Reject]) -> list[os.DirEntry[str]]:
+    """Entries of ``path`` sorted by name; an unreadable folder becomes a reject, not a crash."""
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        rejects.append(Reject(path, f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan"))
+        return []
+
+
+def scan_part(part: str, part_dir: str, records: list[SourceRecord], rejects: list[Reject]) -> None:
+    for spk in list_dir(part_dir, rejects):
+        if not expect_numbered_dir(spk, "speaker", rejects):
+            continue
+        for chap in list_dir(spk.path, rejects):
+            if expect_numbered_dir(chap, "chapter", rejects):
+                scan_chapter(part, spk.name, chap.name, chap.path, records, rejects)
+
+
+def expect_numbered_dir(entry: os.DirEntry[str], what: str, rejects: list[Reject]) -> bool:
+    if entry.name.startswith("."):
+        return False  # .DS_Store and the like are not corpus inputs
+    if not entry.is_dir():
+        rejects.append(Reject(entry.path, f"unexpected file {entry.path}: a LibriSpeech part holds only {what} folders here"))
+        return False
+    if not _DIGITS.match(entry.name):
+        rejects.append(Reject(entry.path, f"{entry.path} is not a {what} folder (LibriSpeech {what} folders are numbers)"))
+        return False
+    return True
+
+
+def scan_chapter(
+    part: str, spk: str, chap: str, chap_dir: str, records: list[SourceRecord], rejects: list[Reject]
+) -> None:
+    prefix = f"{spk}-{chap}"
+    audio_name = re.compile(rf"^{re.escape(prefix)}-[0-9]+\.flac$")
+    trans_path = os.path.join(chap_dir, prefix + TRANS_SUFFIX)
+    flacs: dict[str, str] = {}
+    for entry in list_dir(chap_dir, rejects):
+        if entry.name.startswith(".") or entry.path == trans_path:
+            continue
+        if entry.is_file() and audio_name.match(entry.name):
+            flacs[entry.name[: -len(".flac")]] = entry.path
+        elif entry.name.endswith(".flac"):
+            rejects.append(Reject(entry.path, f"file name {entry.name} does not match its folder: expected {prefix}-<utt>.flac"))
+        else:
+            rejects.append(
+                Reject(entry.path, f"unexpected {'folder' if entry.is_dir() else 'file'} {entry.path} in a LibriSpeech chapter folder")
+            )
+    lines, trans_error = read_transcript(trans_path)
+    if trans_error:
+        for utt in sorted(flacs):
+            rejects.append(Reject(flacs[utt], f"no transcript line in {trans_path} ({trans_error})"))
+        return
+    texts, bad = parse_transcript(lines, trans_path, prefix)
+    rejects.extend(bad)
+    for utt, path in flacs.items():
+        if utt in texts:
+            records.append(
+                SourceRecord(
+                    id=utt, path=path, speaker=spk, text=texts[utt][0], dataset=DATASET, split=part,
+                    extra=(("chapter", chap),),
+                )
+            )
+        else:
+            rejects.append(Reject(path, f"no transcript line in {trans_path}"))
+    for utt, (_, lineno) in texts.items():
+        if utt not in flacs:
+            audio = os.path.join(chap_dir, utt + ".flac")
+            rejects.append(Reject(audio, f"transcript line for missing audio {audio} ({trans_path} line {lineno})"))
+
+
+def read_transcript(path: str) -> tuple[list[str], str | None]:
+    """Lines of a transcript, or ``([], why)`` when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines(), None
+    except FileNotFoundError:
+        return [], "the transcript file does not exist"
+    except UnicodeDecodeError as e:
+        return [], f"the transcript file is not UTF-8: {e.reason} at byte {e.start}"
+    except OSError as e:
+        return [], f"cannot read the transcript file: {e.strerror or e}"
+
+
+def parse_transcript(lines: list[str], trans_path: str, prefix: str) -> tuple[dict[str, tuple[str, int]], list[Reject]]:
+    """``<utt-id> TEXT`` lines -> ``{utt_id: (text, line_number)}`` plus rejects for bad lines."""
+    utt_id = re.compile(rf"^{re.escape(prefix)}-[0-9]+$")
+    texts: dict[str, tuple[str, int]] = {}
+    rejects: list[Reject] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split(maxsplit=1)
+        where = f"{trans_path}:{lineno}"
+        if len(fields) < 2 or not utt_id.match(fields[0]):
+            rejects.append(
+                Reject(where, f"malformed transcript line {lineno} in {trans_path}: expected '{prefix}-<utt> TEXT', got {line!r}")
+            )
+        elif fields[0] in texts:
+            rejects.append(
+                Reject(where, f"duplicate transcript line {lineno} for {fields[0]} in {trans_path} (first on line {texts[fields[0]][1]})")
+            )
+        else:
+            texts[fields[0]] = (fields[1].strip(), lineno)
+    return texts, rejects
+
+
+def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> list[SourceRecord]:
+    """Sort by id; an id seen twice (only possible with copied folders) keeps its first part's record."""
+    kept: dict[str, SourceRecord] = {}
+    for rec in records:
+        first = kept.get(rec.id)
+        if first is None:
+            kept[rec.id] = rec
+        else:
+            rejects.append(Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}"))
+    return [kept[k] for k in sorted(kept)]
