@@ -182,15 +182,7 @@ class ShardStreamDataset(IterableDataset):
         # Built lazily inside each worker process: threads and file handles must not
         # cross a fork.
         if self._reader is None:
-            try:
-                from ..fetch import ShardReader, default_cache_policy
-            except ImportError:  # TEMP until fetch.py lands
-                class ShardReader:
-                    def __init__(self, **kw): pass
-                    def schedule(self, refs): pass
-                    def open(self, ref, offset):
-                        f = open(ref.url, "rb", buffering=1 << 20); f.seek(offset); return f
-                default_cache_policy = lambda url: False
+            from ..fetch import ShardReader, default_cache_policy
 
             cache = None
             cache_dir = self.read_cfg.cache_dir
@@ -250,10 +242,7 @@ class ShardStreamDataset(IterableDataset):
 
     @staticmethod
     def _ref_of(entry: ShardEntry):
-        try:
-            from ..fetch import ShardRef
-        except ImportError:  # TEMP until fetch.py lands
-            from types import SimpleNamespace as ShardRef
+        from ..fetch import ShardRef
 
         return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size)
 
