@@ -27,7 +27,8 @@ def speech_like(num_samples: int, seed: int = 0) -> np.ndarray:
     f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(f0) / SR
     voiced = sum(
-        np.exp(-(((k * 130 - 700) / 600.0) ** 2)) * np.sin(k * phase) + 0.3 * np.sin(k * phase + k) / k
+        np.exp(-(((k * 130 - 700) / 600.0) ** 2)) * np.sin(k * phase)
+        + 0.3 * np.sin(k * phase + k) / k
         for k in range(1, 30)
     )
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
@@ -72,7 +73,7 @@ def kaldi_reference(x: np.ndarray, cfg: FbankConfig) -> np.ndarray:
 @pytest.mark.parametrize("seconds", [0.025, 0.0251, 1.0077, 2.0])
 def test_matches_kaldi_native_fbank(cfg: FbankConfig, seconds: float) -> None:
     # 1.0077 s = 16123 samples: not a multiple of the 160-sample hop.
-    x = speech_like(int(round(seconds * cfg.sample_rate)))
+    x = speech_like(round(seconds * cfg.sample_rate))
     ours = fbank(torch.from_numpy(x), cfg).numpy()
     ref = kaldi_reference(x, cfg)
     assert ours.shape == ref.shape == (num_frames(len(x), cfg), cfg.num_features)
@@ -110,8 +111,17 @@ def test_mel_energies_without_log() -> None:
 @pytest.mark.parametrize(
     ("samples", "snip", "expected"),
     [
-        (0, True, 0), (399, True, 0), (400, True, 1), (559, True, 1), (560, True, 2), (16000, True, 98),
-        (0, False, 0), (79, False, 0), (80, False, 1), (16000, False, 100), (16123, False, 101),
+        (0, True, 0),
+        (399, True, 0),
+        (400, True, 1),
+        (559, True, 1),
+        (560, True, 2),
+        (16000, True, 98),
+        (0, False, 0),
+        (79, False, 0),
+        (80, False, 1),
+        (16000, False, 100),
+        (16123, False, 101),
     ],
 )
 def test_num_frames_follows_kaldi(samples: int, snip: bool, expected: int) -> None:
@@ -131,7 +141,7 @@ def test_batched_with_lengths_equals_unbatched(snip: bool) -> None:
     batch = torch.zeros(len(items), width)
     for i, item in enumerate(items):
         # Garbage (not zeros) past each length proves padding never leaks into valid frames.
-        batch[i, len(item):] = 12345.0
+        batch[i, len(item) :] = 12345.0
         batch[i, : len(item)] = torch.from_numpy(item)
 
     feats = fbank(batch, cfg, lengths=torch.tensor(lengths))
@@ -236,7 +246,9 @@ def test_fbank_numpy_is_float16_features_for_shards() -> None:
 
 
 def test_input_errors_say_what_to_fix() -> None:
-    with pytest.raises(ValueError, match=r"every length must be in \[0, 1000\] \(the padded width\)"):
+    with pytest.raises(
+        ValueError, match=r"every length must be in \[0, 1000\] \(the padded width\)"
+    ):
         fbank(torch.zeros(2, 1000), lengths=torch.tensor([1000, 1001]))
     with pytest.raises(ValueError, match=r"\(T,\) or \(B, T\)"):
         fbank(torch.zeros(1, 2, 1000))

@@ -5,15 +5,17 @@ Public API (the builder and the loader call these; keep names and signatures):
     @dataclass(frozen=True) class FbankConfig  (Kaldi option names; to_dict())
     num_frames(num_samples, cfg) -> int
     fbank(waveform, cfg=FbankConfig(), *, lengths=None, generator=None) -> Tensor
-    class Fbank(torch.nn.Module): forward(wave, lengths=None, *, generator=None) -> (feats, frame_lengths)
+    class Fbank(torch.nn.Module):
+        forward(wave, lengths=None, *, generator=None) -> (feats, frame_lengths)
     fbank_numpy(pcm_int16, cfg=FbankConfig()) -> np.ndarray float16 (frames, bins)
 
-The computation follows Kaldi's ``compute-fbank-feats`` (``feature-window.cc``, ``mel-computations.cc``)
-step by step: frame extraction (snip_edges or reflected edges), dither, DC removal, raw log-energy,
-pre-emphasis, window, zero-pad to a power of two, power spectrum, triangular mel banks on the
-Kaldi mel scale (1127 ln(1 + f/700), Nyquist bin excluded), log floored at FLT_EPSILON.
-The waveform is expected in int16 scale, like Kaldi (float audio in [-1, 1] must be multiplied by
-32768 first; otherwise log-mels are shifted by ~20.8 and the log floor dominates silence).
+The computation follows Kaldi's ``compute-fbank-feats`` (``feature-window.cc``,
+``mel-computations.cc``) step by step: frame extraction (snip_edges or reflected edges), dither,
+DC removal, raw log-energy, pre-emphasis, window, zero-pad to a power of two, power spectrum,
+triangular mel banks on the Kaldi mel scale (1127 ln(1 + f/700), Nyquist bin excluded), log
+floored at FLT_EPSILON. The waveform is expected in int16 scale, like Kaldi: pass the int16 PCM
+from ``audio.to_int16`` (float audio in [-1, 1] would give log-mels ~20.8 lower, and quiet
+stretches would sit on the log floor).
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["FbankConfig", "num_frames", "fbank", "Fbank", "fbank_numpy", "mel_banks", "feature_window"]
+__all__ = [
+    "Fbank",
+    "FbankConfig",
+    "fbank",
+    "fbank_numpy",
+    "feature_window",
+    "mel_banks",
+    "num_frames",
+]
 
 # Kaldi floors energies at std::numeric_limits<float>::epsilon() before the log.
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -61,13 +71,16 @@ class FbankConfig:
         if self.sample_rate <= 0:
             raise ValueError(f"FbankConfig.sample_rate must be > 0, got {self.sample_rate}")
         if self.num_mel_bins < 3:
-            raise ValueError(f"FbankConfig.num_mel_bins must be >= 3 (Kaldi's minimum), got {self.num_mel_bins}")
+            raise ValueError(
+                f"FbankConfig.num_mel_bins must be >= 3 (Kaldi's minimum), got {self.num_mel_bins}"
+            )
         if self.window not in _WINDOWS:
             raise ValueError(f"FbankConfig.window must be one of {_WINDOWS}, got {self.window!r}")
         if self.frame_length < 2 or self.frame_shift < 1:
             raise ValueError(
-                f"FbankConfig: frame_length_ms={self.frame_length_ms} / frame_shift_ms={self.frame_shift_ms} "
-                f"give {self.frame_length} / {self.frame_shift} samples at {self.sample_rate} Hz; need >= 2 / >= 1"
+                f"FbankConfig: frame_length_ms={self.frame_length_ms} / "
+                f"frame_shift_ms={self.frame_shift_ms} give {self.frame_length} / "
+                f"{self.frame_shift} samples at {self.sample_rate} Hz; need >= 2 / >= 1"
             )
         nyquist = 0.5 * self.sample_rate
         high = self.effective_high_freq
@@ -118,11 +131,17 @@ def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
 def _num_frames_tensor(lengths: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
     length, shift = cfg.frame_length, cfg.frame_shift
     if cfg.snip_edges:
-        return torch.where(lengths < length, torch.zeros_like(lengths), 1 + (lengths - length).div(shift, rounding_mode="floor"))
+        return torch.where(
+            lengths < length,
+            torch.zeros_like(lengths),
+            1 + (lengths - length).div(shift, rounding_mode="floor"),
+        )
     return (lengths + shift // 2).div(shift, rounding_mode="floor")
 
 
-def feature_window(cfg: FbankConfig, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+def feature_window(
+    cfg: FbankConfig, dtype: torch.dtype = torch.float32, device=None
+) -> torch.Tensor:
     """Kaldi's analysis window (``FeatureWindowFunction``), computed in float64."""
     n = cfg.frame_length
     i = torch.arange(n, dtype=torch.float64)
@@ -186,7 +205,9 @@ def _frame_indices(lengths: torch.Tensor, n_frames: int, cfg: FbankConfig) -> to
     return torch.where(m >= n, 2 * n - 1 - m, m)
 
 
-def _extract_frames(wave: torch.Tensor, lengths: torch.Tensor | None, n_frames: int, cfg: FbankConfig) -> torch.Tensor:
+def _extract_frames(
+    wave: torch.Tensor, lengths: torch.Tensor | None, n_frames: int, cfg: FbankConfig
+) -> torch.Tensor:
     """(B, T) -> (B, F, L); F may be 0."""
     batch, total = wave.shape
     length = cfg.frame_length
@@ -218,7 +239,9 @@ def _compute(
         return wave.new_zeros(batch, 0, cfg.num_features), frame_lengths
     frames = _extract_frames(wave, lengths, n_frames, cfg)
     if dither > 0:
-        noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype, device=frames.device)
+        noise = torch.randn(
+            frames.shape, generator=generator, dtype=frames.dtype, device=frames.device
+        )
         frames = frames + dither * noise
     if cfg.remove_dc_offset:
         frames = frames - frames.mean(dim=-1, keepdim=True)
@@ -251,22 +274,32 @@ def _compute(
 
 def _prepare(waveform: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     if not isinstance(waveform, torch.Tensor):
-        raise TypeError(f"fbank expects a torch.Tensor waveform, got {type(waveform).__name__}; use fbank_numpy for numpy")
+        raise TypeError(
+            f"fbank expects a torch.Tensor waveform, got {type(waveform).__name__}; "
+            "use fbank_numpy for numpy arrays"
+        )
     if waveform.dim() not in (1, 2):
-        raise ValueError(f"fbank expects a (T,) or (B, T) waveform, got shape {tuple(waveform.shape)}")
+        raise ValueError(
+            f"fbank expects a (T,) or (B, T) waveform, got shape {tuple(waveform.shape)}"
+        )
     unbatched = waveform.dim() == 1
     wave = waveform.unsqueeze(0) if unbatched else waveform
     if not wave.is_floating_point():
         wave = wave.float()
     if lengths is not None:
         if unbatched:
-            raise ValueError("fbank: lengths is only for batched (B, T) input; slice a 1-D waveform instead")
+            raise ValueError(
+                "fbank: lengths is only for batched (B, T) input; slice a 1-D waveform instead"
+            )
         lengths = torch.as_tensor(lengths, device=wave.device).long()
         if lengths.shape != (wave.shape[0],):
-            raise ValueError(f"fbank: lengths must have shape ({wave.shape[0]},), got {tuple(lengths.shape)}")
+            raise ValueError(
+                f"fbank: lengths must have shape ({wave.shape[0]},), got {tuple(lengths.shape)}"
+            )
         if bool(((lengths < 0) | (lengths > wave.shape[1])).any()):
             raise ValueError(
-                f"fbank: every length must be in [0, {wave.shape[1]}] (the padded width), got {lengths.tolist()}"
+                f"fbank: every length must be in [0, {wave.shape[1]}] (the padded width), "
+                f"got {lengths.tolist()}"
             )
     return wave, lengths, unbatched
 
@@ -278,7 +311,9 @@ def fbank(
     lengths: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Kaldi fbank of an int16-scale waveform: ``(T,) -> (frames, D)``, ``(B, T) -> (B, frames, D)``.
+    """Kaldi fbank of an int16-scale waveform.
+
+    ``(T,) -> (frames, D)``, ``(B, T) -> (B, frames, D)``.
 
     ``frames = num_frames(T, cfg)`` depends only on the input width, so batched output shapes are
     static; with ``lengths`` (B,), frames at or past ``num_frames(lengths[b])`` are zero. Computed
@@ -318,7 +353,7 @@ class Fbank(torch.nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T,)`` -> ``((F, D), frame_lengths ())``; ``(B, T)`` -> ``((B, F, D), frame_lengths (B,))``."""
+        """``(T,) -> ((F, D), frame_lengths ())``; ``(B, T) -> ((B, F, D), frame_lengths (B,))``."""
         x, lengths, unbatched = _prepare(wave, lengths)
         x = x.to(self.window.device)
         if lengths is not None:
@@ -334,11 +369,16 @@ class Fbank(torch.nn.Module):
         return feats, frame_lengths
 
     def extra_repr(self) -> str:
-        return f"num_mel_bins={self.cfg.num_mel_bins}, sample_rate={self.cfg.sample_rate}, mean_norm={self.mean_norm}"
+        cfg = self.cfg
+        return f"num_mel_bins={cfg.num_mel_bins}, sample_rate={cfg.sample_rate}, " + (
+            f"mean_norm={self.mean_norm}"
+        )
 
 
 def _masked_mean_norm(feats: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-    valid = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frame_lengths[:, None]).unsqueeze(-1)
+    valid = (
+        torch.arange(feats.shape[1], device=feats.device)[None, :] < frame_lengths[:, None]
+    ).unsqueeze(-1)
     valid = valid.to(feats.dtype)
     count = frame_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
     mean = (feats * valid).sum(dim=1, keepdim=True) / count
@@ -353,7 +393,10 @@ def fbank_numpy(pcm_int16: np.ndarray, cfg: FbankConfig = FbankConfig()) -> np.n
     """
     x = np.asarray(pcm_int16)
     if x.ndim != 1:
-        raise ValueError(f"fbank_numpy expects 1-D mono PCM, got shape {x.shape}; downmix first (audio.preprocess)")
+        raise ValueError(
+            f"fbank_numpy expects 1-D mono PCM, got shape {x.shape}; "
+            "downmix first (audio.preprocess)"
+        )
     wave = torch.from_numpy(x.astype(np.float32, copy=False))
     with torch.no_grad():
         feats = fbank(wave, cfg)
