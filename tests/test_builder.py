@@ -1,0 +1,479 @@
+"""Shard builder on real files: counts, keys, fields, determinism, resume, bad input.
+
+Corpora are written here with numpy + soundfile (manifest source) or with
+``wds_pipeline.synth`` (LibriSpeech layout). Helpers at the top are reused by
+test_cli.py and test_readers_compat.py.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wds_pipeline import format as fmt
+from wds_pipeline.builder import (BuildConfigError, BuildOptions, OutputConflictError,
+                                  build_dataset)
+from wds_pipeline.index import load_index
+from wds_pipeline.records import Reject
+
+SR = 16000
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "wds_pipeline.cli"]
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def signal_wave(seconds: float, sr: int, *, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A voiced-ish test signal (two tones + noise) in [-0.5, 0.5], float32."""
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    rng = np.random.default_rng(seed)
+    x = 0.3 * np.sin(2 * np.pi * (150 + 10 * seed) * t) + 0.1 * np.sin(2 * np.pi * 1200 * t)
+    x = x + 0.02 * rng.standard_normal(n)
+    x = x.astype(np.float32)
+    if channels > 1:
+        x = np.stack([x * (1 - 0.3 * c) for c in range(channels)], axis=1)
+    return x
+
+
+def write_audio(path: Path, seconds: float, *, sr: int = SR, seed: int = 0, channels: int = 1,
+                subtype: str = "PCM_16", format: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), signal_wave(seconds, sr, seed=seed, channels=channels), sr,
+             subtype=subtype, format=format)
+    return path
+
+
+def write_manifest(folder: Path, rows: list[dict], name: str = "clips.csv") -> Path:
+    cols = ["path"] + sorted({k for r in rows for k in r} - {"path"})
+    lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_clip_corpus(folder: Path, n: int = 6, *, seconds=(1.0, 2.5), sr: int = SR,
+                     speakers: int = 3) -> Path:
+    """n mono clips with speakers s0..s{k-1}; ids are the file stems."""
+    rows = []
+    for i in range(n):
+        dur = seconds[0] + (seconds[1] - seconds[0]) * (i % 4) / 3
+        write_audio(folder / "audio" / f"utt-{i:03d}.flac", dur, sr=sr, seed=i)
+        rows.append({"path": f"audio/utt-{i:03d}.flac", "speaker": f"s{i % speakers}",
+                     "id": f"utt-{i:03d}"})
+    return write_manifest(folder, rows)
+
+
+def synth_libri(root: Path) -> Path:
+    from wds_pipeline.synth import synth_librispeech
+
+    synth_librispeech(str(root), speakers=4, chapters_per_speaker=1, utterances_per_chapter=3,
+                      min_seconds=1.0, max_seconds=3.0, seed=3)
+    return root
+
+
+def build(source: str, src, out, *, source_options=None, **options):
+    options.setdefault("workers", 1)
+    options.setdefault("progress", False)
+    logs: list[str] = []
+    result = build_dataset(source, str(src), str(out), options=BuildOptions(**options),
+                           source_options=source_options or {}, log=logs.append)
+    result.logs = logs  # type: ignore[attr-defined]
+    return result
+
+
+def read_split(split_dir: Path) -> dict[str, dict]:
+    """{key: {field: decoded}} of every sample in a split, in shard order."""
+    idx = load_index(str(split_dir))
+    out: dict[str, dict] = {}
+    for i in range(len(idx.shards)):
+        with open(idx.shard_url(i), "rb") as f:
+            for key, fields in fmt.iter_samples(f, source=idx.shard_url(i)):
+                assert key not in out
+                out[key] = {name: fmt.decode_field(name, data) for name, data in fields.items()}
+    return out
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def libri(tmp_path_factory) -> Path:
+    return synth_libri(tmp_path_factory.mktemp("corpus") / "LibriSpeech")
+
+
+@pytest.fixture(scope="module")
+def libri_built(libri, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("out")
+    return out, build("librispeech", libri, out, shard_size=2)
+
+
+# ---------------------------------------------------------------------------
+# contents
+
+
+def expected_libri(libri: Path) -> dict[str, dict[str, dict]]:
+    """{split: {utt id: {"speaker", "text", "path"}}} straight from the files."""
+    out: dict[str, dict[str, dict]] = {}
+    for trans in sorted(libri.rglob("*.trans.txt")):
+        split = trans.relative_to(libri).parts[0]
+        for line in trans.read_text().splitlines():
+            utt, text = line.split(" ", 1)
+            flac = trans.parent / f"{utt}.flac"
+            out.setdefault(split, {})[utt] = {"speaker": utt.split("-")[0], "text": text,
+                                              "path": flac}
+    return out
+
+
+def test_librispeech_counts_keys_metadata_and_labels(libri, libri_built):
+    out, result = libri_built
+    expected = expected_libri(libri)
+    assert sorted(result.splits) == sorted(expected) == ["dev-clean", "train-clean-100"]
+    assert result.counts.inputs == result.counts.written == 12
+    assert result.counts.rejected == 0
+    for split, utts in expected.items():
+        idx = load_index(str(out / split))
+        samples = read_split(out / split)
+        assert set(samples) == set(utts)  # LibriSpeech ids are valid keys as they are
+        speakers = sorted({u["speaker"] for u in utts.values()})
+        assert idx.label_map == {s: i for i, s in enumerate(speakers)}
+        assert idx.fields == ["audio.npy", "cls", "json"]
+        assert idx.counts.inputs == idx.counts.written == idx.counts.samples == len(utts)
+        assert [s.url for s in idx.shards] == [f"shard-00000{i}.tar" for i in range(3)]
+        assert idx.build_fingerprint and idx.tool_version
+        assert idx.preprocessing["sample_rate"] == SR and idx.preprocessing["codec"] == "npy"
+        frames = [f for s in idx.shards for f in s.sample_frames]
+        assert sum(frames) == sum(len(s["audio.npy"]) for s in samples.values())
+        for key, s in samples.items():
+            u = utts[key]
+            audio = s["audio.npy"]
+            ref, sr = sf.read(str(u["path"]), dtype="int16")
+            assert sr == SR and audio.dtype == np.int16
+            # 16 kHz int16 FLAC in, 16 kHz int16 out: no resampling. audio.to_int16 scales
+            # by 32767 while decoding divides by 32768, so loud samples may move by 1 LSB.
+            assert len(audio) == len(ref)
+            assert np.abs(audio.astype(np.int32) - ref).max() <= 1
+            meta = s["json"]
+            assert meta == {
+                "id": key, "key": key, "speaker": u["speaker"], "text": u["text"],
+                "duration": round(len(ref) / SR, 6), "sample_rate": SR,
+                "num_samples": len(ref),
+                "source": str(u["path"].relative_to(libri)), "offset": 0.0,
+                "dataset": "librispeech", "split": split,
+                "chapter": key.split("-")[1],
+            }
+            assert s["cls"] == idx.label_map[u["speaker"]]
+
+
+def test_label_map_is_per_split_sorted_and_stable(libri, libri_built, tmp_path):
+    out, _ = libri_built
+    again = build("librispeech", libri, tmp_path / "o", shard_size=5, shuffle_seed=7)
+    for split in again.splits:
+        a = load_index(str(out / split)).label_map
+        b = load_index(str(tmp_path / "o" / split)).label_map
+        assert a == b and list(a.values()) == list(range(len(a)))
+        assert list(a) == sorted(a)
+
+
+@pytest.mark.parametrize("codec,compress,fbank,audio_field,fbank_field", [
+    ("npy", "none", False, "audio.npy", None),
+    ("npy", "zstd", True, "audio.npy.zst", "fbank.npy.zst"),
+    ("flac", "none", True, "audio.flac", "fbank.npy"),
+])
+def test_fields_follow_codec_compress_fbank(tmp_path, codec, compress, fbank, audio_field,
+                                            fbank_field):
+    from wds_pipeline.features import FbankConfig, num_frames
+
+    manifest = make_clip_corpus(tmp_path / "c", n=3)
+    ref = build("manifest", manifest, tmp_path / "ref")
+    res = build("manifest", manifest, tmp_path / "o", codec=codec, compress=compress,
+                fbank=fbank)
+    assert res.counts.written == 3
+    idx = load_index(str(tmp_path / "o" / "train"))
+    want = sorted([audio_field, "cls", "json"] + ([fbank_field] if fbank else []))
+    assert idx.fields == want and idx.audio_field == audio_field
+    assert idx.preprocessing["fbank"] == (FbankConfig().to_dict() if fbank else None)
+    ref_samples = read_split(tmp_path / "ref" / "train")
+    with open(tmp_path / "o" / "train" / "shard-000000.tar", "rb") as f:
+        names = [m.name for m, _ in fmt.iter_tar_members(f)]
+    assert sorted({n.split(".", 1)[1] for n in names}) == want
+    for key, s in read_split(tmp_path / "o" / "train").items():
+        assert set(s) == set(want)
+        # Every codec stores the same int16 samples (FLAC is lossless).
+        np.testing.assert_array_equal(s[audio_field], ref_samples[key]["audio.npy"])
+        if fbank:
+            feats = s[fbank_field]
+            assert feats.dtype == np.float16
+            assert feats.shape == (num_frames(len(s[audio_field]), FbankConfig()), 80)
+            assert np.isfinite(feats).all()
+
+
+def test_chunking_cuts_keys_offsets_and_drops_short_tail(tmp_path):
+    write_audio(tmp_path / "a.wav", 5.3, seed=1)
+    write_audio(tmp_path / "b.wav", 4.2, seed=2)
+    manifest = write_manifest(tmp_path, [{"path": "a.wav", "speaker": "x"},
+                                         {"path": "b.wav", "speaker": "y"}])
+    res = build("manifest", manifest, tmp_path / "o", chunk_seconds=2.0, min_chunk_seconds=0.5)
+    assert (res.counts.inputs, res.counts.written, res.counts.samples) == (2, 2, 5)
+    samples = read_split(tmp_path / "o" / "train")
+    assert sorted(samples) == ["a-c0000", "a-c0001", "a-c0002", "b-c0000", "b-c0001"]
+    full, _ = sf.read(str(tmp_path / "a.wav"), dtype="int16")
+    joined = np.concatenate([samples[f"a-c000{i}"]["audio.npy"] for i in range(3)])
+    np.testing.assert_array_equal(joined, full)
+    assert [samples[f"a-c000{i}"]["json"]["offset"] for i in range(3)] == [0.0, 2.0, 4.0]
+    assert [samples[f"a-c000{i}"]["json"]["chunk"] for i in range(3)] == [0, 1, 2]
+    assert samples["a-c0002"]["json"]["num_samples"] == int(1.3 * SR)
+    assert all(samples[k]["json"]["id"] == "a" for k in samples if k.startswith("a-"))
+    # b: 2 s + 2 s, the 0.2 s tail is below --min-chunk-seconds
+    assert len(samples["b-c0001"]["audio.npy"]) == 2 * SR
+
+
+# ---------------------------------------------------------------------------
+# determinism and resume
+
+
+def test_rebuild_is_byte_identical_for_any_worker_count(libri, libri_built, tmp_path):
+    out, _ = libri_built
+    build("librispeech", libri, tmp_path / "w2", shard_size=2, workers=2)
+    a, b = tree_bytes(out), tree_bytes(tmp_path / "w2")
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+    assert any(k.endswith(".tar") for k in a) and "dev-clean/index.json" in a
+
+
+def test_rerun_is_already_complete(libri, libri_built):
+    out, _ = libri_built
+    before = tree_bytes(out)
+    again = build("librispeech", libri, out, shard_size=2)
+    assert again.already_complete
+    assert "already complete" in again.summary()
+    assert tree_bytes(out) == before
+
+
+def test_shuffle_seed_mixes_order_not_content(tmp_path):
+    manifest = make_clip_corpus(tmp_path / "c", n=8, seconds=(0.6, 0.8))
+    orders = {}
+    for name, seed in [("sorted", None), ("s0", 0), ("s1", 1)]:
+        build("manifest", manifest, tmp_path / name, shuffle_seed=seed, shard_size=3)
+        orders[name] = list(read_split(tmp_path / name / "train"))
+    assert orders["sorted"] == [f"utt-{i:03d}" for i in range(8)]
+    assert sorted(orders["s0"]) == sorted(orders["s1"]) == orders["sorted"]
+    assert orders["s0"] != orders["sorted"] and orders["s0"] != orders["s1"]
+
+
+def test_max_shard_bytes_cuts_by_estimated_size(tmp_path):
+    manifest = make_clip_corpus(tmp_path / "c", n=7, seconds=(1.0, 1.0))
+    # 1 s at 16 kHz int16 = 32 kB (+ headers): 3 per 100 kB shard
+    res = build("manifest", manifest, tmp_path / "o", max_shard_bytes=100_000, shard_size=100)
+    idx = load_index(str(tmp_path / "o" / "train"))
+    # estimate per clip: 32,000 audio bytes + 2,048 overhead -> two clips per shard
+    assert [s.nsamples for s in idx.shards] == [2, 2, 2, 1]
+    assert all(s.filesize <= 100_000 for s in idx.shards)
+    assert res.counts.samples == 7
+
+
+def test_corrupt_journaled_shard_is_rebuilt_on_resume(libri, libri_built, tmp_path):
+    out, _ = libri_built
+    work = tmp_path / "o"
+    shutil.copytree(out, work)
+    split = work / "dev-clean"
+    (split / "index.json").unlink()  # as if interrupted before the index
+    tar = split / "shard-000000.tar"
+    data = bytearray(tar.read_bytes())
+    data[700] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    res = build("librispeech", libri, work, shard_size=2)
+    assert any("shard-000000.tar does not match its journal" in m for m in res.logs)
+    s = res.splits["dev-clean"]
+    assert (s.shards_built, s.shards_reused) == (1, 2)
+    assert res.splits["train-clean-100"].already_complete
+    assert tree_bytes(work) == tree_bytes(out)
+
+
+def _journal_count(split_dir: Path) -> int:
+    d = split_dir / "_build"
+    return len(list(d.glob("*.json"))) if d.is_dir() else 0
+
+
+def test_sigkilled_build_resumes_to_identical_index(tmp_path):
+    """Kill the CLI once a shard is journaled; rerunning finishes it, reusing that shard."""
+    rows = []
+    for i in range(30):
+        write_audio(tmp_path / "c" / f"f{i:02d}.flac", 4.0, sr=44100, seed=i)
+        rows.append({"path": f"f{i:02d}.flac", "speaker": f"s{i % 3}"})
+    manifest = write_manifest(tmp_path / "c", rows)
+    out = tmp_path / "out"
+    # zstd 19 makes each 1-input shard take tens of ms: a wide window to kill in.
+    args = ["build", "manifest", str(manifest), str(out), "--shard-size", "1", "--workers", "1",
+            "--compress", "zstd", "--zstd-level", "19", "--no-progress"]
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO)
+    deadline = time.monotonic() + 120
+    while _journal_count(out / "train") < 1:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "no shard was journaled within 120 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _journal_count(out / "train")
+    assert not (out / "train" / "index.json").exists(), "build finished before the kill"
+    assert 1 <= done < 30
+
+    rerun = subprocess.run(CLI + args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    reused = int(rerun.stderr.split("reused from the journal")[0].rsplit(",", 1)[1].split()[0])
+    assert reused == done  # every journaled shard was verified and kept
+    assert f"({30 - reused} built, {reused} reused)" in rerun.stdout
+
+    clean = tmp_path / "clean"
+    build("manifest", manifest, clean, shard_size=1, compress="zstd", zstd_level=19)
+    assert (out / "train" / "index.json").read_bytes() == \
+        (clean / "train" / "index.json").read_bytes()
+    assert tree_bytes(out) == tree_bytes(clean)
+
+
+# ---------------------------------------------------------------------------
+# bad input
+
+
+@pytest.fixture
+def bad_corpus(tmp_path) -> Path:
+    d = tmp_path / "bad"
+    good = [write_audio(d / f"good{i}.flac", 1.5, seed=i) for i in range(3)]
+    (d / "empty.flac").write_bytes(b"")
+    whole = write_audio(d / "whole.flac", 2.0, seed=9).read_bytes()
+    (d / "truncated.flac").write_bytes(whole[: len(whole) // 3])
+    (d / "notes.wav").write_text("these are my notes, not audio\n" * 20)
+    write_audio(d / "stereo44k.wav", 1.5, sr=44100, channels=2, seed=4)
+    write_audio(d / "u8_8k.wav", 1.5, sr=8000, subtype="PCM_U8", seed=5)
+    write_audio(d / "short.wav", 0.2, seed=6)
+    rows = [{"path": p.name, "speaker": "a"} for p in good] + [
+        {"path": n, "speaker": "b"} for n in
+        ["empty.flac", "truncated.flac", "notes.wav", "stereo44k.wav", "u8_8k.wav", "short.wav",
+         "missing.wav"]]
+    return write_manifest(d, rows)
+
+
+def test_bad_inputs_are_rejected_or_converted_and_listed(bad_corpus, tmp_path):
+    res = build("manifest", bad_corpus, tmp_path / "o")
+    c = res.counts
+    assert (c.inputs, c.written, c.rejected, c.samples) == (10, 5, 5, 5)
+    idx = load_index(str(tmp_path / "o" / "train"))
+    rejected = {r.input: r for r in idx.rejected}
+    assert sorted(rejected) == ["empty.flac", "missing.wav", "notes.wav", "short.wav",
+                                "truncated.flac"]
+    assert rejected["empty.flac"].stage == "decode" and "zero-byte" in rejected["empty.flac"].reason
+    assert rejected["truncated.flac"].stage == "decode"
+    assert "truncated" in rejected["truncated.flac"].reason
+    assert "text file" in rejected["notes.wav"].reason
+    assert rejected["short.wav"] == Reject("short.wav", rejected["short.wav"].reason, "filter")
+    assert "shorter than --min-duration" in rejected["short.wav"].reason
+    assert rejected["missing.wav"].stage == "scan" and "missing file" in rejected["missing.wav"].reason
+    samples = read_split(tmp_path / "o" / "train")
+    assert sorted(samples) == ["good0", "good1", "good2", "stereo44k", "u8_8k"]
+    for key in ("stereo44k", "u8_8k"):
+        a = samples[key]["audio.npy"]
+        assert a.ndim == 1 and a.dtype == np.int16  # mono int16
+        assert samples[key]["json"]["sample_rate"] == SR
+        assert abs(len(a) - 1.5 * SR) <= 1  # resampled to 16 kHz, same duration
+        assert np.abs(a).max() > 1000  # real signal, not silence
+    # min-duration 0: the short clip is kept
+    res0 = build("manifest", bad_corpus, tmp_path / "o0", min_duration=0.0)
+    assert res0.counts.written == 6
+
+
+def test_librispeech_transcript_rejects_reach_the_right_split(libri, tmp_path):
+    work = tmp_path / "LibriSpeech"
+    shutil.copytree(libri, work)
+    trans = sorted((work / "dev-clean").rglob("*.trans.txt"))[0]
+    lines = trans.read_text().splitlines()
+    # drop the first utterance's line (audio without transcript) and add a line for
+    # an utterance whose audio does not exist
+    stem = trans.name[: -len(".trans.txt")]
+    trans.write_text("\n".join(lines[1:] + [f"{stem}-9999 NO SUCH AUDIO"]) + "\n")
+    res = build("librispeech", work, tmp_path / "o", shard_size=2)
+    dev = load_index(str(tmp_path / "o" / "dev-clean"))
+    train = load_index(str(tmp_path / "o" / "train-clean-100"))
+    assert train.rejected == [] and train.counts.rejected == 0
+    reasons = {r.input: r.reason for r in dev.rejected}
+    no_line = str((trans.parent / (lines[0].split()[0] + ".flac")).relative_to(work))
+    no_audio = str((trans.parent / f"{stem}-9999.flac").relative_to(work))
+    assert sorted(reasons) == sorted([no_line, no_audio])
+    assert "no transcript line" in reasons[no_line]
+    assert "transcript line for missing audio" in reasons[no_audio]
+    assert (dev.counts.inputs, dev.counts.written, dev.counts.rejected) == (7, 5, 2)
+    assert res.counts.inputs == 13
+
+
+def test_duplicate_keys_after_sanitising_reject_the_later_input(tmp_path):
+    write_audio(tmp_path / "x.wav", 1.0)
+    write_audio(tmp_path / "y.wav", 1.0, seed=1)
+    manifest = write_manifest(tmp_path, [{"path": "x.wav", "id": "spk.1"},
+                                         {"path": "y.wav", "id": "spk_1"}])
+    res = build("manifest", manifest, tmp_path / "o")
+    idx = load_index(str(tmp_path / "o" / "train"))
+    assert (res.counts.written, res.counts.rejected) == (1, 1)
+    (r,) = idx.rejected
+    # sorted by id: "spk.1" < "spk_1", so y.wav (spk_1) comes second
+    assert r.input == "y.wav" and r.stage == "filter" and "duplicate key 'spk_1'" in r.reason
+    assert list(read_split(tmp_path / "o" / "train")) == ["spk_1"]
+    assert idx.fields == ["audio.npy", "json"]  # no labels -> no cls
+
+
+def test_all_rejected_writes_no_shards(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"")
+    manifest = write_manifest(tmp_path, [{"path": "a.wav"}])
+    res = build("manifest", manifest, tmp_path / "o")
+    assert res.counts.written == 0 and res.exit_code(strict=False) == 1
+    assert list((tmp_path / "o" / "train").glob("*.tar")) == []
+    assert load_index(str(tmp_path / "o" / "train")).shards == []
+
+
+def test_different_dataset_in_out_is_refused_unless_overwrite(libri, libri_built, tmp_path):
+    out, _ = libri_built
+    work = tmp_path / "o"
+    shutil.copytree(out, work)
+    before = tree_bytes(work)
+    with pytest.raises(OutputConflictError, match="--overwrite"):
+        build("librispeech", libri, work, shard_size=3)
+    assert tree_bytes(work) == before  # refused before touching anything
+    res = build("librispeech", libri, work, shard_size=3, overwrite=True)
+    assert any("--overwrite removed" in m for m in res.logs)
+    assert sorted(p.name for p in (work / "dev-clean").glob("*.tar")) == \
+        ["shard-000000.tar", "shard-000001.tar"]
+    assert load_index(str(work / "dev-clean")).shards[0].nsamples == 3
+
+
+def test_bad_options_are_config_errors(libri, tmp_path):
+    with pytest.raises(BuildConfigError, match="FLAC is already compressed"):
+        build("librispeech", libri, tmp_path / "o", codec="flac", compress="zstd")
+    with pytest.raises(BuildConfigError, match="unknown source"):
+        build("nope", libri, tmp_path / "o")
+    with pytest.raises(BuildConfigError, match="not a directory"):
+        build("librispeech", tmp_path / "missing", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_journal_entry_holds_info_rejects_and_fingerprint(bad_corpus, tmp_path):
+    build("manifest", bad_corpus, tmp_path / "o", shard_size=100)
+    entry = json.loads((tmp_path / "o" / "train" / "_build" / "shard-000000.json").read_text())
+    idx = load_index(str(tmp_path / "o" / "train"))
+    assert entry["fingerprint"] == idx.build_fingerprint
+    assert entry["info"] == idx.shards[0].to_dict()
+    assert len(entry["rejects"]) == 4  # decode/filter rejects; the scan reject is not a shard's
+    assert entry["counts"] == {"inputs": 9, "written": 5, "rejected": 4, "samples": 5}
+    assert not (tmp_path / "o" / "train" / "_build" / "tmp").exists()
