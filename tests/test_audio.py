@@ -274,7 +274,7 @@ def test_offset_and_duration_read_exactly_those_samples(tmp_path: Path, fmt: str
 
     wave, sr = decode_audio(src, offset=0.25, duration=0.1)
     assert sr == 16000 and wave.shape == (1600, 1)
-    assert np.array_equal(to_int16(wave[:, 0] * (32768 / 32767)), pcm[4000:5600])
+    assert np.array_equal(to_int16(wave[:, 0]), pcm[4000:5600])
 
     tail, _ = decode_audio(src, offset=1.9, duration=5.0)  # clipped at the end of the file
     assert np.array_equal(np.round(tail[:, 0] * 32768).astype(np.int16), pcm[30400:])
@@ -289,7 +289,7 @@ def test_load_and_preprocess_composes_decode_resample_and_int16(tmp_path: Path) 
     sf.write(path, stereo, sr, subtype="PCM_24")
     pcm = load_and_preprocess(str(path), PreprocessConfig(), offset=0.5, duration=1.0)
     assert pcm.dtype == np.int16 and pcm.shape == (16000,)
-    mag, freqs = spectrum(pcm / 32767.0, 16000)
+    mag, freqs = spectrum(pcm / 32768.0, 16000)
     assert freqs[np.argmax(mag)] == 600.0
     assert mag.max() == pytest.approx(0.4, rel=0.01)  # mean of 0.3 and 0.5
 
@@ -356,11 +356,22 @@ def test_loudness_gain_is_peak_limited_never_clipped() -> None:
 
 
 def test_to_int16_scales_rounds_and_clips() -> None:
-    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 1 / 32767, 0.4 / 32767], np.float32)
-    assert to_int16(x).tolist() == [0, 16384, -16384, 32767, -32767, 32767, -32768, 1, 0]
+    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 1 / 32768, 0.4 / 32768, 2.5 / 32768])
+    assert to_int16(x).tolist() == [0, 16384, -16384, 32767, -32768, 32767, -32768, 1, 0, 2]
     assert to_int16(x).dtype == np.int16
     with pytest.raises(ValueError, match="NaN or inf"):
         to_int16(np.array([0.1, np.nan], np.float32))
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("FLAC", "flac"), ("WAV", "wav")])
+def test_int16_source_at_the_target_rate_comes_back_bit_exact(
+    tmp_path: Path, fmt: str, ext: str
+) -> None:
+    # Every int16 value, so full-scale samples (where a 32767 scale would be off by one) count.
+    pcm = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    path = tmp_path / f"all_values.{ext}"
+    sf.write(path, pcm, 16000, format=fmt, subtype="PCM_16")
+    assert np.array_equal(load_and_preprocess(str(path), PreprocessConfig()), pcm)
 
 
 def test_chunk_fixed_length_and_min_tail() -> None:

@@ -234,7 +234,7 @@ def _read_soundfile(
     sr = f.samplerate
     total = f.frames
     start, count = _frames_wanted(sr, offset, duration)
-    if start >= total and total > 0:
+    if start >= total > 0:
         raise _past_end(name, offset, total / sr)
     n = max(0, total - start if count is None else min(count, total - start))
     try:
@@ -566,13 +566,18 @@ def preprocess(wave: np.ndarray, sr: int, cfg: PreprocessConfig) -> np.ndarray:
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> int16: scale by 32767, round half to even, clip to the int16 range."""
+    """float [-1, 1] -> int16: scale by 32768, round half to even, clip to [-32768, 32767].
+
+    32768 (not 32767) because every decoder here maps int16 ``v`` to ``v / 32768`` (libsndfile,
+    FFmpeg): int16 sources then come back bit-exact when no resampling or gain is applied. The
+    cost is that +1.0 clips by one LSB to 32767.
+    """
     x = np.asarray(x)
     if x.size and not np.all(np.isfinite(x)):
         raise ValueError(
             "to_int16: audio contains NaN or inf; check the decoder/normalisation upstream"
         )
-    return np.clip(np.round(x.astype(np.float64) * 32767.0), -32768, 32767).astype(np.int16)
+    return np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def chunk(
