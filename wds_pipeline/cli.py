@@ -15,6 +15,17 @@ from typing import Any, Callable, Sequence
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+MAIN_EPILOG = """\
+examples:
+  wds-pipeline demo --workdir demo                       # everything below on a synthetic corpus
+  wds-pipeline synth librispeech corpus/LibriSpeech
+  wds-pipeline build librispeech corpus/LibriSpeech shards --workers 2
+  wds-pipeline inspect shards
+  wds-pipeline verify shards
+
+`wds-pipeline COMMAND --help` shows each command's options and examples.
+"""
+
 BUILD_EPILOG = """\
 examples:
   wds-pipeline build librispeech /data/LibriSpeech shards --parts train-clean-100,dev-clean
@@ -129,7 +140,7 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> _Parser:
     from .sources import SOURCES, get_source
 
-    parser = _Parser(prog="wds-pipeline", description=__doc__,
+    parser = _Parser(prog="wds-pipeline", description=__doc__, epilog=MAIN_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from .version import __version__
 
