@@ -1,0 +1,174 @@
+"""Shared fixtures: real storage backends for tests.
+
+* ``gcs_emulator`` (session): a gcp-storage-emulator subprocess on a free port,
+  with a bucket created; sets STORAGE_EMULATOR_HOST and
+  GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false for the session (restored after).
+  Yields :class:`GcsEmulator` (``.port``, ``.url``, ``.fs``, ``.bucket``,
+  ``.storage_options``, ``.gs(path)``). Skips if the emulator is not installed.
+* ``fault_proxy``: a :class:`tools.faultproxy.FaultProxy` in front of the emulator
+  (no faults until a test sets them). gcsfs goes through it with
+  ``gcs_emulator.storage_options_via(fault_proxy)``.
+* ``slow_fuse_mount``: a slowfs mount (100 ms per open, 20 MB/s, access log) of
+  ``tmp_path/"src"`` at ``tmp_path/"mnt"``; yields :class:`tools.slowfs.SlowMount`.
+  ``slowfs_factory(**opts)`` mounts with other options. Skip without /dev/fuse.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # `tools` is a top-level package of the repo, not installed
+    sys.path.insert(0, REPO_ROOT)
+
+# gcsfs reads this flag when it is *imported* (it then swaps GCSFileSystem for a
+# gRPC-probing subclass that stalls ~60 s per filesystem against the emulator), so
+# it must be set before any test module imports gcsfs, not inside the fixture.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+EMULATOR_ENV = {
+    # gcsfs talks to this host instead of storage.googleapis.com.
+    "STORAGE_EMULATOR_HOST": None,  # filled with the emulator URL
+    # Without this, gcsfs probes gRPC/zonal buckets and stalls ~60 s per filesystem.
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class GcsEmulator:
+    port: int
+    url: str
+    fs: Any  # gcsfs.GCSFileSystem talking straight to the emulator
+    bucket: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def gs(self, path: str) -> str:
+        """gs:// URL of ``path`` inside the test bucket."""
+        return f"gs://{self.bucket}/{path.lstrip('/')}"
+
+    def storage_options_via(self, proxy: Any) -> dict[str, Any]:
+        """Storage options that route gcsfs through ``proxy`` (a FaultProxy)."""
+        return dict(self.storage_options, endpoint_url=proxy.url)
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gcp-storage-emulator exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/storage/v1/b?project=test", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gcp-storage-emulator did not answer at {url} within {timeout} s")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    if importlib.util.find_spec("gcp_storage_emulator") is None:
+        pytest.skip("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+    gcsfs = pytest.importorskip("gcsfs", reason="gcsfs is not installed (pip install gcsfs)")
+    if gcsfs.GCSFileSystem is not gcsfs.core.GCSFileSystem:
+        pytest.fail(
+            "gcsfs was imported with GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT enabled and will stall "
+            "probing gRPC; set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before importing gcsfs"
+        )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "gcp_storage_emulator"]
+    proc = subprocess.Popen(
+        cmd + ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    saved = {k: os.environ.get(k) for k in EMULATOR_ENV}
+    try:
+        _wait_http(url, proc)
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        so = {"token": "anon", "project": "test"}
+        fs = gcsfs.GCSFileSystem(skip_instance_cache=True, **so)
+        bucket = "test-bucket"
+        fs.mkdir(bucket)
+        yield GcsEmulator(port=port, url=url, fs=fs, bucket=bucket, storage_options=so)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def fault_proxy(gcs_emulator: GcsEmulator) -> Iterator[Any]:
+    from tools.faultproxy import FaultProxy
+
+    with FaultProxy("127.0.0.1", gcs_emulator.port) as proxy:
+        yield proxy
+
+
+def _fuse_skip_reason() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is absent: FUSE tests need a kernel FUSE device"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "mfusepy is not installed (pip install mfusepy)"
+    if shutil.which("fusermount3") is None and shutil.which("umount") is None:
+        return "neither fusermount3 nor umount is available to unmount"
+    return None
+
+
+@pytest.fixture
+def slowfs_factory(tmp_path) -> Iterator[Callable[..., Any]]:
+    """``slowfs_factory(name="m", **mount_slowfs_opts)`` -> SlowMount of
+    ``tmp_path/<name>-src`` at ``tmp_path/<name>-mnt``; all unmounted at teardown."""
+    reason = _fuse_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import contextlib
+
+    from tools.slowfs import mount_slowfs
+
+    with contextlib.ExitStack() as stack:
+
+        def make(name: str = "m", **opts: Any):
+            src = tmp_path / f"{name}-src"
+            mnt = tmp_path / f"{name}-mnt"
+            src.mkdir(exist_ok=True)
+            opts.setdefault("access_log", str(tmp_path / f"{name}-access.log"))
+            return stack.enter_context(mount_slowfs(str(src), str(mnt), **opts))
+
+        yield make
+
+
+@pytest.fixture
+def slow_fuse_mount(slowfs_factory) -> Any:
+    """Drive stand-in: 100 ms per open, 20 MB/s shared; ``.source`` is the backing dir."""
+    return slowfs_factory("drive", latency_ms=100, bandwidth_mbps=20)
