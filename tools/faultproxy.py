@@ -207,6 +207,18 @@ class FaultProxy:
             cut = asyncio.Event()
 
             async def up() -> None:
+                try:
+                    await _up()
+                except (ConnectionError, OSError):
+                    cut.set()  # the client went away: tear the pair down
+
+            async def down() -> None:
+                try:
+                    await _down()
+                except (ConnectionError, OSError):
+                    cut.set()
+
+            async def _up() -> None:
                 while True:
                     data = await creader.read(_CHUNK)
                     if not data:
@@ -225,7 +237,7 @@ class FaultProxy:
                     uwriter.write(data)
                     await uwriter.drain()
 
-            async def down() -> None:
+            async def _down() -> None:
                 while True:
                     data = await ureader.read(_CHUNK)
                     if not data:

@@ -161,7 +161,10 @@ def is_transient(exc: BaseException) -> bool:
     while e is not None and seen < 4:
         seen += 1
         if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-            return False
+            # Final unless caused by a transient error: fsspec's http backend reports a
+            # connection dropped while sizing a file as FileNotFoundError(url) from it.
+            e = e.__cause__
+            continue
         if isinstance(e, (ConnectionError, TimeoutError)):
             return True
         if isinstance(e, OSError) and e.errno in TRANSIENT_ERRNOS:

@@ -1,0 +1,498 @@
+"""Sequential shard reading with prefetch and retries.
+
+The loader builds one :class:`ShardReader` per DataLoader worker, tells it the
+shards it will read in order (:meth:`ShardReader.schedule`) and opens them one
+by one (:meth:`ShardReader.open`). What ``open`` returns depends on the source:
+
+* a plain local file: the file itself, opened directly (no thread, no copy: the
+  page cache already does the job);
+* with a :class:`~wds_pipeline.cache.ShardCache`: the verified cached copy;
+  background threads fill the cache up to ``prefetch`` shards ahead;
+* without a cache: an in-memory copy fetched ahead in the background, or (when
+  not prefetched) a streaming reader that reads ``block_size`` blocks.
+
+Every remote or FUSE read goes through :class:`ResumableReader`: a transient
+error (dropped connection, HTTP 5xx/429, ENOTCONN/EIO from Drive) closes the
+source, waits with exponential backoff and jitter, reopens and seeks to the byte
+offset already delivered, so the consumer never sees duplicated or missing
+bytes. The budget (``RetryPolicy.attempts``) counts consecutive failures without
+progress; any byte delivered resets it, so a long shard over a flaky link still
+completes. When it runs out a :class:`ShardReadError` names the shard, the
+offset and the last error.
+
+Note: gcsfs retries each HTTP request itself (6 tries, ~30 s of backoff) before
+an error reaches this layer; fsspec's http backend and FUSE mounts do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, BinaryIO, Sequence
+
+from . import storage
+from .cache import CacheFullError, ShardCache, ShardIntegrityError
+
+__all__ = [
+    "ReaderStats",
+    "ResumableReader",
+    "RetryPolicy",
+    "ShardReadError",
+    "ShardReader",
+    "ShardRef",
+    "copy_shard",
+    "default_cache_policy",
+    "is_transient",
+]
+
+log = logging.getLogger(__name__)
+
+is_transient = storage.is_transient
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry budget for one shard read.
+
+    attempts: consecutive failed attempts (without a byte of progress) before giving up.
+    initial_backoff/max_backoff: exponential backoff bounds in seconds, with jitter.
+    timeout: give up once a shard has made no progress for this many seconds,
+        even with attempts left (checked between attempts: a read blocked inside
+        a hung FUSE mount cannot be interrupted from Python).
+    """
+
+    attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+
+    def backoff(self, failure: int) -> float:
+        """Sleep before retry number ``failure`` (1-based): exponential, 50-100 % jitter
+        so that workers hitting the same outage do not retry in lockstep."""
+        base = min(self.max_backoff, self.initial_backoff * (2 ** (failure - 1)))
+        return base * (0.5 + 0.5 * random.random())
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        return storage.is_transient(exc)
+
+
+class ShardReadError(OSError):
+    """Reading a shard kept failing after the retry budget."""
+
+    def __init__(self, url: str, offset: int, last_error: BaseException, attempts: int) -> None:
+        self.url = url
+        self.offset = offset
+        self.last_error = last_error
+        code = last_error.errno if isinstance(last_error, OSError) else None
+        super().__init__(
+            code,
+            f"reading shard {url} failed at byte offset {offset} after {attempts} attempts "
+            f"without progress; last error: {type(last_error).__name__}: {last_error}. "
+            "The storage is unreachable or flaky: check the connection (on Colab, remount "
+            "Drive or copy the shards to local disk) or raise RetryPolicy.attempts/timeout.",
+        )
+
+
+@dataclass
+class ReaderStats:
+    retries: int = 0  # transient errors recovered from (reopen + seek)
+    bytes_fetched: int = 0  # bytes read from remote/FUSE sources
+    direct_opens: int = 0  # local plain files opened as is
+    cached_opens: int = 0
+    memory_opens: int = 0  # served from an in-memory prefetch
+    streamed_opens: int = 0
+    prefetches: int = 0  # background fetches started
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._s = ReaderStats()
+
+    def add(self, **inc: int) -> None:
+        with self._lock:
+            for k, v in inc.items():
+                setattr(self._s, k, getattr(self._s, k) + v)
+
+    def snapshot(self) -> ReaderStats:
+        with self._lock:
+            return ReaderStats(**asdict(self._s))
+
+
+def default_cache_policy(url: str) -> bool:
+    """True when ``url`` is remote or on a FUSE/network mount: caching pays there."""
+    return storage.is_remote(url) or storage.is_fuse_path(url)
+
+
+# ----------------------------------------------------------------- streaming
+
+
+class ResumableReader(io.RawIOBase):
+    """A raw, seekable, read-only stream over a shard that survives transient errors.
+
+    Wrap it in ``io.BufferedReader(r, buffer_size=block_size)`` for small reads.
+    If it is read from offset 0 to EOF without seeking and ``sha256``/``size`` are
+    given, the content is verified at EOF (:class:`ShardIntegrityError`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        offset: int = 0,
+        retry: RetryPolicy = RetryPolicy(),
+        storage_options: dict[str, Any] | None = None,
+        block_size: int = storage.BLOCK_SIZE,
+        sha256: str | None = None,
+        size: int | None = None,
+        stats: _Counter | None = None,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.pos = offset
+        self.retry = retry
+        self.storage_options = storage_options or {}
+        self.block_size = block_size
+        self._src: Any = None
+        self._stats = stats or _Counter()
+        self._expect = (sha256, size)
+        self._hash = hashlib.sha256() if offset == 0 and (sha256 or size is not None) else None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.pos
+        elif whence == io.SEEK_END:
+            offset += self._size()
+        if offset != self.pos:
+            self._hash = None  # no longer a straight read: cannot verify at EOF
+            self.pos = offset
+            if self._src is not None:
+                self._src.seek(offset)
+        return self.pos
+
+    def _size(self) -> int:
+        if self._expect[1] is not None:
+            return self._expect[1]
+        return storage.file_size(self.url, **self.storage_options)
+
+    def _open(self) -> Any:
+        if storage.is_remote(self.url):
+            fs, path = storage.url_to_fs(self.url, **self.storage_options)
+            f = fs.open(path, "rb", block_size=self.block_size)
+        else:
+            f = open(storage.local_path(self.url), "rb", buffering=0)
+        if self.pos:
+            f.seek(self.pos)
+        return f
+
+    def _drop_source(self) -> None:
+        src, self._src = self._src, None
+        if src is not None:
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001 - the link is already broken
+                pass
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        if not len(view):
+            return 0
+        failures = 0
+        streak_start = time.monotonic()
+        while True:
+            try:
+                if self._src is None:
+                    self._src = self._open()
+                data = self._src.read(len(view))
+                n = len(data)
+                view[:n] = data
+                break
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_transient(exc):
+                    self._drop_source()
+                    raise
+                self._drop_source()
+                failures += 1
+                if failures >= self.retry.attempts or time.monotonic() - streak_start > self.retry.timeout:
+                    raise ShardReadError(self.url, self.pos, exc, failures) from exc
+                self._stats.add(retries=1)
+                log.warning("shard %s: %s at offset %d, retrying (%d)", self.url, exc, self.pos, failures)
+                time.sleep(self.retry.backoff(failures))
+        self.pos += n
+        self._stats.add(bytes_fetched=n)
+        if self._hash is not None:
+            if n:
+                self._hash.update(view[:n])
+            else:
+                self._verify_at_eof()
+        return n
+
+    def _verify_at_eof(self) -> None:
+        h, self._hash = self._hash, None
+        sha, size = self._expect
+        digest = h.hexdigest() if h is not None else ""
+        if (sha is not None and digest != sha) or (size is not None and self.pos != size):
+            raise ShardIntegrityError(
+                self.url,
+                expected_sha256=sha,
+                actual_sha256=digest,
+                expected_size=size,
+                actual_size=self.pos,
+                attempts=1,
+            )
+
+    def close(self) -> None:
+        self._drop_source()
+        super().close()
+
+
+def copy_shard(
+    url: str,
+    dst: BinaryIO,
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+    storage_options: dict[str, Any] | None = None,
+    block_size: int = storage.BLOCK_SIZE,
+    stats: _Counter | None = None,
+) -> int:
+    """Copy a whole shard into ``dst`` in ``block_size`` blocks, resuming after
+    transient errors. Returns the byte count. Usable as a ``ShardCache`` fetch."""
+    r = ResumableReader(url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats)
+    buf = bytearray(block_size)
+    total = 0
+    try:
+        while True:
+            n = r.readinto(buf)
+            if not n:
+                return total
+            dst.write(memoryview(buf)[:n])
+            total += n
+    finally:
+        r.close()
+
+
+# -------------------------------------------------------------------- reader
+
+
+class ShardReader:
+    """Opens shards for sequential reading, fetching the next ``prefetch`` ahead.
+
+    Build one per DataLoader worker, after the fork: no thread exists until the
+    first :meth:`schedule`, and a reader carried across a fork starts a fresh pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: ShardCache | None = None,
+        prefetch: int = 2,
+        retry: RetryPolicy = RetryPolicy(),
+        storage_options: dict[str, Any] | None = None,
+        block_size: int = storage.BLOCK_SIZE,
+        max_threads: int = 4,
+    ) -> None:
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be >= 1, got {max_threads}")
+        self.cache = cache
+        self.prefetch = prefetch
+        self.retry = retry
+        self.storage_options = dict(storage_options or {})
+        self.block_size = block_size
+        self.max_threads = max_threads
+        self._stats = _Counter()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
+        self._plan: list[ShardRef] = []
+        self._pos = -1
+        self._futures: dict[str, Future] = {}
+
+    # ------------------------------------------------------------- public
+    def stats(self) -> ReaderStats:
+        return self._stats.snapshot()
+
+    def schedule(self, refs: Sequence[ShardRef]) -> None:
+        """Set the shards to be opened next, in order, and start fetching ahead."""
+        with self._lock:
+            self._plan = list(refs)
+            self._pos = -1
+            keep = {r.url for r in self._plan[: self.prefetch]}
+            for url in [u for u in self._futures if u not in keep]:
+                self._futures.pop(url).cancel()
+        self._top_up(0)
+
+    def open(self, ref: ShardRef, offset: int = 0) -> BinaryIO:
+        """A sequential stream over ``ref`` positioned at ``offset`` (a sample boundary)."""
+        if self._is_direct(ref.url):
+            f = open(storage.local_path(ref.url), "rb")
+            f.seek(offset)
+            self._stats.add(direct_opens=1)
+            return f
+        with self._lock:
+            idx = next((i for i in range(self._pos + 1, len(self._plan)) if self._plan[i].url == ref.url), None)
+            if idx is not None:
+                self._pos = idx
+            fut = self._futures.pop(ref.url, None)
+        if idx is not None:
+            self._top_up(idx + 1)
+        prefetched: bytes | None = None
+        if fut is not None and not fut.cancelled():
+            try:
+                prefetched = fut.result()
+            except CacheFullError:
+                prefetched = None  # handled below: read uncached
+        if self.cache is not None:
+            try:
+                f = self.cache.open(
+                    ref.url,
+                    sha256=ref.sha256,
+                    size=ref.size,
+                    fetch=self._fetch_fn(),
+                    storage_options=self.storage_options,
+                )
+            except CacheFullError as exc:
+                log.info("%s", exc)
+                return self._stream(ref, offset)
+            f.seek(offset)
+            self._stats.add(cached_opens=1)
+            return f
+        if prefetched is not None:
+            bio = io.BytesIO(prefetched)
+            bio.seek(offset)
+            self._stats.add(memory_opens=1)
+            return bio
+        return self._stream(ref, offset)
+
+    def close(self) -> None:
+        with self._lock:
+            for fut in self._futures.values():
+                fut.cancel()
+            self._futures.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- internals
+    def _is_direct(self, url: str) -> bool:
+        return not storage.is_remote(url) and not storage.is_fuse_path(url)
+
+    def _fetch_fn(self):
+        def fetch(url: str, dst: BinaryIO) -> None:
+            copy_shard(
+                url,
+                dst,
+                retry=self.retry,
+                storage_options=self.storage_options,
+                block_size=self.block_size,
+                stats=self._stats,
+            )
+
+        return fetch
+
+    def _stream(self, ref: ShardRef, offset: int) -> BinaryIO:
+        raw = ResumableReader(
+            ref.url,
+            offset=offset,
+            retry=self.retry,
+            storage_options=self.storage_options,
+            block_size=self.block_size,
+            sha256=ref.sha256,
+            size=ref.size,
+            stats=self._stats,
+        )
+        self._stats.add(streamed_opens=1)
+        return io.BufferedReader(raw, buffer_size=self.block_size)  # type: ignore[return-value]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Threads do not survive fork: a reader copied into a DataLoader worker
+        # gets its own pool (and forgets the parent's futures) on first use.
+        if self._pool is None or self._pool_pid != os.getpid():
+            if self._pool_pid != os.getpid():
+                self._futures = {}
+            self._pool = ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="shard-prefetch")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def _top_up(self, start: int) -> None:
+        if self.prefetch == 0:
+            return
+        with self._lock:
+            window = self._plan[start : start + self.prefetch]
+            for ref in window:
+                if ref.url in self._futures or self._is_direct(ref.url):
+                    continue
+                self._futures[ref.url] = self._executor().submit(self._prefetch_one, ref)
+                self._stats.add(prefetches=1)
+
+    def _prefetch_one(self, ref: ShardRef) -> bytes | None:
+        if self.cache is not None:
+            self.cache.get(
+                ref.url,
+                sha256=ref.sha256,
+                size=ref.size,
+                fetch=self._fetch_fn(),
+                storage_options=self.storage_options,
+            )
+            return None
+        return self._fetch_bytes(ref)
+
+    def _fetch_bytes(self, ref: ShardRef) -> bytes:
+        for attempt in (1, 2):
+            buf = io.BytesIO()
+            copy_shard(
+                ref.url,
+                buf,
+                retry=self.retry,
+                storage_options=self.storage_options,
+                block_size=self.block_size,
+                stats=self._stats,
+            )
+            data = buf.getvalue()
+            digest = hashlib.sha256(data).hexdigest() if ref.sha256 else ""
+            if (ref.sha256 is None or digest == ref.sha256) and (ref.size is None or len(data) == ref.size):
+                return data
+            log.warning("shard %s: content mismatch on download %d", ref.url, attempt)
+        raise ShardIntegrityError(
+            ref.url,
+            expected_sha256=ref.sha256,
+            actual_sha256=digest,
+            expected_size=ref.size,
+            actual_size=len(data),
+            attempts=2,
+        )
