@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -70,8 +69,11 @@ def scan_as_unprivileged(module, root: str) -> dict:
                     result = {"skip": str(e)}
             if result is None:
                 s = module.scan(root)
-                result = {"ids": [r.id for r in s.records], "rejects": [r.to_dict() for r in s.rejects]}
-        except BaseException:
+                result = {
+                    "ids": [r.id for r in s.records],
+                    "rejects": [r.to_dict() for r in s.rejects],
+                }
+        except Exception:  # noqa: BLE001 - any failure must reach the parent, not a forked pytest
             result = {"error": traceback.format_exc()}
         finally:
             os.write(write_fd, json.dumps(result).encode())
@@ -88,7 +90,11 @@ def scan_as_unprivileged(module, root: str) -> dict:
 
 
 def test_registry_exposes_the_three_sources():
-    for name, module in (("librispeech", librispeech), ("voxceleb", voxceleb), ("manifest", manifest)):
+    for name, module in (
+        ("librispeech", librispeech),
+        ("voxceleb", voxceleb),
+        ("manifest", manifest),
+    ):
         assert get_source(name) is module
         assert module.NAME == name
 
@@ -97,22 +103,41 @@ def test_registry_exposes_the_three_sources():
 # LibriSpeech
 
 
-def libri_chapter(part_dir: Path, spk: str, chap: str, texts: dict[str, str], audio: list[str]) -> Path:
+def libri_chapter(
+    part_dir: Path, spk: str, chap: str, texts: dict[str, str], audio: list[str]
+) -> Path:
     """A chapter folder with ``texts`` as transcript lines and ``audio`` utterance numbers as FLAC."""
     folder = part_dir / spk / chap
     for utt in audio:
         write_audio(folder / f"{spk}-{chap}-{utt}.flac")
-    write_text(folder / f"{spk}-{chap}.trans.txt", "".join(f"{spk}-{chap}-{u} {t}\n" for u, t in texts.items()))
+    write_text(
+        folder / f"{spk}-{chap}.trans.txt",
+        "".join(f"{spk}-{chap}-{u} {t}\n" for u, t in texts.items()),
+    )
     return folder
 
 
 @pytest.fixture
 def libri(tmp_path: Path) -> Path:
     root = tmp_path / "LibriSpeech"
-    libri_chapter(root / "train-clean-100", "19", "198", {"0000": "NORTHANGER ABBEY", "0001": "CHAPTER ONE"}, ["0000", "0001"])
+    libri_chapter(
+        root / "train-clean-100",
+        "19",
+        "198",
+        {"0000": "NORTHANGER ABBEY", "0001": "CHAPTER ONE"},
+        ["0000", "0001"],
+    )
     libri_chapter(root / "train-clean-100", "26", "495", {"0004": "IT IS A TRUTH"}, ["0004"])
-    libri_chapter(root / "dev-clean", "84", "121123", {"0000": "GO DO YOU HEAR", "0001": "BUT IN LESS THAN"}, ["0000", "0001"])
-    write_text(root / "SPEAKERS.TXT", ";ID  |SEX| SUBSET | MINUTES | NAME\n")  # metadata at the top: not an input
+    libri_chapter(
+        root / "dev-clean",
+        "84",
+        "121123",
+        {"0000": "GO DO YOU HEAR", "0001": "BUT IN LESS THAN"},
+        ["0000", "0001"],
+    )
+    write_text(
+        root / "SPEAKERS.TXT", ";ID  |SEX| SUBSET | MINUTES | NAME\n"
+    )  # metadata at the top: not an input
     return root
 
 
@@ -142,7 +167,10 @@ def test_librispeech_parts_option_selects_parts(libri: Path):
     assert summary(scan_with_cli_options(librispeech, libri, [])) == LIBRI_ALL
     with pytest.raises(ValueError, match="unknown LibriSpeech part.*train-clean-999"):
         librispeech.scan(str(libri), parts="dev-clean,train-clean-999")
-    with pytest.raises(ValueError, match=r"--parts asks for test-other but .* holds only dev-clean, train-clean-100"):
+    with pytest.raises(
+        ValueError,
+        match=r"--parts asks for test-other but .* holds only dev-clean, train-clean-100",
+    ):
         librispeech.scan(str(libri), parts="test-other")
 
 
@@ -179,6 +207,7 @@ def test_librispeech_bad_inputs_become_exact_rejects(tmp_path: Path):
     (part / "abc").mkdir()
     (root / "extras").mkdir()
     (root / ".hidden").mkdir()
+    write_audio(root / "stray.flac")
 
     scan = librispeech.scan(str(root))
 
@@ -187,18 +216,47 @@ def test_librispeech_bad_inputs_become_exact_rejects(tmp_path: Path):
     expected = [
         Reject(str(chap / "19-198-0001.flac"), f"no transcript line in {trans}"),
         Reject(str(missing), f"transcript line for missing audio {missing} ({trans} line 2)"),
-        Reject(f"{trans}:3", f"malformed transcript line 3 in {trans}: expected '19-198-<utt> TEXT', got '19-198-0003'"),
-        Reject(f"{trans}:4", f"malformed transcript line 4 in {trans}: expected '19-198-<utt> TEXT', got '20-198-0004 ANOTHER CHAPTER'"),
-        Reject(f"{trans}:5", f"duplicate transcript line 5 for 19-198-0000 in {trans} (first on line 1)"),
-        Reject(str(chap / "19-198-x.flac"), "file name 19-198-x.flac does not match its folder: expected 19-198-<utt>.flac"),
-        Reject(str(chap / "notes.md"), f"unexpected file {chap / 'notes.md'} in a LibriSpeech chapter folder"),
+        Reject(
+            f"{trans}:3",
+            f"malformed transcript line 3 in {trans}: expected '19-198-<utt> TEXT', got '19-198-0003'",
+        ),
+        Reject(
+            f"{trans}:4",
+            f"malformed transcript line 4 in {trans}: expected '19-198-<utt> TEXT', got '20-198-0004 ANOTHER CHAPTER'",
+        ),
+        Reject(
+            f"{trans}:5",
+            f"duplicate transcript line 5 for 19-198-0000 in {trans} (first on line 1)",
+        ),
+        Reject(
+            str(chap / "19-198-x.flac"),
+            "file name 19-198-x.flac does not match its folder: expected 19-198-<utt>.flac",
+        ),
+        Reject(
+            str(chap / "notes.md"),
+            f"unexpected file {chap / 'notes.md'} in a LibriSpeech chapter folder",
+        ),
         Reject(
             str(part / "19/200/19-200-0000.flac"),
             f"no transcript line in {part / '19/200/19-200.trans.txt'} (the transcript file does not exist)",
         ),
-        Reject(str(part / "19/stray.txt"), f"unexpected file {part / '19/stray.txt'}: a LibriSpeech part holds only chapter folders here"),
-        Reject(str(part / "abc"), f"{part / 'abc'} is not a speaker folder (LibriSpeech speaker folders are numbers)"),
-        Reject(str(root / "extras"), f"{root / 'extras'} is not a LibriSpeech part (known: {', '.join(librispeech.KNOWN_PARTS)}); not scanned"),
+        Reject(
+            str(part / "19/stray.txt"),
+            f"unexpected file {part / '19/stray.txt'}: a LibriSpeech part holds only chapter folders here",
+        ),
+        Reject(
+            str(part / "abc"),
+            f"{part / 'abc'} is not a speaker folder (LibriSpeech speaker folders are numbers)",
+        ),
+        Reject(
+            str(root / "stray.flac"),
+            f"unexpected audio file {root / 'stray.flac'} outside a part folder: LibriSpeech audio "
+            "lives in <part>/<speaker>/<chapter>/",
+        ),
+        Reject(
+            str(root / "extras"),
+            f"{root / 'extras'} is not a LibriSpeech part (known: {', '.join(librispeech.KNOWN_PARTS)}); not scanned",
+        ),
     ]
     assert scan.rejects == sorted(expected)
 
@@ -218,7 +276,11 @@ def test_librispeech_unreadable_folder_is_rejected_and_the_scan_goes_on():
         shutil.rmtree(tmp)
     assert result["ids"] == ["174-50561-0000"]
     assert result["rejects"] == [
-        {"input": str(locked), "reason": f"cannot read directory {locked}: Permission denied; fix its permissions and rescan", "stage": "scan"}
+        {
+            "input": str(locked),
+            "reason": f"cannot read directory {locked}: Permission denied; fix its permissions and rescan",
+            "stage": "scan",
+        }
     ]
 
 
@@ -233,7 +295,14 @@ VOX2_META = "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \nid00012 ,n000012 ,m ,dev \
 def vox(tmp_path: Path) -> Path:
     root = tmp_path / "vox"
     wav = root / "voxceleb1" / "wav"
-    for rel in ("id10001/vidA/00001", "id10001/vidA/00002", "id10001/vidB/00001", "id10270/vidC/00001", "id10270/vidC/00002", "id10002/vidD/00001"):
+    for rel in (
+        "id10001/vidA/00001",
+        "id10001/vidA/00002",
+        "id10001/vidB/00001",
+        "id10270/vidC/00001",
+        "id10270/vidC/00002",
+        "id10002/vidD/00001",
+    ):
         write_audio(wav / f"{rel}.wav", "WAV")
     write_text(root / "voxceleb1" / "vox1_meta.csv", VOX1_META)
     write_text(
@@ -298,7 +367,10 @@ def test_voxceleb_root_may_be_one_corpus(vox: Path):
     assert [r.id for r in vox1.records] == [k for k in sorted(VOX_SPLITS) if k.startswith("id1")]
     assert list(vox1.extras["trials"]) == ["veri_test2.txt"]
     vox2 = voxceleb.scan(str(vox / "voxceleb2"))
-    assert {r.id: r.split for r in vox2.records} == {"id00012/vidE/00001": "voxceleb2_dev", "id00020/vidF/00001": "voxceleb2_test"}
+    assert {r.id: r.split for r in vox2.records} == {
+        "id00012/vidE/00001": "voxceleb2_dev",
+        "id00020/vidF/00001": "voxceleb2_test",
+    }
     assert vox2.extras["trials"] == {}
     with pytest.raises(ValueError, match="no VoxCeleb corpus under"):
         voxceleb.scan(str(vox / "voxceleb1" / "wav" / "id10001"))
@@ -317,18 +389,38 @@ def test_voxceleb_bad_layout_becomes_exact_rejects(vox: Path):
     first = vox / "voxceleb2/dev/aac/id00012/vidE/00001.m4a"
     assert scan.rejects == sorted(
         [
-            Reject(str(wav / "id10001/vidA/notes.txt"), f"unexpected file {wav / 'id10001/vidA/notes.txt'}: voxceleb1 video folders hold only *.wav files"),
-            Reject(str(wav / "readme.txt"), f"unexpected file {wav / 'readme.txt'}: expected <speaker>/<video>/<utt> folders above the audio files"),
-            Reject(str(wav / "speaker1"), f"{wav / 'speaker1'} is not a VoxCeleb speaker folder (expected a name like id10270)"),
-            Reject(str(wav / "id10001/stray.wav"), f"unexpected file {wav / 'id10001/stray.wav'}: expected <speaker>/<video>/<utt> folders above the audio files"),
-            Reject(str(dup), f"duplicate utterance id id00012/vidE/00001: already found at {first}"),
+            Reject(
+                str(wav / "id10001/vidA/notes.txt"),
+                f"unexpected file {wav / 'id10001/vidA/notes.txt'}: voxceleb1 video folders hold only *.wav files",
+            ),
+            Reject(
+                str(wav / "readme.txt"),
+                f"unexpected file {wav / 'readme.txt'}: expected <speaker>/<video>/<utt> folders above the audio files",
+            ),
+            Reject(
+                str(wav / "speaker1"),
+                f"{wav / 'speaker1'} is not a VoxCeleb speaker folder (expected a name like id10270)",
+            ),
+            Reject(
+                str(wav / "id10001/stray.wav"),
+                f"unexpected file {wav / 'id10001/stray.wav'}: expected <speaker>/<video>/<utt> folders above the audio files",
+            ),
+            Reject(
+                str(dup), f"duplicate utterance id id00012/vidE/00001: already found at {first}"
+            ),
         ]
     )
 
 
 def test_voxceleb_malformed_trial_line_raises_naming_file_and_line(vox: Path):
-    trials = write_text(vox / "voxceleb1" / "veri_test2.txt", "1 id10270/vidC/00001.wav id10270/vidC/00002.wav\n2 a.wav\n")
-    with pytest.raises(ValueError, match=rf"{trials} line 2: expected 'label enroll_path test_path' with label 0 or 1, got '2 a.wav'"):
+    trials = write_text(
+        vox / "voxceleb1" / "veri_test2.txt",
+        "1 id10270/vidC/00001.wav id10270/vidC/00002.wav\n2 a.wav\n",
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"{trials} line 2: expected 'label enroll_path test_path' with label 0 or 1, got '2 a.wav'",
+    ):
         voxceleb.scan(str(vox))
     write_text(vox / "veri_test2.txt", "1 a b\n")
     write_text(vox / "voxceleb1" / "veri_test2.txt", "1 a b\n")
@@ -338,10 +430,15 @@ def test_voxceleb_malformed_trial_line_raises_naming_file_and_line(vox: Path):
 
 def test_voxceleb_meta_files_are_checked(vox: Path):
     meta = write_text(vox / "voxceleb1" / "vox1_meta.csv", "Speaker\tSet\nid10001\tdev\n")
-    with pytest.raises(ValueError, match=rf"{meta}: header .* lacks a 'VoxCeleb1 ID'/'VoxCeleb2 ID' column"):
+    with pytest.raises(
+        ValueError, match=rf"{meta}: header .* lacks a 'VoxCeleb1 ID'/'VoxCeleb2 ID' column"
+    ):
         voxceleb.scan(str(vox))
     write_text(meta, VOX1_META + "id10003\tX\tm\tY\ttrain\n")
-    with pytest.raises(ValueError, match=rf"{meta} line 4: expected a speaker id like id10270 and a Set of dev or test"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{meta} line 4: expected a speaker id like id10270 and a Set of dev or test",
+    ):
         voxceleb.scan(str(vox))
 
 
@@ -360,7 +457,11 @@ def test_voxceleb_unreadable_folder_is_rejected_and_the_scan_goes_on():
         shutil.rmtree(tmp)
     assert result["ids"] == ["id10001/vidA/00001"]
     assert result["rejects"] == [
-        {"input": str(locked), "reason": f"cannot read directory {locked}: Permission denied; fix its permissions and rescan", "stage": "scan"}
+        {
+            "input": str(locked),
+            "reason": f"cannot read directory {locked}: Permission denied; fix its permissions and rescan",
+            "stage": "scan",
+        }
     ]
 
 
@@ -378,7 +479,19 @@ def audio_dir(tmp_path: Path) -> Path:
 
 
 def records_by_id(scan: SourceScan) -> dict[str, tuple]:
-    return {r.id: (Path(r.path).name, r.speaker, r.label, r.text, r.offset, r.duration, r.split, dict(r.extra)) for r in scan.records}
+    return {
+        r.id: (
+            Path(r.path).name,
+            r.speaker,
+            r.label,
+            r.text,
+            r.offset,
+            r.duration,
+            r.split,
+            dict(r.extra),
+        )
+        for r in scan.records
+    }
 
 
 def test_manifest_csv_with_offsets_durations_and_labels(audio_dir: Path):
@@ -425,7 +538,9 @@ def test_manifest_csv_bad_rows_are_rejected_with_their_line(audio_dir: Path):
         "f.wav,,,x4,Dev Set\n"
         "f.wav,1,2,x5,,surplus\n",
     )
-    scan = scan_with_cli_options(manifest, csv_path, ["--split", "dev-clean", "--dataset-name", "mine"])
+    scan = scan_with_cli_options(
+        manifest, csv_path, ["--split", "dev-clean", "--dataset-name", "mine"]
+    )
     assert [(r.id, r.split, r.dataset) for r in scan.records] == [("a", "dev-clean", "mine")]
     m = str(csv_path)
     assert scan.rejects == sorted(
@@ -434,10 +549,19 @@ def test_manifest_csv_bad_rows_are_rejected_with_their_line(audio_dir: Path):
             Reject(f"{m}:4", f"{m} line 4: offset 'abc' is not a number of seconds"),
             Reject(f"{m}:5", f"{m} line 5: duration '0' is not a number of seconds greater than 0"),
             Reject(f"{m}:6", f"{m} line 6: offset '-1' is not a number of seconds 0 or more"),
-            Reject(str(audio_dir / "missing.wav"), f"missing file {audio_dir / 'missing.wav'} ({m} line 7)"),
+            Reject(
+                str(audio_dir / "missing.wav"),
+                f"missing file {audio_dir / 'missing.wav'} ({m} line 7)",
+            ),
             Reject(f"{m}:8", f"{m} line 8: duplicate id 'a' (first on line 2)"),
-            Reject(f"{m}:9", f"{m} line 9: split 'Dev Set' is not a valid split name (use only a-z, 0-9, '_' and '-')"),
-            Reject(f"{m}:10", f"{m} line 10: 1 more field(s) than the header has columns (quote values holding commas)"),
+            Reject(
+                f"{m}:9",
+                f"{m} line 9: split 'Dev Set' is not a valid split name (use only a-z, 0-9, '_' and '-')",
+            ),
+            Reject(
+                f"{m}:10",
+                f"{m} line 10: 1 more field(s) than the header has columns (quote values holding commas)",
+            ),
         ]
     )
 
@@ -468,7 +592,10 @@ def test_manifest_jsonl_with_offsets_and_bad_lines(audio_dir: Path):
             Reject(f"{m}:5", f"{m} line 5: offset True is not a number of seconds"),
             Reject(f"{m}:6", f"{m} line 6: text must be a string or number, got list"),
             Reject(str(missing), f"missing file {missing} ({m} line 7)"),
-            Reject(f"{m}:8", f"{m} line 8: not valid JSON (Expecting property name enclosed in double quotes)"),
+            Reject(
+                f"{m}:8",
+                f"{m} line 8: not valid JSON (Expecting property name enclosed in double quotes)",
+            ),
             Reject(f"{m}:9", f"{m} line 9: expected a JSON object, got list"),
         ]
     )

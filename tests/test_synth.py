@@ -4,7 +4,6 @@ and voices a simple classifier can tell apart."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -25,8 +24,14 @@ MIN_S, MAX_S = 1.0, 2.0
 def libri(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("libri") / "LibriSpeech"
     summary = synth.synth_librispeech(
-        str(root), speakers=4, chapters_per_speaker=2, utterances_per_chapter=2,
-        parts=("train-clean-100", "dev-clean"), min_seconds=MIN_S, max_seconds=MAX_S, seed=3,
+        str(root),
+        speakers=4,
+        chapters_per_speaker=2,
+        utterances_per_chapter=2,
+        parts=("train-clean-100", "dev-clean"),
+        min_seconds=MIN_S,
+        max_seconds=MAX_S,
+        seed=3,
     )
     return root, summary
 
@@ -35,8 +40,15 @@ def libri(tmp_path_factory) -> tuple[Path, dict]:
 def vox(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("vox")
     summary = synth.synth_voxceleb(
-        str(root), vox1_speakers=3, vox2_speakers=2, videos_per_speaker=2, utterances_per_video=2,
-        vox1_test_speakers=2, min_seconds=MIN_S, max_seconds=MAX_S, seed=5,
+        str(root),
+        vox1_speakers=3,
+        vox2_speakers=2,
+        videos_per_speaker=2,
+        utterances_per_video=2,
+        vox1_test_speakers=2,
+        min_seconds=MIN_S,
+        max_seconds=MAX_S,
+        seed=5,
     )
     return root, summary
 
@@ -44,7 +56,8 @@ def vox(tmp_path_factory) -> tuple[Path, dict]:
 def tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -53,20 +66,34 @@ def test_librispeech_layout_round_trips_through_the_scanner(libri):
     scan = librispeech.scan(str(root))
     assert scan.rejects == []
     assert summary["files"] == len(scan.records) == 16
-    assert Counter(r.split for r in scan.records) == summary["splits"] == {"train-clean-100": 8, "dev-clean": 8}
-    speakers_by_part = {p: {r.speaker for r in scan.records if r.split == p} for p in summary["splits"]}
+    assert (
+        Counter(r.split for r in scan.records)
+        == summary["splits"]
+        == {"train-clean-100": 8, "dev-clean": 8}
+    )
+    speakers_by_part = {
+        p: {r.speaker for r in scan.records if r.split == p} for p in summary["splits"]
+    }
     assert all(len(s) == 2 for s in speakers_by_part.values())
-    assert not speakers_by_part["train-clean-100"] & speakers_by_part["dev-clean"]  # as in LibriSpeech
+    assert (
+        not speakers_by_part["train-clean-100"] & speakers_by_part["dev-clean"]
+    )  # as in LibriSpeech
     for spk in {r.speaker for r in scan.records}:
         assert len({dict(r.extra)["chapter"] for r in scan.records if r.speaker == spk}) == 2
     for r in scan.records:
         assert r.text and set(r.text.split()) <= set(synth.WORDS)
         assert r.id.startswith(f"{r.speaker}-{dict(r.extra)['chapter']}-")
     speakers_txt = (root / "SPEAKERS.TXT").read_text().splitlines()
-    listed = {line.split("|")[0].strip(): line.split("|")[2].strip() for line in speakers_txt if not line.startswith(";")}
+    listed = {
+        line.split("|")[0].strip(): line.split("|")[2].strip()
+        for line in speakers_txt
+        if not line.startswith(";")
+    }
     assert listed == {r.speaker: r.split for r in scan.records}
     assert summary["speakers"] == 4
-    assert summary["seconds"] == pytest.approx(sum(sf.info(r.path).duration for r in scan.records), abs=1e-3)
+    assert summary["seconds"] == pytest.approx(
+        sum(sf.info(r.path).duration for r in scan.records), abs=1e-3
+    )
 
 
 def test_voxceleb_layout_round_trips_through_the_scanner(vox):
@@ -74,16 +101,38 @@ def test_voxceleb_layout_round_trips_through_the_scanner(vox):
     scan = voxceleb.scan(str(root))
     assert scan.rejects == []
     assert summary["files"] == len(scan.records) == 20
-    assert Counter(r.split for r in scan.records) == summary["splits"] == {
-        "voxceleb1_dev": 4, "voxceleb1_test": 8, "voxceleb2_dev": 8,
+    assert (
+        Counter(r.split for r in scan.records)
+        == summary["splits"]
+        == {
+            "voxceleb1_dev": 4,
+            "voxceleb1_test": 8,
+            "voxceleb2_dev": 8,
+        }
+    )
+    assert {r.speaker for r in scan.records} == {
+        "id10001",
+        "id10270",
+        "id10271",
+        "id00001",
+        "id00002",
     }
-    assert {r.speaker for r in scan.records} == {"id10001", "id10270", "id10271", "id00001", "id00002"}
-    assert all(r.path.endswith(".m4a") and "/voxceleb2/dev/aac/" in r.path for r in scan.records if r.dataset == "voxceleb2")
-    assert (root / "voxceleb1/vox1_meta.csv").read_text().splitlines()[0] == "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"
-    assert (root / "voxceleb2/vox2_meta.csv").read_text().splitlines()[0] == "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "
+    assert all(
+        r.path.endswith(".m4a") and "/voxceleb2/dev/aac/" in r.path
+        for r in scan.records
+        if r.dataset == "voxceleb2"
+    )
+    assert (root / "voxceleb1/vox1_meta.csv").read_text().splitlines()[
+        0
+    ] == "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"
+    assert (root / "voxceleb2/vox2_meta.csv").read_text().splitlines()[
+        0
+    ] == "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "
     assert scan.extras["speakers_not_in_meta"] == {}
     trials = scan.extras["trials"]["veri_test2.txt"]
-    assert len(trials) == summary["trials"] == 16 and scan.extras["trials_missing"] == {"veri_test2.txt": 0}
+    assert len(trials) == summary["trials"] == 16 and scan.extras["trials_missing"] == {
+        "veri_test2.txt": 0
+    }
     for label, enroll, test in trials:
         assert label == int(enroll.split("/")[0] == test.split("/")[0])
         assert {enroll.split("/")[0], test.split("/")[0]} <= {"id10270", "id10271"}
@@ -94,7 +143,12 @@ def test_voxceleb_layout_round_trips_through_the_scanner(vox):
 
 
 def test_durations_respect_bounds_and_files_are_16k_mono(libri, vox):
-    infos = [sf.info(str(p)) for root in (libri[0], vox[0]) for p in root.rglob("*") if p.suffix in (".flac", ".wav")]
+    infos = [
+        sf.info(str(p))
+        for root in (libri[0], vox[0])
+        for p in root.rglob("*")
+        if p.suffix in (".flac", ".wav")
+    ]
     assert len(infos) == 16 + 12
     assert {(i.samplerate, i.channels, i.subtype) for i in infos} == {(SR, 1, "PCM_16")}
     durations = [i.frames / i.samplerate for i in infos]
@@ -105,7 +159,11 @@ def test_durations_respect_bounds_and_files_are_16k_mono(libri, vox):
     for path in m4a:
         with av.open(str(path)) as container:
             stream = container.streams.audio[0]
-            assert (stream.codec_context.name, stream.codec_context.sample_rate, stream.codec_context.channels) == ("aac", SR, 1)
+            assert (
+                stream.codec_context.name,
+                stream.codec_context.sample_rate,
+                stream.codec_context.channels,
+            ) == ("aac", SR, 1)
             assert MIN_S <= float(stream.duration * stream.time_base) <= MAX_S
 
 
@@ -130,14 +188,29 @@ def test_m4a_decodes_with_pyav_to_the_written_waveform(tmp_path: Path):
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Path):
     def libri(name: str, seed: int) -> dict[str, str]:
         root = tmp_path / name
-        synth.synth_librispeech(str(root), speakers=2, chapters_per_speaker=1, utterances_per_chapter=2,
-                                parts=("dev-clean",), max_seconds=1.5, seed=seed)
+        synth.synth_librispeech(
+            str(root),
+            speakers=2,
+            chapters_per_speaker=1,
+            utterances_per_chapter=2,
+            parts=("dev-clean",),
+            max_seconds=1.5,
+            seed=seed,
+        )
         return tree_digest(root)
 
     def vox(name: str, seed: int) -> dict[str, str]:
         root = tmp_path / name
-        synth.synth_voxceleb(str(root), vox1_speakers=2, vox1_test_speakers=1, vox2_speakers=1,
-                             videos_per_speaker=1, utterances_per_video=2, max_seconds=1.5, seed=seed)
+        synth.synth_voxceleb(
+            str(root),
+            vox1_speakers=2,
+            vox1_test_speakers=1,
+            vox2_speakers=1,
+            videos_per_speaker=1,
+            utterances_per_video=2,
+            max_seconds=1.5,
+            seed=seed,
+        )
         return tree_digest(root)
 
     first, again, other = libri("l1", 1), libri("l2", 1), libri("l3", 2)
@@ -145,8 +218,12 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Pat
     assert set(first.values()).isdisjoint(other.values())
     first, again, other = vox("v1", 1), vox("v2", 1), vox("v3", 2)
     assert first == again
-    assert sum(k.endswith(".m4a") for k in first) == 2 and sum(k.endswith(".wav") for k in first) == 4
-    assert {k: v for k, v in first.items() if k.endswith((".wav", ".m4a"))}.keys().isdisjoint(other)  # new video ids
+    assert (
+        sum(k.endswith(".m4a") for k in first) == 2 and sum(k.endswith(".wav") for k in first) == 4
+    )
+    assert {k: v for k, v in first.items() if k.endswith((".wav", ".m4a"))}.keys().isdisjoint(
+        other
+    )  # new video ids
 
 
 def test_synth_voice_length_level_and_determinism():
@@ -171,7 +248,8 @@ def test_synthetic_speakers_are_separable_by_nearest_centroid():
     speakers = [101, 202, 303, 404]
     rng = np.random.default_rng(0)
     feats = {
-        s: [log_spectrum(synth.synth_voice(s, rng.uniform(1.5, 2.5), SR, rng)) for _ in range(10)] for s in speakers
+        s: [log_spectrum(synth.synth_voice(s, rng.uniform(1.5, 2.5), SR, rng)) for _ in range(10)]
+        for s in speakers
     }
     centroids = np.stack([np.mean(feats[s][:4], axis=0) for s in speakers])
     held_out = [(i, f) for i, s in enumerate(speakers) for f in feats[s][4:]]
@@ -186,7 +264,9 @@ def test_bad_arguments_are_refused_with_the_reason(tmp_path: Path):
         synth.synth_librispeech(str(tmp_path / "a"), min_seconds=5, max_seconds=2)
     with pytest.raises(ValueError, match="parts must be LibriSpeech part names"):
         synth.synth_librispeech(str(tmp_path / "a"), parts=("train-clean-99",))
-    with pytest.raises(ValueError, match=r"vox1_test_speakers \(3\) cannot exceed vox1_speakers \(2\)"):
+    with pytest.raises(
+        ValueError, match=r"vox1_test_speakers \(3\) cannot exceed vox1_speakers \(2\)"
+    ):
         synth.synth_voxceleb(str(tmp_path / "b"), vox1_speakers=2, vox1_test_speakers=3)
     with pytest.raises(ValueError, match="speakers must be 0 or more"):
         synth.synth_librispeech(str(tmp_path / "a"), speakers=-1)

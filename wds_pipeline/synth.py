@@ -19,9 +19,11 @@ flags so no library version or time stamp is embedded in them.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,13 +45,90 @@ BASE_VOWELS: tuple[tuple[float, float, float, float], ...] = (
 )
 BASE_BANDWIDTHS = (60.0, 90.0, 120.0, 180.0)
 
-WORDS = (
-    "THE AND OF TO A IN THAT HE WAS IT HIS I WITH AS HAD FOR YOU HER NOT BUT AT ON SHE BE "
-    "HIM THEY BY ALL SO WHICH THIS HAVE FROM SAID ONE WERE WHEN WHAT THERE MY NO WOULD OUT "
-    "UPON MAN LITTLE LIKE TIME GREAT DAY OLD HOUSE NIGHT HAND EYES DOOR WATER LIGHT HEART "
-    "MORNING RIVER GARDEN WINDOW KING WORLD COUNTRY MOTHER FATHER STREET FRIEND SILENCE "
-    "DON'T CAN'T WHO'S THOUGHT KNEW CAME WENT LOOKED TURNED ANSWERED REMEMBERED"
-).split()
+WORDS: tuple[str, ...] = (
+    "THE",
+    "AND",
+    "OF",
+    "TO",
+    "A",
+    "IN",
+    "THAT",
+    "HE",
+    "WAS",
+    "IT",
+    "HIS",
+    "I",
+    "WITH",
+    "AS",
+    "HAD",
+    "FOR",
+    "YOU",
+    "HER",
+    "NOT",
+    "BUT",
+    "AT",
+    "ON",
+    "SHE",
+    "BE",
+    "HIM",
+    "THEY",
+    "BY",
+    "ALL",
+    "SO",
+    "WHICH",
+    "THIS",
+    "HAVE",
+    "FROM",
+    "SAID",
+    "ONE",
+    "WERE",
+    "WHEN",
+    "WHAT",
+    "THERE",
+    "MY",
+    "NO",
+    "WOULD",
+    "OUT",
+    "UPON",
+    "MAN",
+    "LITTLE",
+    "LIKE",
+    "TIME",
+    "GREAT",
+    "DAY",
+    "OLD",
+    "HOUSE",
+    "NIGHT",
+    "HAND",
+    "EYES",
+    "DOOR",
+    "WATER",
+    "LIGHT",
+    "HEART",
+    "MORNING",
+    "RIVER",
+    "GARDEN",
+    "WINDOW",
+    "KING",
+    "WORLD",
+    "COUNTRY",
+    "MOTHER",
+    "FATHER",
+    "STREET",
+    "FRIEND",
+    "SILENCE",
+    "DON'T",
+    "CAN'T",
+    "WHO'S",
+    "THOUGHT",
+    "KNEW",
+    "CAME",
+    "WENT",
+    "LOOKED",
+    "TURNED",
+    "ANSWERED",
+    "REMEMBERED",
+)
 
 SPEAKERS_TXT_HEADER = (
     "; Synthetic speakers written by wds_pipeline.synth in the layout of LibriSpeech's SPEAKERS.TXT\n"
@@ -74,7 +153,9 @@ class Voice:
     vowels: tuple[tuple[float, ...], ...]  # this speaker's F1-F4 targets
     vowel_weights: tuple[float, ...]  # how often each vowel occurs
     bandwidths: tuple[float, ...]
-    timbre: tuple[tuple[float, float, float], ...]  # peaking filters (Hz, dB, Q): voice quality beyond the formants
+    timbre: tuple[
+        tuple[float, float, float], ...
+    ]  # peaking filters (Hz, dB, Q): voice quality beyond the formants
     fricative_hz: float
     syllable_rate: float  # syllables per second
     pause_rate: float  # probability of a pause after a syllable
@@ -98,8 +179,11 @@ def voice_params(speaker_seed: int) -> Voice:
         vowel_weights=tuple(float(w) for w in rng.dirichlet(np.full(len(BASE_VOWELS), 0.5))),
         bandwidths=tuple(float(b * rng.uniform(0.7, 1.5)) for b in BASE_BANDWIDTHS),
         timbre=tuple(
-            (float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), float(rng.choice([-1, 1]) * rng.uniform(6.0, 12.0)),
-             float(rng.uniform(1.0, 3.0)))
+            (
+                float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                float(rng.choice([-1, 1]) * rng.uniform(6.0, 12.0)),
+                float(rng.uniform(1.0, 3.0)),
+            )
             for lo, hi in ((500.0, 1500.0), (1500.0, 3500.0), (3500.0, 7000.0))
         ),
         fricative_hz=float(rng.uniform(3000.0, 6000.0)),
@@ -141,7 +225,9 @@ def resonator(freq: float, bandwidth: float, sr: int) -> tuple[float, np.ndarray
     return float(a.sum()), a
 
 
-def formant_filter(formants: Sequence[float], bandwidths: Sequence[float], sr: int) -> tuple[float, np.ndarray]:
+def formant_filter(
+    formants: Sequence[float], bandwidths: Sequence[float], sr: int
+) -> tuple[float, np.ndarray]:
     """Cascade of resonators as one all-pole filter (formants above Nyquist are left out)."""
     gain, a = 1.0, np.array([1.0])
     for f, bw in zip(formants, bandwidths):
@@ -172,20 +258,26 @@ def window(length: int, attack: int) -> np.ndarray:
     return env
 
 
-def pitch_track(n: int, sr: int, voice: Voice, syllables: list[Syllable], rng: np.random.Generator) -> np.ndarray:
+def pitch_track(
+    n: int, sr: int, voice: Voice, syllables: list[Syllable], rng: np.random.Generator
+) -> np.ndarray:
     """f0 per sample: declination over the utterance, accents, slow drift and jitter."""
     hop = sr // 200  # the contour is built at 200 Hz and interpolated: cheap and smooth
     frames = n // hop + 2
     t = np.arange(frames) / 200.0
     contour = np.linspace(1.08, 0.92, frames)
-    contour *= 1.0 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    contour *= 1.0 + 0.05 * np.sin(
+        2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 2 * np.pi)
+    )
     for s in syllables:
         contour[s.vowel_start // hop : s.end // hop + 1] *= 1.0 + s.accent
     contour *= 1.0 + voice.jitter * rng.standard_normal(frames)
     return voice.f0 * np.interp(np.arange(n), np.arange(frames) * hop, contour)
 
 
-def synth_voice(speaker_seed: int, duration: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+def synth_voice(
+    speaker_seed: int, duration: float, sr: int, rng: np.random.Generator
+) -> np.ndarray:
     """``round(duration * sr)`` samples of speech-like float32 audio in [-1, 1] for one speaker.
 
     ``speaker_seed`` fixes the voice; ``rng`` supplies everything that varies between
@@ -194,7 +286,7 @@ def synth_voice(speaker_seed: int, duration: float, sr: int, rng: np.random.Gene
     from scipy.signal import lfilter
 
     voice = voice_params(speaker_seed)
-    n = int(round(duration * sr))
+    n = round(duration * sr)
     if n <= 0:
         raise ValueError(f"duration must be positive, got {duration}")
     syllables = plan_syllables(n, sr, voice, rng)
@@ -220,8 +312,10 @@ def synth_voice(speaker_seed: int, duration: float, sr: int, rng: np.random.Gene
     bandwidths = voice.bandwidths
     state = np.zeros(2 * len(bandwidths))
     bounds = [0] + [s.end for s in syllables[:-1]] + [n]
-    previous = np.asarray(voice.vowels[syllables[0].vowel]) if syllables else np.asarray(voice.vowels[0])
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+    previous = (
+        np.asarray(voice.vowels[syllables[0].vowel]) if syllables else np.asarray(voice.vowels[0])
+    )
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         target = np.asarray(voice.vowels[syllables[i].vowel]) if i < len(syllables) else previous
         target = target * (1.0 + 0.03 * rng.standard_normal(len(target)))
         # Two steps per syllable: a transition half-way from the previous vowel, then the target.
@@ -236,11 +330,19 @@ def synth_voice(speaker_seed: int, duration: float, sr: int, rng: np.random.Gene
     _, a = resonator(voice.fricative_hz * rng.uniform(0.9, 1.1), 1500.0, sr)
     # The zero at 0 Hz keeps fricatives out of the voice band, as in real /s/ and /f/.
     frication = lfilter([1.0, -1.0], a, rng.standard_normal(n)) * noise_env
-    speech = speech / (np.std(speech[voiced_env > 0.5]) + 1e-12) if np.any(voiced_env > 0.5) else speech
-    speech += 0.15 * frication / (np.std(frication[noise_env > 0.5]) + 1e-12) if np.any(noise_env > 0.5) else 0.0
+    speech = (
+        speech / (np.std(speech[voiced_env > 0.5]) + 1e-12) if np.any(voiced_env > 0.5) else speech
+    )
+    speech += (
+        0.15 * frication / (np.std(frication[noise_env > 0.5]) + 1e-12)
+        if np.any(noise_env > 0.5)
+        else 0.0
+    )
     for freq, db, q in voice.timbre:
         speech = lfilter(*peaking_filter(freq, db, q, sr), speech)
-    speech += 1e-3 * rng.standard_normal(n)  # a faint noise floor: real pauses are never digital zero
+    speech += 1e-3 * rng.standard_normal(
+        n
+    )  # a faint noise floor: real pauses are never digital zero
     speech *= rng.uniform(0.3, 0.9) / (np.max(np.abs(speech)) + 1e-12)
     return speech.astype(np.float32)
 
@@ -266,7 +368,9 @@ def write_m4a(path: str, pcm: np.ndarray, sr: int) -> None:
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with av.open(path, mode="w", format="ipod", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("aac", rate=sr, options={"flags": "+bitexact", "aac_coder": "fast"})
+        stream = container.add_stream(
+            "aac", rate=sr, options={"flags": "+bitexact", "aac_coder": "fast"}
+        )
         stream.layout = "mono"
         stream.bit_rate = 64000
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
@@ -294,19 +398,23 @@ def _seed(*parts: int) -> int:
 
 def _check_common(min_seconds: float, max_seconds: float, counts: dict[str, int]) -> None:
     if not 0 < min_seconds <= max_seconds:
-        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds} and {max_seconds}")
+        raise ValueError(
+            f"need 0 < min_seconds <= max_seconds, got {min_seconds} and {max_seconds}"
+        )
     for name, value in counts.items():
         if value < 0:
             raise ValueError(f"{name} must be 0 or more, got {value}")
 
 
-def _utterance(speaker_seed: int, rng: np.random.Generator, min_seconds: float, max_seconds: float) -> np.ndarray:
+def _utterance(
+    speaker_seed: int, rng: np.random.Generator, min_seconds: float, max_seconds: float
+) -> np.ndarray:
     duration = float(rng.uniform(min_seconds, max_seconds))
     return to_pcm16(synth_voice(speaker_seed, duration, SAMPLE_RATE, rng))
 
 
 def _sentence(rng: np.random.Generator, seconds: float) -> str:
-    words = max(1, int(round(seconds * rng.uniform(2.2, 3.0))))
+    words = max(1, round(seconds * rng.uniform(2.2, 3.0)))
     return " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), size=words))
 
 
@@ -328,14 +436,28 @@ def synth_librispeech(
     """
     from wds_pipeline.sources.librispeech import KNOWN_PARTS
 
-    _check_common(min_seconds, max_seconds, {"speakers": speakers, "chapters_per_speaker": chapters_per_speaker,
-                                              "utterances_per_chapter": utterances_per_chapter})
+    _check_common(
+        min_seconds,
+        max_seconds,
+        {
+            "speakers": speakers,
+            "chapters_per_speaker": chapters_per_speaker,
+            "utterances_per_chapter": utterances_per_chapter,
+        },
+    )
     unknown = [p for p in parts if p not in KNOWN_PARTS]
     if not parts or unknown:
-        raise ValueError(f"parts must be LibriSpeech part names ({', '.join(KNOWN_PARTS)}), got {list(parts)}")
+        raise ValueError(
+            f"parts must be LibriSpeech part names ({', '.join(KNOWN_PARTS)}), got {list(parts)}"
+        )
     ids_rng = np.random.default_rng(_seed(seed, _LIBRI))
     spk_ids = [int(i) for i in ids_rng.choice(np.arange(10, 10000), size=speakers, replace=False)]
-    chap_ids = [int(i) for i in ids_rng.choice(np.arange(10000, 1000000), size=speakers * chapters_per_speaker, replace=False)]
+    chap_ids = [
+        int(i)
+        for i in ids_rng.choice(
+            np.arange(10000, 1000000), size=speakers * chapters_per_speaker, replace=False
+        )
+    ]
     files, seconds, per_split = 0, 0.0, {p: 0 for p in parts}
     speaker_lines: list[str] = []
     for s, spk in enumerate(spk_ids):
@@ -345,20 +467,45 @@ def synth_librispeech(
         for c in range(chapters_per_speaker):
             chap = chap_ids[s * chapters_per_speaker + c]
             chap_dir = os.path.join(root, part, str(spk), str(chap))
-            spk_seconds += _write_libri_chapter(chap_dir, spk, chap, speaker_seed, seed, utterances_per_chapter,
-                                                min_seconds, max_seconds)
+            spk_seconds += _write_libri_chapter(
+                chap_dir,
+                spk,
+                chap,
+                speaker_seed,
+                seed,
+                utterances_per_chapter,
+                min_seconds,
+                max_seconds,
+            )
         files += chapters_per_speaker * utterances_per_chapter
         per_split[part] += chapters_per_speaker * utterances_per_chapter
         seconds += spk_seconds
         sex = "F" if voice_params(speaker_seed).f0 > 165 else "M"
-        speaker_lines.append(f"{spk:<5}| {sex} | {part:<16} | {spk_seconds / 60:5.2f} | Synthetic Speaker {spk}\n")
-    write_text(os.path.join(root, "SPEAKERS.TXT"), SPEAKERS_TXT_HEADER + "".join(sorted(speaker_lines)))
-    return {"dataset": "librispeech", "root": root, "files": files, "speakers": speakers,
-            "seconds": round(seconds, 3), "splits": per_split}
+        speaker_lines.append(
+            f"{spk:<5}| {sex} | {part:<16} | {spk_seconds / 60:5.2f} | Synthetic Speaker {spk}\n"
+        )
+    write_text(
+        os.path.join(root, "SPEAKERS.TXT"), SPEAKERS_TXT_HEADER + "".join(sorted(speaker_lines))
+    )
+    return {
+        "dataset": "librispeech",
+        "root": root,
+        "files": files,
+        "speakers": speakers,
+        "seconds": round(seconds, 3),
+        "splits": per_split,
+    }
 
 
 def _write_libri_chapter(
-    chap_dir: str, spk: int, chap: int, speaker_seed: int, seed: int, utterances: int, min_seconds: float, max_seconds: float
+    chap_dir: str,
+    spk: int,
+    chap: int,
+    speaker_seed: int,
+    seed: int,
+    utterances: int,
+    min_seconds: float,
+    max_seconds: float,
 ) -> float:
     """FLAC files and the transcript of one chapter; returns its seconds of audio."""
     lines = []
@@ -390,7 +537,9 @@ class VoxCorpus:
 
 VOX1_LAYOUT = VoxCorpus("voxceleb1", _VOX1, "wav", ".wav", "vox1_meta.csv", VOX1_META_HEADER)
 # VoxCeleb2 as downloaded: every synthetic speaker is a dev speaker, so only dev/aac/ exists.
-VOX2_LAYOUT = VoxCorpus("voxceleb2", _VOX2, os.path.join("dev", "aac"), ".m4a", "vox2_meta.csv", VOX2_META_HEADER)
+VOX2_LAYOUT = VoxCorpus(
+    "voxceleb2", _VOX2, os.path.join("dev", "aac"), ".m4a", "vox2_meta.csv", VOX2_META_HEADER
+)
 
 
 def synth_voxceleb(
@@ -412,25 +561,49 @@ def synth_voxceleb(
     The meta files are written after all audio, ``vox1_meta.csv`` last (``vox2_meta.csv``
     without VoxCeleb1), so their presence means the corpus is complete.
     """
-    _check_common(min_seconds, max_seconds, {"vox1_speakers": vox1_speakers, "vox2_speakers": vox2_speakers,
-                                              "videos_per_speaker": videos_per_speaker,
-                                              "utterances_per_video": utterances_per_video,
-                                              "vox1_test_speakers": vox1_test_speakers})
+    _check_common(
+        min_seconds,
+        max_seconds,
+        {
+            "vox1_speakers": vox1_speakers,
+            "vox2_speakers": vox2_speakers,
+            "videos_per_speaker": videos_per_speaker,
+            "utterances_per_video": utterances_per_video,
+            "vox1_test_speakers": vox1_test_speakers,
+        },
+    )
     if vox1_test_speakers > vox1_speakers:
-        raise ValueError(f"vox1_test_speakers ({vox1_test_speakers}) cannot exceed vox1_speakers ({vox1_speakers})")
+        raise ValueError(
+            f"vox1_test_speakers ({vox1_test_speakers}) cannot exceed vox1_speakers ({vox1_speakers})"
+        )
     n_dev = vox1_speakers - vox1_test_speakers
     vox1 = [(f"id{10001 + i}", "dev") for i in range(n_dev)]
     vox1 += [(f"id{max(10270, 10001 + n_dev) + i}", "test") for i in range(vox1_test_speakers)]
     vox2 = [(f"id{1 + i:05d}", "dev") for i in range(vox2_speakers)]
-    summary: dict[str, Any] = {"dataset": "voxceleb", "root": root, "files": 0, "speakers": len(vox1) + len(vox2),
-                               "seconds": 0.0, "splits": {}, "trials": 0}
+    summary: dict[str, Any] = {
+        "dataset": "voxceleb",
+        "root": root,
+        "files": 0,
+        "speakers": len(vox1) + len(vox2),
+        "seconds": 0.0,
+        "splits": {},
+        "trials": 0,
+    }
     finals: list[tuple[str, str]] = []  # (path, text), written once every audio file exists
     test_utts: dict[str, list[str]] = {}
     for layout, speakers in ((VOX2_LAYOUT, vox2), (VOX1_LAYOUT, vox1)):
         meta_lines = []
         for spk, corpus_set in speakers:
-            rels, seconds = _write_vox_speaker(root, layout, spk, seed, videos_per_speaker, utterances_per_video,
-                                               min_seconds, max_seconds)
+            rels, seconds = _write_vox_speaker(
+                root,
+                layout,
+                spk,
+                seed,
+                videos_per_speaker,
+                utterances_per_video,
+                min_seconds,
+                max_seconds,
+            )
             split = f"{layout.name}_{corpus_set}"
             summary["splits"][split] = summary["splits"].get(split, 0) + len(rels)
             summary["files"] += len(rels)
@@ -439,11 +612,18 @@ def synth_voxceleb(
                 test_utts[spk] = rels
             gender = "f" if voice_params(_seed(seed, layout.tag, int(spk[2:]))).f0 > 165 else "m"
             if layout is VOX1_LAYOUT:
-                meta_lines.append(f"{spk}\tSynthetic_Speaker_{spk[2:]}\t{gender}\tNowhere\t{corpus_set}\n")
+                meta_lines.append(
+                    f"{spk}\tSynthetic_Speaker_{spk[2:]}\t{gender}\tNowhere\t{corpus_set}\n"
+                )
             else:
                 meta_lines.append(f"{spk} ,n{spk[2:]:0>6} ,{gender} ,{corpus_set} \n")
         if speakers:
-            finals.append((os.path.join(root, layout.name, layout.meta_file), layout.meta_header + "".join(meta_lines)))
+            finals.append(
+                (
+                    os.path.join(root, layout.name, layout.meta_file),
+                    layout.meta_header + "".join(meta_lines),
+                )
+            )
     if test_utts:
         trials = make_trials(test_utts, np.random.default_rng(_seed(seed, _VOX1, 0)))
         trial_text = "".join(f"{label} {enroll} {test}\n" for label, enroll, test in trials)
@@ -456,7 +636,14 @@ def synth_voxceleb(
 
 
 def _write_vox_speaker(
-    root: str, layout: VoxCorpus, spk: str, seed: int, videos: int, utterances: int, min_seconds: float, max_seconds: float
+    root: str,
+    layout: VoxCorpus,
+    spk: str,
+    seed: int,
+    videos: int,
+    utterances: int,
+    min_seconds: float,
+    max_seconds: float,
 ) -> tuple[list[str], float]:
     """One speaker's files; returns their trial-list paths (``id/video/00001.wav``) and seconds."""
     number = int(spk[2:])

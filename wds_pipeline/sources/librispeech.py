@@ -74,7 +74,9 @@ def parse_parts(parts: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
-def find_part_dirs(root: str, wanted: tuple[str, ...] | None, rejects: list[Reject]) -> list[tuple[str, str]]:
+def find_part_dirs(
+    root: str, wanted: tuple[str, ...] | None, rejects: list[Reject]
+) -> list[tuple[str, str]]:
     """Resolve ``root`` to ``[(part, folder)]`` in part-name order."""
     if not os.path.isdir(root):
         raise FileNotFoundError(
@@ -84,25 +86,22 @@ def find_part_dirs(root: str, wanted: tuple[str, ...] | None, rejects: list[Reje
     base = os.path.basename(root)
     if base in KNOWN_PARTS:
         found = {base: root}
-        others: list[os.DirEntry[str]] = []
+        strays: list[Reject] = []
     else:
         entries = list_dir(root, rejects)
         nested = os.path.join(root, "LibriSpeech")
         if os.path.isdir(nested) and not any(e.name in KNOWN_PARTS for e in entries):
             # The folder the tarballs were unpacked into: they all unpack to LibriSpeech/<part>.
             return find_part_dirs(nested, wanted, rejects)
-        dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-        found = {e.name: e.path for e in dirs if e.name in KNOWN_PARTS}
-        others = [e for e in dirs if e.name not in KNOWN_PARTS]
+        found = {e.name: e.path for e in entries if e.is_dir() and e.name in KNOWN_PARTS}
+        others = (e for e in entries if e.name not in found and not e.name.startswith("."))
+        strays = [r for r in map(not_a_part, others) if r is not None]
     if not found:
         raise ValueError(
             f"no LibriSpeech part under {root}: expected folders named like {', '.join(PARTS[:3])}, ... "
             "or root itself being one of them; pass the LibriSpeech folder or a part folder"
         )
-    for entry in others:
-        rejects.append(
-            Reject(entry.path, f"{entry.path} is not a LibriSpeech part (known: {', '.join(KNOWN_PARTS)}); not scanned")
-        )
+    rejects.extend(strays)
     selected = sorted(found) if wanted is None else list(wanted)
     missing = [p for p in selected if p not in found]
     if missing:
@@ -112,13 +111,35 @@ def find_part_dirs(root: str, wanted: tuple[str, ...] | None, rejects: list[Reje
     return [(p, found[p]) for p in sorted(selected)]
 
 
+def not_a_part(entry: os.DirEntry[str]) -> Reject | None:
+    """A reject for a folder or audio file beside the parts; None for files such as
+    SPEAKERS.TXT or CHAPTERS.TXT, which are corpus metadata rather than inputs."""
+    if entry.is_dir():
+        known = ", ".join(KNOWN_PARTS)
+        return Reject(
+            entry.path, f"{entry.path} is not a LibriSpeech part (known: {known}); not scanned"
+        )
+    if entry.name.endswith(".flac"):
+        return Reject(
+            entry.path,
+            f"unexpected audio file {entry.path} outside a part folder: LibriSpeech audio lives in "
+            "<part>/<speaker>/<chapter>/",
+        )
+    return None
+
+
 def list_dir(path: str, rejects: list[Reject]) -> list[os.DirEntry[str]]:
     """Entries of ``path`` sorted by name; an unreadable folder becomes a reject, not a crash."""
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
     except OSError as e:
-        rejects.append(Reject(path, f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan"))
+        rejects.append(
+            Reject(
+                path,
+                f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan",
+            )
+        )
         return []
 
 
@@ -135,16 +156,31 @@ def expect_numbered_dir(entry: os.DirEntry[str], what: str, rejects: list[Reject
     if entry.name.startswith("."):
         return False  # .DS_Store and the like are not corpus inputs
     if not entry.is_dir():
-        rejects.append(Reject(entry.path, f"unexpected file {entry.path}: a LibriSpeech part holds only {what} folders here"))
+        rejects.append(
+            Reject(
+                entry.path,
+                f"unexpected file {entry.path}: a LibriSpeech part holds only {what} folders here",
+            )
+        )
         return False
     if not _DIGITS.match(entry.name):
-        rejects.append(Reject(entry.path, f"{entry.path} is not a {what} folder (LibriSpeech {what} folders are numbers)"))
+        rejects.append(
+            Reject(
+                entry.path,
+                f"{entry.path} is not a {what} folder (LibriSpeech {what} folders are numbers)",
+            )
+        )
         return False
     return True
 
 
 def scan_chapter(
-    part: str, spk: str, chap: str, chap_dir: str, records: list[SourceRecord], rejects: list[Reject]
+    part: str,
+    spk: str,
+    chap: str,
+    chap_dir: str,
+    records: list[SourceRecord],
+    rejects: list[Reject],
 ) -> None:
     prefix = f"{spk}-{chap}"
     audio_name = re.compile(rf"^{re.escape(prefix)}-[0-9]+\.flac$")
@@ -156,15 +192,25 @@ def scan_chapter(
         if entry.is_file() and audio_name.match(entry.name):
             flacs[entry.name[: -len(".flac")]] = entry.path
         elif entry.name.endswith(".flac"):
-            rejects.append(Reject(entry.path, f"file name {entry.name} does not match its folder: expected {prefix}-<utt>.flac"))
+            rejects.append(
+                Reject(
+                    entry.path,
+                    f"file name {entry.name} does not match its folder: expected {prefix}-<utt>.flac",
+                )
+            )
         else:
             rejects.append(
-                Reject(entry.path, f"unexpected {'folder' if entry.is_dir() else 'file'} {entry.path} in a LibriSpeech chapter folder")
+                Reject(
+                    entry.path,
+                    f"unexpected {'folder' if entry.is_dir() else 'file'} {entry.path} in a LibriSpeech chapter folder",
+                )
             )
     lines, trans_error = read_transcript(trans_path)
     if trans_error:
         for utt in sorted(flacs):
-            rejects.append(Reject(flacs[utt], f"no transcript line in {trans_path} ({trans_error})"))
+            rejects.append(
+                Reject(flacs[utt], f"no transcript line in {trans_path} ({trans_error})")
+            )
         return
     texts, bad = parse_transcript(lines, trans_path, prefix)
     rejects.extend(bad)
@@ -172,7 +218,12 @@ def scan_chapter(
         if utt in texts:
             records.append(
                 SourceRecord(
-                    id=utt, path=path, speaker=spk, text=texts[utt][0], dataset=DATASET, split=part,
+                    id=utt,
+                    path=path,
+                    speaker=spk,
+                    text=texts[utt][0],
+                    dataset=DATASET,
+                    split=part,
                     extra=(("chapter", chap),),
                 )
             )
@@ -181,7 +232,11 @@ def scan_chapter(
     for utt, (_, lineno) in texts.items():
         if utt not in flacs:
             audio = os.path.join(chap_dir, utt + ".flac")
-            rejects.append(Reject(audio, f"transcript line for missing audio {audio} ({trans_path} line {lineno})"))
+            rejects.append(
+                Reject(
+                    audio, f"transcript line for missing audio {audio} ({trans_path} line {lineno})"
+                )
+            )
 
 
 def read_transcript(path: str) -> tuple[list[str], str | None]:
@@ -197,7 +252,9 @@ def read_transcript(path: str) -> tuple[list[str], str | None]:
         return [], f"cannot read the transcript file: {e.strerror or e}"
 
 
-def parse_transcript(lines: list[str], trans_path: str, prefix: str) -> tuple[dict[str, tuple[str, int]], list[Reject]]:
+def parse_transcript(
+    lines: list[str], trans_path: str, prefix: str
+) -> tuple[dict[str, tuple[str, int]], list[Reject]]:
     """``<utt-id> TEXT`` lines -> ``{utt_id: (text, line_number)}`` plus rejects for bad lines."""
     utt_id = re.compile(rf"^{re.escape(prefix)}-[0-9]+$")
     texts: dict[str, tuple[str, int]] = {}
@@ -209,11 +266,17 @@ def parse_transcript(lines: list[str], trans_path: str, prefix: str) -> tuple[di
         where = f"{trans_path}:{lineno}"
         if len(fields) < 2 or not utt_id.match(fields[0]):
             rejects.append(
-                Reject(where, f"malformed transcript line {lineno} in {trans_path}: expected '{prefix}-<utt> TEXT', got {line!r}")
+                Reject(
+                    where,
+                    f"malformed transcript line {lineno} in {trans_path}: expected '{prefix}-<utt> TEXT', got {line!r}",
+                )
             )
         elif fields[0] in texts:
             rejects.append(
-                Reject(where, f"duplicate transcript line {lineno} for {fields[0]} in {trans_path} (first on line {texts[fields[0]][1]})")
+                Reject(
+                    where,
+                    f"duplicate transcript line {lineno} for {fields[0]} in {trans_path} (first on line {texts[fields[0]][1]})",
+                )
             )
         else:
             texts[fields[0]] = (fields[1].strip(), lineno)
@@ -228,5 +291,7 @@ def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> li
         if first is None:
             kept[rec.id] = rec
         else:
-            rejects.append(Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}"))
+            rejects.append(
+                Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}")
+            )
     return [kept[k] for k in sorted(kept)]

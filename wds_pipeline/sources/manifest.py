@@ -24,14 +24,27 @@ from typing import Any
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
 
 NAME = "manifest"
-KNOWN_COLUMNS: tuple[str, ...] = ("path", "id", "speaker", "label", "text", "offset", "duration", "split")
+KNOWN_COLUMNS: tuple[str, ...] = (
+    "path",
+    "id",
+    "speaker",
+    "label",
+    "text",
+    "offset",
+    "duration",
+    "split",
+)
 _SPLIT_OK = re.compile(r"^[a-z0-9_-]+$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", default="train", help="split for rows without a 'split' column (default: train)")
     parser.add_argument(
-        "--dataset-name", default=None, help="dataset name stored in every record (default: the manifest file name without extension)"
+        "--split", default="train", help="split for rows without a 'split' column (default: train)"
+    )
+    parser.add_argument(
+        "--dataset-name",
+        default=None,
+        help="dataset name stored in every record (default: the manifest file name without extension)",
     )
 
 
@@ -49,12 +62,16 @@ def scan(root: str, *, split: str = "train", dataset_name: str | None = None) ->
     check_split(split, "--split")
     manifest = os.path.abspath(root)
     if not os.path.isfile(manifest):
-        raise FileNotFoundError(f"manifest {manifest} does not exist or is not a file; pass the path of a .csv or .jsonl manifest")
+        raise FileNotFoundError(
+            f"manifest {manifest} does not exist or is not a file; pass the path of a .csv or .jsonl manifest"
+        )
     try:
         with open(manifest, encoding="utf-8-sig") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise ValueError(f"manifest {manifest} is not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
+        raise ValueError(
+            f"manifest {manifest} is not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8"
+        ) from None
     rows, rejects = read_rows(text, manifest)
     dataset = dataset_name or os.path.splitext(os.path.basename(manifest))[0]
     records = rows_to_records(rows, manifest, split, dataset, rejects)
@@ -63,7 +80,9 @@ def scan(root: str, *, split: str = "train", dataset_name: str | None = None) ->
 
 def check_split(split: str, what: str) -> None:
     if not _SPLIT_OK.match(split):
-        raise ValueError(f"{what} {split!r} is not a valid split name: use only a-z, 0-9, '_' and '-' (it becomes a folder name)")
+        raise ValueError(
+            f"{what} {split!r} is not a valid split name: use only a-z, 0-9, '_' and '-' (it becomes a folder name)"
+        )
 
 
 def read_rows(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
@@ -72,14 +91,18 @@ def read_rows(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
         return read_jsonl(text, manifest)
     if ext == ".csv":
         return read_csv(text, manifest), []
-    raise ValueError(f"manifest {manifest} must end in .csv (with a header row) or .jsonl (one JSON object a line)")
+    raise ValueError(
+        f"manifest {manifest} must end in .csv (with a header row) or .jsonl (one JSON object a line)"
+    )
 
 
 def read_csv(text: str, manifest: str) -> list[Row]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [c.strip() for c in next(reader, [])]
     if "path" not in header:
-        raise ValueError(f"manifest {manifest}: the header row {header!r} has no 'path' column; the first row must name the columns")
+        raise ValueError(
+            f"manifest {manifest}: the header row {header!r} has no 'path' column; the first row must name the columns"
+        )
     rows: list[Row] = []
     start = reader.line_num + 1
     for fields in reader:
@@ -87,7 +110,9 @@ def read_csv(text: str, manifest: str) -> list[Row]:
         lineno, start = start, reader.line_num + 1
         if not any(f.strip() for f in fields):
             continue
-        values = {name: value for name, value in zip(header, fields) if name and value.strip() != ""}
+        values = {
+            name: value for name, value in zip(header, fields) if name and value.strip() != ""
+        }
         rows.append(Row(lineno, values, overflow=max(0, len(fields) - len(header))))
     return rows
 
@@ -101,43 +126,72 @@ def read_jsonl(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            rejects.append(Reject(f"{manifest}:{lineno}", f"{manifest} line {lineno}: not valid JSON ({e.msg})"))
+            rejects.append(
+                Reject(
+                    f"{manifest}:{lineno}", f"{manifest} line {lineno}: not valid JSON ({e.msg})"
+                )
+            )
             continue
         if not isinstance(obj, dict):
-            rejects.append(Reject(f"{manifest}:{lineno}", f"{manifest} line {lineno}: expected a JSON object, got {type(obj).__name__}"))
+            rejects.append(
+                Reject(
+                    f"{manifest}:{lineno}",
+                    f"{manifest} line {lineno}: expected a JSON object, got {type(obj).__name__}",
+                )
+            )
             continue
         rows.append(Row(lineno, {k: v for k, v in obj.items() if v is not None and v != ""}))
     return rows, rejects
 
 
-def rows_to_records(rows: list[Row], manifest: str, split: str, dataset: str, rejects: list[Reject]) -> list[SourceRecord]:
+def rows_to_records(
+    rows: list[Row], manifest: str, split: str, dataset: str, rejects: list[Reject]
+) -> list[SourceRecord]:
     folder = os.path.dirname(manifest)
     checked: list[tuple[Row, dict[str, Any]]] = []
     for row in rows:
         fields, problem = check_row(row)
         if problem:
-            rejects.append(Reject(f"{manifest}:{row.lineno}", f"{manifest} line {row.lineno}: {problem}"))
+            rejects.append(
+                Reject(f"{manifest}:{row.lineno}", f"{manifest} line {row.lineno}: {problem}")
+            )
             continue
         fields["path"] = os.path.normpath(os.path.join(folder, fields["path"]))
         if not os.path.isfile(fields["path"]):
-            rejects.append(Reject(fields["path"], f"missing file {fields['path']} ({manifest} line {row.lineno})"))
+            rejects.append(
+                Reject(
+                    fields["path"], f"missing file {fields['path']} ({manifest} line {row.lineno})"
+                )
+            )
             continue
         checked.append((row, fields))
     uses = count_paths(f for _, f in checked)
     records: list[SourceRecord] = []
     first_line: dict[str, int] = {}
     for row, fields in checked:
-        rid = fields.get("id") or default_id(fields["path"], folder, fields["offset"], uses[fields["path"]] > 1)
+        rid = fields.get("id") or default_id(
+            fields["path"], folder, fields["offset"], uses[fields["path"]] > 1
+        )
         if rid in first_line:
             rejects.append(
-                Reject(f"{manifest}:{row.lineno}", f"{manifest} line {row.lineno}: duplicate id {rid!r} (first on line {first_line[rid]})")
+                Reject(
+                    f"{manifest}:{row.lineno}",
+                    f"{manifest} line {row.lineno}: duplicate id {rid!r} (first on line {first_line[rid]})",
+                )
             )
             continue
         first_line[rid] = row.lineno
         records.append(
             SourceRecord(
-                id=rid, path=fields["path"], speaker=fields.get("speaker"), text=fields.get("text"), label=fields.get("label"),
-                offset=fields["offset"], duration=fields.get("duration"), dataset=dataset, split=fields.get("split") or split,
+                id=rid,
+                path=fields["path"],
+                speaker=fields.get("speaker"),
+                text=fields.get("text"),
+                label=fields.get("label"),
+                offset=fields["offset"],
+                duration=fields.get("duration"),
+                dataset=dataset,
+                split=fields.get("split") or split,
                 extra=tuple(sorted(fields["extra"].items())),
             )
         )
@@ -148,7 +202,10 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
     """Typed fields of one row, or a description of what is wrong with it."""
     values = row.values
     if row.overflow:
-        return {}, f"{row.overflow} more field(s) than the header has columns (quote values holding commas)"
+        return (
+            {},
+            f"{row.overflow} more field(s) than the header has columns (quote values holding commas)",
+        )
     path = values.get("path")
     if not isinstance(path, str) or not path.strip():
         return {}, "no 'path' value"
@@ -165,7 +222,10 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
                 return {}, f"{name} must be a string or number, got {type(values[name]).__name__}"
             fields[name] = str(values[name]).strip()
     if "split" in fields and not _SPLIT_OK.match(fields["split"]):
-        return {}, f"split {fields['split']!r} is not a valid split name (use only a-z, 0-9, '_' and '-')"
+        return (
+            {},
+            f"split {fields['split']!r} is not a valid split name (use only a-z, 0-9, '_' and '-')",
+        )
     fields["extra"] = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
     return fields, None
 
@@ -193,6 +253,8 @@ def count_paths(fields: Any) -> dict[str, int]:
 def default_id(path: str, folder: str, offset: float, shared: bool) -> str:
     rel = os.path.relpath(path, folder)
     if rel.startswith(os.pardir + os.sep):
-        rel = path.lstrip(os.sep)  # outside the manifest folder: the absolute path is the stable name
+        rel = path.lstrip(
+            os.sep
+        )  # outside the manifest folder: the absolute path is the stable name
     base = os.path.splitext(rel)[0].replace(os.sep, "/")
     return f"{base}-{round(offset * 1000):07d}" if shared else base

@@ -31,7 +31,12 @@ from wds_pipeline.records import Reject, SourceRecord, SourceScan
 
 NAME = "voxceleb"
 
-TRIAL_LISTS: tuple[str, ...] = ("veri_test.txt", "veri_test2.txt", "list_test_hard2.txt", "list_test_all2.txt")
+TRIAL_LISTS: tuple[str, ...] = (
+    "veri_test.txt",
+    "veri_test2.txt",
+    "list_test_hard2.txt",
+    "list_test_all2.txt",
+)
 SETS: tuple[str, ...] = ("dev", "test")
 _SPEAKER = re.compile(r"^id[0-9]+$")
 
@@ -87,7 +92,9 @@ def scan(root: str, *, kaldi_split: bool = False) -> SourceScan:
 def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
     """``[(layout, corpus_dir)]``: ``root/voxceleb1``, ``root/voxceleb2``, or root itself."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"VoxCeleb root {root} is not a directory; pass the folder holding voxceleb1/ and/or voxceleb2/")
+        raise FileNotFoundError(
+            f"VoxCeleb root {root} is not a directory; pass the folder holding voxceleb1/ and/or voxceleb2/"
+        )
     children = {e.name.lower(): e.path for e in os.scandir(root) if e.is_dir()}
     found = [(layout, children[layout.name]) for layout in LAYOUTS if layout.name in children]
     if not found:
@@ -101,7 +108,9 @@ def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
 
 
 def looks_like(layout: CorpusLayout, folder: str) -> bool:
-    return bool(audio_roots(layout, folder)) or os.path.isfile(os.path.join(folder, layout.meta_file))
+    return bool(audio_roots(layout, folder)) or os.path.isfile(
+        os.path.join(folder, layout.meta_file)
+    )
 
 
 def audio_roots(layout: CorpusLayout, corpus_dir: str) -> list[tuple[str | None, str]]:
@@ -125,13 +134,17 @@ def parse_meta(text: str, path: str) -> dict[str, SpeakerMeta]:
     """``vox1_meta.csv`` (tabs) or ``vox2_meta.csv`` (commas, padded with spaces) -> ``{speaker: meta}``."""
     lines = text.splitlines()
     if not lines:
-        raise ValueError(f"{path} is empty; expected a header such as 'VoxCeleb1 ID<TAB>VGGFace1 ID<TAB>Gender<TAB>Nationality<TAB>Set'")
+        raise ValueError(
+            f"{path} is empty; expected a header such as 'VoxCeleb1 ID<TAB>VGGFace1 ID<TAB>Gender<TAB>Nationality<TAB>Set'"
+        )
     delimiter = "\t" if "\t" in lines[0] else ","
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     header = [c.strip().lower() for c in rows[0]]
     id_col = next((i for i, c in enumerate(header) if re.fullmatch(r"voxceleb[12] id", c)), None)
     if id_col is None or "set" not in header:
-        raise ValueError(f"{path}: header {rows[0]!r} lacks a 'VoxCeleb1 ID'/'VoxCeleb2 ID' column or a 'Set' column")
+        raise ValueError(
+            f"{path}: header {rows[0]!r} lacks a 'VoxCeleb1 ID'/'VoxCeleb2 ID' column or a 'Set' column"
+        )
     set_col = header.index("set")
     gender_col = header.index("gender") if "gender" in header else None
     meta: dict[str, SpeakerMeta] = {}
@@ -139,8 +152,14 @@ def parse_meta(text: str, path: str) -> dict[str, SpeakerMeta]:
         fields = [c.strip() for c in row]
         if not any(fields):
             continue
-        if len(fields) <= max(id_col, set_col) or fields[set_col].lower() not in SETS or not _SPEAKER.match(fields[id_col]):
-            raise ValueError(f"{path} line {lineno}: expected a speaker id like id10270 and a Set of dev or test, got {row!r}")
+        if (
+            len(fields) <= max(id_col, set_col)
+            or fields[set_col].lower() not in SETS
+            or not _SPEAKER.match(fields[id_col])
+        ):
+            raise ValueError(
+                f"{path} line {lineno}: expected a speaker id like id10270 and a Set of dev or test, got {row!r}"
+            )
         gender = fields[gender_col] if gender_col is not None and gender_col < len(fields) else None
         meta[fields[id_col]] = SpeakerMeta(fields[set_col].lower(), gender or None)
     return meta
@@ -152,7 +171,12 @@ def list_dir(path: str, rejects: list[Reject]) -> list[os.DirEntry[str]]:
         with os.scandir(path) as it:
             return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as e:
-        rejects.append(Reject(path, f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan"))
+        rejects.append(
+            Reject(
+                path,
+                f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan",
+            )
+        )
         return []
 
 
@@ -168,8 +192,11 @@ def scan_corpus(
     roots = audio_roots(layout, corpus_dir)
     if not roots:
         rejects.append(
-            Reject(corpus_dir, f"{corpus_dir} holds no {layout.audio_dir}/, dev/{layout.audio_dir}/ or "
-                   f"test/{layout.audio_dir}/ folder; no {layout.name} audio scanned")
+            Reject(
+                corpus_dir,
+                f"{corpus_dir} holds no {layout.audio_dir}/, dev/{layout.audio_dir}/ or "
+                f"test/{layout.audio_dir}/ folder; no {layout.name} audio scanned",
+            )
         )
     not_in_meta: set[str] = set()
     for folder_set, audio_root in roots:
@@ -190,26 +217,45 @@ def scan_corpus(
                         records.append(
                             SourceRecord(
                                 id=f"{spk.name}/{video.name}/{utt.name[: -len(layout.ext)]}",
-                                path=utt.path, speaker=spk.name, dataset=layout.name, split=split, extra=extra,
+                                path=utt.path,
+                                speaker=spk.name,
+                                dataset=layout.name,
+                                split=split,
+                                extra=extra,
                             )
                         )
                     else:
                         kind = "folder" if utt.is_dir() else "file"
-                        rejects.append(Reject(utt.path, f"unexpected {kind} {utt.path}: {layout.name} video folders hold only *{layout.ext} files"))
+                        rejects.append(
+                            Reject(
+                                utt.path,
+                                f"unexpected {kind} {utt.path}: {layout.name} video folders hold only *{layout.ext} files",
+                            )
+                        )
     return sorted(not_in_meta)
 
 
 def expect_dir(entry: os.DirEntry[str], rejects: list[Reject]) -> bool:
     if entry.is_dir():
         return True
-    rejects.append(Reject(entry.path, f"unexpected file {entry.path}: expected <speaker>/<video>/<utt> folders above the audio files"))
+    rejects.append(
+        Reject(
+            entry.path,
+            f"unexpected file {entry.path}: expected <speaker>/<video>/<utt> folders above the audio files",
+        )
+    )
     return False
 
 
 def check_speaker(entry: os.DirEntry[str], rejects: list[Reject]) -> bool:
     if _SPEAKER.match(entry.name):
         return True
-    rejects.append(Reject(entry.path, f"{entry.path} is not a VoxCeleb speaker folder (expected a name like id10270)"))
+    rejects.append(
+        Reject(
+            entry.path,
+            f"{entry.path} is not a VoxCeleb speaker folder (expected a name like id10270)",
+        )
+    )
     return False
 
 
@@ -227,23 +273,33 @@ def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> li
         if first is None:
             kept[rec.id] = rec
         else:
-            rejects.append(Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}"))
+            rejects.append(
+                Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}")
+            )
     return [kept[k] for k in sorted(kept)]
 
 
-def load_trials(folders: list[str], present_ids: set[str]) -> tuple[dict[str, list[list[Any]]], dict[str, int]]:
+def load_trials(
+    folders: list[str], present_ids: set[str]
+) -> tuple[dict[str, list[list[Any]]], dict[str, int]]:
     """Trial lists found in ``folders``, keeping the lines whose two files were scanned."""
     trials: dict[str, list[list[Any]]] = {}
     missing: dict[str, int] = {}
     for name in TRIAL_LISTS:
-        paths = [p for p in dict.fromkeys(os.path.join(f, name) for f in folders) if os.path.isfile(p)]
+        paths = [
+            p for p in dict.fromkeys(os.path.join(f, name) for f in folders) if os.path.isfile(p)
+        ]
         if len(paths) > 1:
-            raise ValueError(f"trial list {name} found twice ({paths[0]} and {paths[1]}); keep one of them")
+            raise ValueError(
+                f"trial list {name} found twice ({paths[0]} and {paths[1]}); keep one of them"
+            )
         if not paths:
             continue
         with open(paths[0], encoding="utf-8") as f:
             lines = parse_trials(f.read(), paths[0])
-        trials[name] = [t for t in lines if trial_id(t[1]) in present_ids and trial_id(t[2]) in present_ids]
+        trials[name] = [
+            t for t in lines if trial_id(t[1]) in present_ids and trial_id(t[2]) in present_ids
+        ]
         missing[name] = len(lines) - len(trials[name])
     return trials, missing
 
