@@ -163,10 +163,8 @@ def test_librispeech_counts_keys_metadata_and_labels(libri, libri_built):
             audio = s["audio.npy"]
             ref, sr = sf.read(str(u["path"]), dtype="int16")
             assert sr == SR and audio.dtype == np.int16
-            # 16 kHz int16 FLAC in, 16 kHz int16 out: no resampling. audio.to_int16 scales
-            # by 32767 while decoding divides by 32768, so loud samples may move by 1 LSB.
-            assert len(audio) == len(ref)
-            assert np.abs(audio.astype(np.int32) - ref).max() <= 1
+            # 16 kHz int16 FLAC in, 16 kHz int16 out: bit-exact.
+            np.testing.assert_array_equal(audio, ref)
             meta = s["json"]
             assert meta == {
                 "id": key, "key": key, "speaker": u["speaker"], "text": u["text"],

@@ -1,0 +1,28 @@
+"""Smoke runs of the benchmarks (``--quick``): they run end to end and write their JSON.
+
+Speed itself is never asserted here (this machine is shared and noisy); the figures
+live in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_build_throughput_quick(tmp_path):
+    out = tmp_path / "build_throughput.json"
+    p = subprocess.run([sys.executable, "benchmarks/build_throughput.py", "--quick",
+                        "--json-out", str(out)], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "(b2) builder --workers 2" in p.stdout and "b2/b1 scaling" in p.stdout
+    report = json.loads(out.read_text())
+    assert report["setup"]["files"] == 8 and report["setup"]["quick"] is True
+    assert report["results"]["index_identical_across_runs_and_workers"] is True
+    for k in ("builder_w1_over_baseline_per_worker_wall", "builder_w2_over_w1_scaling"):
+        assert report["ratios"][k] > 0
