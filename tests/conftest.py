@@ -23,8 +23,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,9 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gcp-storage-emulator did not answer at {url} within {timeout} s")
+                raise RuntimeError(
+                    f"gcp-storage-emulator did not answer at {url} within {timeout} s"
+                )
             time.sleep(0.1)
 
 

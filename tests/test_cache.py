@@ -26,7 +26,10 @@ def _write(path, data: bytes) -> tuple[str, str, int]:
 
 def _sources(tmp_path, n: int, base: int = 100_000) -> list[tuple[str, str, int]]:
     rng = random.Random(0)
-    return [_write(str(tmp_path / "src" / f"s-{i:03d}.tar"), rng.randbytes(base + 997 * i)) for i in range(n)]
+    return [
+        _write(str(tmp_path / "src" / f"s-{i:03d}.tar"), rng.randbytes(base + 997 * i))
+        for i in range(n)
+    ]
 
 
 def _disk_usage(cache_dir: str) -> int:
@@ -80,7 +83,8 @@ def test_names_come_from_the_full_url(tmp_path):
     px = cache.get(x[0], sha256=x[1], size=x[2])
     py = cache.get(y[0], sha256=y[1], size=y[2])
     assert px != py and os.path.basename(px).endswith("x-000.tar")
-    assert open(px, "rb").read() == b"A" * 5000 and open(py, "rb").read() == b"B" * 5000
+    with open(px, "rb") as fx, open(py, "rb") as fy:
+        assert fx.read() == b"A" * 5000 and fy.read() == b"B" * 5000
     assert cache_key("gs://b/train/x-000.tar") != cache_key("gs://b/dev/x-000.tar")
     assert cache.stats().hits == 0 and cache.stats().misses == 2
 
@@ -135,7 +139,8 @@ def test_download_mismatch_refetched_once_then_reported(tmp_path):
 
     def flaky_fetch(url, dst):  # first download corrupt, second fine
         calls.append(url)
-        data = open(url, "rb").read()
+        with open(url, "rb") as f:
+            data = f.read()
         dst.write(data if len(calls) > 1 else b"X" + data[1:])
 
     cache = ShardCache(str(tmp_path / "cache"))
@@ -154,7 +159,7 @@ def test_download_mismatch_refetched_once_then_reported(tmp_path):
 
 
 def test_source_bigger_than_index_says_never_exceeds_bound(tmp_path):
-    p, sha, size = _write(str(tmp_path / "src" / "s.tar"), b"z" * 50_000)
+    p, _, _ = _write(str(tmp_path / "src" / "s.tar"), b"z" * 50_000)
     cache = ShardCache(str(tmp_path / "cache"), limit_bytes=30_000)
     with pytest.raises(ShardIntegrityError):
         cache.get(p, sha256=None, size=10_000)  # index claims 10 kB
@@ -241,7 +246,8 @@ def test_two_processes_share_one_download(slow_fuse_mount, tmp_path):
     barrier, out = ctx.Barrier(2), ctx.Queue()
     cache_dir = str(tmp_path / "cache")
     procs = [
-        ctx.Process(target=_worker_get, args=(cache_dir, url, sha, len(data), barrier, out)) for _ in range(2)
+        ctx.Process(target=_worker_get, args=(cache_dir, url, sha, len(data), barrier, out))
+        for _ in range(2)
     ]
     for p in procs:
         p.start()
@@ -254,3 +260,36 @@ def test_two_processes_share_one_download(slow_fuse_mount, tmp_path):
     assert sum(r[3] for r in results) == len(data)
     opens = [line for line in slow_fuse_mount.log_lines() if line == "open /shard-000.tar"]
     assert len(opens) == 1, slow_fuse_mount.log_lines()
+
+
+def test_threads_sharing_a_cache_download_once(tmp_path):
+    """Prefetch threads and the consumer thread may ask for the same shard at once."""
+    import threading
+
+    p, sha, size = _write(str(tmp_path / "src" / "s.tar"), random.Random(9).randbytes(500_000))
+    cache = ShardCache(str(tmp_path / "cache"))
+    fetches, started = [], threading.Event()
+    release = threading.Event()
+
+    def gated_fetch(url, dst):  # holds the download open until both threads are in get()
+        fetches.append(url)
+        started.set()
+        release.wait(30)
+        with open(url, "rb") as f:
+            dst.write(f.read())
+
+    results = []
+
+    def get():
+        results.append(_sha(cache.get(p, sha256=sha, size=size, fetch=gated_fetch)))
+
+    t1 = threading.Thread(target=get)
+    t1.start()
+    assert started.wait(30)
+    t2 = threading.Thread(target=get)
+    t2.start()
+    release.set()
+    t1.join(30)
+    t2.join(30)
+    assert results == [sha, sha] and len(fetches) == 1
+    assert (cache.stats().misses, cache.stats().hits) == (1, 1)

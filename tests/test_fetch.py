@@ -16,8 +16,8 @@ import pytest
 from wds_pipeline.cache import ShardCache, ShardIntegrityError
 from wds_pipeline.fetch import (
     RetryPolicy,
-    ShardReadError,
     ShardReader,
+    ShardReadError,
     ShardRef,
     default_cache_policy,
     is_transient,
@@ -58,7 +58,9 @@ def test_gcs_connection_dropped_mid_shard_bytes_exact(gcs_emulator, fault_proxy,
     fault_proxy.set_latency(0.03)
     fault_proxy.set_bandwidth(50e6)
     fault_proxy.drop_next(1, after_bytes=2_500_000)
-    with ShardReader(storage_options=so, retry=FAST_RETRY, block_size=1 << 20, prefetch=0) as reader:
+    with ShardReader(
+        storage_options=so, retry=FAST_RETRY, block_size=1 << 20, prefetch=0
+    ) as reader:
         got = _read_all(reader.open(ref))
     assert got == shard_bytes
     assert fault_proxy.stats().drops == 1
@@ -105,14 +107,16 @@ def test_retry_budget_exhausted_names_shard_and_offset(gcs_emulator, fault_proxy
     assert is_transient(err.last_error)
 
 
-def test_cache_mismatch_refetched_once_then_reported(gcs_emulator, fault_proxy, tmp_path, shard_bytes):
+def test_cache_mismatch_refetched_once_then_reported(
+    gcs_emulator, fault_proxy, tmp_path, shard_bytes
+):
     ref = _upload(gcs_emulator, f"bad-{uuid.uuid4().hex}/x-000.tar", shard_bytes)
     wrong = ShardRef(ref.url, sha256="f" * 64, size=ref.size)
     cache = ShardCache(str(tmp_path / "cache"))
     so = gcs_emulator.storage_options_via(fault_proxy)
-    with ShardReader(cache=cache, storage_options=so, retry=FAST_RETRY, prefetch=0) as reader:
-        with pytest.raises(ShardIntegrityError) as ei:
-            reader.open(wrong)
+    reader = ShardReader(cache=cache, storage_options=so, retry=FAST_RETRY, prefetch=0)
+    with reader, pytest.raises(ShardIntegrityError) as ei:
+        reader.open(wrong)
     assert ref.url in str(ei.value) and "f" * 64 in str(ei.value) and ref.sha256 in str(ei.value)
     assert cache.stats().refetches == 1
     assert cache.stats().bytes_downloaded == 2 * len(shard_bytes), "downloaded exactly twice"
@@ -121,7 +125,9 @@ def test_cache_mismatch_refetched_once_then_reported(gcs_emulator, fault_proxy, 
 def test_memory_prefetch_mismatch_refetched_once_then_reported(gcs_emulator, shard_bytes):
     ref = _upload(gcs_emulator, f"badmem-{uuid.uuid4().hex}/x-000.tar", shard_bytes)
     wrong = ShardRef(ref.url, sha256="e" * 64, size=ref.size)
-    with ShardReader(storage_options=gcs_emulator.storage_options, retry=FAST_RETRY, prefetch=1) as reader:
+    with ShardReader(
+        storage_options=gcs_emulator.storage_options, retry=FAST_RETRY, prefetch=1
+    ) as reader:
         reader.schedule([wrong])
         with pytest.raises(ShardIntegrityError, match=ref.url):
             reader.open(wrong)
@@ -146,7 +152,8 @@ def _wait_until(cond, what: str, limit: float = 60.0) -> None:
 
 def test_prefetch_depth_two_fetches_ahead_into_cache(gcs_emulator, fault_proxy, tmp_path):
     refs = [
-        _upload(gcs_emulator, f"pf-{uuid.uuid4().hex}/s-{i:03d}.tar", bytes([i]) * 300_000) for i in range(5)
+        _upload(gcs_emulator, f"pf-{uuid.uuid4().hex}/s-{i:03d}.tar", bytes([i]) * 300_000)
+        for i in range(5)
     ]
     cache = ShardCache(str(tmp_path / "cache"))
     so = gcs_emulator.storage_options_via(fault_proxy)
@@ -154,7 +161,10 @@ def test_prefetch_depth_two_fetches_ahead_into_cache(gcs_emulator, fault_proxy, 
         reader.schedule(refs)
         with reader.open(refs[0]) as f:
             assert f.read() == bytes([0]) * 300_000
-        _wait_until(lambda: cache.contains(refs[1].url) and cache.contains(refs[2].url), "shards 1-2 prefetched")
+        _wait_until(
+            lambda: cache.contains(refs[1].url) and cache.contains(refs[2].url),
+            "shards 1-2 prefetched",
+        )
         assert not cache.contains(refs[3].url) and not cache.contains(refs[4].url), "only 2 ahead"
         assert reader.stats().prefetches == 3
         assert cache.stats().misses == 3
@@ -167,7 +177,10 @@ def test_prefetch_depth_two_fetches_ahead_into_cache(gcs_emulator, fault_proxy, 
 
 
 def test_memory_prefetch_without_cache(gcs_emulator, fault_proxy):
-    refs = [_upload(gcs_emulator, f"mem-{uuid.uuid4().hex}/s-{i}.tar", bytes([i + 1]) * 200_000) for i in range(3)]
+    refs = [
+        _upload(gcs_emulator, f"mem-{uuid.uuid4().hex}/s-{i}.tar", bytes([i + 1]) * 200_000)
+        for i in range(3)
+    ]
     so = gcs_emulator.storage_options_via(fault_proxy)
     with ShardReader(storage_options=so, prefetch=2, retry=FAST_RETRY) as reader:
         reader.schedule(refs)
@@ -225,7 +238,10 @@ class _WorkerShards:
 
 def test_works_inside_dataloader_workers(gcs_emulator, tmp_path):
     torch = pytest.importorskip("torch")
-    refs = [_upload(gcs_emulator, f"dl-{uuid.uuid4().hex}/s-{i}.tar", os.urandom(50_000)) for i in range(6)]
+    refs = [
+        _upload(gcs_emulator, f"dl-{uuid.uuid4().hex}/s-{i}.tar", os.urandom(50_000))
+        for i in range(6)
+    ]
 
     class DS(_WorkerShards, torch.utils.data.IterableDataset):
         pass

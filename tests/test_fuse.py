@@ -16,7 +16,13 @@ import pytest
 
 from wds_pipeline import storage
 from wds_pipeline.cache import ShardCache
-from wds_pipeline.fetch import RetryPolicy, ShardReadError, ShardReader, ShardRef, default_cache_policy
+from wds_pipeline.fetch import (
+    RetryPolicy,
+    ShardReader,
+    ShardReadError,
+    ShardRef,
+    default_cache_policy,
+)
 
 FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
@@ -86,7 +92,14 @@ def test_slowfs_figures(slow_fuse_mount, record_property, capsys):
 
 
 def test_reader_survives_enotconn_on_fuse(slowfs_factory):
-    m = slowfs_factory("flaky", latency_ms=0, bandwidth_mbps=0, fail_every=5, fail_on="open,read", fail_errno="ENOTCONN")
+    m = slowfs_factory(
+        "flaky",
+        latency_ms=0,
+        bandwidth_mbps=0,
+        fail_every=5,
+        fail_on="open,read",
+        fail_errno="ENOTCONN",
+    )
     data = random.Random(4).randbytes(3 << 20)
     ref = _put(m, "x-000.tar", data)
     with ShardReader(retry=FAST_RETRY, block_size=256 << 10, prefetch=0) as reader:
@@ -96,11 +109,13 @@ def test_reader_survives_enotconn_on_fuse(slowfs_factory):
 
 
 def test_reader_on_dead_fuse_mount_names_the_shard(slowfs_factory):
-    m = slowfs_factory("dead", latency_ms=0, bandwidth_mbps=0, fail_every=1, fail_on="read", fail_errno="ENOTCONN")
+    m = slowfs_factory(
+        "dead", latency_ms=0, bandwidth_mbps=0, fail_every=1, fail_on="read", fail_errno="ENOTCONN"
+    )
     ref = _put(m, "x-001.tar", b"a" * 100_000)
-    with ShardReader(retry=FAST_RETRY, prefetch=0) as reader:
-        with pytest.raises(ShardReadError) as ei:
-            reader.open(ref).read()
+    reader = ShardReader(retry=FAST_RETRY, prefetch=0)
+    with reader, pytest.raises(ShardReadError) as ei:
+        reader.open(ref).read()
     assert ref.url in str(ei.value) and "offset 0" in str(ei.value)
     assert ei.value.errno == 107  # ENOTCONN, as Colab reports it
 
@@ -116,5 +131,7 @@ def test_cache_over_fuse_reads_source_once(slow_fuse_mount, tmp_path):
                 with reader.open(ref, offset=10) as f:
                     assert f.read() == bytes([i]) * 199_990
     opens = [line for line in m.log_lines() if line.startswith("open /s-")]
-    assert sorted(opens) == ["open /s-0.tar", "open /s-1.tar", "open /s-2.tar"], "epoch 2 read the cache only"
+    assert sorted(opens) == ["open /s-0.tar", "open /s-1.tar", "open /s-2.tar"], (
+        "epoch 2 read the cache only"
+    )
     assert cache.stats().misses == 3 and cache.stats().hits >= 3

@@ -44,7 +44,10 @@ def test_round_trip_on_every_backend(backend, tmp_path):
     assert not src.exists(), "commit_file moves the source by default"
     assert storage.exists(f"{base}/a/x-000.tar", **so)
     assert storage.file_size(f"{base}/a/x-000.tar", **so) == len(data)
-    assert storage.sha256_file(f"{base}/a/x-000.tar", **so) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert storage.sha256_file(f"{base}/a/x-000.tar", **so) == (
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
     assert storage.read_bytes(f"{base}/a/x-000.tar", **so) == data
     assert storage.listdir(f"{base}/a", **so) == ["index.json", "x-000.tar"]
 
@@ -110,14 +113,18 @@ def test_commit_to_fuse_is_atomic(slow_fuse_mount, tmp_path):
     assert set(seen) <= {len(data)}, f"a reader saw a partial file: sizes {sorted(set(seen))}"
     with open(os.path.join(slow_fuse_mount.source, "train", "x-000.tar"), "rb") as f:
         assert f.read() == data
-    assert os.listdir(os.path.join(slow_fuse_mount.source, "train")) == ["x-000.tar"], "no temp file left"
+    assert os.listdir(os.path.join(slow_fuse_mount.source, "train")) == ["x-000.tar"], (
+        "no temp file left"
+    )
     created = [line for line in slow_fuse_mount.log_lines() if line.startswith("create ")]
     assert len(created) == 1 and "/train/.x-000.tar.tmp-" in created[0], created
     assert not src.exists()
 
 
 def test_commit_to_fuse_retries_transient_write_errors(slowfs_factory, tmp_path):
-    m = slowfs_factory("flaky", latency_ms=0, bandwidth_mbps=0, fail_every=3, fail_on="write", fail_errno="EIO")
+    m = slowfs_factory(
+        "flaky", latency_ms=0, bandwidth_mbps=0, fail_every=3, fail_on="write", fail_errno="EIO"
+    )
     data = _blob(2 << 20, seed=3)
     src = tmp_path / "s.tar"
     src.write_bytes(data)

@@ -113,7 +113,7 @@ class FaultProxy:
             self._stats = ProxyStats()
 
     # --------------------------------------------------------- lifecycle
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         if self._thread is not None:
             return self
         self._loop = asyncio.new_event_loop()
@@ -156,7 +156,7 @@ class FaultProxy:
             self._thread = None
             self._loop = None
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -281,7 +281,7 @@ class FaultProxy:
                 self._conns.discard(w)
                 try:
                     w.close()
-                except Exception:  # noqa: BLE001 - closing a dead socket
+                except Exception:  # noqa: BLE001, S110 - closing a dead socket
                     pass
 
 
@@ -290,13 +290,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tools.faultproxy",
         description="Fault-injecting TCP proxy: latency, shared bandwidth cap, connection drops.",
     )
-    p.add_argument("--upstream", required=True, help="HOST:PORT to forward to (e.g. the GCS emulator)")
+    p.add_argument(
+        "--upstream", required=True, help="HOST:PORT to forward to (e.g. the GCS emulator)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="listen port (0 = any free port)")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="delay per connection and per request")
-    p.add_argument("--bandwidth-mbps", type=float, default=0.0, help="shared cap in MB/s (0 = none)")
-    p.add_argument("--drop-after", type=int, default=None, help="cut a connection after this many bytes")
-    p.add_argument("--drop-count", type=int, default=1, help="how many cuts (-1 = every connection)")
+    p.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay per connection and per request"
+    )
+    p.add_argument(
+        "--bandwidth-mbps", type=float, default=0.0, help="shared cap in MB/s (0 = none)"
+    )
+    p.add_argument(
+        "--drop-after", type=int, default=None, help="cut a connection after this many bytes"
+    )
+    p.add_argument(
+        "--drop-count", type=int, default=1, help="how many cuts (-1 = every connection)"
+    )
     a = p.parse_args(argv)
     host, _, port = a.upstream.rpartition(":")
     proxy = FaultProxy(

@@ -29,8 +29,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 FSTYPE = "fuse.slowfs"
 
@@ -299,7 +299,7 @@ def _mounted(mountpoint: str) -> bool:
 def unmount(mountpoint: str) -> None:
     for cmd in (["fusermount3", "-u", mountpoint], ["umount", "-l", mountpoint]):
         try:
-            r = subprocess.run(cmd, capture_output=True, timeout=30)
+            r = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if r.returncode == 0 or not _mounted(mountpoint):
@@ -325,7 +325,9 @@ def mount_slowfs(
     os.makedirs(mountpoint, exist_ok=True)
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = repo_root + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -351,7 +353,9 @@ def mount_slowfs(
         while not _mounted(mountpoint):
             if proc.poll() is not None:
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"slowfs exited with {proc.returncode} before mounting {mountpoint}: {out}")
+                raise RuntimeError(
+                    f"slowfs exited with {proc.returncode} before mounting {mountpoint}: {out}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slowfs did not mount {mountpoint} within {start_timeout} s")
             time.sleep(0.05)
@@ -372,14 +376,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.slowfs", description=__doc__.split("\n\n")[0])
     p.add_argument("source")
     p.add_argument("mountpoint")
-    p.add_argument("--latency-ms", type=float, default=100.0, help="sleep per open/create (default 100)")
     p.add_argument(
-        "--bandwidth-mbps", type=float, default=20.0, help="shared read+write cap in MB/s, 0 = none (default 20)"
+        "--latency-ms", type=float, default=100.0, help="sleep per open/create (default 100)"
     )
-    p.add_argument("--fail-every", type=int, default=0, help="fail every Nth counted operation (0 = never)")
-    p.add_argument("--fail-on", default="open,read", help="operations counted: open,read,write (default open,read)")
-    p.add_argument("--fail-errno", default="EIO", choices=["EIO", "ENOTCONN", "ETIMEDOUT", "EHOSTDOWN"])
-    p.add_argument("--access-log", default=None, help="append 'open PATH' / 'create PATH' lines here")
+    p.add_argument(
+        "--bandwidth-mbps",
+        type=float,
+        default=20.0,
+        help="shared read+write cap in MB/s, 0 = none (default 20)",
+    )
+    p.add_argument(
+        "--fail-every", type=int, default=0, help="fail every Nth counted operation (0 = never)"
+    )
+    p.add_argument(
+        "--fail-on",
+        default="open,read",
+        help="operations counted: open,read,write (default open,read)",
+    )
+    p.add_argument(
+        "--fail-errno", default="EIO", choices=["EIO", "ENOTCONN", "ETIMEDOUT", "EHOSTDOWN"]
+    )
+    p.add_argument(
+        "--access-log", default=None, help="append 'open PATH' / 'create PATH' lines here"
+    )
     a = p.parse_args(argv)
     serve(
         a.source,

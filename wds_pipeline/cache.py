@@ -52,15 +52,23 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from filelock import FileLock, Timeout
 
 from . import storage
 from .format import ShardFormatError
 
-__all__ = ["CacheFullError", "CacheStats", "FetchFn", "ShardCache", "ShardIntegrityError", "cache_key"]
+__all__ = [
+    "CacheFullError",
+    "CacheStats",
+    "FetchFn",
+    "ShardCache",
+    "ShardIntegrityError",
+    "cache_key",
+]
 
 FetchFn = Callable[[str, BinaryIO], None]
 
@@ -179,7 +187,7 @@ def _default_fetch(storage_options: dict[str, Any]) -> FetchFn:
             fs, path = storage.url_to_fs(url, **storage_options)
             src = fs.open(path, "rb", block_size=storage.BLOCK_SIZE)
         else:
-            src = open(storage.local_path(url), "rb", buffering=0)
+            src = open(storage.local_path(url), "rb", buffering=0)  # noqa: SIM115 - closed below
         with src:
             while True:
                 block = src.read(storage.BLOCK_SIZE)
@@ -194,7 +202,9 @@ class ShardCache:
     """See the module docstring. Safe to pickle into DataLoader workers (it holds
     only paths and counters; locks are taken per call)."""
 
-    def __init__(self, cache_dir: str, *, limit_bytes: int | None = None, lock_timeout: float | None = None) -> None:
+    def __init__(
+        self, cache_dir: str, *, limit_bytes: int | None = None, lock_timeout: float | None = None
+    ) -> None:
         if limit_bytes is not None and limit_bytes <= 0:
             raise ValueError(f"limit_bytes must be positive or None, got {limit_bytes}")
         self.cache_dir = os.path.abspath(cache_dir)
@@ -338,7 +348,9 @@ class ShardCache:
             except FileNotFoundError:
                 pass
 
-    def _check_hit(self, url: str, key: str, sha256: str | None, size: int | None, verify: bool) -> bool:
+    def _check_hit(
+        self, url: str, key: str, sha256: str | None, size: int | None, verify: bool
+    ) -> bool:
         data = self._data(key)
         try:
             st = os.stat(data)

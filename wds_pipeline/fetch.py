@@ -33,9 +33,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 from . import storage
 from .cache import CacheFullError, ShardCache, ShardIntegrityError
@@ -208,7 +209,7 @@ class ResumableReader(io.RawIOBase):
             fs, path = storage.url_to_fs(self.url, **self.storage_options)
             f = fs.open(path, "rb", block_size=self.block_size)
         else:
-            f = open(storage.local_path(self.url), "rb", buffering=0)
+            f = open(storage.local_path(self.url), "rb", buffering=0)  # noqa: SIM115 - owned by self
         if self.pos:
             f.seek(self.pos)
         return f
@@ -218,7 +219,7 @@ class ResumableReader(io.RawIOBase):
         if src is not None:
             try:
                 src.close()
-            except Exception:  # noqa: BLE001 - the link is already broken
+            except Exception:  # noqa: BLE001, S110 - the link is already broken
                 pass
 
     def readinto(self, b: Any) -> int:
@@ -235,16 +236,21 @@ class ResumableReader(io.RawIOBase):
                 n = len(data)
                 view[:n] = data
                 break
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 if not is_transient(exc):
                     self._drop_source()
                     raise
                 self._drop_source()
                 failures += 1
-                if failures >= self.retry.attempts or time.monotonic() - streak_start > self.retry.timeout:
+                if (
+                    failures >= self.retry.attempts
+                    or time.monotonic() - streak_start > self.retry.timeout
+                ):
                     raise ShardReadError(self.url, self.pos, exc, failures) from exc
                 self._stats.add(retries=1)
-                log.warning("shard %s: %s at offset %d, retrying (%d)", self.url, exc, self.pos, failures)
+                log.warning(
+                    "shard %s: %s at offset %d, retrying (%d)", self.url, exc, self.pos, failures
+                )
                 time.sleep(self.retry.backoff(failures))
         self.pos += n
         self._stats.add(bytes_fetched=n)
@@ -285,7 +291,9 @@ def copy_shard(
 ) -> int:
     """Copy a whole shard into ``dst`` in ``block_size`` blocks, resuming after
     transient errors. Returns the byte count. Usable as a ``ShardCache`` fetch."""
-    r = ResumableReader(url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats)
+    r = ResumableReader(
+        url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats
+    )
     buf = bytearray(block_size)
     total = 0
     try:
@@ -354,12 +362,15 @@ class ShardReader:
     def open(self, ref: ShardRef, offset: int = 0) -> BinaryIO:
         """A sequential stream over ``ref`` positioned at ``offset`` (a sample boundary)."""
         if self._is_direct(ref.url):
-            f = open(storage.local_path(ref.url), "rb")
+            f = open(storage.local_path(ref.url), "rb")  # noqa: SIM115 - returned to the caller
             f.seek(offset)
             self._stats.add(direct_opens=1)
             return f
         with self._lock:
-            idx = next((i for i in range(self._pos + 1, len(self._plan)) if self._plan[i].url == ref.url), None)
+            idx = next(
+                (i for i in range(self._pos + 1, len(self._plan)) if self._plan[i].url == ref.url),
+                None,
+            )
             if idx is not None:
                 self._pos = idx
             fut = self._futures.pop(ref.url, None)
@@ -402,7 +413,7 @@ class ShardReader:
         if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -445,7 +456,9 @@ class ShardReader:
         if self._pool is None or self._pool_pid != os.getpid():
             if self._pool_pid != os.getpid():
                 self._futures = {}
-            self._pool = ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="shard-prefetch")
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.max_threads, thread_name_prefix="shard-prefetch"
+            )
             self._pool_pid = os.getpid()
         return self._pool
 
@@ -485,7 +498,9 @@ class ShardReader:
             )
             data = buf.getvalue()
             digest = hashlib.sha256(data).hexdigest() if ref.sha256 else ""
-            if (ref.sha256 is None or digest == ref.sha256) and (ref.size is None or len(data) == ref.size):
+            if (ref.sha256 is None or digest == ref.sha256) and (
+                ref.size is None or len(data) == ref.size
+            ):
                 return data
             log.warning("shard %s: content mismatch on download %d", ref.url, attempt)
         raise ShardIntegrityError(

@@ -30,8 +30,9 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 import fsspec.core
@@ -160,7 +161,9 @@ def is_transient(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and seen < 4:
         seen += 1
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        if isinstance(
+            e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+        ):
             # Final unless caused by a transient error: fsspec's http backend reports a
             # connection dropped while sizing a file as FileNotFoundError(url) from it.
             e = e.__cause__
@@ -194,7 +197,7 @@ def _retrying(what: str, url: str, fn: Callable[[], T], attempts: int = _COMMIT_
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if not is_transient(exc):
                 raise
             if attempt == attempts:
@@ -246,7 +249,9 @@ def _copy_then_replace(src_path: str, dest: str) -> None:
         raise
 
 
-def commit_file(local_path_: str, url: str, *, keep_source: bool = False, **storage_options: Any) -> None:
+def commit_file(
+    local_path_: str, url: str, *, keep_source: bool = False, **storage_options: Any
+) -> None:
     """Publish the finished local file ``local_path_`` at ``url``, atomically.
 
     Readers see either nothing or the complete file, never a prefix:
@@ -296,8 +301,7 @@ def write_bytes_atomic(url: str, data: bytes, **storage_options: Any) -> None:
         try:
             with open(tmp, "wb", buffering=0) as f:
                 view = memoryview(data)
-                for i in range(0, len(view), BLOCK_SIZE):
-                    f.write(view[i : i + BLOCK_SIZE])
+                f.writelines(view[i : i + BLOCK_SIZE] for i in range(0, len(view), BLOCK_SIZE))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
@@ -361,7 +365,7 @@ def sha256_file(url: str, **storage_options: Any) -> tuple[str, int]:
         h = hashlib.sha256()
         n = 0
         if not is_remote(url):
-            f = open(local_path(url), "rb", buffering=0)
+            f = open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - closed below
         else:
             fs, path = url_to_fs(url, **storage_options)
             f = fs.open(path, "rb", block_size=BLOCK_SIZE)
@@ -424,9 +428,9 @@ def find_mount(path: str, mounts: list[MountInfo]) -> MountInfo:
     best: MountInfo | None = None
     for m in mounts:
         mp = m.mountpoint
-        if mp == "/" or path == mp or path.startswith(mp.rstrip("/") + "/"):
-            if best is None or len(mp) >= len(best.mountpoint):
-                best = m
+        contains = mp == "/" or path == mp or path.startswith(mp.rstrip("/") + "/")
+        if contains and (best is None or len(mp) >= len(best.mountpoint)):
+            best = m
     if best is None:
         raise ValueError(f"no mount contains {path!r}")
     return best
