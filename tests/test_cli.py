@@ -266,9 +266,21 @@ def test_synth_writes_corpora_the_sources_read(capsys, tmp_path):
                        "--utterances", "1", "--max-seconds", "2")
     assert code == 0 and "wrote 3 files" in out
     code, out, _ = run(capsys, "build", "voxceleb", tmp_path / "vc", tmp_path / "o",
-                       "--kaldi-split", "--workers", "1", "--no-progress")
+                       "--config", REPO / "configs" / "build_voxceleb.yaml", "--min-duration",
+                       "0.5", "--workers", "1", "--no-progress")
     assert code == 0 and "3 inputs, 3 written, 0 rejected" in out
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["test", "train"]
+    idx = load_index(str(tmp_path / "o" / "train"))
+    assert idx.fields == ["audio.npy.zst", "cls", "fbank.npy.zst", "json"]
+    assert "trials" in idx.extras
+
+
+def test_shipped_librispeech_config_builds(capsys, libri, tmp_path):
+    code, out, err = run(capsys, "build", "librispeech", libri, tmp_path / "o", "--config",
+                         REPO / "configs" / "build_librispeech.yaml", "--parts", "dev-clean",
+                         "--workers", "1", "--no-progress")
+    assert code == 0, err
+    assert "6 inputs, 6 written, 0 rejected" in out
 
 
 def test_demo_runs_end_to_end_and_reruns_complete(capsys, tmp_path):
