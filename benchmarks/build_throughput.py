@@ -115,6 +115,11 @@ def warm_pool(manifest_dir: str, work: str) -> float:
     return time.perf_counter() - t0
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def versions() -> dict[str, str]:
     import scipy
     import soxr
@@ -159,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                 if r.counts.written != files:  # type: ignore[attr-defined]
                     raise SystemExit(f"builder wrote {r.counts.written} of {files} inputs")  # type: ignore[attr-defined]
                 runs[f"b{w}"].append((wall, cpu))
-        same = all(open(os.path.join(work, f"b{w}_{rep}", "train", "index.json"), "rb").read()
-                   == open(os.path.join(work, "b1_0", "train", "index.json"), "rb").read()
-                   for w in (1, 2) for rep in range(repeats))
+        indexes = {_read(os.path.join(work, f"b{w}_{rep}", "train", "index.json"))
+                   for w in (1, 2) for rep in range(repeats)}
+        same = len(indexes) == 1
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

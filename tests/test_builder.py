@@ -7,7 +7,6 @@ test_cli.py and test_readers_compat.py.
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import shutil
@@ -22,8 +21,7 @@ import pytest
 import soundfile as sf
 
 from wds_pipeline import format as fmt
-from wds_pipeline.builder import (BuildConfigError, BuildOptions, OutputConflictError,
-                                  build_dataset)
+from wds_pipeline.builder import BuildConfigError, BuildOptions, OutputConflictError, build_dataset
 from wds_pipeline.index import load_index
 from wds_pipeline.records import Reject
 
@@ -197,7 +195,7 @@ def test_fields_follow_codec_compress_fbank(tmp_path, codec, compress, fbank, au
     from wds_pipeline.features import FbankConfig, num_frames
 
     manifest = make_clip_corpus(tmp_path / "c", n=3)
-    ref = build("manifest", manifest, tmp_path / "ref")
+    build("manifest", manifest, tmp_path / "ref")
     res = build("manifest", manifest, tmp_path / "o", codec=codec, compress=compress,
                 fbank=fbank)
     assert res.counts.written == 3
@@ -307,24 +305,33 @@ def _journal_count(split_dir: Path) -> int:
     return len(list(d.glob("*.json"))) if d.is_dir() else 0
 
 
-def test_sigkilled_build_resumes_to_identical_index(tmp_path):
-    """Kill the CLI once a shard is journaled; rerunning finishes it, reusing that shard."""
+def slow_build_args(tmp_path: Path, workers: int) -> tuple[Path, Path, list[str]]:
+    """A 30-shard build whose shards each take tens of ms (zstd level 19)."""
     rows = []
     for i in range(30):
         write_audio(tmp_path / "c" / f"f{i:02d}.flac", 4.0, sr=44100, seed=i)
         rows.append({"path": f"f{i:02d}.flac", "speaker": f"s{i % 3}"})
     manifest = write_manifest(tmp_path / "c", rows)
     out = tmp_path / "out"
-    # zstd 19 makes each 1-input shard take tens of ms: a wide window to kill in.
-    args = ["build", "manifest", str(manifest), str(out), "--shard-size", "1", "--workers", "1",
-            "--compress", "zstd", "--zstd-level", "19", "--no-progress"]
-    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=REPO)
+    args = ["build", "manifest", str(manifest), str(out), "--shard-size", "1", "--workers",
+            str(workers), "--compress", "zstd", "--zstd-level", "19", "--no-progress"]
+    return manifest, out, args
+
+
+def wait_for_journal(proc: subprocess.Popen, split_dir: Path) -> None:
     deadline = time.monotonic() + 120
-    while _journal_count(out / "train") < 1:
-        assert proc.poll() is None, proc.stdout.read().decode()
+    while _journal_count(split_dir) < 1:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         assert time.monotonic() < deadline, "no shard was journaled within 120 s"
         time.sleep(0.005)
+
+
+def test_sigkilled_build_resumes_to_identical_index(tmp_path):
+    """Kill the CLI once a shard is journaled; rerunning finishes it, reusing that shard."""
+    manifest, out, args = slow_build_args(tmp_path, workers=1)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO)
+    wait_for_journal(proc, out / "train")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = _journal_count(out / "train")
@@ -342,6 +349,28 @@ def test_sigkilled_build_resumes_to_identical_index(tmp_path):
     assert (out / "train" / "index.json").read_bytes() == \
         (clean / "train" / "index.json").read_bytes()
     assert tree_bytes(out) == tree_bytes(clean)
+
+
+def test_ctrl_c_with_two_workers_exits_130_and_resumes(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it."""
+    from wds_pipeline.verify import verify_dataset
+
+    _, out, args = slow_build_args(tmp_path, workers=2)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO, start_new_session=True)
+    wait_for_journal(proc, out / "train")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted; rerun the same command to resume" in err
+    assert not (out / "train" / "index.json").exists()
+    staging = out / "train" / "_build" / "tmp"
+    assert not staging.exists() or list(staging.iterdir()) == []  # temp tars removed
+    done = _journal_count(out / "train")
+    rerun = subprocess.run(CLI + args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{done} reused from the journal" in rerun.stderr
+    assert verify_dataset(str(out), progress=False).ok
 
 
 # ---------------------------------------------------------------------------

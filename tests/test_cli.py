@@ -9,9 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_builder import (
+    CLI,
+    REPO,
+    make_clip_corpus,
+    synth_libri,
+    tree_bytes,
+    write_audio,
+    write_manifest,
+)
 
-from test_builder import (CLI, REPO, make_clip_corpus, synth_libri, tree_bytes, write_audio,
-                          write_manifest)
 from wds_pipeline.cli import main
 from wds_pipeline.index import load_index
 

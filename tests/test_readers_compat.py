@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_builder import build, read_split, write_audio, write_manifest
 
 IDS = ["spk_1-utt-01", "spk_1-utt-02", "spk.2/utt 3", "spk-2_utt_4", "x", "y-z", "w_v"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from tqdm import tqdm
 
@@ -87,10 +88,10 @@ class SplitSummary:
         sizes = [s.filesize for s in ix.shards]
         lines = [
             f"== {ix.split or ix.name}  ({self.index_url})",
-            f"dataset {ix.dataset}, shard format v{ix.format_version}, tool {ix.tool_version}, "
-            f"fingerprint {ix.build_fingerprint[:12]}",
-            f"samples {ix.num_samples}, hours {ix.total_duration / 3600:.3f}  "
-            f"(inputs {c.inputs}, written {c.written}, rejected {c.rejected})",
+            (f"dataset {ix.dataset}, shard format v{ix.format_version}, "
+             f"tool {ix.tool_version}, fingerprint {ix.build_fingerprint[:12]}"),
+            (f"samples {ix.num_samples}, hours {ix.total_duration / 3600:.3f}  "
+             f"(inputs {c.inputs}, written {c.written}, rejected {c.rejected})"),
             f"speakers/classes {len(ix.label_map)}",
         ]
         if sizes:
@@ -247,12 +248,12 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
                     for fname, payload in sorted(fields.items()):
                         try:
                             value = fmt.decode_field(fname, payload)
-                        except Exception as e:  # any decoder failure is a finding, not a crash
+                        except Exception as e:  # noqa: BLE001 - any decoder failure is a finding
                             problems.append(f"{where}: member {key}.{fname} does not decode "
                                             f"({type(e).__name__}: {e})")
                             continue
                         if fname == ix.audio_field:
-                            nframes = int(len(value))
+                            nframes = len(value)
                         elif fname == fmt.JSON and isinstance(value, dict) and \
                                 value.get("key", key) != key:
                             problems.append(f"{where}: json key {value.get('key')!r} differs")

@@ -5,8 +5,14 @@ the fingerprint), ``worker`` (one shard per task), ``journal`` (resume/refuse),
 ``run`` (:func:`build_dataset`).
 """
 
-from .options import (BuildConfigError, BuildError, BuildOptions, BuildResult,
-                      OutputConflictError, SplitResult)
+from .options import (
+    BuildConfigError,
+    BuildError,
+    BuildOptions,
+    BuildResult,
+    OutputConflictError,
+    SplitResult,
+)
 from .run import build_dataset
 
 __all__ = ["BuildConfigError", "BuildError", "BuildOptions", "BuildResult",

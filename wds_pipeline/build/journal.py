@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .. import storage
 from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, join_url
@@ -50,7 +51,7 @@ class JournalEntry:
         return (json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes, *, source: str) -> "JournalEntry":
+    def from_json(cls, data: bytes, *, source: str) -> JournalEntry:
         try:
             d = json.loads(data)
             if d.get("journal_version") != JOURNAL_VERSION:
@@ -71,7 +72,7 @@ def journal_dir(split_url: str) -> str:
 
 
 def journal_url(split_url: str, shard_name: str) -> str:
-    stem = shard_name[:-4] if shard_name.endswith(".tar") else shard_name
+    stem = shard_name.removesuffix(".tar")
     return join_url(journal_dir(split_url), stem + ".json")
 
 

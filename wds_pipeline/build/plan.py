@@ -14,8 +14,9 @@ import json
 import os
 import posixpath
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .. import format as fmt
 from ..index import join_url
@@ -113,7 +114,7 @@ def relative_source_path(root: str, path: str) -> str:
     """``path`` relative to ``root`` when it lies under it (keeps the index location-free)."""
     if _is_url(path) or _is_url(root):
         base = root.rstrip("/") + "/"
-        return path[len(base):] if path.startswith(base) else path
+        return path.removeprefix(base)
     if not os.path.isabs(path):
         return path.replace(os.sep, "/")
     rel = os.path.relpath(path, os.path.abspath(root))

@@ -13,7 +13,8 @@ import multiprocessing
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from tqdm import tqdm
 
@@ -22,8 +23,15 @@ from .. import storage
 from ..index import INDEX_NAME, BuildCounts, DatasetIndex, join_url
 from ..records import SourceScan
 from ..version import __version__
-from .journal import (STAGING_DIR, SplitState, clear_split, entry_reusable, inspect_split,
-                      journal_dir, refuse)
+from .journal import (
+    STAGING_DIR,
+    SplitState,
+    clear_split,
+    entry_reusable,
+    inspect_split,
+    journal_dir,
+    refuse,
+)
 from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
 from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
 from .worker import ShardOutcome, process_shard

@@ -16,7 +16,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .. import audio, storage  # noqa: F401  (imported here so the fork server preloads them)
+# audio and storage at module level: the fork server preloads this module, so
+# workers start with soundfile/soxr/fsspec already imported.
+from .. import audio, storage
 from .. import format as fmt
 from ..index import BuildCounts, ShardInfo
 from ..records import Reject
@@ -66,8 +68,6 @@ class _Sample:
 
 
 def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
-    from .. import audio, storage
-
     src: str | bytes = p.src
     if "://" in p.src:
         src = storage.read_bytes(p.src, **storage_options)
@@ -78,8 +78,6 @@ def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
 
 
 def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
-    from .. import audio
-
     rate = cfg.sample_rate
     pcm = audio.to_int16(x)
     if cfg.chunk_seconds is not None:
@@ -100,7 +98,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
             "text": rec.text,
             "duration": round(len(piece) / rate, 6),
             "sample_rate": rate,
-            "num_samples": int(len(piece)),
+            "num_samples": len(piece),
             "source": p.rel.split("#", 1)[0],
             "offset": round(float(rec.offset) + start / rate, 6),
             "dataset": rec.dataset,
@@ -124,7 +122,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
             if cfg.fbank_field == fmt.FBANK_ZST:
                 feats = fmt.zstd_compress(feats, cfg.zstd_level)
             fields[cfg.fbank_field] = feats
-        samples.append(_Sample(key, fields, int(len(piece))))
+        samples.append(_Sample(key, fields, len(piece)))
     return samples
 
 
@@ -155,8 +153,6 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig,
 
 def process_shard(task: ShardTask) -> ShardOutcome:
     """Build one shard: write a local temp tar, publish it atomically, journal it."""
-    from .. import storage
-
     cfg = task.worker
     rejects: list[Reject] = []
     counts = BuildCounts(inputs=len(task.inputs))
