@@ -300,6 +300,20 @@ def test_corrupt_journaled_shard_is_rebuilt_on_resume(libri, libri_built, tmp_pa
     assert tree_bytes(work) == tree_bytes(out)
 
 
+def test_damaged_journal_entry_means_rebuild_not_refusal(libri, libri_built, tmp_path):
+    out, _ = libri_built
+    work = tmp_path / "o"
+    shutil.copytree(out, work)
+    split = work / "train-clean-100"
+    (split / "index.json").unlink()
+    (split / "_build" / "shard-000001.json").write_bytes(b"")  # e.g. after a power cut
+    res = build("librispeech", libri, work, shard_size=2)
+    assert any("unreadable journal entry" in m and "will be rebuilt" in m for m in res.logs)
+    s = res.splits["train-clean-100"]
+    assert (s.shards_built, s.shards_reused) == (1, 2)
+    assert tree_bytes(work) == tree_bytes(out)
+
+
 def _journal_count(split_dir: Path) -> int:
     d = split_dir / "_build"
     return len(list(d.glob("*.json"))) if d.is_dir() else 0

@@ -283,7 +283,7 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
                                source_options=source_options)
     except BuildConfigError as e:
         return _usage(str(e))
-    except BuildError as e:
+    except (BuildError, OSError) as e:
         print(f"wds-pipeline: build failed: {e}", file=sys.stderr)
         return EXIT_FAIL
     for s in result.splits.values():

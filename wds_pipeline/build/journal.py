@@ -105,11 +105,17 @@ def _safe_listdir(url: str, so: Mapping[str, Any]) -> list[str]:
 
 
 def inspect_split(split_url: str, fingerprint: str, planned_names: set[str],
-                  storage_options: Mapping[str, Any]) -> tuple[SplitState, list[str]]:
-    """Read index/journal under ``split_url``; return the state and reasons it conflicts."""
+                  storage_options: Mapping[str, Any]
+                  ) -> tuple[SplitState, list[str], list[str]]:
+    """Read index/journal under ``split_url``.
+
+    Returns the state, the reasons OUT holds a different dataset (conflicts), and
+    notes for the log.
+    """
     so = dict(storage_options)
     state = SplitState()
     conflicts: list[str] = []
+    notes: list[str] = []
     index_url = join_url(split_url, INDEX_NAME)
     if storage.exists(index_url, **so):
         try:
@@ -131,7 +137,10 @@ def inspect_split(split_url: str, fingerprint: str, planned_names: set[str],
         try:
             entry = JournalEntry.from_json(storage.read_bytes(url, **so), source=url)
         except ValueError as e:
-            conflicts.append(str(e))
+            # Entries are only ever written atomically by this tool, so an unreadable
+            # one is damage (e.g. a power cut before the data reached the disk), not
+            # another dataset: its shard is rebuilt and the entry rewritten.
+            notes.append(f"{e}; its shard will be rebuilt")
             continue
         if entry.fingerprint != fingerprint:
             conflicts.append(f"{url} belongs to a different build (fingerprint "
@@ -146,7 +155,7 @@ def inspect_split(split_url: str, fingerprint: str, planned_names: set[str],
         more = f" (+{len(strays) - 3} more)" if len(strays) > 3 else ""
         conflicts.append(f"{split_url} holds shards this build would not write: "
                          f"{', '.join(strays[:3])}{more}")
-    return state, conflicts
+    return state, conflicts, notes
 
 
 def _size_ok(url: str, size: int, so: Mapping[str, Any]) -> bool:

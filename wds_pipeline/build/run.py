@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import hashlib
 import multiprocessing
 import os
 import sys
@@ -116,7 +117,10 @@ def staging_dir_for(split_url: str) -> str:
     mount a copy-then-rename beats writing a tar through FUSE member by member)."""
     if not storage.is_remote(split_url) and not storage.is_fuse_path(split_url):
         return os.path.join(storage.local_path(journal_dir(split_url)), STAGING_DIR)
-    return os.path.join(tempfile.gettempdir(), "wds_pipeline-staging")
+    # One folder per output split: cleaning leftovers must never touch the temp
+    # files of another build running at the same time.
+    tag = hashlib.sha256(split_url.encode("utf-8")).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), "wds_pipeline-staging", tag)
 
 
 def _clean_staging(plan: SplitPlan) -> None:
@@ -131,11 +135,10 @@ def _clean_staging(plan: SplitPlan) -> None:
         # hold other splits' (or other builds') files.
         if n.endswith(".partial") and n.split(".tar.", 1)[0] + ".tar" in names:
             os.unlink(os.path.join(stage, n))
-    if stage.endswith(os.path.join("_build", STAGING_DIR)):
-        try:
-            os.rmdir(stage)
-        except OSError:
-            pass
+    try:
+        os.rmdir(stage)  # only when empty
+    except OSError:
+        pass
 
 
 def _probe_durations(scan: SourceScan, root: str, options: BuildOptions,
@@ -300,8 +303,10 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     so = options.storage_options
     states: dict[str, SplitState] = {}
     for plan in plans:
-        state, conflicts = inspect_split(plan.split_url, plan.fingerprint,
-                                         {t.name for t in plan.shards}, so)
+        state, conflicts, notes = inspect_split(plan.split_url, plan.fingerprint,
+                                                {t.name for t in plan.shards}, so)
+        for note in notes:
+            log(f"{plan.split}: {note}")
         if conflicts and not options.overwrite:
             raise refuse(plan.split_url, conflicts)
         states[plan.split] = state
