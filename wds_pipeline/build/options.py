@@ -102,7 +102,13 @@ class BuildOptions:
     def output_dict(self) -> dict[str, Any]:
         """The options that change the bytes written (fingerprinted)."""
         run_only = {"workers", "strict", "overwrite", "progress", "storage_options"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
+        # Settings that cannot change a byte in this configuration do not count.
+        if self.compress == "none":
+            d["zstd_level"] = None
+        if self.chunk_seconds is None:
+            d["min_chunk_seconds"] = None
+        return d
 
 
 @dataclass

@@ -100,6 +100,8 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
                        max_duration=options.max_duration, chunk_seconds=options.chunk_seconds,
                        min_chunk_seconds=options.min_chunk_seconds)
     preprocessing = dict(pre.to_dict())
+    if options.chunk_seconds is None:
+        preprocessing["min_chunk_seconds"] = None  # unused without chunking
     preprocessing.update({
         "codec": options.codec,
         "compress": options.compress,
