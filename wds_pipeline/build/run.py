@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -191,7 +192,12 @@ def _run_tasks(tasks: list[ShardTask], options: BuildOptions, log: Log) -> list[
                     except Exception as e:  # re-raised with the shard named
                         raise _shard_failed(task, e) from e
                     bar.update(len(task.inputs))
+            except KeyboardInterrupt:
+                _abandon(pool)
+                raise
             except BaseException:
+                # A failed shard: let the running ones finish (and journal) so a
+                # rerun loses as little as possible.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         return outcomes
@@ -214,7 +220,25 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _abandon(pool: cf.ProcessPoolExecutor) -> None:
+    """Ctrl-C: drop queued shards and stop the running ones now.
+
+    concurrent.futures cannot cancel a running task, so the worker processes are
+    terminated; build_dataset then removes their temp files. Finished shards are
+    journaled and kept.
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
+
+
 def _init_worker() -> None:
+    # Ctrl-C is the coordinator's business: a worker killed by SIGINT while idle
+    # would make the pool "broken" and SIGTERM the others mid-write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Parallelism comes from processes (one shard each): torch's own thread pool
     # (used by --fbank) would only oversubscribe the cores.
     torch = sys.modules.get("torch")
@@ -353,8 +377,13 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
             f"journal, {len(todo)} to build")
 
     if pending:
-        for o in _run_tasks(pending, options, log):
-            outcomes[o.task_split][o.task_index] = o
+        try:
+            for o in _run_tasks(pending, options, log):
+                outcomes[o.task_split][o.task_index] = o
+        except KeyboardInterrupt:
+            for plan in plans:
+                _clean_staging(plan)
+            raise
 
     for plan in plans:
         if plan.split in results:
