@@ -256,14 +256,43 @@ def _parse_octal(field: bytes) -> int:
 
 
 def _checksum_ok(header: bytes) -> bool:
-    stored = _parse_octal(header[148:156])
-    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return stored == computed
+    field = header[148:156]
+    # The checksum field counts as eight spaces in its own sum.
+    return _parse_octal(field) == sum(header) - sum(field) + 8 * 32
+
+
+def _parse_header(header: bytes, pos: int, source: str) -> tuple[bytes, int, str]:
+    """(typeflag, size, name) of one 512-byte header; raises on a corrupt header."""
+    if not _checksum_ok(header):
+        raise ShardFormatError(
+            f"{source}: corrupt tar header at byte {pos} (checksum mismatch); "
+            "re-download or rebuild this shard"
+        )
+    name = header[0:100].rstrip(b"\0").decode("utf-8")
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].rstrip(b"\0")
+        if prefix:
+            name = prefix.decode("utf-8") + "/" + name
+    return header[156:157], _parse_octal(header[124:136]), name
+
+
+def _long_name(typeflag: bytes, payload: bytes) -> str | None:
+    if typeflag == b"L":
+        return payload.rstrip(b"\0").decode("utf-8")
+    if typeflag == b"x":
+        for rec in payload.decode("utf-8").split("\n"):
+            if " path=" in rec:
+                return rec.split(" path=", 1)[1]
+    return None
+
+
+_FILE_TYPES = (b"0", b"\0", b"7")
+_NAME_TYPES = (b"L", b"x", b"g")
 
 
 def iter_tar_members(
     f: BinaryIO, *, start: int = 0, source: str = "<stream>", read_data: bool = True
-) -> Iterator[tuple[TarMember, bytes | None]]:
+) -> Iterator[tuple[TarMember, memoryview | None]]:
     """Yield ``(member, payload)`` for each regular file in a tar stream, in order.
 
     Reads strictly sequentially from ``start`` (which must be a header boundary, e.g.
@@ -281,51 +310,67 @@ def iter_tar_members(
             return  # end of archive (zero block) or clean EOF
         if len(header) < BLOCK:
             raise ShardFormatError(f"{source}: truncated tar header at byte {pos}")
-        if not _checksum_ok(header):
-            raise ShardFormatError(
-                f"{source}: corrupt tar header at byte {pos} (checksum mismatch); "
-                "re-download or rebuild this shard"
-            )
-        size = _parse_octal(header[124:136])
-        typeflag = header[156:157]
+        typeflag, size, name = _parse_header(header, pos, source)
         data_offset = pos + BLOCK
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        if typeflag in (b"L", b"x", b"g"):
+        pos = data_offset + padded
+        if typeflag in _NAME_TYPES:
             payload = f.read(padded)
             if len(payload) < padded:
-                raise ShardFormatError(f"{source}: truncated tar member at byte {pos}")
-            if typeflag == b"L":
-                long_name = payload[:size].rstrip(b"\0").decode("utf-8")
-            elif typeflag == b"x":
-                for rec in payload[:size].decode("utf-8").split("\n"):
-                    if " path=" in rec:
-                        long_name = rec.split(" path=", 1)[1]
-            pos = data_offset + padded
+                raise ShardFormatError(f"{source}: truncated tar member at byte {data_offset - BLOCK}")
+            long_name = _long_name(typeflag, payload[:size]) or long_name
             continue
         if long_name is not None:
-            name = long_name
-            long_name = None
-        else:
-            name = header[0:100].rstrip(b"\0").decode("utf-8")
-            prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
-            if prefix:
-                name = prefix.decode("utf-8") + "/" + name
-        member = TarMember(name=name, offset=pos, data_offset=data_offset, size=size)
-        if typeflag in (b"0", b"\0", b"7"):
-            if read_data:
-                payload = f.read(padded)
-                if len(payload) < size:
-                    raise ShardFormatError(
-                        f"{source}: truncated tar member {name!r} at byte {pos} "
-                        f"({len(payload)} of {size} bytes); the shard is incomplete"
-                    )
-                yield member, memoryview(payload)[:size]
-            else:
-                f.seek(padded, io.SEEK_CUR)
-                yield member, None
-        else:
+            name, long_name = long_name, None
+        member = TarMember(name=name, offset=data_offset - BLOCK, data_offset=data_offset, size=size)
+        if typeflag not in _FILE_TYPES:
             f.seek(padded, io.SEEK_CUR)  # directories, links: not part of the format
-        pos = data_offset + padded
+        elif read_data:
+            payload = f.read(padded)
+            if len(payload) < size:
+                raise ShardFormatError(
+                    f"{source}: truncated tar member {name!r} at byte {member.offset} "
+                    f"({len(payload)} of {size} bytes); the shard is incomplete"
+                )
+            yield member, memoryview(payload)[:size]
+        else:
+            f.seek(padded, io.SEEK_CUR)
+            yield member, None
+
+
+def iter_buffer_members(
+    buf: bytes | memoryview, *, base: int = 0, source: str = "<buffer>"
+) -> Iterator[tuple[str, memoryview]]:
+    """Yield ``(name, payload)`` for the regular files in an in-memory run of tar members.
+
+    ``buf`` holds whole members read in one block (the loader reads a span of samples
+    at once using the index's offsets); ``base`` is its offset in the shard, for error
+    messages. Payloads are zero-copy views into ``buf``.
+    """
+    mv = memoryview(buf)
+    end = len(mv)
+    pos = 0
+    long_name: str | None = None
+    while pos + BLOCK <= end:
+        header = bytes(mv[pos : pos + BLOCK])
+        if header[0] == 0 and header == b"\0" * BLOCK:
+            return
+        typeflag, size, name = _parse_header(header, base + pos, source)
+        data = pos + BLOCK
+        nxt = data + (size + BLOCK - 1) // BLOCK * BLOCK
+        if data + size > end:
+            raise ShardFormatError(
+                f"{source}: truncated tar member {name!r} at byte {base + pos}; the shard is incomplete"
+            )
+        if typeflag in _NAME_TYPES:
+            long_name = _long_name(typeflag, bytes(mv[data : data + size])) or long_name
+        elif typeflag in _FILE_TYPES:
+            if long_name is not None:
+                name, long_name = long_name, None
+            yield name, mv[data : data + size]
+        pos = nxt
+    if pos < end:
+        raise ShardFormatError(f"{source}: truncated tar header at byte {base + pos}")
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -337,22 +382,29 @@ def split_member_name(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :]
 
 
+def group_samples(
+    members: Iterator[tuple[str, memoryview]],
+) -> Iterator[tuple[str, dict[str, memoryview]]]:
+    """Group consecutive ``(name, payload)`` members by key into samples."""
+    key: str | None = None
+    fields: dict[str, memoryview] = {}
+    for name, payload in members:
+        k, field = split_member_name(name)
+        if k != key:
+            if key is not None:
+                yield key, fields
+            key, fields = k, {}
+        fields[field] = payload
+    if key is not None:
+        yield key, fields
+
+
 def iter_samples(
     f: BinaryIO, *, start: int = 0, source: str = "<stream>", limit: int | None = None
 ) -> Iterator[tuple[str, dict[str, memoryview]]]:
-    """Group consecutive members by key into ``(key, {field: payload})`` samples."""
-    key: str | None = None
-    fields: dict[str, memoryview] = {}
-    n = 0
-    for member, payload in iter_tar_members(f, start=start, source=source):
-        k, field = split_member_name(member.name)
-        if key is not None and k != key:
-            yield key, fields
-            n += 1
-            if limit is not None and n >= limit:
-                return
-            fields = {}
-        key = k
-        fields[field] = payload  # type: ignore[assignment]
-    if key is not None:
-        yield key, fields
+    """Read ``(key, {field: payload})`` samples from a tar stream, at most ``limit``."""
+    members = ((m.name, p) for m, p in iter_tar_members(f, start=start, source=source))
+    for n, sample in enumerate(group_samples(members)):  # type: ignore[arg-type]
+        if limit is not None and n >= limit:
+            return
+        yield sample

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
+import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Literal, Sequence
 
@@ -16,6 +19,8 @@ from .batch import Batch
 from .plan import EpochPlan, PlanConfig, ShardMeta, WorkerPlan, crop_start, plan_epoch, resume_point
 
 log = logging.getLogger(__name__)
+
+READ_BLOCK = 8 << 20  # bytes per read call: large sequential reads for FUSE/GCS
 
 Field = Literal["waveform", "fbank", "label", "text", "meta"]
 ALL_FIELDS = ("waveform", "fbank", "label", "text", "meta")
@@ -116,6 +121,7 @@ class ShardStreamDataset(IterableDataset):
         self.control = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._plan_cache: tuple[int, EpochPlan] | None = None
         self._reader = None
+        self._blocks: BlockReader | None = None
         self._fbank = None
 
     # -- planning -----------------------------------------------------------
@@ -214,21 +220,41 @@ class ShardStreamDataset(IterableDataset):
         epoch: int,
         skipped: list[str],
     ) -> Iterator[tuple[int, Any]]:
-        """Read samples [a, b) of one shard sequentially; decode only those still needed."""
+        """Read samples [a, b) of one shard sequentially; decode only those still needed.
+
+        Whole samples are read in blocks of up to READ_BLOCK bytes (the index gives
+        every sample's byte offset), then parsed in memory: one read call per block
+        instead of two per tar member.
+        """
         pos = pos0
+        block = self._block_reader()
+        ends = np.asarray(entry.offsets[1:] + (entry.size if entry.size else -1,), dtype=np.int64)
         try:
             with reader.open(self._ref_of(entry), entry.offsets[a]) as f:
-                got = 0
-                for key, fields in fmt.iter_samples(f, start=entry.offsets[a], source=entry.url, limit=b - a):
-                    if refs[pos] > 0:
-                        yield pos, self._decode(key, fields, entry, a + got, epoch)
-                    pos += 1
-                    got += 1
-                if got < b - a:
-                    raise fmt.ShardFormatError(
-                        f"{entry.url}: ended after {a + got} samples but the index lists "
-                        f"{entry.meta.nsamples}; the shard is truncated or does not match its index"
-                    )
+                j = a
+                while j < b:
+                    start = entry.offsets[j]
+                    k = int(np.searchsorted(ends, start + READ_BLOCK, side="right"))
+                    k = min(max(k, j + 1), b)  # samples [j, k) in this block
+                    want = int(ends[k - 1]) - start if ends[k - 1] >= 0 else -1
+                    with block.read(f, start, want, entry.url) as buf:
+                        samples = fmt.group_samples(fmt.iter_buffer_members(buf, base=start, source=entry.url))
+                        got = 0
+                        for idx, (key, fields) in enumerate(samples, start=j):
+                            if idx >= k:
+                                break
+                            # Decoding copies what it keeps: the block is reused/unmapped next.
+                            if refs[pos] > 0:
+                                yield pos, self._decode(key, fields, entry, idx, epoch)
+                            pos += 1
+                            got += 1
+                        del samples, fields
+                    if got != k - j:
+                        raise fmt.ShardFormatError(
+                            f"{entry.url}: found {got} samples at byte {start} where the "
+                            f"index lists {k - j}; the shard does not match its index"
+                        )
+                    j = k
         except (fmt.ShardFormatError, OSError) as e:
             if self.read_cfg.on_corrupt_shard == "raise":
                 raise fmt.ShardFormatError(
@@ -239,6 +265,11 @@ class ShardStreamDataset(IterableDataset):
                 if refs[pos] > 0:
                     yield pos, _Failed(f"{entry.url}#{a + pos - pos0}", str(e))
                 pos += 1
+
+    def _block_reader(self) -> "BlockReader":
+        if self._blocks is None:
+            self._blocks = BlockReader()
+        return self._blocks
 
     @staticmethod
     def _ref_of(entry: ShardEntry):
@@ -264,9 +295,15 @@ class ShardStreamDataset(IterableDataset):
             raise SampleDecodeError(f"audio must be 1-D int16, got {wave.dtype} {wave.shape}")
         crop = self.plan_cfg.crop_frames
         start = 0
+        use_feats = "fbank" in want and entry.has_fbank is not None
+        hop = int(round(self.sample_rate * 0.010))
         if crop and len(wave) > crop:
             start = crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, len(wave) - crop)
+            if use_feats:
+                start -= start % hop  # the crop must start on a feature frame boundary
             wave = wave[start : start + crop]
+        if not wave.flags.owndata:
+            wave = wave.copy()  # do not pin the whole read block in the shuffle buffer
         label = -1
         if "label" in want and fmt.CLS in fields:
             label = int(bytes(fields[fmt.CLS]))
@@ -274,15 +311,15 @@ class ShardStreamDataset(IterableDataset):
         if ("text" in want or "meta" in want) and fmt.JSON in fields:
             meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON])
         feats = None
-        if "fbank" in want and entry.has_fbank and entry.has_fbank in fields:
+        if use_feats and entry.has_fbank in fields:
             feats = fmt.decode_field(entry.has_fbank, fields[entry.has_fbank])
             if crop and start:
-                hop = int(round(self.sample_rate * 0.010))
                 feats = feats[start // hop :]
             if crop:
                 from ..features import FbankConfig, num_frames
 
                 feats = feats[: num_frames(crop, FbankConfig(sample_rate=self.sample_rate))]
+            feats = feats.copy()
         return _Sample(key, wave, label, meta, feats, entry.meta.dataset)
 
     def _collate(
@@ -304,16 +341,20 @@ class ShardStreamDataset(IterableDataset):
         want = self.read_cfg.fields
         lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
         width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
-        pcm = np.zeros((len(rows), width), dtype=np.int16)
+        as_float = self.read_cfg.waveform_dtype == "float32"
+        wave_t = _batch_tensor((len(rows), width), torch.int16, shared=not as_float)
+        pcm = wave_t.numpy()
         for i, r in enumerate(rows):
-            pcm[i, : len(r.wave)] = r.wave
-        wave_t = torch.from_numpy(pcm)
+            n = len(r.wave)
+            pcm[i, :n] = r.wave
+            pcm[i, n:] = 0
         lengths_t = torch.from_numpy(lengths)
         fbank = fbank_lengths = None
         if "fbank" in want:
             fbank, fbank_lengths = self._fbank_batch(rows, wave_t, lengths_t)
-        if self.read_cfg.waveform_dtype == "float32":
-            wave_t = wave_t.to(torch.float32).mul_(1.0 / 32768.0)
+        if as_float:
+            out = _batch_tensor(tuple(wave_t.shape), torch.float32, shared=True)
+            wave_t = torch.mul(wave_t, 1.0 / 32768.0, out=out)
         metas = [r.meta or {} for r in rows]
         return Batch(
             waveform=wave_t if "waveform" in want else None,
@@ -345,6 +386,90 @@ class ShardStreamDataset(IterableDataset):
             self._fbank = Fbank(FbankConfig(sample_rate=self.sample_rate))
         with torch.no_grad():
             return self._fbank(wave_t.to(torch.float32), lengths_t)
+
+
+class BlockReader:
+    """Reads a span of whole samples as one buffer, with as few copies as possible.
+
+    Real files (local shards, cached shards) are memory-mapped for the span and
+    unmapped afterwards: the sample bytes are copied once, out of the page cache,
+    like the raw-tar ceiling does. Streams (remote, FUSE) are read into one reused
+    buffer, avoiding a fresh multi-megabyte allocation (and its page faults) per block.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @contextlib.contextmanager
+    def read(self, f: BinaryIO, start: int, want: int, source: str) -> Iterator[memoryview]:
+        fd = _fileno(f)
+        if fd is not None:
+            size = os.fstat(fd).st_size
+            end = size if want < 0 else start + want
+            if end > size:
+                raise fmt.ShardFormatError(
+                    f"{source}: truncated: {size} bytes on disk, the index needs {end}; "
+                    "the shard is incomplete or does not match its index"
+                )
+            aligned = start - start % mmap.ALLOCATIONGRANULARITY
+            m = mmap.mmap(fd, end - aligned, offset=aligned, prot=mmap.PROT_READ,
+                          flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            view = memoryview(m)[start - aligned :]
+            try:
+                yield view
+            finally:
+                view.release()
+                try:
+                    m.close()
+                except BufferError:
+                    pass  # a view escaped; the mapping is freed when it is collected
+            return
+        if want < 0:
+            data = f.read()
+            yield memoryview(data)
+            return
+        if len(self._buf) < want:
+            self._buf = bytearray(want)
+        view = memoryview(self._buf)[:want]
+        got = 0
+        while got < want:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        if got < want:
+            raise fmt.ShardFormatError(
+                f"{source}: truncated: expected {want} bytes at byte {start}, got {got}; "
+                "the shard is incomplete or does not match its index"
+            )
+        try:
+            yield view
+        finally:
+            view.release()
+
+
+def _fileno(f) -> int | None:
+    try:
+        return f.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, *, shared: bool) -> torch.Tensor:
+    """Uninitialised tensor; in a DataLoader worker, allocated in shared memory directly.
+
+    The DataLoader moves worker results to shared memory by copying them; a tensor
+    that already lives there is sent as a handle. Saves one full copy of every batch
+    (the trick torch's own default_collate uses).
+    """
+    if not shared or get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = 1
+    for d in shape:
+        numel *= d
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(numel, device="cpu")
+    return elem.new(storage).resize_(*shape)
 
 
 @dataclass
