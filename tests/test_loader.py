@@ -188,3 +188,18 @@ def test_two_datasets_with_weights(tmp_path):
     assert sum(v for k, v in real.items() if k.startswith("a-")) == 40  # every a-sample twice
     assert all(v == 2 for k, v in real.items() if k.startswith("a-"))
     assert sum(v for k, v in real.items() if k.startswith("b-")) == 10  # half of b's shards
+
+
+def test_yaml_configs_parse(tmp_path):
+    from wds_pipeline.loader import load_yaml_config
+
+    configs = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
+    data, cfg = load_yaml_config(str(configs / "colab.yaml"))
+    assert data["train"].endswith("index.json")
+    assert cfg.cache_limit == 60 * 10**9 and cfg.cache_dir == "/content/cache"
+    data, cfg = load_yaml_config(str(configs / "local.yaml"))
+    assert cfg.crop_seconds == 3.0 and cfg.fields == ("waveform", "label")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loader:\n  batch_sise: 3\n")
+    with pytest.raises(ValueError, match="batch_sise"):
+        load_yaml_config(str(bad))

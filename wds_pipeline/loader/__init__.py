@@ -2,7 +2,7 @@
 
 from .batch import Batch
 from .dataset import ReadConfig, ShardStreamDataset
-from .loader import LoaderConfig, StreamingLoader, resolve_rank
+from .loader import LoaderConfig, StreamingLoader, load_yaml_config, parse_size, resolve_rank
 from .plan import PlanConfig, plan_epoch
 
 __all__ = [
@@ -12,6 +12,8 @@ __all__ = [
     "ReadConfig",
     "ShardStreamDataset",
     "StreamingLoader",
+    "load_yaml_config",
+    "parse_size",
     "plan_epoch",
     "resolve_rank",
 ]

@@ -62,6 +62,25 @@ class LoaderConfig:
         return cls(**d)
 
 
+def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
+    """Read a YAML config: its ``data`` block (index URLs) and its ``loader`` block.
+
+    ``configs/local.yaml`` and ``configs/colab.yaml`` are examples. Unknown loader
+    keys are an error, not silently ignored.
+    """
+    import yaml
+
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping with 'data' and 'loader' blocks")
+    try:
+        loader = LoaderConfig.from_dict(doc.get("loader") or {})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: loader block: {e}") from e
+    return dict(doc.get("data") or {}), loader
+
+
 def parse_size(text: str | int) -> int:
     """'20GB' / '512MiB' / 1000 -> bytes."""
     if isinstance(text, int):
