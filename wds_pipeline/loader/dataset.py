@@ -36,6 +36,7 @@ class ReadConfig:
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
+    worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fields) - set(ALL_FIELDS)
@@ -143,6 +144,12 @@ class ShardStreamDataset(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
+        if info is not None and self.read_cfg.worker_sharing_strategy:
+            # Only inside our own worker process: how *this* process ships tensors.
+            # "file_system" names the shared segment instead of passing a file
+            # descriptor through a socket per tensor (faster for multi-MB batches in
+            # a zero-work microbenchmark). The main process is unaffected.
+            torch.multiprocessing.set_sharing_strategy(self.read_cfg.worker_sharing_strategy)
         epoch, consumed = (int(v) for v in self.control.tolist())
         plan = self.plan(epoch)
         rp = plan.ranks[self.rank]
@@ -356,13 +363,13 @@ class ShardStreamDataset(IterableDataset):
             out = _batch_tensor(tuple(wave_t.shape), torch.float32, shared=True)
             wave_t = torch.mul(wave_t, 1.0 / 32768.0, out=out)
         metas = [r.meta or {} for r in rows]
-        return Batch(
+        batch = Batch(
             waveform=wave_t if "waveform" in want else None,
-            lengths=lengths_t,
-            labels=torch.tensor([r.label for r in rows], dtype=torch.int64),
+            lengths=lengths,  # type: ignore[arg-type]  # numpy until materialize()
+            labels=np.fromiter((r.label for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
             keys=[r.key for r in rows],
-            is_padding=torch.tensor(pad_flags, dtype=torch.bool),
-            dataset_ids=torch.tensor([r.dataset for r in rows], dtype=torch.int64),
+            is_padding=np.asarray(pad_flags, dtype=bool),  # type: ignore[arg-type]
+            dataset_ids=np.fromiter((r.dataset for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
             texts=[m.get("text") or "" for m in metas] if "text" in want else None,
             fbank=fbank,
             fbank_lengths=fbank_lengths,
@@ -371,6 +378,8 @@ class ShardStreamDataset(IterableDataset):
             index=index,
             skipped=list(skipped),
         )
+        # In a worker, small fields travel as numpy (see Batch.materialize).
+        return batch if get_worker_info() is not None else batch.materialize()
 
     def _fbank_batch(self, rows, wave_t: torch.Tensor, lengths_t: torch.Tensor):
         if rows and all(r.feats is not None for r in rows):

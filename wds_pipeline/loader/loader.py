@@ -46,6 +46,7 @@ class LoaderConfig:
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
+    worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LoaderConfig":
@@ -159,6 +160,7 @@ class StreamingLoader:
                 cache_limit=cfg.cache_limit,
                 shard_prefetch=cfg.shard_prefetch,
                 storage_options=dict(cfg.storage_options),
+                worker_sharing_strategy=cfg.worker_sharing_strategy,
             ),
             rank=self.rank,
             world_size=self.world_size,
@@ -250,6 +252,7 @@ class StreamingLoader:
                         f"batch order diverged from the epoch plan (got batch {batch.index}, "
                         f"expected {expected}); please report this with your torch version"
                     )
+                batch = batch.materialize()
                 expected += 1
                 self._yielded = expected
                 self._skipped.extend(batch.skipped)
