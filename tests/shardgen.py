@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wds_pipeline import format as fmt
 from wds_pipeline.index import load_index
-from wds_pipeline.testing import clip, write_synthetic_dataset as make_dataset  # noqa: F401
+from wds_pipeline.testing import clip  # noqa: F401
 
 
 def all_keys(index_path: str) -> set[str]:

@@ -9,10 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from shardgen import all_keys, make_dataset
 
 from wds_pipeline import StreamingLoader
-
-from shardgen import all_keys, make_dataset
 
 
 def _free_port() -> int:

@@ -5,11 +5,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from shardgen import all_keys, clip, make_dataset
 
 from wds_pipeline import StreamingLoader
 from wds_pipeline.format import ShardFormatError
-
-from shardgen import all_keys, clip, make_dataset
 
 
 @pytest.fixture(scope="module")

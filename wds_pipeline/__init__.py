@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'wds_pipeline' has no attribute {name!r}")
 
 
-def make_loader(indexes, **options) -> "StreamingLoader":
+def make_loader(indexes, **options) -> StreamingLoader:
     """Shorthand for ``StreamingLoader(indexes, **options)``."""
     from .loader import StreamingLoader
 

@@ -11,8 +11,9 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 

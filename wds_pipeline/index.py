@@ -38,7 +38,7 @@ class ShardInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ShardInfo":
+    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -126,7 +126,7 @@ class DatasetIndex:
         return json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, base_url: str = "", source: str = "index") -> "DatasetIndex":
+    def from_dict(cls, d: dict[str, Any], *, base_url: str = "", source: str = "index") -> DatasetIndex:
         if d.get("__kind__") != WIDS_KIND or d.get("wids_version") != 1:
             raise ValueError(f"{source}: not a wids-shard-index-v1 descriptor")
         ours = d.get("wds_pipeline")
@@ -162,7 +162,7 @@ class DatasetIndex:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index") -> "DatasetIndex":
+    def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index") -> DatasetIndex:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

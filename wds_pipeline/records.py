@@ -42,7 +42,7 @@ class SourceRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SourceRecord":
+    def from_dict(cls, d: dict[str, Any]) -> SourceRecord:
         d = dict(d)
         d["extra"] = tuple(sorted((d.get("extra") or {}).items()))
         return cls(**d)
@@ -60,7 +60,7 @@ class Reject:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, str]) -> "Reject":
+    def from_dict(cls, d: dict[str, str]) -> Reject:
         return cls(**d)
 
 

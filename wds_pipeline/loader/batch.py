@@ -39,11 +39,11 @@ class Batch:
     def size(self) -> int:
         return len(self.keys)
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
         return self.materialize()._map(lambda t: t.pin_memory())
 
-    def materialize(self) -> "Batch":
+    def materialize(self) -> Batch:
         """Turn small numpy fields into tensors.
 
         Workers send per-row fields (lengths, labels, ...) as numpy arrays: those are
@@ -57,10 +57,10 @@ class Batch:
         }
         return replace(self, **changes) if changes else self
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def _map(self, fn) -> "Batch":
+    def _map(self, fn) -> Batch:
         changes = {
             f.name: fn(getattr(self, f.name))
             for f in fields(self)

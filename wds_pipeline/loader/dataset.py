@@ -6,8 +6,9 @@ import contextlib
 import logging
 import mmap
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator, Literal, Sequence
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -200,8 +201,8 @@ class ShardStreamDataset(IterableDataset):
             cache = None
             cache_dir = self.read_cfg.cache_dir
             if cache_dir is None and self.table and default_cache_policy(self.table[0].url):
-                import tempfile
                 import os
+                import tempfile
 
                 cache_dir = os.path.join(tempfile.gettempdir(), "wds_pipeline_cache")
                 log.info("shards are on remote/FUSE storage (%s): caching them in %s", self.table[0].url, cache_dir)
@@ -273,7 +274,7 @@ class ShardStreamDataset(IterableDataset):
                     yield pos, _Failed(f"{entry.url}#{a + pos - pos0}", str(e))
                 pos += 1
 
-    def _block_reader(self) -> "BlockReader":
+    def _block_reader(self) -> BlockReader:
         if self._blocks is None:
             self._blocks = BlockReader()
         return self._blocks

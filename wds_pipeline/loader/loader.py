@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..index import DatasetIndex, load_index
 from .batch import Batch
 from .dataset import ReadConfig, ShardStreamDataset
-from .plan import EpochPlan, PlanConfig, plan_epoch
+from .plan import EpochPlan, PlanConfig
 
 STATE_VERSION = 1
 
@@ -49,7 +50,7 @@ class LoaderConfig:
     worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoaderConfig":
+    def from_dict(cls, d: dict[str, Any]) -> LoaderConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
