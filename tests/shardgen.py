@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from wds_pipeline import format as fmt
 from wds_pipeline.index import load_index
-from wds_pipeline.testing import clip  # noqa: F401
+from wds_pipeline.testing import clip
+from wds_pipeline.testing import write_synthetic_dataset as make_dataset
+
+__all__ = ["all_keys", "clip", "make_dataset"]
 
 
 def all_keys(index_path: str) -> set[str]:
