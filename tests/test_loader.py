@@ -202,3 +202,14 @@ def test_yaml_configs_parse(tmp_path):
     bad.write_text("loader:\n  batch_sise: 3\n")
     with pytest.raises(ValueError, match="batch_sise"):
         load_yaml_config(str(bad))
+
+
+def test_corrupt_tar_header_is_detected_by_checksum(tmp_path):
+    idx = make_dataset(str(tmp_path), [6])
+    shard = tmp_path / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    offsets = __import__("json").loads((tmp_path / "index.json").read_text())["shardlist"][0]["sample_offsets"]
+    data[offsets[3] + 20] ^= 0x01  # a byte inside the name field of sample 3's first header
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardFormatError, match=r"shard-000000.tar.*checksum"):
+        list(StreamingLoader(idx, batch_size=2, num_workers=0, shuffle=False))

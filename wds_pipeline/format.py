@@ -346,32 +346,66 @@ def iter_buffer_members(
 
     ``buf`` holds whole members read in one block (the loader reads a span of samples
     at once using the index's offsets); ``base`` is its offset in the shard, for error
-    messages. Payloads are zero-copy views into ``buf``.
+    messages. Payloads are zero-copy views into ``buf``. All header checksums of the
+    block are verified together, with numpy, before anything is yielded: per-header
+    checksums in Python were a third of the loader's parsing time.
     """
     mv = memoryview(buf)
     end = len(mv)
     pos = 0
     long_name: str | None = None
+    members: list[tuple[str, int, int]] = []
+    positions: list[int] = []
+    stored: list[int] = []
     while pos + BLOCK <= end:
         header = bytes(mv[pos : pos + BLOCK])
-        if header[0] == 0 and header == b"\0" * BLOCK:
-            return
-        typeflag, size, name = _parse_header(header, base + pos, source)
+        if header[0] == 0 and header == _ZERO_BLOCK:
+            break
+        positions.append(pos)
+        stored.append(_parse_octal(header[148:156]))
+        size = _parse_octal(header[124:136])
+        typeflag = header[156:157]
         data = pos + BLOCK
-        nxt = data + (size + BLOCK - 1) // BLOCK * BLOCK
         if data + size > end:
-            raise ShardFormatError(
-                f"{source}: truncated tar member {name!r} at byte {base + pos}; the shard is incomplete"
-            )
+            raise ShardFormatError(f"{source}: truncated tar member at byte {base + pos}; the shard is incomplete")
         if typeflag in _NAME_TYPES:
             long_name = _long_name(typeflag, bytes(mv[data : data + size])) or long_name
         elif typeflag in _FILE_TYPES:
             if long_name is not None:
                 name, long_name = long_name, None
-            yield name, mv[data : data + size]
-        pos = nxt
-    if pos < end:
-        raise ShardFormatError(f"{source}: truncated tar header at byte {base + pos}")
+            else:
+                name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+                if header[257:262] == b"ustar" and header[345] != 0:
+                    name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+            members.append((name, data, size))
+        pos = data + (size + BLOCK - 1) // BLOCK * BLOCK
+    else:
+        if pos < end:
+            raise ShardFormatError(f"{source}: truncated tar header at byte {base + pos}")
+    _verify_checksums(mv, positions, stored, base, source)
+    for name, data, size in members:
+        yield name, mv[data : data + size]
+
+
+_ZERO_BLOCK = b"\0" * BLOCK
+_OFFSETS = np.arange(BLOCK)
+_CHKSUM_FIELD = np.arange(148, 156)
+
+
+def _verify_checksums(mv: memoryview, positions: list[int], stored: list[int], base: int, source: str) -> None:
+    if not positions:
+        return
+    raw = np.frombuffer(mv, dtype=np.uint8)
+    pos = np.asarray(positions, dtype=np.int64)
+    headers = raw[pos[:, None] + _OFFSETS]
+    # The checksum field counts as eight spaces in its own sum.
+    computed = headers.sum(axis=1, dtype=np.int64) - headers[:, _CHKSUM_FIELD].sum(axis=1, dtype=np.int64) + 256
+    bad = np.flatnonzero(computed != np.asarray(stored, dtype=np.int64))
+    if len(bad):
+        raise ShardFormatError(
+            f"{source}: corrupt tar header at byte {base + positions[bad[0]]} (checksum mismatch); "
+            "re-download or rebuild this shard"
+        )
 
 
 def split_member_name(name: str) -> tuple[str, str]:

@@ -124,6 +124,7 @@ class ShardStreamDataset(IterableDataset):
         self._plan_cache: tuple[int, EpochPlan] | None = None
         self._reader = None
         self._blocks: BlockReader | None = None
+        self._arena: SampleArena | None = None
         self._fbank = None
 
     # -- planning -----------------------------------------------------------
@@ -176,6 +177,7 @@ class ShardStreamDataset(IterableDataset):
         held: dict[int, Any] = {}
         skipped: list[str] = []
         next_batch = 0
+        self._arena = self._make_arena(plan, wp, needed)
         reader = self._get_reader()
         runs = _runs(wp, plan, first, last)
         reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
@@ -191,6 +193,33 @@ class ShardStreamDataset(IterableDataset):
             yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
             skipped = []
             next_batch += 1
+
+    def _make_arena(self, plan: EpochPlan, wp: WorkerPlan, needed: np.ndarray) -> "SampleArena | None":
+        """A preallocated slab for the samples this worker holds, when slots can be uniform.
+
+        With random crops (or clips of one length) every held sample fits one fixed-size
+        slot, so the shuffle buffer reuses one allocation instead of a fresh array per
+        sample, and batches are gathered with one vectorised copy.
+        """
+        cfg = self.plan_cfg
+        if cfg.batch_size is None or len(needed) == 0:
+            return None
+        frames = np.fromiter(
+            (self.metas[plan.slots[s]].frames[i] for s, i in zip(wp.read_slots[needed], wp.read_index[needed])),
+            dtype=np.int64,
+            count=len(needed),
+        )
+        if cfg.crop_frames:
+            width = min(int(cfg.crop_frames), int(frames.max()))
+        elif frames.min() == frames.max():
+            width = int(frames[0])
+        else:
+            return None
+        held_max = -(-cfg.shuffle_buffer // self.num_logical_workers) + 2 * cfg.batch_size + 1
+        slots = min(held_max, len(needed))
+        if slots * width * 2 > 2 * cfg.shuffle_buffer_bytes / self.num_logical_workers + (64 << 20):
+            return None
+        return SampleArena(slots, width)
 
     def _get_reader(self):
         # Built lazily inside each worker process: threads and file handles must not
@@ -310,7 +339,12 @@ class ShardStreamDataset(IterableDataset):
             if use_feats:
                 start -= start % hop  # the crop must start on a feature frame boundary
             wave = wave[start : start + crop]
-        if not wave.flags.owndata:
+        slot = -1
+        arena = self._arena
+        if arena is not None and len(wave) <= arena.width and arena.free:
+            slot = arena.put(wave)
+            wave = arena.data[slot, : len(wave)]
+        elif not wave.flags.owndata:
             wave = wave.copy()  # do not pin the whole read block in the shuffle buffer
         label = -1
         if "label" in want and fmt.CLS in fields:
@@ -328,18 +362,20 @@ class ShardStreamDataset(IterableDataset):
 
                 feats = feats[: num_frames(crop, FbankConfig(sample_rate=self.sample_rate))]
             feats = feats.copy()
-        return _Sample(key, wave, label, meta, feats, entry.meta.dataset)
+        return _Sample(key, wave, label, meta, feats, entry.meta.dataset, slot)
 
     def _collate(
         self, pb, held: dict[int, Any], refs: np.ndarray, index: int, epoch: int, skipped: list[str]
     ) -> Batch:
         rows: list[_Sample] = []
         pad_flags: list[bool] = []
+        release: list[Any] = []  # arena slots to free once this batch is assembled
         for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
             s = held[item]
             refs[item] -= 1
             if refs[item] == 0:
                 del held[item]
+                release.append(s)
             if isinstance(s, _Failed):
                 if not is_pad:
                     skipped.append(s.key)
@@ -352,10 +388,19 @@ class ShardStreamDataset(IterableDataset):
         as_float = self.read_cfg.waveform_dtype == "float32"
         wave_t = _batch_tensor((len(rows), width), torch.int16, shared=not as_float)
         pcm = wave_t.numpy()
-        for i, r in enumerate(rows):
-            n = len(r.wave)
-            pcm[i, :n] = r.wave
-            pcm[i, n:] = 0
+        arena = self._arena
+        if arena is not None and rows and width == arena.width and all(r.slot >= 0 for r in rows):
+            np.take(arena.data, [r.slot for r in rows], axis=0, out=pcm)
+            for i in np.flatnonzero(lengths < width):
+                pcm[i, lengths[i] :] = 0
+        else:
+            for i, r in enumerate(rows):
+                n = len(r.wave)
+                pcm[i, :n] = r.wave
+                pcm[i, n:] = 0
+        for s in release:
+            if isinstance(s, _Sample) and s.slot >= 0 and arena is not None:
+                arena.free.append(s.slot)
         lengths_t = torch.from_numpy(lengths)
         fbank = fbank_lengths = None
         if "fbank" in want:
@@ -490,6 +535,21 @@ class _Sample:
     meta: dict | None
     feats: np.ndarray | None
     dataset: int
+    slot: int = -1  # arena slot holding ``wave``, or -1 for a standalone array
+
+
+class SampleArena:
+    """Fixed-size int16 slots for held samples; a free list instead of malloc per sample."""
+
+    def __init__(self, slots: int, width: int):
+        self.width = width
+        self.data = np.empty((slots, width), dtype=np.int16)
+        self.free = list(range(slots - 1, -1, -1))
+
+    def put(self, wave: np.ndarray) -> int:
+        slot = self.free.pop()
+        self.data[slot, : len(wave)] = wave
+        return slot
 
 
 @dataclass
