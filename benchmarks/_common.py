@@ -1,0 +1,277 @@
+"""Shared helpers of the I/O benchmarks (fuse_io.py, gcs_io.py).
+
+* :func:`make_clips` writes N fixed-length int16 clips twice, with identical content:
+  one WAV per clip and wds_pipeline shards + index (``wds_pipeline.testing``);
+* :class:`PeakMemory` samples RSS of this process and its children in a thread;
+* :func:`start_emulator` runs gcp-storage-emulator in a subprocess;
+* :func:`table`, :func:`bar_chart`, :func:`write_json`, :func:`machine` for reporting.
+
+Run the benchmarks from the repository root (``python benchmarks/fuse_io.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+if REPO not in sys.path:  # `tools` (slowfs, faultproxy) is a top-level folder of the repo
+    sys.path.insert(0, REPO)
+
+SR = 16000
+
+
+# ---------------------------------------------------------------------- data
+
+
+def clip_key(s: int, i: int) -> str:
+    return f"synthetic-s{s}-u{i:04d}"
+
+
+def make_clips(
+    root: str, clips: int, seconds: float, shard_size: int, *, wavs: bool = True, npy: bool = False
+) -> dict[str, Any]:
+    """Write ``root/shards`` (index + tars) and, optionally, ``root/wav/<key>.wav`` and
+    ``root/npy/<key>.npy`` holding the same clips. Reuses a previous identical run."""
+    import soundfile as sf
+
+    from wds_pipeline.testing import clip, write_synthetic_dataset
+
+    frames = round(seconds * SR)
+    sizes = [min(shard_size, clips - s) for s in range(0, clips, shard_size)]
+    stamp = os.path.join(root, f".done-{clips}-{frames}-{shard_size}-{int(wavs)}{int(npy)}")
+    keys = [(s, i) for s, n in enumerate(sizes) for i in range(n)]
+    info = {
+        "root": root,
+        "index": os.path.join(root, "shards", "index.json"),
+        "keys": [clip_key(s, i) for s, i in keys],
+        "frames": frames,
+        "shard_sizes": sizes,
+    }
+    if not os.path.exists(stamp):
+        for name in os.listdir(root) if os.path.isdir(root) else []:
+            if name.startswith(".done-"):
+                os.unlink(os.path.join(root, name))
+        write_synthetic_dataset(
+            os.path.join(root, "shards"), sizes, frames=lambda s, i: frames, speakers=10
+        )
+        if wavs:
+            os.makedirs(os.path.join(root, "wav"), exist_ok=True)
+        if npy:
+            os.makedirs(os.path.join(root, "npy"), exist_ok=True)
+        for s, i in keys:
+            x = clip(s, i, frames)
+            if wavs:
+                sf.write(
+                    os.path.join(root, "wav", clip_key(s, i) + ".wav"), x, SR, subtype="PCM_16"
+                )
+            if npy:
+                np.save(os.path.join(root, "npy", clip_key(s, i) + ".npy"), x)
+        open(stamp, "w").close()
+    shard_dir = os.path.join(root, "shards")
+    info["shard_bytes"] = sum(
+        os.path.getsize(os.path.join(shard_dir, n))
+        for n in os.listdir(shard_dir)
+        if n.endswith(".tar")
+    )
+    if wavs:
+        info["wav_bytes"] = os.path.getsize(os.path.join(root, "wav", info["keys"][0] + ".wav"))
+    if npy:
+        info["npy_bytes"] = os.path.getsize(os.path.join(root, "npy", info["keys"][0] + ".npy"))
+    return info
+
+
+# -------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak of the summed RSS of this process and its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:  # noqa: PYI034
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+# ------------------------------------------------------------------ emulator
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def start_emulator() -> Iterator[tuple[int, str]]:
+    """gcp-storage-emulator (in memory) on a free port; sets the env vars gcsfs needs.
+    Import gcsfs only inside this block (it reads GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT at
+    import time)."""
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "gcp_storage_emulator"]
+    proc = subprocess.Popen(
+        cmd + ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gcp-storage-emulator exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(url + "/storage/v1/b?project=test", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gcp-storage-emulator did not answer at {url}") from None
+                time.sleep(0.1)
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        yield port, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    import wds_pipeline
+
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "wds_pipeline": wds_pipeline.__version__,
+    }
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Fixed-width text table; ``columns`` are (key, header, format spec)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, spec in columns:
+            v = r.get(key)
+            line.append("-" if v is None else (format(v, spec) if spec else str(v)))
+        cells.append(line)
+    widths = [max(len(c[j]) for c in cells) for j in range(len(columns))]
+    out = []
+    for n, c in enumerate(cells):
+        out.append(
+            "  ".join(
+                v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths))
+            )
+        )
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_json(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, default=float)
+        f.write("\n")
+
+
+def bar_chart(
+    path: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    ylabel: str,
+    log: bool = True,
+    hline: tuple[float, str] | None = None,
+    notes: Sequence[str] = (),
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(labels) + 1.5), 5.2))
+    colors = [
+        "#999999" if lab.startswith(("(a)", "(2)", "(3)", "ceiling")) else "#2a7ab9"
+        for lab in labels
+    ]
+    bars = ax.bar(range(len(labels)), values, color=colors)
+    for b, v in zip(bars, values):
+        ax.annotate(
+            f"{v:,.0f}" if v >= 10 else f"{v:.1f}",
+            (b.get_x() + b.get_width() / 2, v),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    if hline is not None:
+        ax.axhline(hline[0], color="#c0392b", linestyle="--", linewidth=1)
+        ax.annotate(
+            hline[1], (-0.45, hline[0]), ha="left", va="bottom", fontsize=8, color="#c0392b"
+        )
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=7.5)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
+        fig.subplots_adjust(bottom=0.2 + 0.03 * len(notes), left=0.07, right=0.98)
+    else:
+        fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
