@@ -93,4 +93,5 @@ def test_gcs_io_quick(tmp_path):
     assert r["runs"]["ours_cache_epoch2"]["wire_bytes"] == 0  # served by the cache
     assert r["runs"]["ours_nocache"]["wire_bytes"] >= r["setup"]["shard_bytes_total"]
     assert set(r["targets"]) == {"ours_epoch1_cap_fraction"}
+    assert r["emulator_direct_per_file"]["files_per_s"] > 0
     assert "ours_epoch1_over_webdataset_tuned" in r["ratios"]
