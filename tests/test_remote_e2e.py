@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -189,6 +190,13 @@ def test_gcs_build_matches_local_and_loader_reads_it_back(
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
     assert len(os.listdir(auto / "data")) == 5
+
+    # cache_dir=False: no cache at all, not even the automatic one
+    shutil.rmtree(auto)
+    keys, waves = epoch(StreamingLoader(gs_index, storage_options=so, cache_dir=False, **opts))
+    assert keys == ref_keys
+    assert_same_samples(waves, ref_waves)
+    assert not auto.exists()
 
     # a cache too small for any shard: every shard is streamed uncached
     small = tmp_path / "small"

@@ -33,7 +33,7 @@ class ReadConfig:
     waveform_dtype: Literal["float32", "int16"] = "float32"
     on_decode_error: Literal["skip", "raise"] = "skip"
     on_corrupt_shard: Literal["raise", "skip"] = "raise"
-    cache_dir: str | None = None
+    cache_dir: str | Literal[False] | None = None  # None: automatic for remote/FUSE; False: never
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -229,7 +229,9 @@ class ShardStreamDataset(IterableDataset):
 
             cache = None
             cache_dir = self.read_cfg.cache_dir
-            if cache_dir is None and self.table and default_cache_policy(self.table[0].url):
+            if cache_dir is False:
+                cache_dir = None
+            elif cache_dir is None and self.table and default_cache_policy(self.table[0].url):
                 import os
                 import tempfile
 

@@ -43,7 +43,7 @@ class LoaderConfig:
     pin_memory: bool = False
     persistent_workers: bool = False
     multiprocessing_context: str | None = None
-    cache_dir: str | None = None
+    cache_dir: str | Literal[False] | None = None  # None: automatic for remote/FUSE sources; False: no cache
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
