@@ -419,3 +419,26 @@ def test_preprocess_config_to_dict_and_validation() -> None:
         PreprocessConfig(normalize="lufs")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="peak_dbfs must be <= 0"):
         PreprocessConfig(peak_dbfs=1.0)
+
+
+def test_int16_fast_path_matches_the_float_path(tmp_path):
+    import soundfile as sf
+
+    from wds_pipeline.audio import PreprocessConfig, decode_audio, load_and_preprocess, preprocess, to_int16
+
+    rng = np.random.default_rng(3)
+    x = (np.sin(np.arange(44100 * 2) * 2 * np.pi * 997 / 44100) * 12000 + rng.normal(0, 500, 88200)).astype(np.int16)
+    sf.write(tmp_path / "a.flac", x, 44100)
+    cfg = PreprocessConfig(sample_rate=16000)
+    fast = load_and_preprocess(str(tmp_path / "a.flac"), cfg)
+    wave, sr = decode_audio(str(tmp_path / "a.flac"))
+    slow = to_int16(preprocess(wave, sr, cfg))
+    assert fast.dtype == np.int16 and len(fast) == len(slow)
+    assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
+    # no resampling needed: bit-exact
+    sf.write(tmp_path / "b.wav", x, 16000)
+    assert np.array_equal(load_and_preprocess(str(tmp_path / "b.wav"), cfg), x)
+    # float WAV beyond full scale: must not take the int16 path (libsndfile would wrap)
+    sf.write(tmp_path / "c.wav", np.full(1600, 1.5, dtype=np.float32), 16000, subtype="FLOAT")
+    assert decode_audio(str(tmp_path / "c.wav"), dtype="int16")[0].dtype == np.float32
+    assert (load_and_preprocess(str(tmp_path / "c.wav"), cfg) == 32767).all()

@@ -68,18 +68,18 @@ class _Sample:
 
 
 def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
+    """int16 mono samples at the target rate."""
     src: str | bytes = p.src
     if "://" in p.src:
         src = storage.read_bytes(p.src, **storage_options)
     # name= keeps absolute corpus paths out of reject reasons (and so out of the index).
-    wave, sr = audio.decode_audio(src, offset=p.record.offset, duration=p.record.duration,
-                                  name=p.rel)
-    return audio.preprocess(wave, sr, cfg.preprocess)
+    return audio.load_and_preprocess(src, cfg.preprocess, offset=p.record.offset,
+                                     duration=p.record.duration, name=p.rel)
 
 
 def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
     rate = cfg.sample_rate
-    pcm = audio.to_int16(x)
+    pcm = x  # int16 mono at the target rate (audio.load_and_preprocess)
     if cfg.chunk_seconds is not None:
         pieces = [(start, piece) for start, piece in
                   audio.chunk(pcm, rate, cfg.chunk_seconds, cfg.min_chunk_seconds)]
