@@ -70,7 +70,10 @@ def datasets(tmp_path_factory):
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_get_equal_batches_and_every_sample_once(tmp_path, datasets, world):
     fixed, varied = datasets
-    common = dict(num_workers=2, shuffle_buffer=16)
+    # Ranks started by mp.spawn make DataLoader workers default to "spawn" too (each
+    # re-imports torch, ~2 s). torchrun starts ranks as fresh interpreters whose default
+    # is fork; match that.
+    common = dict(num_workers=2, shuffle_buffer=16, multiprocessing_context="fork")
     scenarios = [
         ("pad", fixed, dict(batch_size=4, last_batch="pad", **common)),
         ("drop", fixed, dict(batch_size=4, last_batch="drop", **common)),
