@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .. import format as fmt
 from ..index import DatasetIndex
 from .batch import Batch
-from .plan import EpochPlan, PlanConfig, ShardMeta, WorkerPlan, crop_start, plan_epoch, resume_point
+from .plan import EpochPlan, PlanConfig, ShardMeta, WorkerPlan, crop_start, plan_epoch_after, resume_point
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,11 @@ class ShardStreamDataset(IterableDataset):
         self.sample_rate = self.indexes[0].sample_rate if self.indexes else 16000
         # [epoch, batches already consumed in that epoch]
         self.control = torch.zeros(2, dtype=torch.int64).share_memory_()
-        self._plan_cache: tuple[int, EpochPlan] | None = None
+        self._plan_cache: tuple[tuple, EpochPlan] | None = None
+        # Elastic resume: (world_size, num_workers, batches) stages already run in
+        # epoch ``stages_epoch`` under other layouts; that epoch plans only the rest.
+        self.prior_stages: tuple[tuple[int, int, int], ...] = ()
+        self.stages_epoch = -1
         self._reader = None
         self._blocks: BlockReader | None = None
         self._arena: SampleArena | None = None
@@ -129,15 +133,18 @@ class ShardStreamDataset(IterableDataset):
 
     # -- planning -----------------------------------------------------------
     def plan(self, epoch: int) -> EpochPlan:
-        if self._plan_cache is None or self._plan_cache[0] != epoch:
+        stages = self.prior_stages if epoch == self.stages_epoch else ()
+        key = (epoch, stages)
+        if self._plan_cache is None or self._plan_cache[0] != key:
             self._plan_cache = (
-                epoch,
-                plan_epoch(
+                key,
+                plan_epoch_after(
                     self.metas,
                     self.plan_cfg,
                     epoch=epoch,
                     world_size=self.world_size,
                     num_workers=self.num_logical_workers,
+                    stages=stages,
                 ),
             )
         return self._plan_cache[1]

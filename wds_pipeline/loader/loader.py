@@ -167,22 +167,22 @@ class StreamingLoader:
             world_size=self.world_size,
             num_workers=cfg.num_workers,
         )
-        dl_kwargs: dict[str, Any] = dict(
-            batch_size=None,
-            num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory,
-        )
+        self.dataloader = self._make_dataloader()
+        self.epoch = 0
+        self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
+        self._yielded = 0  # batches yielded so far in the current epoch
+        self._skipped: list[str] = []
+
+    def _make_dataloader(self) -> DataLoader:
+        cfg = self.config
+        dl_kwargs: dict[str, Any] = {"batch_size": None, "num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}
         if cfg.num_workers > 0:
             dl_kwargs.update(
                 prefetch_factor=cfg.prefetch_factor,
                 persistent_workers=cfg.persistent_workers,
                 multiprocessing_context=cfg.multiprocessing_context,
             )
-        self.dataloader = DataLoader(self.dataset, **dl_kwargs)
-        self.epoch = 0
-        self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
-        self._yielded = 0  # batches yielded so far in the current epoch
-        self._skipped: list[str] = []
+        return DataLoader(self.dataset, **dl_kwargs)
 
     # -- configuration ----------------------------------------------------------
     def _plan_config(self) -> PlanConfig:
@@ -265,36 +265,56 @@ class StreamingLoader:
 
     # -- checkpointing ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Position to resume from: the epoch and how many of its batches were consumed."""
+        """Position to resume from: the epoch and how many of its batches were consumed.
+
+        Same on every rank (ranks move in lockstep), so saving rank 0's is enough.
+        """
+        ds = self.dataset
         return {
             "version": STATE_VERSION,
             "epoch": self.epoch,
             "batches_yielded": self._yielded,
             "plan": self._fingerprint(),
             "world_size": self.world_size,
-            "num_workers": self.config.num_workers,
+            "num_workers": self._logical_workers,
+            "prior_stages": [list(s) for s in ds.prior_stages] if ds.stages_epoch == self.epoch else [],
             "skipped": list(self._skipped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume mid-epoch. Same layout: the batches that follow are exactly those of an
+        uninterrupted run. Different world size or worker count (elastic): the rest of
+        the epoch covers every sample not yet consumed, once, in a new order."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
         if state["plan"] != self._fingerprint():
             raise ValueError(
                 "the loader state was saved with a different dataset or loader configuration "
-                "(batching, shuffling, world size or workers differ); resume with the same settings"
+                "(batching, shuffling, crops or datasets differ); resume with the same settings"
             )
-        self.epoch = int(state["epoch"])
-        self._resume_at = int(state["batches_yielded"])
-        self._yielded = self._resume_at
+        epoch, done = int(state["epoch"]), int(state["batches_yielded"])
+        stages = [tuple(int(v) for v in s) for s in state.get("prior_stages", [])]
+        saved_layout = (int(state["world_size"]), max(1, int(state["num_workers"])))
+        if saved_layout != (self.world_size, self._logical_workers):
+            stages.append((*saved_layout, done))
+            done = 0
+        self.epoch = epoch
+        self._resume_at = done
+        self._yielded = done
         self._skipped = list(state.get("skipped", []))
+        self.dataset.prior_stages = tuple(stages)  # type: ignore[assignment]
+        self.dataset.stages_epoch = epoch
+        # Fresh workers, so that persistent ones do not keep the old dataset state.
+        self.dataloader = self._make_dataloader()
+
+    @property
+    def _logical_workers(self) -> int:
+        return max(1, self.config.num_workers)
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
             "plan_config": _jsonable(self.plan_config.to_dict()),
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.indexes],
-            "world_size": self.world_size,
-            "num_workers": max(1, self.config.num_workers),
         }
 
 

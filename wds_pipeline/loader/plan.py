@@ -174,23 +174,48 @@ def partition(counts: Sequence[int], parts: int) -> list[list[tuple[int, int, in
     Returns per part a list of (slot, start, stop) sample ranges. Splitting inside a
     shard is what keeps every worker busy when there are fewer shards than workers.
     """
-    total = int(sum(counts))
+    return partition_segments([(i, 0, int(c)) for i, c in enumerate(counts)], parts)
+
+
+def partition_segments(
+    segments: Sequence[tuple[int, int, int]], parts: int
+) -> list[list[tuple[int, int, int]]]:
+    """Like :func:`partition`, over (slot, start, stop) segments (several per slot allowed)."""
+    lengths = [b - a for _, a, b in segments]
+    total = int(sum(lengths))
     bounds = [total * p // parts for p in range(parts + 1)]
     out: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
-    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     for p in range(parts):
         lo, hi = bounds[p], bounds[p + 1]
         if lo == hi:
             continue
-        first = int(np.searchsorted(starts, lo, side="right") - 1)
-        slot = first
-        while slot < len(counts) and starts[slot] < hi:
-            a = max(lo, int(starts[slot])) - int(starts[slot])
-            b = min(hi, int(starts[slot + 1])) - int(starts[slot])
+        seg = int(np.searchsorted(starts, lo, side="right") - 1)
+        while seg < len(segments) and starts[seg] < hi:
+            slot, a0, _ = segments[seg]
+            a = max(lo, int(starts[seg])) - int(starts[seg])
+            b = min(hi, int(starts[seg + 1])) - int(starts[seg])
             if b > a:
-                out[p].append((slot, a, b))
-            slot += 1
+                out[p].append((slot, a0 + a, a0 + b))
+            seg += 1
     return out
+
+
+def remaining_segments(
+    counts: Sequence[int], exclude: set[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """(slot, start, stop) runs of the epoch's samples not in ``exclude``."""
+    segments = []
+    for slot, n in enumerate(counts):
+        start = None
+        for i in range(n + 1):
+            gone = i == n or (slot, i) in exclude
+            if gone and start is not None:
+                segments.append((slot, start, i))
+                start = None
+            elif not gone and start is None:
+                start = i
+    return segments
 
 
 # ---------------------------------------------------------------------------
@@ -313,13 +338,21 @@ def plan_epoch(
     epoch: int,
     world_size: int,
     num_workers: int,
+    exclude: set[tuple[int, int]] | None = None,
 ) -> EpochPlan:
-    """Plan every rank's batches for one epoch. Pure: same inputs, same plan."""
+    """Plan every rank's batches for one epoch. Pure: same inputs, same plan.
+
+    ``exclude`` holds (slot, index) samples already consumed earlier in this epoch under
+    another layout (elastic resume): the plan covers only the rest.
+    """
     if world_size < 1 or num_workers < 1:
         raise ValueError("world_size and num_workers must be >= 1")
     slots = epoch_slots(shards, cfg, epoch)
     counts = [shards[s].nsamples for s in slots]
-    parts = partition(counts, world_size * num_workers)
+    if exclude:
+        parts = partition_segments(remaining_segments(counts, exclude), world_size * num_workers)
+    else:
+        parts = partition(counts, world_size * num_workers)
     frames_of = [np.asarray(shards[s].frames, dtype=np.int64) for s in slots]
     per_worker_cap = max(1, -(-cfg.shuffle_buffer // num_workers))
     per_worker_bytes = cfg.shuffle_buffer_bytes / num_workers
@@ -462,3 +495,37 @@ def resume_point(order: Sequence[int], num_workers: int, consumed: int) -> tuple
         done[w] += 1
     nxt = order[consumed] if consumed < len(order) else 0
     return done, nxt
+
+
+def consumed_samples(plan: EpochPlan, batches: int) -> set[tuple[int, int]]:
+    """(slot, index) of every real sample in the first ``batches`` batches of every rank."""
+    out: set[tuple[int, int]] = set()
+    for rp in plan.ranks:
+        done, _ = resume_point(rp.order, len(rp.workers), batches)
+        for wp, n in zip(rp.workers, done):
+            for b in wp.batches[:n]:
+                items = b.items[~b.padding]
+                out.update(zip(wp.read_slots[items].tolist(), wp.read_index[items].tolist()))
+    return out
+
+
+def plan_epoch_after(
+    shards: Sequence[ShardMeta],
+    cfg: PlanConfig,
+    *,
+    epoch: int,
+    world_size: int,
+    num_workers: int,
+    stages: Sequence[tuple[int, int, int]] = (),
+) -> EpochPlan:
+    """Plan the rest of an epoch that was partly consumed under other layouts.
+
+    ``stages`` lists (world_size, num_workers, batches consumed) in the order they ran
+    within this epoch. Replaying each stage's plan gives exactly which samples were
+    consumed; the new plan covers the others once (elastic resume).
+    """
+    exclude: set[tuple[int, int]] = set()
+    for ws, nw, k in stages:
+        stage = plan_epoch(shards, cfg, epoch=epoch, world_size=ws, num_workers=nw, exclude=exclude)
+        exclude |= consumed_samples(stage, k)
+    return plan_epoch(shards, cfg, epoch=epoch, world_size=world_size, num_workers=num_workers, exclude=exclude)
