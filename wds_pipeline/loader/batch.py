@@ -31,6 +31,9 @@ class Batch:
     epoch: int = 0
     index: int = 0  # position of this batch in its rank's epoch
     skipped: list[str] = field(default_factory=list)  # keys that failed to decode since the last batch
+    # Internal: which recycled shared-memory buffer of its worker holds ``waveform``
+    # (-1: none). See ``BatchBufferPool``.
+    buffer_slot: int = -1
 
     def __len__(self) -> int:
         return len(self.keys)

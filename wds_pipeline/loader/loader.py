@@ -9,11 +9,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
 
 from ..index import DatasetIndex, load_index
 from .batch import Batch
-from .dataset import ReadConfig, ShardStreamDataset
+from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
 from .plan import EpochPlan, PlanConfig
 
 STATE_VERSION = 1
@@ -167,6 +168,7 @@ class StreamingLoader:
             world_size=self.world_size,
             num_workers=cfg.num_workers,
         )
+        self._in_use: list[tuple[int, StorageWeakRef]] = []  # recycled buffers held downstream
         self.dataloader = self._make_dataloader()
         self.epoch = 0
         self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
@@ -175,6 +177,7 @@ class StreamingLoader:
 
     def _make_dataloader(self) -> DataLoader:
         cfg = self.config
+        self._new_buffer_generation()
         dl_kwargs: dict[str, Any] = {"batch_size": None, "num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}
         if cfg.num_workers > 0:
             dl_kwargs.update(
@@ -245,6 +248,8 @@ class StreamingLoader:
         self.dataset.control.copy_(torch.tensor([epoch, start], dtype=torch.int64))
         self._yielded = start
         self._resume_at = 0
+        if not self.config.persistent_workers:
+            self._new_buffer_generation()  # iter() starts new workers
         if start < total:
             expected = start
             for batch in self.dataloader:
@@ -254,6 +259,7 @@ class StreamingLoader:
                         f"expected {expected}); please report this with your torch version"
                     )
                 batch = batch.materialize()
+                self._track_buffer(batch)
                 expected += 1
                 self._yielded = expected
                 self._skipped.extend(batch.skipped)
@@ -262,6 +268,30 @@ class StreamingLoader:
                 raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
         self.epoch = epoch + 1
         self._yielded = 0
+
+    def _new_buffer_generation(self) -> None:
+        """New workers get new flags: workers of an abandoned iteration may still be alive
+        with their own buffers and flags, which must never be freed on their behalf."""
+        if self.config.num_workers > 0:
+            self.dataset.buffer_flags = torch.zeros(
+                self.config.num_workers * BUFFERS_PER_WORKER, dtype=torch.int32
+            ).share_memory_()
+        self._in_use = []
+
+    def _track_buffer(self, batch: Batch) -> None:
+        """Hand recycled worker buffers back once nothing references them any more."""
+        flags = self.dataset.buffer_flags
+        if flags is None:
+            return
+        if batch.buffer_slot >= 0 and batch.waveform is not None:
+            self._in_use.append((batch.buffer_slot, StorageWeakRef(batch.waveform.untyped_storage())))
+        still = []
+        for slot, ref in self._in_use:
+            if ref.expired():
+                flags[slot] = 0
+            else:
+                still.append((slot, ref))
+        self._in_use = still
 
     # -- checkpointing ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
