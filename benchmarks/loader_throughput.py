@@ -279,8 +279,8 @@ def main(argv=None) -> int:
             ca_v = rate / ceiling_rate
             ratios[f"{r['name']}@{r['workers']}"] = {"c_over_b": cb_v, "c_over_a": ca_v}
             cb, ca = f"{cb_v:6.2f}", f"{ca_v:6.2f}"
-        mem = lambda k: f"{r[k] / 2**30:7.2f}G" if k in r else "       -"
-        print(f"{r['name']:24} {r['workers']:>7} {rate:>10.0f} {rate * clip_mb:>8.0f} {mem('peak_rss'):>9} {mem('peak_pss'):>9} {cb:>6} {ca:>6}")
+        rss, pss = (f"{r[k] / 2**30:7.2f}G" if k in r else "       -" for k in ("peak_rss", "peak_pss"))
+        print(f"{r['name']:24} {r['workers']:>7} {rate:>10.0f} {rate * clip_mb:>8.0f} {rss:>9} {pss:>9} {cb:>6} {ca:>6}")
     results["ratios"] = ratios
 
     bucket_seconds = 32 * 8.0

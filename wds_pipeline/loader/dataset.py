@@ -17,7 +17,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .. import format as fmt
 from ..index import DatasetIndex
 from .batch import Batch
-from .plan import EpochPlan, PlanConfig, ShardMeta, WorkerPlan, crop_start, plan_epoch_after, resume_point
+from .plan import (
+    EpochPlan,
+    PlanConfig,
+    ShardMeta,
+    WorkerPlan,
+    crop_start,
+    plan_epoch_after,
+    resume_point,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +197,7 @@ class ShardStreamDataset(IterableDataset):
         next_batch = 0
         self._arena = self._make_arena(plan, wp, needed)
         reader = self._get_reader()
-        runs = _runs(wp, plan, first, last)
+        runs = _runs(wp, first, last)
         reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
         for slot, a, b, pos0 in runs:
             entry = self.table[plan.slots[slot]]
@@ -204,7 +212,7 @@ class ShardStreamDataset(IterableDataset):
             skipped = []
             next_batch += 1
 
-    def _make_arena(self, plan: EpochPlan, wp: WorkerPlan, needed: np.ndarray) -> "SampleArena | None":
+    def _make_arena(self, plan: EpochPlan, wp: WorkerPlan, needed: np.ndarray) -> SampleArena | None:
         """A preallocated slab for the samples this worker holds, when slots can be uniform.
 
         With random crops (or clips of one length) every held sample fits one fixed-size
@@ -626,7 +634,7 @@ class _Failed:
     reason: str
 
 
-def _runs(wp: WorkerPlan, plan: EpochPlan, first: int, last: int) -> list[tuple[int, int, int, int]]:
+def _runs(wp: WorkerPlan, first: int, last: int) -> list[tuple[int, int, int, int]]:
     """Group read positions [first, last] into (slot, start, stop, first_pos) sequential runs."""
     runs: list[tuple[int, int, int, int]] = []
     slots, index = wp.read_slots, wp.read_index
