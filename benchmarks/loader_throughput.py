@@ -210,12 +210,16 @@ def main(argv=None) -> int:
     ap.add_argument("--variable-clips", type=int, default=1200)
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the best is reported")
     ap.add_argument("--data-dir", default="/tmp/wds_pipeline_bench/loader")
-    ap.add_argument("--out", default=os.path.join(RESULTS, "loader_throughput.json"))
+    ap.add_argument("--out", default=None, help="JSON path (default: results/loader_throughput.json; "
+                    "a temp file with --quick, so a smoke run never replaces reported figures)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
     args = ap.parse_args(argv)
     if args.quick:
         args.clips, args.shard_size, args.variable_clips, args.workers, args.repeats = 640, 160, 120, "0,2", 1
         args.data_dir = args.data_dir + "-quick"
+    if args.out is None:
+        args.out = (os.path.join(__import__("tempfile").gettempdir(), "loader_throughput.quick.json")
+                    if args.quick else os.path.join(RESULTS, "loader_throughput.json"))
     workers = [int(w) for w in args.workers.split(",")]
     frames = int(args.seconds * 16000)
     clip_mb = frames * 2 / 1e6
