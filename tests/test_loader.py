@@ -288,3 +288,35 @@ def test_recycled_buffers_are_reused_when_batches_are_dropped(ds):
     slots = [b.buffer_slot for b in loader]  # each batch dropped before the next
     assert all(s >= 0 for s in slots)
     assert len(set(slots)) < len(slots), "buffers must be recycled"
+
+
+def test_fbank_computed_in_workers_matches_the_reference(ds):
+    from wds_pipeline.features import FbankConfig, fbank, num_frames
+
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, fields=("waveform", "fbank"),
+                             waveform_dtype="int16", shuffle=False, last_batch="pad")
+    b = next(iter(loader))
+    assert b.fbank.shape[0] == 4 and b.fbank.shape[2] == 80
+    for row in range(4):
+        n = int(b.lengths[row])
+        ref = fbank(b.waveform[row, :n].to(torch.float32), FbankConfig())
+        frames = int(b.fbank_lengths[row])
+        assert frames == num_frames(n, FbankConfig())
+        assert torch.allclose(b.fbank[row, :frames], ref, atol=1e-3)
+
+
+def test_precomputed_fbank_follows_the_crop(tmp_path):
+    from wds_pipeline.features import FbankConfig, fbank_numpy
+
+    idx = make_dataset(str(tmp_path), [6], fbank=True, frames=lambda s, i: 8000 + 160 * i)
+    loader = StreamingLoader(idx, batch_size=3, num_workers=0, fields=("waveform", "fbank"),
+                             waveform_dtype="int16", crop_seconds=0.2, seed=2)
+    for b in loader:
+        for row in range(len(b)):
+            # the crop starts on a 10 ms hop, so the stored features of the crop equal
+            # the features computed from the cropped waveform (up to edge frames)
+            wave = b.waveform[row].numpy()
+            feats = fbank_numpy(wave, FbankConfig()).astype(np.float32)
+            got = b.fbank[row, : len(feats)].numpy()
+            assert got.shape == feats.shape
+            assert np.abs(got[:-2] - feats[:-2]).max() < 0.05

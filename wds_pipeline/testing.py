@@ -39,6 +39,7 @@ def write_synthetic_dataset(
     name: str = "synthetic",
     corrupt: dict[tuple[int, int], bytes] | None = None,
     sample_rate: int = 16000,
+    fbank: bool = False,
 ) -> str:
     """Write shards + ``index.json`` into local folder ``root``; returns the index path.
 
@@ -60,14 +61,16 @@ def write_synthetic_dataset(
                 if corrupt and (s, i) in corrupt:
                     audio = corrupt[(s, i)]
                 key = f"{name}-s{s}-u{i:04d}"
-                writer.write_sample(
-                    key,
-                    {
-                        fmt.AUDIO_NPY: audio,
-                        fmt.CLS: fmt.encode_cls(label(s, i)),
-                        fmt.JSON: fmt.encode_json({"id": key, "text": f"text {s} {i}"}),
-                    },
-                )
+                fields = {
+                    fmt.AUDIO_NPY: audio,
+                    fmt.CLS: fmt.encode_cls(label(s, i)),
+                    fmt.JSON: fmt.encode_json({"id": key, "text": f"text {s} {i}"}),
+                }
+                if fbank:
+                    from .features import FbankConfig, fbank_numpy
+
+                    fields[fmt.FBANK] = fmt.encode_npy(fbank_numpy(clip(s, i, k), FbankConfig(sample_rate=sample_rate)))
+                writer.write_sample(key, fields)
                 nframes.append(k)
             writer.close()
         sha, size = _sha256(path)
@@ -86,7 +89,7 @@ def write_synthetic_dataset(
         name=name,
         shards=shards,
         sample_rate=sample_rate,
-        fields=[fmt.AUDIO_NPY, fmt.CLS, fmt.JSON],
+        fields=[fmt.AUDIO_NPY, fmt.CLS, fmt.JSON] + ([fmt.FBANK] if fbank else []),
         audio_field=fmt.AUDIO_NPY,
         label_map={f"spk{j:04d}": j for j in range(speakers)},
         counts=BuildCounts(inputs=sum(shard_sizes), written=sum(shard_sizes), samples=sum(shard_sizes)),
