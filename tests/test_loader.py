@@ -320,3 +320,15 @@ def test_precomputed_fbank_follows_the_crop(tmp_path):
             got = b.fbank[row, : len(feats)].numpy()
             assert got.shape == feats.shape
             assert np.abs(got[:-2] - feats[:-2]).max() < 0.05
+
+
+def test_breaking_out_then_iterating_again_runs_the_next_epoch_whole(ds):
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, persistent_workers=True, last_batch="pad")
+    _take(loader, 3)  # abandoned mid-epoch
+    assert loader.state_dict()["batches_yielded"] == 3  # the stop position is still known
+    again = keys_of(list(loader))  # a new pass is epoch 1, from its start, whole
+    assert Counter(again) == Counter(all_keys(ds))
+    fresh = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
+    fresh.set_epoch(1)
+    assert again == keys_of(list(fresh))
+    assert loader.epoch == 2

@@ -120,8 +120,9 @@ class StreamingLoader:
     ...         state = loader.state_dict()  # save with the model checkpoint
 
     ``len(loader)`` is the exact number of batches this rank yields in the next epoch,
-    equal on every rank. Iterating again after a complete pass runs the next epoch;
-    ``load_state_dict`` resumes mid-epoch at the batch after the checkpoint.
+    equal on every rank. Each pass is one epoch: iterating again after a complete pass,
+    or after breaking out of one, runs the next epoch (``set_epoch`` chooses it
+    explicitly). ``load_state_dict`` resumes mid-epoch at the batch after the checkpoint.
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class StreamingLoader:
         self.epoch = 0
         self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
         self._yielded = 0  # batches yielded so far in the current epoch
+        self._abandoned = False  # the last pass stopped before the end of its epoch
         self._skipped: list[str] = []
 
     def _make_dataloader(self) -> DataLoader:
@@ -218,6 +220,7 @@ class StreamingLoader:
         if epoch != self.epoch:
             self._resume_at = 0
         self.epoch = epoch
+        self._abandoned = False
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
         return self.dataset.plan(self.epoch if epoch is None else epoch)
@@ -243,6 +246,10 @@ class StreamingLoader:
         return len(self._skipped)
 
     def __iter__(self) -> Iterator[Batch]:
+        if self._abandoned:
+            # The previous pass stopped early (a `break`): a new pass is the next epoch, so a
+            # loop that caps its steps per epoch does not see the same batches every time.
+            self.epoch, self._resume_at, self._abandoned = self.epoch + 1, 0, False
         epoch, start = self.epoch, self._resume_at
         total = self.plan(epoch).num_batches
         self.dataset.control.copy_(torch.tensor([epoch, start], dtype=torch.int64))
@@ -250,24 +257,31 @@ class StreamingLoader:
         self._resume_at = 0
         if not self.config.persistent_workers:
             self._new_buffer_generation()  # iter() starts new workers
-        if start < total:
-            expected = start
-            for batch in self.dataloader:
-                if batch.index != expected:
-                    raise RuntimeError(
-                        f"batch order diverged from the epoch plan (got batch {batch.index}, "
-                        f"expected {expected}); please report this with your torch version"
-                    )
-                batch = batch.materialize()
-                self._track_buffer(batch)
-                expected += 1
-                self._yielded = expected
-                self._skipped.extend(batch.skipped)
-                yield batch
-            if expected != total:
-                raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
-        self.epoch = epoch + 1
-        self._yielded = 0
+        finished = False
+        try:
+            if start < total:
+                expected = start
+                for batch in self.dataloader:
+                    if batch.index != expected:
+                        raise RuntimeError(
+                            f"batch order diverged from the epoch plan (got batch {batch.index}, "
+                            f"expected {expected}); please report this with your torch version"
+                        )
+                    batch = batch.materialize()
+                    self._track_buffer(batch)
+                    expected += 1
+                    self._yielded = expected
+                    self._skipped.extend(batch.skipped)
+                    yield batch
+                if expected != total:
+                    raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
+            finished = True
+        finally:
+            if finished:
+                self.epoch, self._yielded = epoch + 1, 0
+            else:
+                # state_dict() keeps the exact stop position until the next pass starts.
+                self._abandoned = True
 
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive
@@ -331,6 +345,7 @@ class StreamingLoader:
         self.epoch = epoch
         self._resume_at = done
         self._yielded = done
+        self._abandoned = False
         self._skipped = list(state.get("skipped", []))
         self.dataset.prior_stages = tuple(stages)  # type: ignore[assignment]
         self.dataset.stages_epoch = epoch
