@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 << 20  # bytes per read call: large sequential reads for FUSE/GCS
 
-Field = Literal["waveform", "fbank", "label", "text", "meta"]
 ALL_FIELDS = ("waveform", "fbank", "label", "text", "meta")
 
 
@@ -196,21 +195,28 @@ class ShardStreamDataset(IterableDataset):
         skipped: list[str] = []
         next_batch = 0
         self._arena = self._make_arena(plan, wp, needed)
-        reader = self._get_reader()
-        runs = _runs(wp, first, last)
-        reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
-        for slot, a, b, pos0 in runs:
-            entry = self.table[plan.slots[slot]]
-            for pos, sample in self._read_run(reader, entry, a, b, pos0, refs, epoch, skipped):
-                held[pos] = sample
-                while next_batch < len(batches) and batches[next_batch].ready_at <= pos:
-                    yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
-                    skipped = []
-                    next_batch += 1
-        while next_batch < len(batches):
-            yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
-            skipped = []
-            next_batch += 1
+        arena = self._arena
+        if arena is not None:
+            arena.in_use = True
+        try:
+            reader = self._get_reader()
+            runs = _runs(wp, first, last)
+            reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
+            for slot, a, b, pos0 in runs:
+                entry = self.table[plan.slots[slot]]
+                for pos, sample in self._read_run(reader, entry, a, b, pos0, refs, epoch, skipped):
+                    held[pos] = sample
+                    while next_batch < len(batches) and batches[next_batch].ready_at <= pos:
+                        yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
+                        skipped = []
+                        next_batch += 1
+            while next_batch < len(batches):
+                yield self._collate(batches[next_batch], held, refs, positions[start + next_batch], epoch, skipped)
+                skipped = []
+                next_batch += 1
+        finally:
+            if arena is not None:
+                arena.in_use = False
 
     def _make_arena(self, plan: EpochPlan, wp: WorkerPlan, needed: np.ndarray) -> SampleArena | None:
         """A preallocated slab for the samples this worker holds, when slots can be uniform.
@@ -238,7 +244,7 @@ class ShardStreamDataset(IterableDataset):
         if slots * width * 2 > 2 * cfg.shuffle_buffer_bytes / self.num_logical_workers + (64 << 20):
             return None
         old = self._arena
-        if old is not None and old.width == width and old.slots >= slots:
+        if old is not None and not old.in_use and old.width == width and old.slots >= slots:
             old.reset()  # persistent workers / in-process loading: reuse the touched pages
             return old
         return SampleArena(slots, width)
@@ -254,7 +260,6 @@ class ShardStreamDataset(IterableDataset):
             if cache_dir is False:
                 cache_dir = None
             elif cache_dir is None and self.table and default_cache_policy(self.table[0].url):
-                import os
                 import tempfile
 
                 cache_dir = os.path.join(tempfile.gettempdir(), "wds_pipeline_cache")
@@ -618,6 +623,7 @@ class SampleArena:
             self._map.madvise(mmap.MADV_NOHUGEPAGE)
         self.data = np.frombuffer(self._map, dtype=np.int16, count=slots * width).reshape(slots, width)
         self.free = list(range(slots - 1, -1, -1))
+        self.in_use = False  # an iteration holds samples in it (two live passes must not share it)
 
     def reset(self) -> None:
         self.free = list(range(self.slots - 1, -1, -1))
