@@ -391,8 +391,8 @@ def plan_epoch(
 
     totals = [sum(len(w.batches) for w in rp.workers) for rp in ranks]
     target = min(totals) if cfg.last_batch == "drop" else max(totals)
-    for r, rp in enumerate(ranks):
-        _equalise(rp, target, cfg, shards, slots, parts, num_workers, r)
+    for rp in ranks:
+        _equalise(rp, target, cfg, parts, num_workers)
     return EpochPlan(slots=slots, ranks=ranks)
 
 
@@ -400,11 +400,8 @@ def _equalise(
     rp: RankPlan,
     target: int,
     cfg: PlanConfig,
-    shards: Sequence[ShardMeta],
-    slots: list[int],
     parts: list[list[tuple[int, int, int]]],
     num_workers: int,
-    rank: int,
 ) -> None:
     counts = [len(w.batches) for w in rp.workers]
     total = sum(counts)
@@ -417,7 +414,7 @@ def _equalise(
         for w, wp in enumerate(rp.workers):
             del wp.batches[keep[w] :]
     elif total < target:
-        _add_padding_batches(rp, target - total, cfg, parts, num_workers, rank)
+        _add_padding_batches(rp, target - total, cfg, parts, num_workers)
     # Samples of this rank's share never placed in a batch (partial batches under drop).
     placed = sum(int((~b.padding).sum()) for wp in rp.workers for b in wp.batches)
     own = sum(wp.real_reads for wp in rp.workers)
@@ -431,11 +428,10 @@ def _add_padding_batches(
     cfg: PlanConfig,
     parts: list[list[tuple[int, int, int]]],
     num_workers: int,
-    rank: int,
 ) -> None:
     """Top a rank up with batches that repeat real samples, every item marked padding."""
     donors = [w for w in rp.workers if w.batches]
-    for i in range(missing):
+    for _ in range(missing):
         # Give the filler to the worker with the fewest batches: spreads the work.
         target = min(range(num_workers), key=lambda w: (len(rp.workers[w].batches), w))
         wp = rp.workers[target]
