@@ -15,12 +15,8 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,6 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 if REPO not in sys.path:  # `tools` (slowfs, faultproxy) is a top-level folder of the repo
     sys.path.insert(0, REPO)
+
+from tools.gcs_emulator import run_emulator
 
 SR = 16000
 
@@ -135,48 +133,15 @@ class PeakMemory:
 # ------------------------------------------------------------------ emulator
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def start_emulator() -> Iterator[tuple[int, str]]:
     """gcp-storage-emulator (in memory) on a free port; sets the env vars gcsfs needs.
     Import gcsfs only inside this block (it reads GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT at
     import time)."""
     os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "gcp_storage_emulator"]
-    proc = subprocess.Popen(
-        cmd + ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gcp-storage-emulator exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(url + "/storage/v1/b?project=test", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gcp-storage-emulator did not answer at {url}") from None
-                time.sleep(0.1)
+    with run_emulator() as (port, url):
         os.environ["STORAGE_EMULATOR_HOST"] = url
         yield port, url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ----------------------------------------------------------------- reporting

@@ -18,11 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +28,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # `tools` is a top-level package of the repo, not installed
     sys.path.insert(0, REPO_ROOT)
+
+from tools.gcs_emulator import run_emulator
 
 # gcsfs reads this flag when it is *imported* (it then swaps GCSFileSystem for a
 # gRPC-probing subclass that stalls ~60 s per filesystem against the emulator), so
@@ -44,12 +42,6 @@ EMULATOR_ENV = {
     # Without this, gcsfs probes gRPC/zonal buckets and stalls ~60 s per filesystem.
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -69,22 +61,6 @@ class GcsEmulator:
         return dict(self.storage_options, endpoint_url=proxy.url)
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gcp-storage-emulator exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/storage/v1/b?project=test", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"gcp-storage-emulator did not answer at {url} within {timeout} s"
-                )
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
     if importlib.util.find_spec("gcp_storage_emulator") is None:
@@ -95,39 +71,24 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
             "gcsfs was imported with GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT enabled and will stall "
             "probing gRPC; set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before importing gcsfs"
         )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "gcp_storage_emulator"]
-    proc = subprocess.Popen(
-        cmd + ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     saved = {k: os.environ.get(k) for k in EMULATOR_ENV}
-    try:
-        _wait_http(url, proc)
-        os.environ["STORAGE_EMULATOR_HOST"] = url
-        os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-        gcsfs.GCSFileSystem.clear_instance_cache()
-        so = {"token": "anon", "project": "test"}
-        fs = gcsfs.GCSFileSystem(skip_instance_cache=True, **so)
-        bucket = "test-bucket"
-        fs.mkdir(bucket)
-        yield GcsEmulator(port=port, url=url, fs=fs, bucket=bucket, storage_options=so)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        gcsfs.GCSFileSystem.clear_instance_cache()
-        proc.terminate()
+    with run_emulator() as (port, url):
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            os.environ["STORAGE_EMULATOR_HOST"] = url
+            os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+            gcsfs.GCSFileSystem.clear_instance_cache()
+            so = {"token": "anon", "project": "test"}
+            fs = gcsfs.GCSFileSystem(skip_instance_cache=True, **so)
+            bucket = "test-bucket"
+            fs.mkdir(bucket)
+            yield GcsEmulator(port=port, url=url, fs=fs, bucket=bucket, storage_options=so)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            gcsfs.GCSFileSystem.clear_instance_cache()
 
 
 @pytest.fixture
