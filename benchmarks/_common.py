@@ -3,21 +3,28 @@
 * :func:`make_clips` writes N fixed-length int16 clips twice, with identical content:
   one WAV per clip and wds_pipeline shards + index (``wds_pipeline.testing``);
 * :class:`PeakMemory` samples RSS of this process and its children in a thread;
+* :func:`io_arg_parser` / :func:`apply_quick`: the options both benchmarks share;
+* :func:`run_epoch`, :func:`check_keys`, :func:`median_run`, :func:`repeat` to measure;
 * :func:`start_emulator` runs gcp-storage-emulator in a subprocess;
-* :func:`table`, :func:`bar_chart`, :func:`write_json`, :func:`machine` for reporting.
+* :func:`add_rates`, :func:`add_speedup`, :func:`targets_of`, :func:`print_targets`,
+  :func:`table`, :func:`bar_chart`, :func:`write_json`, :func:`machine` for reporting.
 
 Run the benchmarks from the repository root (``python benchmarks/fuse_io.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import platform
 import sys
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +37,46 @@ if REPO not in sys.path:  # `tools` (slowfs, faultproxy) is a top-level folder o
 from tools.gcs_emulator import run_emulator
 
 SR = 16000
+
+
+# ------------------------------------------------------------------- options
+
+
+def io_arg_parser(
+    doc: str,
+    name: str,
+    *,
+    latency_ms: float,
+    bandwidth_mbps: float,
+    workers_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """The options fuse_io.py and gcs_io.py share; results default to
+    ``benchmarks/results/<name>.json`` / ``.png``, data to a temp folder ``<name>``.
+    The caller adds ``--baseline-files`` and ``--repeats`` (and its own options)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--clips", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--shard-size", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2, help=workers_help)
+    ap.add_argument("--shard-prefetch", type=int, default=2)
+    ap.add_argument("--latency-ms", type=float, default=latency_ms)
+    ap.add_argument("--bandwidth-mbps", type=float, default=bandwidth_mbps)
+    ap.add_argument(
+        "--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", name)
+    )
+    ap.add_argument("--json-out", default=os.path.join(RESULTS, f"{name}.json"))
+    ap.add_argument("--png-out", default=os.path.join(RESULTS, f"{name}.png"))
+    ap.add_argument("--quick", action="store_true", help="smoke run: 200 clips, 20 per baseline")
+    return ap
+
+
+def apply_quick(args: argparse.Namespace, shard_size: int) -> None:
+    """``--quick``: 200 clips in shards of ``shard_size``, 20 per baseline, one repeat,
+    in a data folder of its own."""
+    if args.quick:
+        args.clips, args.shard_size, args.baseline_files, args.repeats = 200, shard_size, 20, 1
+        args.data_dir += "-quick"
 
 
 # ---------------------------------------------------------------------- data
@@ -130,6 +177,44 @@ class PeakMemory:
         self._t.join()
 
 
+# ----------------------------------------------------------------- measuring
+
+
+def check_keys(keys: list[str], want: list[str]) -> None:
+    """Every key of ``want`` yielded exactly once."""
+    if Counter(keys) != Counter(want):
+        raise RuntimeError(
+            f"epoch yielded {len(keys)} samples ({len(set(keys))} distinct), "
+            f"expected each of {len(want)} once"
+        )
+
+
+def run_epoch(loader: Any, want: list[str], nbytes: int) -> dict[str, Any]:
+    """One epoch of a ``StreamingLoader`` (padding dropped), timed, with its peak RSS."""
+    keys: list[str] = []
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        for b in loader:
+            keys.extend(k for k, p in zip(b.keys, b.is_padding.tolist()) if not p)
+        dt = time.perf_counter() - t0
+    check_keys(keys, want)
+    return {"samples": len(keys), "seconds": dt, "bytes": nbytes, "peak_rss": mem.peak_rss}
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run by time (a copy), plus every run's seconds and the best."""
+    runs = sorted(runs, key=lambda r: r["seconds"])
+    out = dict(runs[len(runs) // 2])
+    out["repeats_seconds"] = [r["seconds"] for r in runs]
+    out["best_seconds"] = runs[0]["seconds"]
+    return out
+
+
+def repeat(n: int, fn: Callable[..., dict[str, Any]], *a: Any, **kw: Any) -> dict[str, Any]:
+    """Run ``fn`` n times (this machine is shared and noisy); see :func:`median_run`."""
+    return median_run([fn(*a, **kw) for _ in range(n)])
+
+
 # ------------------------------------------------------------------ emulator
 
 
@@ -160,6 +245,35 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "wds_pipeline": wds_pipeline.__version__,
     }
+
+
+def add_rates(runs: dict[str, dict[str, Any]]) -> None:
+    """``samples_per_s`` and payload ``MBps`` of every run."""
+    for r in runs.values():
+        r["samples_per_s"] = r["samples"] / r["seconds"]
+        r["MBps"] = r["bytes"] / r["seconds"] / 1e6
+
+
+def add_speedup(runs: dict[str, dict[str, Any]], base: str, key: str) -> None:
+    """``key``: every run's samples/s over that of run ``base``."""
+    rate = runs[base]["samples_per_s"]
+    for r in runs.values():
+        r[key] = r["samples_per_s"] / rate
+
+
+def targets_of(ratios: dict[str, float], targets: dict[str, float]) -> dict[str, Any]:
+    return {
+        k: {"target": v, "measured": ratios[k], "met": ratios[k] >= v} for k, v in targets.items()
+    }
+
+
+def print_targets(targets: dict[str, Any], key_width: int, value_width: int) -> None:
+    print("targets:")
+    for k, t in targets.items():
+        print(
+            f"  {k:{key_width}} {t['measured']:{value_width}.2f}  (target >= {t['target']:g})  "
+            f"{'met' if t['met'] else 'MISSED'}"
+        )
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:

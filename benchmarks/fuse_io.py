@@ -27,14 +27,11 @@ Writes benchmarks/results/fuse_io.json and fuse_io.png.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
-from collections import Counter
 
 import soundfile as sf
 import torch
@@ -42,12 +39,19 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
-    RESULTS,
     PeakMemory,
+    add_rates,
+    add_speedup,
+    apply_quick,
     bar_chart,
+    io_arg_parser,
     machine,
     make_clips,
+    median_run,
+    print_targets,
+    run_epoch,
     table,
+    targets_of,
     write_json,
 )
 
@@ -86,21 +90,6 @@ def run_per_file(paths: list[str], batch: int, workers: int, file_bytes: int) ->
     return {"samples": n, "seconds": dt, "bytes": n * file_bytes, "peak_rss": mem.peak_rss}
 
 
-def run_epoch(loader: StreamingLoader, nbytes: int, want: list[str]) -> dict:
-    keys: list[str] = []
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        for b in loader:
-            keys.extend(k for k, p in zip(b.keys, b.is_padding.tolist()) if not p)
-        dt = time.perf_counter() - t0
-    if Counter(keys) != Counter(want):
-        raise RuntimeError(
-            f"epoch yielded {len(keys)} samples ({len(set(keys))} distinct), "
-            f"expected each of {len(want)} once"
-        )
-    return {"samples": len(keys), "seconds": dt, "bytes": nbytes, "peak_rss": mem.peak_rss}
-
-
 def read_rate(path: str) -> float:
     """MB/s of one sequential read of ``path`` (open included), 8 MiB reads."""
     t0 = time.perf_counter()
@@ -122,10 +111,13 @@ def drop_page_cache() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--shard-size", type=int, default=200)
+    ap = io_arg_parser(
+        __doc__,
+        "fuse_io",
+        latency_ms=100.0,
+        bandwidth_mbps=20.0,
+        workers_help="StreamingLoader workers (b)",
+    )
     ap.add_argument(
         "--baseline-files",
         type=int,
@@ -138,21 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="epoch-1 runs (empty cache each); the median is reported",
     )
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2, help="StreamingLoader workers (b)")
-    ap.add_argument("--shard-prefetch", type=int, default=2)
-    ap.add_argument("--latency-ms", type=float, default=100.0)
-    ap.add_argument("--bandwidth-mbps", type=float, default=20.0)
-    ap.add_argument(
-        "--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "fuse_io")
-    )
-    ap.add_argument("--json-out", default=os.path.join(RESULTS, "fuse_io.json"))
-    ap.add_argument("--png-out", default=os.path.join(RESULTS, "fuse_io.png"))
-    ap.add_argument("--quick", action="store_true", help="smoke run: 200 clips, 20 per baseline")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.clips, args.shard_size, args.baseline_files, args.repeats = 200, 50, 20, 1
-        args.data_dir += "-quick"
+    apply_quick(args, shard_size=50)
 
     data_root = os.path.join(args.data_dir, "backing")
     data = make_clips(data_root, args.clips, args.seconds, args.shard_size, wavs=True)
@@ -251,24 +230,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             before = len(m.log_lines())
-            epoch1.append(run_epoch(loader, data["shard_bytes"], data["keys"]))
+            epoch1.append(run_epoch(loader, data["keys"], data["shard_bytes"]))
             opens.append(len(m.log_lines()) - before)
-        epoch1.sort(key=lambda r: r["seconds"])
-        median = dict(epoch1[len(epoch1) // 2])
-        median["repeats_seconds"] = [r["seconds"] for r in epoch1]
-        median["best_seconds"] = epoch1[0]["seconds"]
-        runs["b_epoch1_stream_fill_cache"] = median
+        runs["b_epoch1_stream_fill_cache"] = median_run(epoch1)
         print("(b) StreamingLoader epoch 2 (cache) ...", flush=True)
         before = len(m.log_lines())
-        runs["b_epoch2_from_cache"] = run_epoch(loader, data["shard_bytes"], data["keys"])
+        runs["b_epoch2_from_cache"] = run_epoch(loader, data["keys"], data["shard_bytes"])
         results["mount_opens"] = {"epoch1": opens, "epoch2": len(m.log_lines()) - before}
 
-    for r in runs.values():
-        r["samples_per_s"] = r["samples"] / r["seconds"]
-        r["MBps"] = r["bytes"] / r["seconds"] / 1e6
-    base = runs["a_per_file_nw0"]["samples_per_s"]
-    for r in runs.values():
-        r["x_vs_a_nw0"] = r["samples_per_s"] / base
+    add_rates(runs)
+    add_speedup(runs, "a_per_file_nw0", "x_vs_a_nw0")
     e1, e2 = runs["b_epoch1_stream_fill_cache"], runs["b_epoch2_from_cache"]
     e1["cap_fraction"] = e1["MBps"] / args.bandwidth_mbps
     for k in ("a_per_file_nw0", "a_per_file_nw4"):
@@ -281,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "epoch2_over_a0": e2["x_vs_a_nw0"],
         "epoch2_over_epoch1": e2["samples_per_s"] / e1["samples_per_s"],
     }
-    targets = {
-        k: {"target": v, "measured": ratios[k], "met": ratios[k] >= v} for k, v in TARGETS.items()
-    }
+    targets = targets_of(ratios, TARGETS)
     results.update(runs=runs, ratios=ratios, targets=targets)
 
     names = {
@@ -313,12 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nopens on the mount: epoch 1 {results['mount_opens']['epoch1']} (per run), "
         f"epoch 2 {results['mount_opens']['epoch2']}"
     )
-    print("targets:")
-    for k, t in targets.items():
-        print(
-            f"  {k:22} {t['measured']:8.2f}  (target >= {t['target']:g})  "
-            f"{'met' if t['met'] else 'MISSED'}"
-        )
+    print_targets(targets, key_width=22, value_width=8)
 
     write_json(args.json_out, results)
     bar_chart(

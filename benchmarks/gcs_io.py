@@ -38,30 +38,35 @@ Writes benchmarks/results/gcs_io.json and gcs_io.png.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
-    RESULTS,
     PeakMemory,
+    add_rates,
+    add_speedup,
+    apply_quick,
     bar_chart,
+    check_keys,
+    io_arg_parser,
     machine,
     make_clips,
+    print_targets,
+    repeat,
+    run_epoch,
     start_emulator,
     table,
+    targets_of,
     write_json,
 )
 
@@ -149,36 +154,6 @@ def ceiling(fs, paths: list[str], threads: int, how: str) -> dict:
     return {"bytes": n, "seconds": dt, "MBps": n / dt / 1e6, "threads": threads, "how": how}
 
 
-def repeat(n: int, fn, *a, **kw) -> dict:
-    """Run ``fn`` n times (this machine is shared and noisy); keep the median run by
-    time, plus every run's seconds."""
-    runs = [fn(*a, **kw) for _ in range(n)]
-    runs.sort(key=lambda r: r["seconds"])
-    out = dict(runs[len(runs) // 2])
-    out["repeats_seconds"] = [r["seconds"] for r in runs]
-    out["best_seconds"] = runs[0]["seconds"]
-    return out
-
-
-def _epoch(loader, want: list[str], nbytes: int) -> dict:
-    keys: list[str] = []
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        for b in loader:
-            keys.extend(k for k, p in zip(b.keys, b.is_padding.tolist()) if not p)
-        dt = time.perf_counter() - t0
-    _check(keys, want)
-    return {"samples": len(keys), "seconds": dt, "bytes": nbytes, "peak_rss": mem.peak_rss}
-
-
-def _check(keys: list[str], want: list[str]) -> None:
-    if Counter(keys) != Counter(want):
-        raise RuntimeError(
-            f"{len(keys)} samples ({len(set(keys))} distinct) yielded, "
-            f"expected each of {len(want)} once"
-        )
-
-
 def run_per_file(fs, keys: list[str], frames: int, file_bytes: int) -> dict:
     t0 = time.perf_counter()
     for k in keys:
@@ -230,15 +205,12 @@ def run_webdataset(
             keys.extend(k)
             assert str(audio.dtype).endswith("int16"), audio.dtype
         dt = time.perf_counter() - t0
-    _check(keys, want)
+    check_keys(keys, want)
     return {"samples": len(keys), "seconds": dt, "bytes": nbytes, "peak_rss": mem.peak_rss}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--shard-size", type=int, default=200)
+    ap = io_arg_parser(__doc__, "gcs_io", latency_ms=30.0, bandwidth_mbps=50.0)
     ap.add_argument("--baseline-files", type=int, default=300)
     ap.add_argument(
         "--webdataset-default-shards",
@@ -252,21 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="runs of the main measurements; the median is reported",
     )
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--shard-prefetch", type=int, default=2)
-    ap.add_argument("--latency-ms", type=float, default=30.0)
-    ap.add_argument("--bandwidth-mbps", type=float, default=50.0)
-    ap.add_argument(
-        "--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "gcs_io")
-    )
-    ap.add_argument("--json-out", default=os.path.join(RESULTS, "gcs_io.json"))
-    ap.add_argument("--png-out", default=os.path.join(RESULTS, "gcs_io.png"))
-    ap.add_argument("--quick", action="store_true", help="smoke run: 200 clips, 20 per baseline")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.clips, args.shard_size, args.baseline_files, args.repeats = 200, 25, 20, 1
-        args.data_dir += "-quick"
+    apply_quick(args, shard_size=25)
 
     data = make_clips(
         os.path.join(args.data_dir, "data"),
@@ -384,14 +343,14 @@ def main(argv: list[str] | None = None) -> int:
             def ours_cached_epoch1() -> dict:
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 last["loader"] = StreamingLoader(index, cache_dir=cache_dir, **common)
-                return measured(_epoch, last["loader"], data["keys"], nbytes)
+                return measured(run_epoch, last["loader"], data["keys"], nbytes)
 
             def ours_uncached_epoch() -> dict:
                 # No switch turns the cache off for remote shards (cache_dir=None picks a
                 # temp dir); a limit below one shard makes every shard stream uncached.
                 shutil.rmtree(nocache, ignore_errors=True)
                 loader = StreamingLoader(index, cache_dir=nocache, cache_limit=4096, **common)
-                r = measured(_epoch, loader, data["keys"], nbytes)
+                r = measured(run_epoch, loader, data["keys"], nbytes)
                 if os.listdir(os.path.join(nocache, "data")):
                     raise RuntimeError("the no-cache run cached shards")
                 return r
@@ -400,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(1) StreamingLoader + cache, epoch 1 (x{args.repeats}) ...", flush=True)
             runs["ours_cache_epoch1"] = repeat(args.repeats, ours_cached_epoch1)
             print("(1) StreamingLoader + cache, epoch 2 ...", flush=True)
-            runs["ours_cache_epoch2"] = measured(_epoch, last["loader"], data["keys"], nbytes)
+            runs["ours_cache_epoch2"] = measured(run_epoch, last["loader"], data["keys"], nbytes)
             print(f"(1) StreamingLoader, no cache (x{args.repeats}) ...", flush=True)
             runs["ours_nocache"] = repeat(args.repeats, ours_uncached_epoch)
             # -- (2) per-file loop
@@ -442,14 +401,11 @@ def main(argv: list[str] | None = None) -> int:
                 tuned=True,
             )
 
+    add_rates(runs)
     for r in runs.values():
-        r["samples_per_s"] = r["samples"] / r["seconds"]
-        r["MBps"] = r["bytes"] / r["seconds"] / 1e6
         r["wire_MBps"] = r["wire_bytes"] / r["seconds"] / 1e6
         r["cap_fraction"] = r["MBps"] / cap
-    base = runs["per_file_gcsfs"]["samples_per_s"]
-    for r in runs.values():
-        r["x_vs_per_file"] = r["samples_per_s"] / base
+    add_speedup(runs, "per_file_gcsfs", "x_vs_per_file")
     wd = runs["webdataset_tuned_opener"]["samples_per_s"]
     ceil = results["ceilings"]
     ratios = {
@@ -467,9 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "limited_4_streams_cap_fraction": ceil["limited_4_streams"]["MBps"] / cap,
         "limited_1_stream_cap_fraction": ceil["limited_1_stream"]["MBps"] / cap,
     }
-    targets = {
-        k: {"target": v, "measured": ratios[k], "met": ratios[k] >= v} for k, v in TARGETS.items()
-    }
+    targets = targets_of(ratios, TARGETS)
     results.update(runs=runs, ratios=ratios, targets=targets)
 
     rep = f" (median of {args.repeats})" if args.repeats > 1 else ""
@@ -509,12 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nratios:")
     for key, v in ratios.items():
         print(f"  {key:38} {v:8.2f}")
-    print("targets:")
-    for key, t in targets.items():
-        print(
-            f"  {key:26} {t['measured']:6.2f}  (target >= {t['target']:g})  "
-            f"{'met' if t['met'] else 'MISSED'}"
-        )
+    print_targets(targets, key_width=26, value_width=6)
     write_json(args.json_out, results)
     bar_chart(
         args.png_out,
