@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
+from wds_pipeline.sources._walk import drop_duplicate_ids, list_dir
 
 NAME = "librispeech"
 DATASET = "librispeech"
@@ -126,21 +127,6 @@ def not_a_part(entry: os.DirEntry[str]) -> Reject | None:
             "<part>/<speaker>/<chapter>/",
         )
     return None
-
-
-def list_dir(path: str, rejects: list[Reject]) -> list[os.DirEntry[str]]:
-    """Entries of ``path`` sorted by name; an unreadable folder becomes a reject, not a crash."""
-    try:
-        with os.scandir(path) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as e:
-        rejects.append(
-            Reject(
-                path,
-                f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan",
-            )
-        )
-        return []
 
 
 def scan_part(part: str, part_dir: str, records: list[SourceRecord], rejects: list[Reject]) -> None:
@@ -281,17 +267,3 @@ def parse_transcript(
         else:
             texts[fields[0]] = (fields[1].strip(), lineno)
     return texts, rejects
-
-
-def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> list[SourceRecord]:
-    """Sort by id; an id seen twice (only possible with copied folders) keeps its first part's record."""
-    kept: dict[str, SourceRecord] = {}
-    for rec in records:
-        first = kept.get(rec.id)
-        if first is None:
-            kept[rec.id] = rec
-        else:
-            rejects.append(
-                Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}")
-            )
-    return [kept[k] for k in sorted(kept)]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
+from wds_pipeline.sources._walk import drop_duplicate_ids, list_dir
 
 NAME = "voxceleb"
 
@@ -165,21 +166,6 @@ def parse_meta(text: str, path: str) -> dict[str, SpeakerMeta]:
     return meta
 
 
-def list_dir(path: str, rejects: list[Reject]) -> list[os.DirEntry[str]]:
-    """Entries of ``path`` sorted by name; an unreadable folder becomes a reject, not a crash."""
-    try:
-        with os.scandir(path) as it:
-            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as e:
-        rejects.append(
-            Reject(
-                path,
-                f"cannot read directory {path}: {e.strerror or e}; fix its permissions and rescan",
-            )
-        )
-        return []
-
-
 def scan_corpus(
     layout: CorpusLayout,
     corpus_dir: str,
@@ -200,7 +186,7 @@ def scan_corpus(
         )
     not_in_meta: set[str] = set()
     for folder_set, audio_root in roots:
-        for spk in list_dir(audio_root, rejects):
+        for spk in list_dir(audio_root, rejects, skip_hidden=True):
             if not expect_dir(spk, rejects) or not check_speaker(spk, rejects):
                 continue
             info = (meta or {}).get(spk.name)
@@ -209,10 +195,10 @@ def scan_corpus(
             corpus_set = info.set if info else folder_set or "dev"
             split = choose_split(layout, corpus_set, kaldi_split)
             extra = (("gender", info.gender),) if info and info.gender else ()
-            for video in list_dir(spk.path, rejects):
+            for video in list_dir(spk.path, rejects, skip_hidden=True):
                 if not expect_dir(video, rejects):
                     continue
-                for utt in list_dir(video.path, rejects):
+                for utt in list_dir(video.path, rejects, skip_hidden=True):
                     if utt.is_file() and utt.name.endswith(layout.ext):
                         records.append(
                             SourceRecord(
@@ -263,20 +249,6 @@ def choose_split(layout: CorpusLayout, corpus_set: str, kaldi_split: bool) -> st
     if kaldi_split:
         return "test" if layout is VOX1 and corpus_set == "test" else "train"
     return f"{layout.name}_{corpus_set}"
-
-
-def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> list[SourceRecord]:
-    """Sort by id; a later copy of an id (e.g. in both dev/ and test/) is rejected."""
-    kept: dict[str, SourceRecord] = {}
-    for rec in records:
-        first = kept.get(rec.id)
-        if first is None:
-            kept[rec.id] = rec
-        else:
-            rejects.append(
-                Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}")
-            )
-    return [kept[k] for k in sorted(kept)]
 
 
 def load_trials(
