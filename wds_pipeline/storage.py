@@ -233,13 +233,15 @@ def _tmp_name(dest: str) -> str:
     return os.path.join(d, f".{name}.tmp-{uuid.uuid4().hex}")
 
 
-def _copy_then_replace(src_path: str, dest: str) -> None:
+def _replace_atomically(dest: str, write: Callable[[Any], None]) -> None:
+    """``write(f)`` into a temp file next to ``dest``, fsync, then ``os.replace`` it onto
+    ``dest``; on any failure the temp file is removed."""
     tmp = _tmp_name(dest)
     try:
-        with open(src_path, "rb", buffering=0) as src, open(tmp, "wb", buffering=0) as dst:
-            _copy_stream(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
+        with open(tmp, "wb", buffering=0) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -247,6 +249,11 @@ def _copy_then_replace(src_path: str, dest: str) -> None:
         except OSError:
             pass
         raise
+
+
+def _copy_then_replace(src_path: str, dest: str) -> None:
+    with open(src_path, "rb", buffering=0) as src:
+        _replace_atomically(dest, lambda dst: _copy_stream(src, dst))
 
 
 def commit_file(
@@ -295,22 +302,13 @@ def write_bytes_atomic(url: str, data: bytes, **storage_options: Any) -> None:
     dest = local_path(url)
     parent = os.path.dirname(dest)
 
+    def _blocks(f: Any) -> None:
+        view = memoryview(data)
+        f.writelines(view[i : i + BLOCK_SIZE] for i in range(0, len(view), BLOCK_SIZE))
+
     def _write() -> None:
         os.makedirs(parent, exist_ok=True)
-        tmp = _tmp_name(dest)
-        try:
-            with open(tmp, "wb", buffering=0) as f:
-                view = memoryview(data)
-                f.writelines(view[i : i + BLOCK_SIZE] for i in range(0, len(view), BLOCK_SIZE))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _replace_atomically(dest, _blocks)
 
     _retrying("writing", url, _write)
 
