@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +56,16 @@ def epoch(loader: StreamingLoader) -> tuple[list[str], dict[str, np.ndarray]]:
     return keys, waves
 
 
-def synthetic_expected(shard_sizes: list[int]) -> dict[str, np.ndarray]:
-    """{key: waveform} of what ``write_synthetic_dataset`` wrote (default frames)."""
+def synthetic_expected(
+    shard_sizes: list[int], frames: Callable[[int, int], int] | None = None
+) -> dict[str, np.ndarray]:
+    """{key: waveform} of what ``write_synthetic_dataset`` wrote (``frames(s, i)``
+    samples per clip; default frames if None)."""
     from wds_pipeline.testing import default_frames
 
+    frames = frames or default_frames
     return {
-        f"synthetic-s{s}-u{i:04d}": clip(s, i, default_frames(s, i))
+        f"synthetic-s{s}-u{i:04d}": clip(s, i, frames(s, i))
         for s, n in enumerate(shard_sizes)
         for i in range(n)
     }
@@ -321,11 +326,7 @@ def test_loader_over_flaky_gcs_yields_every_sample_once(gcs_emulator, fault_prox
     )
     keys, waves = epoch(loader)
     assert fault_proxy.stats().drops == 4, "the proxy did not cut the connections"
-    want = {
-        f"synthetic-s{s}-u{i:04d}": clip(s, i, frames(s, i))
-        for s, n in enumerate(sizes)
-        for i in range(n)
-    }
+    want = synthetic_expected(sizes, frames)
     assert Counter(keys) == Counter({k: 1 for k in want})
     assert_same_samples(waves, want)
 
@@ -485,11 +486,7 @@ def test_cache_limit_smaller_than_dataset_holds_during_epoch(gcs_emulator, tmp_p
         keys, waves = epoch(loader)
     assert limit < total
     assert watch.samples > 10 and 0 < watch.peak <= limit, (watch.peak, limit)
-    want = {
-        f"synthetic-s{s}-u{i:04d}": clip(s, i, frames(s, i))
-        for s, n in enumerate(sizes)
-        for i in range(n)
-    }
+    want = synthetic_expected(sizes, frames)
     assert Counter(keys) == Counter({k: 1 for k in want})
     assert_same_samples(waves, want)
     assert 1 <= len(os.listdir(os.path.join(cache_dir, "data"))) <= 2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -88,6 +90,20 @@ def _watch_sizes(probe, stop: threading.Event, seen: list) -> None:
             seen.append(size)
 
 
+@contextlib.contextmanager
+def _sizes_seen(probe) -> Iterator[list]:
+    """Poll ``probe()`` in a thread for the duration of the block; yields the sizes
+    it saw (None results left out)."""
+    stop, seen = threading.Event(), []
+    t = threading.Thread(target=_watch_sizes, args=(probe, stop, seen))
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_commit_to_fuse_is_atomic(slow_fuse_mount, tmp_path):
     """Copy to a temp name inside the mount, then rename: a reader polling the final
     name sees nothing or the whole file, never a prefix."""
@@ -102,14 +118,8 @@ def test_commit_to_fuse_is_atomic(slow_fuse_mount, tmp_path):
         except FileNotFoundError:
             return None
 
-    stop, seen = threading.Event(), []
-    t = threading.Thread(target=_watch_sizes, args=(probe, stop, seen))
-    t.start()
-    try:
+    with _sizes_seen(probe) as seen:
         storage.commit_file(str(src), dest)
-    finally:
-        stop.set()
-        t.join()
     assert set(seen) <= {len(data)}, f"a reader saw a partial file: sizes {sorted(set(seen))}"
     with open(os.path.join(slow_fuse_mount.source, "train", "x-000.tar"), "rb") as f:
         assert f.read() == data
@@ -154,14 +164,8 @@ def test_commit_to_gcs_object_visible_only_complete(gcs_emulator, fault_proxy, t
         except FileNotFoundError:
             return None
 
-    stop, seen = threading.Event(), []
-    t = threading.Thread(target=_watch_sizes, args=(probe, stop, seen))
-    t.start()
-    try:
+    with _sizes_seen(probe) as seen:
         storage.commit_file(str(src), url, **gcs_emulator.storage_options_via(fault_proxy))
-    finally:
-        stop.set()
-        t.join()
     assert set(seen) <= {len(data)}, f"a partial object was visible: sizes {sorted(set(seen))}"
     assert gcs_emulator.fs.cat_file(path) == data
 
