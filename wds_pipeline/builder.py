@@ -7,15 +7,7 @@
     print(result.summary())
 """
 
-from .build import (
-    BuildConfigError,
-    BuildError,
-    BuildOptions,
-    BuildResult,
-    OutputConflictError,
-    SplitResult,
-    build_dataset,
-)
+from . import build as _build
+from .build import *  # noqa: F403  (the same public names, re-exported)
 
-__all__ = ["BuildConfigError", "BuildError", "BuildOptions", "BuildResult",
-           "OutputConflictError", "SplitResult", "build_dataset"]
+__all__ = list(_build.__all__)

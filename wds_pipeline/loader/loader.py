@@ -154,17 +154,8 @@ class StreamingLoader:
         self.dataset = ShardStreamDataset(
             self.indexes,
             self.plan_config,
-            ReadConfig(
-                fields=cfg.fields,
-                waveform_dtype=cfg.waveform_dtype,
-                on_decode_error=cfg.on_decode_error,
-                on_corrupt_shard=cfg.on_corrupt_shard,
-                cache_dir=cfg.cache_dir,
-                cache_limit=cfg.cache_limit,
-                shard_prefetch=cfg.shard_prefetch,
-                storage_options=dict(cfg.storage_options),
-                worker_sharing_strategy=cfg.worker_sharing_strategy,
-            ),
+            # ReadConfig's fields are LoaderConfig fields of the same names.
+            ReadConfig(**{f.name: getattr(cfg, f.name) for f in fields(ReadConfig)}),
             rank=self.rank,
             world_size=self.world_size,
             num_workers=cfg.num_workers,
