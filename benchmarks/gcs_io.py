@@ -77,9 +77,8 @@ TARGETS = {"ours_epoch1_cap_fraction": 0.80}
 
 
 def _put_media(emulator_url: str, name: str, body: bytes) -> None:
-    """One ``uploadType=media`` upload. gcp-storage-emulator's multipart parser (what
-    gcsfs uses for small objects) drops a trailing ``\\r`` byte, which an int16 .npy
-    ends with now and then; a media upload stores the bytes as sent."""
+    """One ``uploadType=media`` request: the bytes go up as the body, with no
+    multipart encoding for the emulator to parse."""
     q = urllib.parse.urlencode({"uploadType": "media", "name": name})
     req = urllib.request.Request(
         f"{emulator_url}/upload/storage/v1/b/{BUCKET}/o?{q}",
@@ -92,7 +91,7 @@ def _put_media(emulator_url: str, name: str, body: bytes) -> None:
 
 
 def upload(emulator_url: str, fs, data: dict) -> float:
-    """Shards and index with gcsfs, .npy objects with media uploads (see _put_media);
+    """Shards and index with gcsfs, .npy objects with media uploads;
     then every object's size is checked against its file."""
     t0 = time.perf_counter()
     shard_dir = os.path.join(data["root"], "shards")
