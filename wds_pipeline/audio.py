@@ -32,6 +32,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+try:  # dr_flac: the fast whole-file FLAC decoder (see _decode_flac_int16); optional
+    import miniaudio as _miniaudio
+except ImportError:  # pragma: no cover - a core dependency, but decoding works without it
+    _miniaudio = None
+
 __all__ = [
     "AudioDecodeError",
     "PreprocessConfig",
@@ -375,6 +380,59 @@ def _past_end(name: str, offset: float, length_seconds: float) -> AudioDecodeErr
     )
 
 
+def _dr_flac_lib():
+    lib = getattr(_miniaudio, "lib", None)
+    needed = ("ma_dr_flac_open_file", "ma_dr_flac_open_memory", "ma_dr_flac_read_pcm_frames_s16",
+              "ma_dr_flac_close")
+    return lib if lib is not None and all(hasattr(lib, n) for n in needed) else None
+
+
+_DR_FLAC = _dr_flac_lib()
+
+
+def _decode_flac_int16(
+    src: Source, offset: float, duration: float | None, dtype: str
+) -> tuple[np.ndarray, int] | None:
+    """A whole 16-bit FLAC file -> (int16 ``(frames, channels)``, rate) with dr_flac (from
+    ``miniaudio``), or ``None`` to let libsndfile read it.
+
+    FLAC decoding is most of the builder's CPU, and dr_flac decodes these files ~30% faster
+    than libsndfile does, bit-identical (FLAC is lossless), straight into the numpy array.
+    dr_flac drops a frame that fails its CRC and stops early on a truncated file, so a
+    result shorter than the header's frame count is thrown away: libsndfile then reads the
+    file and reports the fault with its usual message.
+    """
+    if _DR_FLAC is None or dtype != "int16" or offset or duration is not None:
+        return None
+    ffi = _miniaudio.ffi
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if bytes(src[:4]) != b"fLaC":
+            return None
+        keep = ffi.from_buffer(src)  # must outlive the decoder, which reads from it
+        flac = _DR_FLAC.ma_dr_flac_open_memory(keep, len(keep), ffi.NULL)
+    else:
+        path = os.fspath(src)
+        if not path.lower().endswith(".flac"):
+            return None
+        try:
+            flac = _DR_FLAC.ma_dr_flac_open_file(os.fsencode(path), ffi.NULL)
+        except (TypeError, UnicodeError):
+            return None
+    if flac == ffi.NULL:
+        return None
+    try:
+        total, channels = flac.totalPCMFrameCount, flac.channels
+        if flac.bitsPerSample != 16 or total <= 0 or channels <= 0:
+            return None
+        out = np.empty((total, channels), dtype=np.int16)
+        got = _DR_FLAC.ma_dr_flac_read_pcm_frames_s16(
+            flac, total, ffi.cast("ma_dr_flac_int16 *", ffi.from_buffer(out))
+        )
+        return (out, int(flac.sampleRate)) if got == total else None
+    finally:
+        _DR_FLAC.ma_dr_flac_close(flac)
+
+
 def decode_audio(
     src: Source,
     *,
@@ -401,6 +459,10 @@ def decode_audio(
     label = _source_name(src, name)
     _validate_window(offset, duration)
     _check_source(src, label)
+
+    fast = _decode_flac_int16(src, offset, duration, dtype)
+    if fast is not None:
+        return fast
 
     sf_err: Exception | None = None
     data: np.ndarray | None = None

@@ -32,6 +32,8 @@ FBANK_FIELDS = (FBANK, FBANK_ZST)
 AudioCodec = Literal["npy", "flac"]
 Compression = Literal["none", "zstd"]
 
+BLOCK = 512  # tar block size
+
 # Fixed tar header values so that the same input always gives the same bytes.
 TAR_MTIME = 0
 TAR_MODE = 0o644
@@ -78,10 +80,19 @@ def audio_field(codec: AudioCodec, compression: Compression) -> str:
 # Field encoders / decoders
 
 
-def encode_npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+def encode_npy(array: np.ndarray) -> bytearray:
+    """``np.save`` bytes of ``array`` (format 1.0), built with one copy of the data."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ValueError("object arrays are not stored: .npy fields are read with allow_pickle=False")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    head = header.getvalue()
+    out = bytearray(len(head) + array.nbytes)
+    out[: len(head)] = head
+    if array.nbytes:
+        out[len(head) :] = memoryview(array).cast("B")
+    return out
 
 
 _NPY_HEADER_CACHE: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
@@ -210,15 +221,25 @@ class ReproducibleTarWriter:
     Wraps a binary file object it does not own: the caller opens, finalises and
     closes it (see :mod:`wds_pipeline.storage`). Tracks the byte offset of every
     sample so readers can seek to a sample range without scanning.
+
+    The bytes are those :mod:`tarfile` writes in GNU format (headers from
+    ``TarInfo.tobuf``, NUL padding, two end blocks, records of 10 KiB); payloads go
+    to the file object in one ``write`` each instead of tarfile's 16 KiB copy loop,
+    which was a visible share of the builder's time.
     """
 
     def __init__(self, fileobj: BinaryIO):
-        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.GNU_FORMAT)
+        self._f = fileobj
+        self.offset = 0
         self.sample_offsets: list[int] = []
         self.nsamples = 0
 
+    def _write(self, data) -> None:
+        self._f.write(data)
+        self.offset += len(data)
+
     def write_sample(self, key: str, fields: dict[str, bytes]) -> None:
-        self.sample_offsets.append(self._tar.offset)
+        self.sample_offsets.append(self.offset)
         for name, payload in sample_members(key, fields):
             info = tarfile.TarInfo(name)
             info.size = len(payload)
@@ -226,18 +247,21 @@ class ReproducibleTarWriter:
             info.mode = TAR_MODE
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(payload))
+            self._write(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+            self._write(payload)
+            if len(payload) % BLOCK:
+                self._write(bytes(BLOCK - len(payload) % BLOCK))
         self.nsamples += 1
 
     def close(self) -> None:
-        self._tar.close()  # writes the end-of-archive blocks; leaves fileobj open
+        """Write the end-of-archive blocks; leaves the file object open."""
+        self._write(bytes(2 * BLOCK))
+        if self.offset % tarfile.RECORDSIZE:
+            self._write(bytes(tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
 
 
 # ---------------------------------------------------------------------------
 # Reading: a minimal, fast tar member scanner (plain files only)
-
-BLOCK = 512
-
 
 @dataclass(frozen=True)
 class TarMember:
