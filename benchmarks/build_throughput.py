@@ -133,14 +133,17 @@ def _read(path: str) -> bytes:
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import scipy
     import soxr
 
     import wds_pipeline
 
     return {"python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "soundfile": sf.__version__, "soxr": soxr.__version__,
-            "wds_pipeline": wds_pipeline.__version__}
+            "scipy": scipy.__version__, "soundfile": sf.__version__,
+            "libsndfile": sf.__libsndfile_version__, "miniaudio": version("miniaudio"),
+            "soxr": soxr.__version__, "wds_pipeline": wds_pipeline.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,12 @@ def encode_flac(pcm_int16: np.ndarray, sample_rate: int) -> bytes:
 def decode_flac(data: bytes | memoryview) -> np.ndarray:
     import soundfile as sf
 
+    from .audio import decode_flac_int16
+
+    fast = decode_flac_int16(data, 0.0, None, "int16")  # dr_flac; None if it cannot
+    if fast is not None and fast[0].shape[1] == 1:
+        return fast[0][:, 0]
+    # libsndfile: other layouts, and the error for a truncated or corrupt field
     pcm, _ = sf.read(io.BytesIO(bytes(data)), dtype="int16", always_2d=False)
     return pcm
 
