@@ -3,8 +3,10 @@ inspect, verify (and what it detects), synth and the demo."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -270,16 +272,26 @@ def test_synth_writes_corpora_the_sources_read(capsys, tmp_path):
     assert len(list((tmp_path / "ls").rglob("*.flac"))) == 4
     code, out, _ = run(capsys, "synth", "voxceleb", tmp_path / "vc", "--vox1-speakers", "2",
                        "--vox2-speakers", "1", "--vox1-test-speakers", "1", "--videos", "1",
-                       "--utterances", "1", "--max-seconds", "2")
-    assert code == 0 and "wrote 3 files" in out
+                       "--utterances", "2", "--max-seconds", "2")
+    assert code == 0 and "wrote 6 files" in out
     code, out, _ = run(capsys, "build", "voxceleb", tmp_path / "vc", tmp_path / "o",
                        "--config", REPO / "configs" / "build_voxceleb.yaml", "--min-duration",
                        "0.5", "--workers", "1", "--no-progress")
-    assert code == 0 and "3 inputs, 3 written, 0 rejected" in out
+    assert code == 0 and "6 inputs, 6 written, 0 rejected" in out
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["test", "train"]
     idx = load_index(str(tmp_path / "o" / "train"))
     assert idx.fields == ["audio.npy.zst", "cls", "fbank.npy.zst", "json"]
-    assert "trials" in idx.extras
+    # The trial list is about VoxCeleb1's test speakers: the test split's index carries
+    # its lines, and every listed utterance is a key of that split; train's list is empty.
+    test = load_index(str(tmp_path / "o" / "test"))
+    assert idx.extras["trials"] == {"veri_test2.txt": []}
+    lines = test.extras["trials"]["veri_test2.txt"]
+    assert lines and test.extras["trials_in_other_splits"] == {"veri_test2.txt": 0}
+    ids = set()
+    for i in range(len(test.shards)):
+        with tarfile.open(test.shard_url(i)) as tar:
+            ids |= {json.load(tar.extractfile(m))["id"] for m in tar if m.name.endswith(".json")}
+    assert {p.rsplit(".", 1)[0] for _, a, b in lines for p in (a, b)} <= ids
 
 
 def test_shipped_librispeech_config_builds(capsys, libri, tmp_path):

@@ -351,6 +351,19 @@ def test_voxceleb_default_splits_speakers_and_extras(vox: Path):
         "speakers_not_in_meta": {"voxceleb1": ["id10002"], "voxceleb2": ["id00020"]},
     }
     json.dumps(scan.extras)  # carried verbatim into the index
+    # Each split gets only the trial lines it can score on its own; the two lines that
+    # pair a dev utterance with a test one are counted in both splits, listed in neither.
+    assert scan.split_extras == {
+        "voxceleb1_dev": {"trials": {"veri_test.txt": [], "veri_test2.txt": []},
+                          "trials_in_other_splits": {"veri_test.txt": 1, "veri_test2.txt": 1}},
+        "voxceleb1_test": {"trials": {"veri_test.txt": [], "veri_test2.txt": [
+                               [1, "id10270/vidC/00001.wav", "id10270/vidC/00002.wav"]]},
+                           "trials_in_other_splits": {"veri_test.txt": 1, "veri_test2.txt": 1}},
+        "voxceleb2_dev": {"trials": {"veri_test.txt": [], "veri_test2.txt": []},
+                          "trials_in_other_splits": {"veri_test.txt": 0, "veri_test2.txt": 0}},
+        "voxceleb2_test": {"trials": {"veri_test.txt": [], "veri_test2.txt": []},
+                           "trials_in_other_splits": {"veri_test.txt": 0, "veri_test2.txt": 0}},
+    }
 
 
 def test_voxceleb_kaldi_split_holds_out_vox1_test_speakers(vox: Path):

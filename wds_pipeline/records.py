@@ -73,3 +73,6 @@ class SourceScan:
     # Corpus-level metadata carried verbatim into the index (must be JSON-able),
     # e.g. {"trials": {"veri_test2.txt": [[1, "id10270/x/00001.wav", "id10300/y/00002.wav"], ...]}}
     extras: dict[str, Any] = field(default_factory=dict)
+    # Per-split replacements of extras keys: {split: {key: value}}. VoxCeleb gives each
+    # split only the trial lines whose two utterances are in it.
+    split_extras: dict[str, dict[str, Any]] = field(default_factory=dict)

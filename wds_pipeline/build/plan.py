@@ -356,5 +356,5 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
                                fingerprint=fp, label_map=label_map, shards=tasks,
                                rejects=src_rejects + key_rejects,
                                num_inputs=len(records) + len(src_rejects),
-                               extras=dict(scan.extras)))
+                               extras={**scan.extras, **scan.split_extras.get(split, {})}))
     return plans

@@ -12,7 +12,8 @@ are ``voxceleb1_dev``, ``voxceleb1_test``, ``voxceleb2_dev``, ``voxceleb2_test``
 (VoxCeleb1 test speakers).
 
 Extras: ``trials`` ``{list_name: [[label, enroll_path, test_path], ...]}`` with only the
-lines whose two files were found, ``trials_missing`` ``{list_name: lines_left_out}``,
+lines whose two files were found (per split: only the lines whose two files are in that
+split, see :func:`trials_by_split`), ``trials_missing`` ``{list_name: lines_left_out}``,
 ``speakers_not_in_meta`` ``{corpus: [speaker, ...]}`` (their split comes from the
 dev/test folder, or ``dev`` when there is none).
 """
@@ -87,7 +88,31 @@ def scan(root: str, *, kaldi_split: bool = False) -> SourceScan:
         "trials_missing": trials_missing,
         "speakers_not_in_meta": not_in_meta,
     }
-    return SourceScan(records=records, rejects=sorted(rejects), extras=extras)
+    return SourceScan(records=records, rejects=sorted(rejects), extras=extras,
+                      split_extras=trials_by_split(trials, records))
+
+
+def trials_by_split(
+    trials: dict[str, list[list[Any]]], records: list[SourceRecord]
+) -> dict[str, dict[str, Any]]:
+    """Each split's ``trials``: the lines whose two utterances are both in that split (so
+    they can be scored from its shards alone), and ``trials_in_other_splits``: how many
+    lines name one utterance of this split and one of another."""
+    split_of = {r.id: r.split for r in records}
+    out: dict[str, dict[str, Any]] = {
+        split: {"trials": {name: [] for name in trials},
+                "trials_in_other_splits": {name: 0 for name in trials}}
+        for split in sorted(set(split_of.values()))
+    }
+    for name, lines in trials.items():
+        for line in lines:
+            a, b = split_of[trial_id(line[1])], split_of[trial_id(line[2])]
+            if a == b:
+                out[a]["trials"][name].append(line)
+            else:
+                out[a]["trials_in_other_splits"][name] += 1
+                out[b]["trials_in_other_splits"][name] += 1
+    return out
 
 
 def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
