@@ -141,6 +141,11 @@ class ShardStreamDataset(IterableDataset):
         self._buffers: BatchBufferPool | None = None
         self._fbank = None
 
+    def set_prior_stages(self, epoch: int, stages: tuple[tuple[int, int, int], ...]) -> None:
+        """Elastic resume: ``epoch`` already ran ``stages`` under other layouts."""
+        self.prior_stages = stages
+        self.stages_epoch = epoch
+
     # -- planning -----------------------------------------------------------
     def plan(self, epoch: int) -> EpochPlan:
         stages = self.prior_stages if epoch == self.stages_epoch else ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -16,8 +17,7 @@ from ..index import DatasetIndex, load_index
 from .batch import Batch
 from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
 from .plan import EpochPlan, PlanConfig
-
-STATE_VERSION = 1
+from .state import MAX_SKIPPED_KEYS, LoaderState
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,10 @@ class StreamingLoader:
         self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
         self._yielded = 0  # batches yielded so far in the current epoch
         self._abandoned = False  # the last pass stopped before the end of its epoch
-        self._skipped: list[str] = []
+        # Bounded, however long the run: a count plus the most recent keys by name.
+        self._skipped: deque[str] = deque(maxlen=MAX_SKIPPED_KEYS)
+        self._skipped_count = 0
+        self.label_names, self._label_remap = label_union(self.indexes)
 
     def _make_dataloader(self) -> DataLoader:
         cfg = self.config
@@ -229,12 +232,18 @@ class StreamingLoader:
 
     @property
     def skipped(self) -> list[str]:
-        """Keys of samples that failed to decode and were skipped, so far."""
+        """Keys of samples that failed to decode and were skipped (the most recent
+        ``MAX_SKIPPED_KEYS``; ``skipped_count`` counts them all)."""
         return list(self._skipped)
 
     @property
     def skipped_count(self) -> int:
-        return len(self._skipped)
+        return self._skipped_count
+
+    @property
+    def num_classes(self) -> int:
+        """Classes in the loader's label space (the union of its datasets' label maps)."""
+        return len(self.label_names)
 
     def __iter__(self) -> Iterator[Batch]:
         if self._abandoned:
@@ -260,9 +269,12 @@ class StreamingLoader:
                         )
                     batch = batch.materialize()
                     self._track_buffer(batch)
+                    if self._label_remap is not None:
+                        batch.labels = _remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
                     expected += 1
                     self._yielded = expected
                     self._skipped.extend(batch.skipped)
+                    self._skipped_count += len(batch.skipped)
                     yield batch
                 if expected != total:
                     raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
@@ -299,47 +311,50 @@ class StreamingLoader:
         self._in_use = still
 
     # -- checkpointing ----------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state(self) -> LoaderState:
         """Position to resume from: the epoch and how many of its batches were consumed.
 
         Same on every rank (ranks move in lockstep), so saving rank 0's is enough.
         """
         ds = self.dataset
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "batches_yielded": self._yielded,
-            "plan": self._fingerprint(),
-            "world_size": self.world_size,
-            "num_workers": self._logical_workers,
-            "prior_stages": [list(s) for s in ds.prior_stages] if ds.stages_epoch == self.epoch else [],
-            "skipped": list(self._skipped),
-        }
+        return LoaderState(
+            epoch=self.epoch,
+            batches_yielded=self._yielded,
+            plan=self._fingerprint(),
+            world_size=self.world_size,
+            num_workers=self._logical_workers,
+            prior_stages=ds.prior_stages if ds.stages_epoch == self.epoch else (),
+            skipped_count=self._skipped_count,
+            skipped_recent=tuple(self._skipped),
+        )
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        """``state().to_dict()``: plain values, for a checkpoint."""
+        return self.state().to_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | LoaderState) -> None:
         """Resume mid-epoch. Same layout: the batches that follow are exactly those of an
         uninterrupted run. Different world size or worker count (elastic): the rest of
         the epoch covers every sample not yet consumed, once, in a new order."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
-        if state["plan"] != self._fingerprint():
+        st = state if isinstance(state, LoaderState) else LoaderState.from_dict(state)
+        if st.plan != self._fingerprint():
             raise ValueError(
                 "the loader state was saved with a different dataset or loader configuration "
                 "(batching, shuffling, crops or datasets differ); resume with the same settings"
             )
-        epoch, done = int(state["epoch"]), int(state["batches_yielded"])
-        stages = [tuple(int(v) for v in s) for s in state.get("prior_stages", [])]
-        saved_layout = (int(state["world_size"]), max(1, int(state["num_workers"])))
+        stages = list(st.prior_stages)
+        done = st.batches_yielded
+        saved_layout = (st.world_size, max(1, st.num_workers))
         if saved_layout != (self.world_size, self._logical_workers):
             stages.append((*saved_layout, done))
             done = 0
-        self.epoch = epoch
+        self.epoch = st.epoch
         self._resume_at = done
         self._yielded = done
         self._abandoned = False
-        self._skipped = list(state.get("skipped", []))
-        self.dataset.prior_stages = tuple(stages)  # type: ignore[assignment]
-        self.dataset.stages_epoch = epoch
+        self._skipped = deque(st.skipped_recent, maxlen=MAX_SKIPPED_KEYS)
+        self._skipped_count = st.skipped_count
+        self.dataset.set_prior_stages(st.epoch, tuple(stages))
         # Fresh workers, so that persistent ones do not keep the old dataset state.
         self.dataloader = self._make_dataloader()
 
@@ -367,6 +382,54 @@ def bucket_boundaries(
         return []
     qs = np.quantile(frames, np.linspace(0, 1, num_buckets + 1)[1:-1])
     return sorted({int(q) for q in qs})
+
+
+def label_sort_key(names: Sequence[str]):
+    """Order of class names in a label space: numeric when every name is an integer
+    (``2`` before ``10``), else by string."""
+    if names and all(_is_int(n) for n in names):
+        return lambda n: (int(n), n)
+    return lambda n: n
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
+    """One label space over several datasets, by class *name*: the same speaker in two
+    builds is one class, and two different speakers never share an id although each
+    build numbers its own classes from 0.
+
+    Returns the class names (id = position) and a ``(datasets, max local id + 1)`` table
+    mapping each dataset's ``cls`` ids to union ids, or ``None`` when the union is the
+    single dataset's own label map (ids unchanged).
+    """
+    maps = [i.label_map for i in indexes]
+    if len(maps) == 1 or all(m == maps[0] for m in maps):
+        names = [n for n, _ in sorted(maps[0].items(), key=lambda kv: kv[1])]
+        return names, None
+    every = set().union(*maps)
+    names = sorted(every, key=label_sort_key(sorted(every)))
+    ids = {n: j for j, n in enumerate(names)}
+    width = max((max(m.values(), default=-1) for m in maps), default=-1) + 1
+    table = np.full((len(maps), max(width, 1)), -1, dtype=np.int64)
+    for d, m in enumerate(maps):
+        for name, local in m.items():
+            table[d, local] = ids[name]
+    return names, table
+
+
+def _remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    t = torch.from_numpy(table)
+    known = (labels >= 0) & (labels < t.shape[1])
+    out = torch.full_like(labels, -1)
+    out[known] = t[dataset_ids[known], labels[known]]
+    return out
 
 
 def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:
