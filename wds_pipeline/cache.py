@@ -198,6 +198,13 @@ def _default_fetch(storage_options: dict[str, Any]) -> FetchFn:
     return fetch
 
 
+def default_cache_dir() -> str:
+    """Where the loader caches remote/FUSE shards when no ``cache_dir`` is given."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "wds_pipeline_cache")
+
+
 class ShardCache:
     """See the module docstring. Safe to pickle into DataLoader workers (it holds
     only paths and counters; locks are taken per call)."""

@@ -23,6 +23,8 @@ examples:
   wds-pipeline build librispeech corpus/LibriSpeech shards --workers 2
   wds-pipeline inspect shards
   wds-pipeline verify shards
+  wds-pipeline preflight --config configs/local.yaml     # data, storage, speed, memory checks
+  wds-pipeline train --config configs/local.yaml         # train; rerun to resume
 
 `wds-pipeline COMMAND --help` shows each command's options and examples.
 """
@@ -69,8 +71,10 @@ examples:
   wds-pipeline demo --workdir demo
 
 Synthesises small LibriSpeech- and VoxCeleb-layout corpora in DIR/corpus, builds
-shards in DIR/shards, inspects and verifies them, and streams one epoch with the
-loader. Rerunning reuses the corpus and finds the shards already complete.
+shards in DIR/shards (plus a speaker-ID train/valid split from a manifest), inspects
+and verifies them, streams one epoch, runs the preflight checks and trains a speaker
+model (CPU, or the GPU when present), then prints a summary. Rerunning reuses the
+corpus, finds the shards complete and resumes training from its last checkpoint.
 """
 
 
@@ -208,11 +212,17 @@ def make_parser() -> _Parser:
         sp.add_argument("--seed", type=int, default=0)
         sp.set_defaults(handler=cmd_synth)
 
-    p = sub.add_parser("demo", help="synth -> build -> inspect -> verify -> stream, end to end",
+    p = sub.add_parser("demo", help="synth -> build -> verify -> preflight -> train, end to end",
                        epilog=DEMO_EPILOG, formatter_class=raw)
     p.add_argument("--workdir", default="demo", help="folder for corpus/ and shards/ (default demo)")
     p.add_argument("--workers", type=int, default=None, help="build workers (default CPU count)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the demo config's run.epochs)")
     p.set_defaults(handler=cmd_demo)
+
+    from .train.cli import add_commands as add_train_commands
+
+    add_train_commands(sub, raw)
     return parser
 
 
@@ -357,134 +367,10 @@ def cmd_synth(args: argparse.Namespace, parser: _Parser) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------------
-# demo: a list of steps over a shared context, so later issues append steps
-# (e.g. a trainer) without touching the ones before.
-
-
-class DemoFailure(RuntimeError):
-    pass
-
-
-@dataclass
-class DemoContext:
-    workdir: str
-    workers: int | None = None
-    results: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def corpus(self) -> str:
-        return os.path.join(self.workdir, "corpus")
-
-    @property
-    def shards(self) -> str:
-        return os.path.join(self.workdir, "shards")
-
-
-DemoStep = tuple[str, Callable[[DemoContext], None]]
-
-
-def _demo_synth(ctx: DemoContext) -> None:
-    from . import synth
-
-    libri = os.path.join(ctx.corpus, "LibriSpeech")
-    vox = os.path.join(ctx.corpus, "voxceleb")
-    # Deterministic corpora: reuse them when a previous demo run finished writing them.
-    if not os.path.exists(os.path.join(libri, "SPEAKERS.TXT")):
-        s = synth.synth_librispeech(libri, speakers=8, chapters_per_speaker=2,
-                                    utterances_per_chapter=4, max_seconds=8.0)
-        print(f"  LibriSpeech layout: {s['files']} files, {s['seconds'] / 60:.1f} min")
-    if not os.path.exists(os.path.join(vox, "voxceleb1", "vox1_meta.csv")):
-        s = synth.synth_voxceleb(vox, max_seconds=6.0)
-        print(f"  VoxCeleb layout: {s['files']} files, {s['seconds'] / 60:.1f} min, "
-              f"{s['trials']} trials")
-    ctx.results["corpora"] = {"librispeech": libri, "voxceleb": vox}
-
-
-def _demo_build(ctx: DemoContext) -> None:
-    from .builder import BuildOptions, build_dataset
-
-    jobs = [("librispeech", {}, BuildOptions(shard_size=16, workers=ctx.workers)),
-            ("voxceleb", {"kaldi_split": True},
-             BuildOptions(shard_size=16, fbank=True, workers=ctx.workers))]
-    ctx.results["datasets"] = {}
-    for source, source_options, options in jobs:
-        out = os.path.join(ctx.shards, source)
-        r = build_dataset(source, ctx.results["corpora"][source], out, options=options,
-                          source_options=source_options)
-        print(f"  {source}: {r.summary()}")
-        if r.counts.written == 0:
-            raise DemoFailure(f"{source}: nothing written")
-        ctx.results["datasets"][source] = {k: v.index_url for k, v in r.splits.items()}
-
-
-def _demo_inspect(ctx: DemoContext) -> None:
-    from .verify import inspect_dataset
-
-    for source in ctx.results["datasets"]:
-        for s in inspect_dataset(os.path.join(ctx.shards, source), examples=2):
-            print("\n".join("  " + line for line in s.to_text(max_rejects=3).splitlines()))
-
-
-def _demo_verify(ctx: DemoContext) -> None:
-    from .verify import verify_dataset
-
-    for source in ctx.results["datasets"]:
-        report = verify_dataset(os.path.join(ctx.shards, source), progress=False)
-        print("\n".join("  " + line for line in report.to_text().splitlines()))
-        if not report.ok:
-            raise DemoFailure(f"verify failed for {source}")
-
-
-def _demo_stream(ctx: DemoContext) -> None:
-    import importlib.util
-    import time
-
-    if importlib.util.find_spec("wds_pipeline.loader") is None:
-        print("  (no wds_pipeline.loader yet: skipped)")
-        return
-    from .loader import StreamingLoader
-
-    index = ctx.results["datasets"]["librispeech"]["train-clean-100"]
-    loader = StreamingLoader(index, batch_size=8, num_workers=0, crop_seconds=2.0)
-    t0 = time.perf_counter()
-    n = batches = 0
-    for batch in loader:
-        batches += 1
-        n += int((~batch.is_padding).sum())
-    dt = time.perf_counter() - t0
-    print(f"  one epoch of {index}: {batches} batches, {n} samples in {dt:.2f} s")
-    ctx.results["stream"] = {"batches": batches, "samples": n}
-
-
-def demo_steps() -> list[DemoStep]:
-    """The demo's steps, in order; append to this list to extend the demo."""
-    return [("synthesise corpora", _demo_synth), ("build shards", _demo_build),
-            ("inspect", _demo_inspect), ("verify", _demo_verify),
-            ("stream one epoch", _demo_stream)]
-
-
-def run_demo(workdir: str, *, workers: int | None = None,
-             steps: Sequence[DemoStep] | None = None) -> int:
-    import time
-
-    ctx = DemoContext(workdir=workdir, workers=workers)
-    steps = demo_steps() if steps is None else steps
-    for i, (name, step) in enumerate(steps, 1):
-        t0 = time.perf_counter()
-        print(f"[{i}/{len(steps)}] {name}")
-        try:
-            step(ctx)
-        except DemoFailure as e:
-            print(f"demo failed at step {name!r}: {e}", file=sys.stderr)
-            return EXIT_FAIL
-        print(f"      ({time.perf_counter() - t0:.1f} s)")
-    print(f"demo OK: corpus in {ctx.corpus}, shards in {ctx.shards}")
-    return EXIT_OK
-
-
 def cmd_demo(args: argparse.Namespace, parser: _Parser) -> int:
-    return run_demo(args.workdir, workers=args.workers)
+    from .demo import run_demo
+
+    return run_demo(args.workdir, workers=args.workers, epochs=args.epochs)
 
 
 # ---------------------------------------------------------------------------

@@ -265,9 +265,9 @@ class ShardStreamDataset(IterableDataset):
             if cache_dir is False:
                 cache_dir = None
             elif cache_dir is None and self.table and default_cache_policy(self.table[0].url):
-                import tempfile
+                from ..cache import default_cache_dir
 
-                cache_dir = os.path.join(tempfile.gettempdir(), "wds_pipeline_cache")
+                cache_dir = default_cache_dir()
                 log.info("shards are on remote/FUSE storage (%s): caching them in %s", self.table[0].url, cache_dir)
             if cache_dir is not None:
                 from ..cache import ShardCache

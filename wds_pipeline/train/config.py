@@ -1,0 +1,204 @@
+"""The trainer's configuration: YAML blocks ``data``, ``loader``, ``model``, ``optim``,
+``checkpoint``, ``run``, each read into a typed dataclass.
+
+An unknown key, a wrong type or an impossible value is a :class:`ConfigError` naming the
+key and the file; ``--set block.key=value`` overrides any value (read as YAML).
+``configs/demo.yaml``, ``configs/local.yaml`` and ``configs/colab.yaml`` are examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ..loader import LoaderConfig, parse_size
+from ..typedconfig import ConfigError, from_mapping, set_dotted, to_mapping
+
+DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"
+
+
+def _positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[str, ...]  # index URLs (several: one label space by class name)
+    valid: tuple[str, ...] = ()  # held-out indexes: accuracy, and EER where an index has trials
+    task: Literal["speaker", "keyword"] = "speaker"  # what the class labels are
+    valid_batch_size: int = 16
+    valid_max_seconds: float | None = 20.0  # longer validation utterances are cropped
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise ValueError("train: give at least one index.json URL")
+        _positive("valid_batch_size", self.valid_batch_size)
+        _positive("valid_max_seconds", self.valid_max_seconds)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``factory`` is ``"package.module:function"``, called as
+    ``function(num_classes=..., sample_rate=..., **options)`` and returning an
+    ``nn.Module`` whose ``forward(waveform, lengths)`` gives logits (and, for EER, an
+    ``embed(waveform, lengths)``). In YAML every key but ``factory`` goes to ``options``."""
+
+    factory: str = DEFAULT_MODEL
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if ":" not in self.factory:
+            raise ValueError(f"factory must be 'package.module:function', got {self.factory!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.05
+    grad_accum: int = 1  # batches per optimizer step
+    grad_clip: float | None = 5.0  # max global gradient norm
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
+        _positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _positive("grad_accum", self.grad_accum)
+        _positive("grad_clip", self.grad_clip)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    dir: str | None = None  # any fsspec URL; default <run.out_dir>/checkpoints
+    every_steps: int = 200  # optimizer steps between checkpoints (also one per epoch)
+    keep_last: int = 2
+    keep_best: int = 1
+    metric: str = "valid_accuracy"  # for keep_best
+    mode: Literal["max", "min"] = "max"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("every_steps", self.every_steps)
+        _positive("keep_last", self.keep_last)
+        _positive("keep_best", self.keep_best, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    out_dir: str = "runs/train"  # metrics.jsonl, TensorBoard events (local or a Drive folder)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA
+    seed: int = 0
+    log_every: int = 20  # optimizer steps between log lines
+    tensorboard: bool = True  # when the tensorboard package is installed
+    preflight: bool = True  # run the preflight checks before training
+    preflight_batches: int = 10  # batches timed by the loader-vs-model check
+    resume: bool = True  # continue from the latest valid checkpoint in checkpoint.dir
+    num_threads: int | None = None  # torch intra-op threads (None: torch's default)
+    keys_log: str | None = None  # append every batch's sample keys here (audits, tests)
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("max_steps", self.max_steps)
+        _positive("log_every", self.log_every)
+        _positive("preflight_batches", self.preflight_batches)
+        _positive("num_threads", self.num_threads)
+        if self.device != "auto" and not (
+            self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
+        ):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+# What the trainer's loader uses unless the config says otherwise: int16 batches (half the
+# bytes through the worker queue; the model scales on the device) and 3 s crops.
+TRAIN_LOADER_DEFAULTS: dict[str, Any] = {"waveform_dtype": "int16", "crop_seconds": 3.0,
+                                         "persistent_workers": True}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(**TRAIN_LOADER_DEFAULTS))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    source: str = "<config>"  # the file it came from, for messages
+
+    @property
+    def checkpoint_dir(self) -> str:
+        from ..index import join_url
+
+        return self.checkpoint.dir or join_url(self.run.out_dir, "checkpoints")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_mapping(self)
+        d.pop("source")
+        return d
+
+    def with_run(self, **changes: Any) -> TrainConfig:
+        return replace(self, run=replace(self.run, **changes))
+
+
+BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
+
+
+def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
+    """A mapping (a YAML document) -> TrainConfig; errors name the key and ``source``."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping with blocks {', '.join(BLOCKS)}")
+    unknown = sorted(set(doc) - set(BLOCKS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown block {unknown[0]!r}; valid blocks: {', '.join(BLOCKS)}")
+    if "data" not in doc:
+        raise ConfigError(f"{source}: missing block 'data' (data.train: the training index URL)")
+    blocks = {k: (doc.get(k) if doc.get(k) is not None else {}) for k in BLOCKS}
+    for k, v in blocks.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"{source}: {k}: expected a mapping of options, got {v!r}")
+    loader = {**TRAIN_LOADER_DEFAULTS, **blocks["loader"]}
+    if isinstance(loader.get("cache_limit"), str):
+        try:
+            loader["cache_limit"] = parse_size(loader["cache_limit"])
+        except ValueError:
+            raise ConfigError(
+                f"{source}: loader.cache_limit: expected a size such as 60GB, got {loader['cache_limit']!r}"
+            ) from None
+    model = dict(blocks["model"])
+    model_cfg = from_mapping(ModelConfig, {"factory": model.pop("factory", DEFAULT_MODEL),
+                                           "options": model}, f"{source}: model")
+    return TrainConfig(
+        data=from_mapping(DataConfig, blocks["data"], f"{source}: data"),
+        loader=from_mapping(LoaderConfig, loader, f"{source}: loader"),
+        model=model_cfg,
+        optim=from_mapping(OptimConfig, blocks["optim"], f"{source}: optim"),
+        checkpoint=from_mapping(CheckpointConfig, blocks["checkpoint"], f"{source}: checkpoint"),
+        run=from_mapping(RunConfig, blocks["run"], f"{source}: run"),
+        source=source,
+    )
+
+
+def load_config(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config and apply ``block.key=value`` overrides."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    doc = doc or {}
+    for assignment in overrides:
+        set_dotted(doc, assignment)
+    return parse_config(doc, path)

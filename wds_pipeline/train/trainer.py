@@ -1,0 +1,399 @@
+"""A plain PyTorch training loop fed by :class:`StreamingLoader`, with exact resume.
+
+One optimizer step = ``optim.grad_accum`` batches. Checkpoints are written every
+``checkpoint.every_steps`` optimizer steps and at every epoch end, always at an
+accumulation boundary, holding everything the next batch depends on: weights, optimizer,
+scheduler, grad scaler, every RNG, the loader position and the step counters. A run
+killed at any point and restarted continues from the latest valid checkpoint and ends
+with the same weights, bit for bit on CPU, having seen the same sample sequence.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..loader import StreamingLoader
+from .checkpoint import CheckpointInfo, CheckpointManager, state_dict_diff
+from .config import TrainConfig
+from .metrics import MetricsLog
+from .rng import capture_rng_state, restore_rng_state
+from .validate import validate
+
+CHECKPOINT_FORMAT = 1
+
+
+class ResumeMismatch(RuntimeError):
+    """The checkpoint was written for another dataset or loader configuration."""
+
+
+@dataclass
+class TrainSummary:
+    epochs: int
+    steps: int
+    samples: int
+    seconds: float
+    samples_per_s: float
+    data_wait_fraction: float
+    valid: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+    checkpoint_dir: str = ""
+    last_checkpoint: str | None = None
+    metrics_file: str = ""
+    tensorboard_dir: str | None = None
+    num_classes: int = 0
+
+    def to_text(self) -> str:
+        valid = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.valid.items())) or "none"
+        lines = [
+            f"trained {self.epochs} epoch(s), {self.steps} optimizer steps, {self.samples} samples "
+            f"in {self.seconds:.1f} s ({self.samples_per_s:.1f} samples/s, data-wait "
+            f"{100 * self.data_wait_fraction:.1f}%), {self.num_classes} classes",
+            f"validation: {valid}",
+            f"checkpoints: {self.checkpoint_dir} (latest {self.last_checkpoint})",
+            f"metrics: {self.metrics_file}"
+            + (f"; TensorBoard: tensorboard --logdir {self.tensorboard_dir}" if self.tensorboard_dir else ""),
+        ]
+        if self.resumed_from:
+            lines.insert(1, f"resumed from {self.resumed_from}")
+        return "\n".join(lines)
+
+
+def load_factory(spec: str) -> Callable[..., nn.Module]:
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"model.factory {spec!r} cannot be loaded ({e}); give 'package.module:function'") from None
+    if not callable(fn):
+        raise ValueError(f"model.factory {spec!r} is not callable")
+    return fn
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device={name!r} but no CUDA device is available; use run.device=auto or cpu")
+    return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32). bf16 only where the GPU does it natively: a T4 reports
+    bf16 "supported" through emulation, and cuDNN has no bf16 convolutions there."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "auto":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def lr_factor(step: int, *, warmup: int, total: int, floor: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """``Trainer(cfg).fit()`` trains, validating and checkpointing as configured."""
+
+    def __init__(self, cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.force = force
+        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        run = cfg.run
+        if run.num_threads:
+            torch.set_num_threads(run.num_threads)
+        self.device = resolve_device(run.device)
+        self.amp_dtype = resolve_precision(run.precision, self.device)
+        # Seed before building anything random (weight init); a resume overwrites it.
+        torch.manual_seed(run.seed)
+        np.random.seed(run.seed % 2**32)
+        import random
+
+        random.seed(run.seed)
+
+        self.loader = StreamingLoader(list(cfg.data.train), cfg.loader)
+        if self.loader.num_classes == 0:
+            raise ValueError(
+                f"{cfg.data.train[0]}: the training data has no class labels (empty label_map); "
+                "build it with speaker or label columns"
+            )
+        factory = load_factory(cfg.model.factory)
+        self.model = factory(num_classes=self.loader.num_classes, sample_rate=self.loader.sample_rate,
+                             **cfg.model.options).to(self.device)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        per_epoch = max(1, math.ceil(self.loader.plan(0).num_batches / o.grad_accum))
+        self.total_steps = per_epoch * run.epochs
+        if run.max_steps:
+            self.total_steps = min(self.total_steps, run.max_steps)
+        warmup, total, floor = o.warmup_steps, self.total_steps, o.min_lr_ratio
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, floor=floor))
+        self.scaler = (torch.amp.GradScaler("cuda")
+                       if self.amp_dtype is torch.float16 and self.device.type == "cuda" else None)
+        c = cfg.checkpoint
+        self.checkpoints = CheckpointManager(cfg.checkpoint_dir, keep_last=c.keep_last, keep_best=c.keep_best,
+                                             metric=c.metric, mode=c.mode, storage_options=c.storage_options)
+        self.step = 0
+        self.best: dict[str, float] = {}
+        self.valid_metrics: dict[str, float] = {}
+        self.resumed_from: str | None = None
+        self.last_checkpoint: str | None = None
+        self.metrics_mirror: Callable[[], None] | None = None
+
+    # -- checkpoint content ------------------------------------------------------
+    def fingerprints(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the datasets and the epoch plan."""
+        return {
+            "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.loader.indexes],
+            "loader_plan": self.loader.state().plan,
+            "model": {"factory": self.cfg.model.factory, "options": dict(self.cfg.model.options)},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": capture_rng_state(),
+            "loader": self.loader.state_dict(),
+            "epoch": self.loader.epoch,
+            "step": self.step,
+            "best": dict(self.best),
+            "valid": dict(self.valid_metrics),
+            "label_names": list(self.loader.label_names),
+            "config": self.cfg.to_dict(),
+            "fingerprints": self.fingerprints(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, where: str) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ResumeMismatch(f"{where}: checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        diffs = state_dict_diff(state.get("fingerprints", {}), self.fingerprints())
+        if state.get("label_names") != list(self.loader.label_names):
+            diffs.append("label_names: the class list differs")
+        if diffs and not self.force:
+            raise ResumeMismatch(
+                f"{where} was written for another dataset or configuration:\n  " + "\n  ".join(diffs)
+                + "\nresume with the same data and loader settings, point checkpoint.dir elsewhere "
+                "for a new run, or pass --force to load the weights anyway"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if diffs:  # --force: weights and optimizer only; the data position cannot carry over
+            self.log(f"warning: --force: resuming weights from {where} although: " + "; ".join(diffs))
+            self.loader.set_epoch(int(state["epoch"]))
+        else:
+            self.loader.load_state_dict(state["loader"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = {k: float(v) for k, v in state.get("best", {}).items()}
+        self.valid_metrics = {k: float(v) for k, v in state.get("valid", {}).items()}
+
+    def save_checkpoint(self, metrics: dict[str, float] | None = None) -> CheckpointInfo:
+        info = self.checkpoints.save(self.state_dict(), step=self.step, epoch=self.loader.epoch,
+                                     metrics=metrics or {})
+        self.last_checkpoint = info.url
+        if self.metrics_mirror is not None:
+            self.metrics_mirror()
+        return info
+
+    # -- the loop ---------------------------------------------------------------
+    def resume(self) -> None:
+        loaded = self.checkpoints.load_latest(map_location="cpu")
+        if loaded is None:
+            return
+        state, info = loaded
+        self.load_state_dict(state, where=info.url)
+        self.resumed_from = info.url
+        self.last_checkpoint = info.url
+        self.log(f"resumed from {info.url} (epoch {self.loader.epoch}, step {self.step}, "
+                 f"batch {state['loader']['batches_yielded']} of the epoch)")
+
+    def fit(self) -> TrainSummary:
+        cfg, run = self.cfg, self.cfg.run
+        metrics = MetricsLog(run.out_dir, tensorboard=run.tensorboard)
+        self.metrics_mirror = self._mirror_metrics(metrics)
+        if run.resume:
+            self.resume()
+        keys_log = open(run.keys_log, "a", encoding="utf-8") if run.keys_log else None
+        t_start = time.perf_counter()
+        totals = {"samples": 0, "wait": 0.0, "time": 0.0}
+        window = {"samples": 0, "wait": 0.0, "time": 0.0, "loss": 0.0, "batches": 0}
+        accum = cfg.optim.grad_accum
+        stop = bool(run.max_steps and self.step >= run.max_steps)
+        try:
+            while not stop and self.loader.epoch < run.epochs:
+                epoch = self.loader.epoch
+                self.model.train()
+                micro = 0
+                it = iter(self.loader)
+                bar = self._progress(epoch)
+                while True:
+                    t0 = time.perf_counter()
+                    batch = next(it, None)
+                    t1 = time.perf_counter()
+                    if batch is None:
+                        break
+                    if keys_log is not None:
+                        keys_log.write(f"{epoch}\t{batch.index}\t{','.join(batch.keys)}\n")
+                        keys_log.flush()
+                    loss, n = self._forward_backward(batch, accum)
+                    micro += 1
+                    if micro == accum:
+                        self._optimizer_step()
+                        micro = 0
+                    dt = time.perf_counter() - t0
+                    for acc in (totals, window):
+                        acc["samples"] += n
+                        acc["wait"] += t1 - t0
+                        acc["time"] += dt
+                    window["loss"] += loss
+                    window["batches"] += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if micro == 0:
+                        if self.step % run.log_every == 0:
+                            self._log_window(epoch, window, metrics, bar)
+                        if run.max_steps and self.step >= run.max_steps:
+                            stop = True
+                            break
+                        if self.step % cfg.checkpoint.every_steps == 0:
+                            self.save_checkpoint()
+                if bar is not None:
+                    bar.close()
+                if micro:  # an epoch that ends inside an accumulation still steps on it
+                    self._optimizer_step()
+                if stop and self.loader.epoch == epoch:
+                    self.save_checkpoint()  # mid-epoch stop (max_steps): resumable later
+                    break
+                self.valid_metrics = self.validate()
+                if self.valid_metrics:
+                    metrics.write("valid", self.step, {"epoch": epoch, **self.valid_metrics})
+                    self.log(f"epoch {epoch} validation: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in sorted(self.valid_metrics.items())))
+                self._update_best(self.valid_metrics)
+                self.save_checkpoint(self.valid_metrics)
+        finally:
+            if keys_log is not None:
+                keys_log.close()
+            metrics.close()
+        seconds = time.perf_counter() - t_start
+        return TrainSummary(
+            epochs=self.loader.epoch, steps=self.step, samples=int(totals["samples"]), seconds=seconds,
+            samples_per_s=totals["samples"] / totals["time"] if totals["time"] else 0.0,
+            data_wait_fraction=totals["wait"] / totals["time"] if totals["time"] else 0.0,
+            valid=dict(self.valid_metrics), best=dict(self.best), resumed_from=self.resumed_from,
+            checkpoint_dir=self.cfg.checkpoint_dir, last_checkpoint=self.last_checkpoint,
+            metrics_file=metrics.path, tensorboard_dir=metrics.tensorboard_dir,
+            num_classes=self.loader.num_classes,
+        )
+
+    def _forward_backward(self, batch, accum: int) -> tuple[float, int]:
+        keep = (~batch.is_padding) & (batch.labels >= 0)
+        n = int(keep.sum())
+        if n == 0:
+            return 0.0, 0
+        wave = batch.waveform.to(self.device, non_blocking=True)
+        lengths = batch.lengths.to(self.device, non_blocking=True)
+        labels = batch.labels.to(self.device, non_blocking=True)
+        keep = keep.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.model(wave, lengths)
+            loss = F.cross_entropy(logits[keep].float(), labels[keep])
+        scaled = loss / accum
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return float(loss.detach()), n
+
+    def _optimizer_step(self) -> None:
+        clip = self.cfg.optim.grad_clip
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+
+    def validate(self) -> dict[str, float]:
+        if not self.cfg.data.valid:
+            return {}
+        return validate(self.model, self.cfg, self.loader.label_names, self.device, self.amp_dtype)
+
+    def _update_best(self, values: dict[str, float]) -> None:
+        name, mode = self.cfg.checkpoint.metric, self.cfg.checkpoint.mode
+        if name in values:
+            old = self.best.get(name)
+            new = values[name]
+            if old is None or (new > old if mode == "max" else new < old):
+                self.best[name] = new
+
+    def _log_window(self, epoch: int, w: dict[str, float], metrics: MetricsLog, bar) -> None:
+        values = {
+            "epoch": epoch,
+            "loss": w["loss"] / max(1, w["batches"]),
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": w["samples"] / w["time"] if w["time"] else 0.0,
+            "data_wait": w["wait"] / w["time"] if w["time"] else 0.0,
+        }
+        metrics.write("train", self.step, values)
+        line = (f"epoch {epoch} step {self.step} loss {values['loss']:.4f} lr {values['lr']:.2e} "
+                f"{values['samples_per_s']:.1f} samples/s data-wait {100 * values['data_wait']:.1f}%")
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            self.log(line)
+        w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
+
+    def _progress(self, epoch: int):
+        if not self.cfg.run.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=len(self.loader), desc=f"epoch {epoch}", unit="batch", leave=False,
+                    file=sys.stderr, dynamic_ncols=True)
+
+    def _mirror_metrics(self, metrics: MetricsLog) -> Callable[[], None] | None:
+        """metrics.jsonl beside the checkpoints: a copy is uploaded with every checkpoint when
+        they live elsewhere (a gs:// bucket cannot be appended to)."""
+        import os
+
+        from .. import storage
+        from ..index import join_url
+
+        ckpt_dir = self.cfg.checkpoint_dir
+        if not storage.is_remote(ckpt_dir) and os.path.abspath(os.path.dirname(ckpt_dir.rstrip("/"))) == \
+                os.path.abspath(self.cfg.run.out_dir):
+            return None  # already side by side: <out_dir>/metrics.jsonl and <out_dir>/checkpoints
+        dest = join_url(ckpt_dir, "metrics.jsonl")
+        so = self.cfg.checkpoint.storage_options
+        return lambda: storage.write_bytes_atomic(dest, metrics.read_bytes(), **so)
