@@ -2,14 +2,16 @@
 
 Every open/create pays a fixed latency (Drive: 50-200 ms per open) and all reads
 and writes share one bandwidth budget (Drive: 5-20 MB/s). Optionally every Nth
-open and/or read fails with EIO or ENOTCONN ("Transport endpoint is not
-connected"), the errors Colab users see. Read-write: the builder writes shards
+open/read/write/create/rename/fsync fails with EIO or ENOTCONN ("Transport
+endpoint is not connected"), the errors Colab users see, at most ``fail_limit``
+times (a link that drops and comes back). Read-write: the builder writes shards
 into it (create/write/rename/unlink/mkdir/truncate/fsync/release).
 
 CLI::
 
     python -m tools.slowfs SOURCE MOUNTPOINT --latency-ms 100 --bandwidth-mbps 20 \
-        [--fail-every N --fail-on open,read --fail-errno ENOTCONN] [--access-log FILE]
+        [--fail-every N --fail-on open,read --fail-errno ENOTCONN --fail-limit K] \
+        [--access-log FILE]
 
 From Python (tests, benchmarks)::
 
@@ -63,22 +65,35 @@ class Pacer:
             time.sleep(wait)
 
 
+FAULT_OPS = frozenset({"open", "read", "write", "create", "rename", "fsync"})
+
+
 @dataclass
 class FaultPlan:
     every: int = 0  # fail every Nth operation counted below (0: never)
     on: frozenset[str] = frozenset({"open", "read"})
     code: int = errno.EIO
+    limit: int = 0  # inject at most this many faults (0: no limit)
 
     def __post_init__(self) -> None:
+        unknown = self.on - FAULT_OPS
+        if unknown:
+            raise ValueError(f"unknown fault operations {sorted(unknown)}; use {sorted(FAULT_OPS)}")
         self._n = 0
+        self._failed = 0
         self._lock = threading.Lock()
 
-    def check(self, op: str) -> None:
-        if not self.every or op not in self.on:
+    def check(self, *ops: str) -> None:
+        """Count one operation known by any of ``ops`` (a create is also an "open",
+        counted once) and fail it when its turn comes."""
+        if not self.every or self.on.isdisjoint(ops):
             return
         with self._lock:
+            if self.limit and self._failed >= self.limit:
+                return
             self._n += 1
             fail = self._n % self.every == 0
+            self._failed += fail
         if fail:
             from mfusepy import FuseOSError
 
@@ -182,6 +197,7 @@ def make_operations(
             return 0
 
         def rename(self, old, new):
+            faults.check("rename")
             os.rename(self._full(old), self._full(new))
             return 0
 
@@ -201,7 +217,7 @@ def make_operations(
 
         def create(self, path, mode, fi=None):
             self._latency()
-            faults.check("open")
+            faults.check("open", "create")
             self._log("create", path)
             return os.open(self._full(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
 
@@ -220,6 +236,7 @@ def make_operations(
             return 0
 
         def fsync(self, path, datasync, fh):
+            faults.check("fsync")
             os.fdatasync(fh) if datasync else os.fsync(fh)
             return 0
 
@@ -239,6 +256,7 @@ def serve(
     fail_every: int = 0,
     fail_on: str = "open,read",
     fail_errno: str = "EIO",
+    fail_limit: int = 0,
     access_log: str | None = None,
 ) -> None:
     """Mount and serve in the foreground until unmounted."""
@@ -252,6 +270,7 @@ def serve(
             every=fail_every,
             on=frozenset(s.strip() for s in fail_on.split(",") if s.strip()),
             code=getattr(errno, fail_errno),
+            limit=fail_limit,
         ),
         access_log=access_log,
     )
@@ -316,6 +335,7 @@ def mount_slowfs(
     fail_every: int = 0,
     fail_on: str = "open,read",
     fail_errno: str = "EIO",
+    fail_limit: int = 0,
     access_log: str | None = None,
     start_timeout: float = 30.0,
 ) -> Iterator[SlowMount]:
@@ -344,6 +364,8 @@ def mount_slowfs(
         fail_on,
         "--fail-errno",
         fail_errno,
+        "--fail-limit",
+        str(fail_limit),
     ]
     if access_log:
         cmd += ["--access-log", access_log]
@@ -391,10 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fail-on",
         default="open,read",
-        help="operations counted: open,read,write (default open,read)",
+        help="operations counted: open,read,write,create,rename,fsync (default open,read;"
+        " a create also counts as an open)",
     )
     p.add_argument(
         "--fail-errno", default="EIO", choices=["EIO", "ENOTCONN", "ETIMEDOUT", "EHOSTDOWN"]
+    )
+    p.add_argument(
+        "--fail-limit", type=int, default=0, help="inject at most K faults (0 = no limit)"
     )
     p.add_argument(
         "--access-log", default=None, help="append 'open PATH' / 'create PATH' lines here"
@@ -408,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         fail_every=a.fail_every,
         fail_on=a.fail_on,
         fail_errno=a.fail_errno,
+        fail_limit=a.fail_limit,
         access_log=a.access_log,
     )
     return 0

@@ -3,10 +3,10 @@
     url_to_fs(url, **storage_options) -> (fs, path)
     is_remote(url) -> bool
     commit_file(local_path, url, *, keep_source=False, **so) -> None   # atomic publish
-    write_bytes_atomic(url, data: bytes, **so) -> None
-    read_bytes(url, **so) -> bytes
+    write_bytes_atomic(url, data: bytes, *, retry=None, **so) -> None
+    read_bytes(url, *, retry=None, **so) -> bytes
     exists(url, **so) -> bool ; file_size(url, **so) -> int ; remove(url, **so); makedirs(url, **so)
-    listdir(url, **so) -> list[str]                   # entry names, sorted
+    listdir(url, *, fresh=False, retry=None, **so) -> list[str]   # entry names, sorted
     sha256_file(url, **so) -> tuple[str, int]         # streaming hash, size
     mount_of(path) -> MountInfo(mountpoint, fstype, device) ; is_fuse_path(path) -> bool
     is_transient(exc) -> bool                          # worth retrying?
@@ -18,7 +18,8 @@ Drive: those are plain paths to fsspec, so we detect them from /proc/self/mounts
 Transient errors (dropped connections, HTTP 5xx/429, ENOTCONN/EIO from a FUSE mount)
 are retried a few times with backoff; anything else is raised unchanged. When the
 retries run out a :class:`StorageError` (an ``OSError``) names the URL and the
-last error.
+last error. The helpers that take ``retry=`` accept a ``fetch.RetryPolicy`` in
+place of that default schedule.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
 import fsspec.core
 from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:  # the policy type lives with the shard reader; only its fields are used here
+    from .fetch import RetryPolicy
 
 __all__ = [
     "BLOCK_SIZE",
@@ -192,24 +196,41 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _retrying(what: str, url: str, fn: Callable[[], T], attempts: int = _COMMIT_ATTEMPTS) -> T:
-    delay = _COMMIT_BACKOFF
-    for attempt in range(1, attempts + 1):
+class _DefaultRetry:
+    """The schedule storage helpers use unless given a ``fetch.RetryPolicy``: a few
+    attempts, doubling from ~0.5 s (sized for commits and small metadata calls)."""
+
+    attempts = _COMMIT_ATTEMPTS
+    timeout = float("inf")
+
+    @staticmethod
+    def backoff(failure: int) -> float:
+        return _COMMIT_BACKOFF * (2 ** (failure - 1)) * (0.5 + random.random())
+
+
+def _retrying(what: str, url: str, fn: Callable[[], T], retry: RetryPolicy | None = None) -> T:
+    """``fn()``, retried on transient errors per ``retry`` (attempts, backoff, and a
+    ``timeout`` in seconds since the first failure); a non-transient error is raised
+    unchanged, exhausted retries raise :class:`StorageError` naming ``url``."""
+    policy: Any = retry if retry is not None else _DefaultRetry
+    first_failure: float | None = None
+    for attempt in range(1, policy.attempts + 1):
         try:
             return fn()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            if attempt == attempts:
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if attempt == policy.attempts or now - first_failure > policy.timeout:
                 code = exc.errno if isinstance(exc, OSError) else None
                 raise StorageError(
                     code,
-                    f"{what} {url!r} failed {attempts} times with transient errors; last: "
+                    f"{what} {url!r} failed {attempt} times with transient errors; last: "
                     f"{type(exc).__name__}: {exc}. Check the connection/mount and retry "
                     "(on Colab, remount Drive).",
                 ) from exc
-            time.sleep(delay * (0.5 + random.random()))
-            delay *= 2
+            time.sleep(policy.backoff(attempt))
     raise AssertionError("unreachable")
 
 
@@ -292,12 +313,19 @@ def commit_file(
         os.unlink(src)
 
 
-def write_bytes_atomic(url: str, data: bytes, **storage_options: Any) -> None:
-    """Write ``data`` at ``url`` so that readers never see a partial file."""
+def write_bytes_atomic(
+    url: str, data: bytes, *, retry: RetryPolicy | None = None, **storage_options: Any
+) -> None:
+    """Write ``data`` at ``url`` so that readers never see a partial file.
+
+    Local/FUSE: temp file beside it, fsync, rename; remote: one upload, which an
+    object store only makes visible once complete. Each attempt rewrites the whole
+    file, so a retry after a transient error never leaves a mix of two attempts.
+    """
     if is_remote(url):
         fs, path = url_to_fs(url, **storage_options)
         # A single-request upload (pipe_file) is atomic on object stores.
-        _retrying("writing", url, lambda: fs.pipe_file(path, bytes(data)))
+        _retrying("writing", url, lambda: fs.pipe_file(path, bytes(data)), retry)
         return
     dest = local_path(url)
     parent = os.path.dirname(dest)
@@ -310,15 +338,15 @@ def write_bytes_atomic(url: str, data: bytes, **storage_options: Any) -> None:
         os.makedirs(parent, exist_ok=True)
         _replace_atomically(dest, _blocks)
 
-    _retrying("writing", url, _write)
+    _retrying("writing", url, _write, retry)
 
 
 # ------------------------------------------------------------------ small helpers
 
 
-def read_bytes(url: str, **storage_options: Any) -> bytes:
+def read_bytes(url: str, *, retry: RetryPolicy | None = None, **storage_options: Any) -> bytes:
     fs, path = url_to_fs(url, **storage_options)
-    return _retrying("reading", url, lambda: fs.cat_file(path))
+    return _retrying("reading", url, lambda: fs.cat_file(path), retry)
 
 
 def exists(url: str, **storage_options: Any) -> bool:
@@ -331,10 +359,10 @@ def file_size(url: str, **storage_options: Any) -> int:
     return _retrying("stat of", url, lambda: int(fs.size(path)))
 
 
-def remove(url: str, **storage_options: Any) -> None:
+def remove(url: str, *, retry: RetryPolicy | None = None, **storage_options: Any) -> None:
     """Delete one file. Missing files raise FileNotFoundError."""
     fs, path = url_to_fs(url, **storage_options)
-    _retrying("removing", url, lambda: fs.rm_file(path))
+    _retrying("removing", url, lambda: fs.rm_file(path), retry)
 
 
 def makedirs(url: str, **storage_options: Any) -> None:
@@ -343,17 +371,25 @@ def makedirs(url: str, **storage_options: Any) -> None:
     _retrying("creating folder", url, lambda: fs.makedirs(path, exist_ok=True))
 
 
-def listdir(url: str, **storage_options: Any) -> list[str]:
-    """Names (not paths) of the entries directly under ``url``, sorted."""
+def listdir(
+    url: str, *, fresh: bool = False, retry: RetryPolicy | None = None, **storage_options: Any
+) -> list[str]:
+    """Names (not paths) of the entries directly under ``url``, sorted.
+
+    ``fresh``: drop fsspec's cached listing first (object-store backends cache
+    listings per filesystem instance; another process may have written since).
+    """
     fs, path = url_to_fs(url, **storage_options)
 
     def _ls() -> list[str]:
+        if fresh:
+            fs.invalidate_cache(path)
         entries = fs.ls(path, detail=False)
         base = path.rstrip("/")
         names = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != base}
         return sorted(n for n in names if n)
 
-    return _retrying("listing", url, _ls)
+    return _retrying("listing", url, _ls, retry)
 
 
 def sha256_file(url: str, **storage_options: Any) -> tuple[str, int]:
