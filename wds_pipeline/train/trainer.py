@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..loader import StreamingLoader
-from .checkpoint import CheckpointInfo, CheckpointManager, state_dict_diff
+from .checkpoint import CheckpointInfo, CheckpointManager
+from .statediff import state_dict_diff
 from .config import TrainConfig
 from .metrics import MetricsLog
 from .rng import capture_rng_state, restore_rng_state
