@@ -174,7 +174,13 @@ class StreamingLoader:
     def _make_dataloader(self) -> DataLoader:
         cfg = self.config
         self._new_buffer_generation()
-        dl_kwargs: dict[str, Any] = {"batch_size": None, "num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}
+        dl_kwargs: dict[str, Any] = {
+            "batch_size": None, "num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory,
+            # DataLoader draws a worker base seed from this generator each time an iterator
+            # starts; without one it draws from the global torch RNG, so starting an epoch
+            # would shift the training loop's random numbers and break bitwise resume.
+            "generator": torch.Generator().manual_seed(cfg.seed),
+        }
         if cfg.num_workers > 0:
             dl_kwargs.update(
                 prefetch_factor=cfg.prefetch_factor,

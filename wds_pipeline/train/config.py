@@ -92,7 +92,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class RunConfig:
     epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    max_steps: int | None = None  # stop after this many optimizer steps (the LR schedule still spans epochs)
     out_dir: str = "runs/train"  # metrics.jsonl, TensorBoard events (local or a Drive folder)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA

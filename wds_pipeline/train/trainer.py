@@ -142,9 +142,9 @@ class Trainer:
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         per_epoch = max(1, math.ceil(self.loader.plan(0).num_batches / o.grad_accum))
+        # The schedule spans the configured epochs; max_steps only stops early, so a run
+        # stopped at max_steps and continued later follows the same trajectory.
         self.total_steps = per_epoch * run.epochs
-        if run.max_steps:
-            self.total_steps = min(self.total_steps, run.max_steps)
         warmup, total, floor = o.warmup_steps, self.total_steps, o.min_lr_ratio
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, floor=floor))
