@@ -1,0 +1,469 @@
+"""Training checkpoints on any fsspec URL (local folder, a Drive/FUSE folder, gs://).
+
+    mgr = CheckpointManager(url, keep_last=2, keep_best=1, metric="val_acc", mode="max")
+    info = mgr.save(state, step=1200, epoch=3, metrics={"val_acc": 0.91})
+    found = mgr.load_latest()            # (state, CheckpointInfo) or None
+    mgr.list()                           # CheckpointInfo of each complete-looking checkpoint
+
+Layout: ``ckpt-000001200.pt`` (``torch.save`` of the state dict) and its sidecar
+``ckpt-000001200.json`` (step, epoch, metrics, sha256 and size of the .pt, format
+version). The sidecar is written only after the .pt is committed, so it is the
+commit marker: a .pt without one is an interrupted save and is never resumed from.
+Both files are written atomically (temp name + fsync + rename on local disk and FUSE,
+one completed upload on object stores); temp names start with "." and never match
+the checkpoint pattern.
+
+Resume takes the highest *step* (never file times) whose sidecar parses and whose
+.pt has the recorded size and sha256 and loads with ``torch.load(weights_only=True)``;
+skipping a damaged newer one warns with both names. State must therefore hold only
+tensors and plain values (dicts, lists, str, int, float, bool, None); ``save``
+checks that before writing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from .. import storage
+from ..fetch import RetryPolicy
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "DEFAULT_SAVE_RETRY",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointWarning",
+]
+
+CHECKPOINT_FORMAT_VERSION = 1
+_FORMAT_NAME = "wds_pipeline.checkpoint"
+
+# Drive remounts and GCS hiccups can last tens of seconds; losing a checkpoint costs
+# far more than waiting, so saves retry longer than shard reads do (~1 min of backoff).
+DEFAULT_SAVE_RETRY = RetryPolicy(attempts=8, initial_backoff=0.5, max_backoff=30.0, timeout=300.0)
+
+_PT_RE = re.compile(r"^ckpt-(\d{9,})\.pt$")
+_JSON_RE = re.compile(r"^ckpt-(\d{9,})\.json$")
+# storage's atomic writers stage into ".<final name>.tmp-<uuid hex>".
+_TMP_RE = re.compile(r"^\.ckpt-\d{9,}\.(?:pt|json)\.tmp-[0-9a-f]{32}$")
+
+
+def _names(step: int) -> tuple[str, str]:
+    stem = f"ckpt-{step:09d}"
+    return stem + ".pt", stem + ".json"
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist at the URL but none can be resumed from, or the state
+    cannot be stored loadably."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped, or cleaning up old ones failed."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    url: str  # of the .pt file
+    step: int
+    epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    sha256: str = ""
+    size: int = 0
+
+    def to_sidecar(self) -> bytes:
+        doc = {
+            "format": _FORMAT_NAME,
+            "version": CHECKPOINT_FORMAT_VERSION,
+            "file": self.url.rsplit("/", 1)[-1],
+            "step": self.step,
+            "epoch": self.epoch,
+            "metrics": self.metrics,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+        return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_sidecar(cls, data: bytes, *, pt_url: str, step: int) -> CheckpointInfo:
+        """Parse a sidecar; ``ValueError`` saying what is wrong when it is not one
+        this code wrote for ``step``."""
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT_NAME:
+            raise ValueError(f"not a {_FORMAT_NAME} sidecar")
+        if doc.get("version") != CHECKPOINT_FORMAT_VERSION:
+            raise ValueError(
+                f"format version {doc.get('version')!r}; this code reads version "
+                f"{CHECKPOINT_FORMAT_VERSION}"
+            )
+        name = pt_url.rsplit("/", 1)[-1]
+        try:
+            metrics = {str(k): float(v) for k, v in dict(doc["metrics"]).items()}
+            info = cls(
+                url=pt_url,
+                step=int(doc["step"]),
+                epoch=int(doc["epoch"]),
+                metrics=metrics,
+                sha256=str(doc["sha256"]),
+                size=int(doc["size"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"missing or malformed field ({type(exc).__name__}: {exc})") from None
+        if info.step != step or doc.get("file") != name:
+            raise ValueError(f"describes {doc.get('file')!r} at step {info.step}, not {name!r}")
+        return info
+
+
+class CheckpointManager:
+    """Save, list, prune and resume checkpoints under one folder URL.
+
+    keep_last: how many of the newest checkpoints (by step) to keep.
+    keep_best/metric/mode: also keep the ``keep_best`` checkpoints with the highest
+        (``mode="max"``) or lowest (``"min"``) value of ``metric`` among the saves
+        whose metrics carry it.
+    storage_options: passed to fsspec (e.g. ``token``/``project`` for gs://).
+    retry: backoff schedule for transient errors (Drive ENOTCONN/EIO, HTTP 5xx,
+        connection resets) while saving, loading and pruning.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keep_last: int = 2,
+        keep_best: int = 0,
+        metric: str | None = None,
+        mode: Literal["max", "min"] = "max",
+        storage_options: dict[str, Any] | None = None,
+        retry: RetryPolicy = DEFAULT_SAVE_RETRY,
+    ) -> None:
+        if not url:
+            raise ValueError("CheckpointManager: url is empty; give a folder path or URL")
+        if keep_last < 1:
+            raise ValueError(f"CheckpointManager: keep_last must be >= 1, got {keep_last}")
+        if keep_best < 0:
+            raise ValueError(f"CheckpointManager: keep_best must be >= 0, got {keep_best}")
+        if keep_best and not metric:
+            raise ValueError(
+                f"CheckpointManager: keep_best={keep_best} needs metric= "
+                "(the metrics key to rank checkpoints by)"
+            )
+        if mode not in ("max", "min"):
+            raise ValueError(f"CheckpointManager: mode must be 'max' or 'min', got {mode!r}")
+        self.url = url.rstrip("/") or url
+        self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.metric = metric
+        self.mode = mode
+        self.storage_options = dict(storage_options or {})
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        best = f", keep_best={self.keep_best}, metric={self.metric!r}, mode={self.mode!r}"
+        return (
+            f"CheckpointManager({self.url!r}, keep_last={self.keep_last}"
+            f"{best if self.keep_best else ''})"
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _join(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def _listing(self) -> list[str]:
+        try:
+            return storage.listdir(
+                self.url, fresh=True, retry=self.retry, **self.storage_options
+            )
+        except FileNotFoundError:
+            return []
+
+    def _remove(self, name: str) -> bool:
+        try:
+            storage.remove(self._join(name), retry=self.retry, **self.storage_options)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # The new checkpoint is safely written; failing the run over cleanup
+            # would lose more than a stale file costs.
+            warnings.warn(
+                f"could not delete old checkpoint file {self._join(name)!r}: {exc}; "
+                "delete it by hand to free the space",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+            return False
+        return True
+
+    # --------------------------------------------------------------------- list
+
+    def list(self) -> list[CheckpointInfo]:
+        """Checkpoints whose sidecar parses and whose .pt exists, sorted by step
+        (contents are not hashed here; :meth:`load_latest` verifies them)."""
+        names = self._listing()
+        return self._complete(names, set(names))
+
+    def _complete(self, names: list[str], present: set[str]) -> list[CheckpointInfo]:
+        out = []
+        for name in names:
+            m = _JSON_RE.match(name)
+            if not m:
+                continue
+            step = int(m.group(1))
+            pt, side = _names(step)
+            if pt not in present:
+                continue
+            try:
+                raw = storage.read_bytes(
+                    self._join(side), retry=self.retry, **self.storage_options
+                )
+                out.append(CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step))
+            except (ValueError, FileNotFoundError):
+                continue
+        return sorted(out, key=lambda i: i.step)
+
+    # --------------------------------------------------------------------- save
+
+    def save(
+        self,
+        state: dict[str, Any],
+        *,
+        step: int,
+        epoch: int,
+        metrics: Mapping[str, float] | None = None,
+    ) -> CheckpointInfo:
+        """Write ``state`` as the checkpoint of ``step``, then apply retention.
+
+        After it returns, :meth:`load_latest` resumes from this checkpoint: saved
+        checkpoints of later steps (from a run this one replaced) are deleted.
+        Transient storage errors are retried per ``retry``; anything else, or
+        retries running out, raises an ``OSError`` naming the URL.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"checkpoint step must be an int >= 0, got {step!r}")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"checkpoint epoch must be an int >= 0, got {epoch!r}")
+        clean_metrics: dict[str, float] = {}
+        for k, v in (metrics or {}).items():
+            try:
+                clean_metrics[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"checkpoint metric {k!r} is not a number: {v!r}") from None
+
+        data = _serialize(state)
+        pt, side = _names(step)
+        info = CheckpointInfo(
+            url=self._join(pt),
+            step=step,
+            epoch=epoch,
+            metrics=clean_metrics,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+        )
+        try:
+            # Re-saving a step: retire the old sidecar first so it never vouches for
+            # the new .pt bytes (or the old ones) while they are being replaced.
+            if side in self._listing():
+                storage.remove(self._join(side), retry=self.retry, **self.storage_options)
+            storage.write_bytes_atomic(info.url, data, retry=self.retry, **self.storage_options)
+            storage.write_bytes_atomic(
+                self._join(side), info.to_sidecar(), retry=self.retry, **self.storage_options
+            )
+        except storage.StorageError:
+            raise  # already names the URL, the attempts and the last error
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"saving checkpoint step {step} to {info.url!r} failed: "
+                f"{type(exc).__name__}: {exc}. Check that the folder exists and is writable.",
+            ) from exc
+        self._prune(info)
+        return info
+
+    def _prune(self, new: CheckpointInfo) -> None:
+        names = self._listing()
+        present = set(names)
+        infos = self._complete(names, present)
+        newer = [i for i in infos if i.step > new.step]
+        if newer:
+            warnings.warn(
+                f"deleting checkpoints {[i.url for i in newer]} of steps after the one just "
+                f"saved ({new.url}): they belong to a run this one replaced, and resume "
+                "must follow this run",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        older = [i for i in infos if i.step <= new.step]
+        keep = {new.step} | {i.step for i in older[-self.keep_last :]}
+        if self.keep_best:
+            metric = self.metric or ""  # __init__ ensures one is set with keep_best
+            ranked = [i for i in older if not math.isnan(i.metrics.get(metric, math.nan))]
+            sign = 1.0 if self.mode == "max" else -1.0
+            # Ties go to the later step.
+            ranked.sort(key=lambda i: (sign * i.metrics[metric], i.step), reverse=True)
+            keep |= {i.step for i in ranked[: self.keep_best]}
+        for info in infos:
+            if info.step in keep:
+                continue
+            pt, side = _names(info.step)
+            # Sidecar first: a checkpoint half-deleted by a crash is then an
+            # ignored orphan .pt, never a sidecar vouching for a missing file.
+            if self._remove(side):
+                self._remove(pt)
+        # Leftovers of interrupted saves: .pt files without a sidecar and temp files.
+        committed = {_names(i.step)[0] for i in infos}
+        for name in names:
+            if (_PT_RE.match(name) and name not in committed) or _TMP_RE.match(name):
+                if name != _names(new.step)[0]:
+                    self._remove(name)
+
+    # --------------------------------------------------------------------- load
+
+    def load_latest(
+        self, map_location: Any = "cpu"
+    ) -> tuple[dict[str, Any], CheckpointInfo] | None:
+        """The newest checkpoint (by step) that passes its integrity checks, loaded
+        with ``torch.load(weights_only=True)``; ``None`` when there is none.
+
+        Newer checkpoints that fail (truncated, corrupt, sidecar missing or garbled)
+        are skipped with a :class:`CheckpointWarning` naming each and the one used.
+        When committed checkpoints exist but every one is damaged,
+        :class:`CheckpointError` lists them (starting over silently would discard
+        the run).
+        """
+        names = self._listing()
+        present = set(names)
+        steps = sorted(
+            {int(m.group(1)) for n in names if (m := _PT_RE.match(n) or _JSON_RE.match(n))},
+            reverse=True,
+        )
+        skipped: list[tuple[str, str]] = []
+        damaged_committed = False
+        for step in steps:
+            pt, side = _names(step)
+            if side not in present:
+                skipped.append((self._join(pt), f"no sidecar {side}: its save was interrupted"))
+                continue
+            damaged_committed = True
+            if pt not in present:
+                skipped.append((self._join(side), f"its checkpoint file {pt} is missing"))
+                continue
+            found = self._verify_and_load(step, map_location, skipped)
+            if found is not None:
+                if skipped:
+                    warnings.warn(
+                        _skipped_text(skipped)
+                        + f"; resuming from {found[1].url} (step {step}) instead",
+                        CheckpointWarning,
+                        stacklevel=2,
+                    )
+                return found
+        if damaged_committed:
+            raise CheckpointError(
+                _skipped_text(skipped)
+                + f"; no usable checkpoint is left in {self.url!r}. Restore one, or move "
+                "these files away to start the run from scratch."
+            )
+        if skipped:
+            warnings.warn(
+                _skipped_text(skipped) + "; no checkpoint to resume from",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        return None
+
+    def _verify_and_load(
+        self, step: int, map_location: Any, skipped: list[tuple[str, str]]
+    ) -> tuple[dict[str, Any], CheckpointInfo] | None:
+        pt, side = _names(step)
+        pt_url, side_url = self._join(pt), self._join(side)
+        try:
+            raw = storage.read_bytes(side_url, retry=self.retry, **self.storage_options)
+            info = CheckpointInfo.from_sidecar(raw, pt_url=pt_url, step=step)
+        except ValueError as exc:
+            skipped.append((side_url, f"sidecar unreadable: {exc}"))
+            return None
+        data = storage.read_bytes(pt_url, retry=self.retry, **self.storage_options)
+        if len(data) != info.size:
+            skipped.append((pt_url, f"{len(data)} bytes, its sidecar says {info.size} (truncated)"))
+            return None
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            skipped.append((pt_url, "sha256 differs from its sidecar (corrupt)"))
+            return None
+        try:
+            state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        except Exception as exc:  # a file that hashes right but does not load
+            skipped.append((pt_url, f"torch.load failed: {type(exc).__name__}: {exc}"))
+            return None
+        return state, info
+
+
+def _skipped_text(skipped: list[tuple[str, str]]) -> str:
+    return "skipped damaged checkpoint(s): " + "; ".join(f"{u} ({why})" for u, why in skipped)
+
+
+# -------------------------------------------------------------- serialisation
+
+# Exact types: numpy scalars subclass float/int yet are pickled as numpy objects.
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, torch.dtype, torch.device})
+
+
+def _first_unplain(obj: Any, path: str = "state") -> str | None:
+    """Path of the first value that is not a tensor/plain value, for error messages."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            found = _first_unplain(v, f"{path}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _first_unplain(v, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return None
+    return f"{path} ({type(obj).__module__}.{type(obj).__qualname__})"
+
+
+def _serialize(state: dict[str, Any]) -> bytes:
+    """``torch.save`` bytes of ``state``, refused unless they load back with
+    ``weights_only=True`` (a checkpoint that cannot be resumed is found out now,
+    not hours later)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    del buf
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        where = _first_unplain(state)
+        lines = str(exc).splitlines() or [""]
+        # torch's message is long; its "Unsupported global: GLOBAL x.y" line is the fact.
+        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0])
+        reason = reason.split(" was not an allowed global")[0]
+        raise CheckpointError(
+            "checkpoint state would not load with torch.load(weights_only=True)"
+            + (f": {where} is not a tensor or plain value" if where else "")
+            + f" ({type(exc).__name__}: {reason}). "
+            "Store tensors, dicts, lists, str, int, float, bool or None (e.g. .item() / "
+            ".tolist() / torch.from_numpy for numpy values)."
+        ) from exc
+    return data
