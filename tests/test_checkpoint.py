@@ -352,6 +352,11 @@ def test_fuse_link_that_stays_down_raises_naming_the_url(slowfs_factory):
     with pytest.raises(StorageError, match=re.escape(f"{url}/ckpt-000000001.pt")):
         CheckpointManager(url, retry=FAST_RETRY).save(_state(1), step=1, epoch=0)
     assert _files(os.path.join(m.source, "ckpts")) == set()
+    # The policy's timeout (seconds since the first failure) also ends the retries:
+    # with 0 s, the second failure is the last one despite 50 attempts allowed.
+    give_up = RetryPolicy(attempts=50, initial_backoff=0.01, max_backoff=0.01, timeout=0.0)
+    with pytest.raises(StorageError, match="failed 2 times with transient errors"):
+        CheckpointManager(url, retry=give_up).save(_state(1), step=1, epoch=0)
 
 
 _CHILD = """
