@@ -64,3 +64,14 @@ def test_unknown_version_is_refused():
     state["version"] = 99
     with pytest.raises(ValueError, match="RNG state version 99 is not supported"):
         restore_rng_state(state)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks resuming a GPU run on a CPU machine")
+def test_gpu_states_on_a_cpu_machine_warn_and_restore_the_rest():
+    state = capture_rng_state()
+    assert state["cuda"] == []
+    state["cuda"] = [torch.get_rng_state()]  # stands for one saved device's state
+    first = _draw()
+    with pytest.warns(UserWarning, match=r"states for 1 CUDA device\(s\) but this machine has 0"):
+        restore_rng_state(state)
+    assert _draw() == first

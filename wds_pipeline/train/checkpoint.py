@@ -209,14 +209,6 @@ class CheckpointManager:
             return False
         return True
 
-    # --------------------------------------------------------------------- list
-
-    def list(self) -> list[CheckpointInfo]:
-        """Checkpoints whose sidecar parses and whose .pt exists, sorted by step
-        (contents are not hashed here; :meth:`load_latest` verifies them)."""
-        names = self._listing()
-        return self._complete(names, set(names))
-
     def _complete(self, names: list[str], present: set[str]) -> list[CheckpointInfo]:
         out = []
         for name in names:
@@ -401,7 +393,8 @@ class CheckpointManager:
             return None
         data = storage.read_bytes(pt_url, retry=self.retry, **self.storage_options)
         if len(data) != info.size:
-            skipped.append((pt_url, f"{len(data)} bytes, its sidecar says {info.size} (truncated)"))
+            what = "truncated" if len(data) < info.size else "wrong size"
+            skipped.append((pt_url, f"{len(data)} bytes, its sidecar says {info.size} ({what})"))
             return None
         if hashlib.sha256(data).hexdigest() != info.sha256:
             skipped.append((pt_url, "sha256 differs from its sidecar (corrupt)"))
@@ -412,6 +405,15 @@ class CheckpointManager:
             skipped.append((pt_url, f"torch.load failed: {type(exc).__name__}: {exc}"))
             return None
         return state, info
+
+    # --------------------------------------------------------------------- list
+    # Last in the class: a method named ``list`` would shadow the builtin in the
+    # signatures of methods defined after it.
+    def list(self) -> list[CheckpointInfo]:
+        """Checkpoints whose sidecar parses and whose .pt exists, sorted by step
+        (contents are not hashed here; :meth:`load_latest` verifies them)."""
+        names = self._listing()
+        return self._complete(names, set(names))
 
 
 def _skipped_text(skipped: list[tuple[str, str]]) -> str:
