@@ -20,6 +20,7 @@ demo: setup
 	$(BIN)/wds-pipeline demo --workdir demo
 
 test: setup
+	@sh tools/ensure_system_deps.sh
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -10,14 +10,14 @@
   ``gcs_emulator.storage_options_via(fault_proxy)``.
 * ``slow_fuse_mount``: a slowfs mount (100 ms per open, 20 MB/s, access log) of
   ``tmp_path/"src"`` at ``tmp_path/"mnt"``; yields :class:`tools.slowfs.SlowMount`.
-  ``slowfs_factory(**opts)`` mounts with other options. Skip without /dev/fuse.
+  ``slowfs_factory(**opts)`` mounts with other options. Both skip, with the reason,
+  without /dev/fuse, libfuse3, mfusepy or an unmount command.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -100,13 +100,12 @@ def fault_proxy(gcs_emulator: GcsEmulator) -> Iterator[Any]:
 
 
 def _fuse_skip_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is absent: FUSE tests need a kernel FUSE device"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "mfusepy is not installed (pip install mfusepy)"
-    if shutil.which("fusermount3") is None and shutil.which("umount") is None:
-        return "neither fusermount3 nor umount is available to unmount"
-    return None
+    """Why FUSE tests skip here (None: they run). Every test that mounts slowfs goes
+    through ``slowfs_factory``, so a machine without FUSE skips them with this reason."""
+    from tools.slowfs import fuse_unavailable_reason
+
+    reason = fuse_unavailable_reason()
+    return f"FUSE is unavailable: {reason}" if reason else None
 
 
 @pytest.fixture

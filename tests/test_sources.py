@@ -523,18 +523,20 @@ def test_manifest_csv_with_offsets_durations_and_labels(audio_dir: Path):
     abs_id = str(outside.with_suffix("")).lstrip("/")
     assert records_by_id(scan) == {
         "a": ("a.wav", None, "cat", None, 0.0, None, "train", {"gender": "f"}),
-        "sub/b": ("b.flac", "spk1", None, "hello, world", 0.0, None, "train", {}),
+        # An empty label cell is "no label" (NO_LABEL), not the speaker: issue 7.
+        "sub/b": ("b.flac", "spk1", "", "hello, world", 0.0, None, "train", {}),
         "c-0000000": ("c.wav", "spk2", "dog", None, 0.0, 2.5, "train", {}),
         "c-0002500": ("c.wav", "spk2", "dog", None, 2.5, 2.5, "train", {}),
-        abs_id: ("d.wav", None, None, None, 0.0, None, "train", {}),
-        "custom-e": ("e.wav", None, None, None, 0.0, None, "dev", {}),
+        abs_id: ("d.wav", None, "", None, 0.0, None, "train", {}),
+        "custom-e": ("e.wav", None, "", None, 0.0, None, "dev", {}),
     }
     assert [r.id for r in scan.records] == sorted(r.id for r in scan.records)
     assert {r.dataset for r in scan.records} == {"train_list"}
     paths = {r.id: r.path for r in scan.records}
     assert paths["a"] == str(audio_dir / "a.wav") and paths[abs_id] == str(outside)
     assert scan.rejects == []
-    assert {r.id: r.class_label for r in scan.records}["c-0000000"] == "dog"
+    classes = {r.id: r.class_label for r in scan.records}
+    assert classes["c-0000000"] == "dog" and classes["sub/b"] is None
 
 
 def test_manifest_csv_bad_rows_are_rejected_with_their_line(audio_dir: Path):
@@ -594,8 +596,9 @@ def test_manifest_jsonl_with_offsets_and_bad_lines(audio_dir: Path):
     scan = manifest.scan(str(path), split="test")
     assert records_by_id(scan) == {
         "a": ("a.wav", None, "3", None, 1.5, 2.0, "test", {"lang": "en"}),
-        "c-0000000": ("c.wav", "s1", None, None, 0.0, None, "test", {}),
-        "c-0002000": ("c.wav", "s1", None, "second half", 2.0, None, "test", {}),
+        # Other lines have labels, so these have none (not their speaker's): issue 7.
+        "c-0000000": ("c.wav", "s1", "", None, 0.0, None, "test", {}),
+        "c-0002000": ("c.wav", "s1", "", "second half", 2.0, None, "test", {}),
     }
     m = str(path)
     missing = audio_dir / "nope" / "missing.wav"

@@ -25,16 +25,56 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import errno
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 FSTYPE = "fuse.slowfs"
+INSTALL_HINT = "apt-get install fuse3 libfuse3-3 (`make test` does this when run as root)"
+
+
+def fuse_unavailable_reason(
+    *,
+    dev_fuse: str = "/dev/fuse",
+    find_library: Callable[[str], str | None] = ctypes.util.find_library,
+    load_library: Callable[[str], Any] = ctypes.CDLL,
+    find_spec: Callable[[str], Any] = importlib.util.find_spec,
+    which: Callable[[str], str | None] = shutil.which,
+    environ: Mapping[str, str] = os.environ,
+) -> str | None:
+    """Why slowfs cannot mount here, or None when it can.
+
+    Checks what a mount needs, in the order a fresh machine lacks it: the kernel's FUSE
+    device, the libfuse shared library (mfusepy loads it with ctypes: FUSE_LIBRARY_PATH,
+    else libfuse, else libfuse3), mfusepy, and a command to unmount. The finders are
+    parameters so the checks can be tested on a machine that has everything.
+    """
+    if not os.path.exists(dev_fuse):
+        return f"{dev_fuse} is absent: FUSE needs the kernel's FUSE device"
+    if not os.access(dev_fuse, os.R_OK | os.W_OK):
+        return f"{dev_fuse} is not readable and writable by this user"
+    lib = environ.get("FUSE_LIBRARY_PATH") or find_library("fuse") or find_library("fuse3")
+    if not lib:
+        return f"libfuse3 is not installed: {INSTALL_HINT}"
+    try:
+        load_library(lib)
+    except OSError as e:
+        return f"libfuse ({lib}) does not load: {e}; {INSTALL_HINT}"
+    if find_spec("mfusepy") is None:
+        return "mfusepy is not installed (pip install mfusepy)"
+    if which("fusermount3") is None and which("umount") is None:
+        return f"neither fusermount3 nor umount is available to unmount: {INSTALL_HINT}"
+    return None
 
 
 # ---------------------------------------------------------------- pacing/faults
@@ -340,8 +380,9 @@ def mount_slowfs(
     start_timeout: float = 30.0,
 ) -> Iterator[SlowMount]:
     """Mount ``source`` at ``mountpoint`` via slowfs in a subprocess; unmount on exit."""
-    if not os.path.exists("/dev/fuse"):
-        raise RuntimeError("slowfs needs /dev/fuse (FUSE is not available on this machine)")
+    reason = fuse_unavailable_reason()
+    if reason:
+        raise RuntimeError(f"slowfs cannot mount on this machine: {reason}")
     os.makedirs(mountpoint, exist_ok=True)
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)

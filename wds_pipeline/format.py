@@ -283,28 +283,49 @@ def _parse_octal(field: bytes) -> int:
         return 0
     if field[0] & 0x80:  # GNU base-256 for large sizes
         return int.from_bytes(field[1:], "big")
-    return int(field, 8)
+    try:
+        return int(field, 8)
+    except ValueError:
+        # No field bytes in the message: they may be anything (an HTML page, binary junk).
+        raise ShardFormatError("a numeric field is not an octal number") from None
 
 
 def _checksum_ok(header: bytes) -> bool:
     field = header[148:156]
+    try:
+        stored = _parse_octal(field)
+    except ShardFormatError:
+        return False
     # The checksum field counts as eight spaces in its own sum.
-    return _parse_octal(field) == sum(header) - sum(field) + 8 * 32
+    return stored == sum(header) - sum(field) + 8 * 32
+
+
+def header_error(header: bytes, pos: int, source: str, why: str) -> ShardFormatError:
+    """The error for a header that cannot be parsed: names the shard, the byte and the fix."""
+    if pos == 0 and header[257:262] != b"ustar" and not _checksum_ok(header):
+        return ShardFormatError(
+            f"{source}: not a tar archive (no valid tar header at byte 0: {why}); an error page "
+            "or a partial download saved in place of the shard looks like this: re-download or "
+            "rebuild this shard"
+        )
+    return ShardFormatError(
+        f"{source}: corrupt tar header at byte {pos} ({why}); re-download or rebuild this shard"
+    )
 
 
 def _parse_header(header: bytes, pos: int, source: str) -> tuple[bytes, int, str]:
     """(typeflag, size, name) of one 512-byte header; raises on a corrupt header."""
     if not _checksum_ok(header):
-        raise ShardFormatError(
-            f"{source}: corrupt tar header at byte {pos} (checksum mismatch); "
-            "re-download or rebuild this shard"
-        )
-    name = header[0:100].rstrip(b"\0").decode("utf-8")
-    if header[257:262] == b"ustar":
-        prefix = header[345:500].rstrip(b"\0")
-        if prefix:
-            name = prefix.decode("utf-8") + "/" + name
-    return header[156:157], _parse_octal(header[124:136]), name
+        raise header_error(header, pos, source, "checksum mismatch")
+    try:
+        name = header[0:100].rstrip(b"\0").decode("utf-8")
+        if header[257:262] == b"ustar":
+            prefix = header[345:500].rstrip(b"\0")
+            if prefix:
+                name = prefix.decode("utf-8") + "/" + name
+        return header[156:157], _parse_octal(header[124:136]), name
+    except (ShardFormatError, UnicodeDecodeError) as e:
+        raise header_error(header, pos, source, str(e)) from None
 
 
 def _long_name(typeflag: bytes, payload: bytes) -> str | None:
@@ -349,7 +370,10 @@ def iter_tar_members(
             payload = f.read(padded)
             if len(payload) < padded:
                 raise ShardFormatError(f"{source}: truncated tar member at byte {data_offset - BLOCK}")
-            long_name = _long_name(typeflag, payload[:size]) or long_name
+            try:
+                long_name = _long_name(typeflag, payload[:size]) or long_name
+            except UnicodeDecodeError as e:
+                raise header_error(header, data_offset - BLOCK, source, f"long name: {e}") from None
             continue
         if long_name is not None:
             name, long_name = long_name, None
@@ -392,21 +416,28 @@ def iter_buffer_members(
         if header[0] == 0 and header == _ZERO_BLOCK:
             break
         positions.append(pos)
-        stored.append(_parse_octal(header[148:156]))
-        size = _parse_octal(header[124:136])
-        typeflag = header[156:157]
         data = pos + BLOCK
-        if data + size > end:
-            raise ShardFormatError(f"{source}: truncated tar member at byte {base + pos}; the shard is incomplete")
-        if typeflag in _NAME_TYPES:
-            long_name = _long_name(typeflag, bytes(mv[data : data + size])) or long_name
-        elif typeflag in _FILE_TYPES:
-            if long_name is not None:
-                name, long_name = long_name, None
-            else:
+        try:
+            stored.append(_parse_octal(header[148:156]))
+            size = _parse_octal(header[124:136])
+            if data + size > end and not _checksum_ok(header):
+                raise ShardFormatError("checksum mismatch")  # a damaged size field, not a short file
+            typeflag = header[156:157]
+            name = None
+            if typeflag in _NAME_TYPES and data + size <= end:
+                long_name = _long_name(typeflag, bytes(mv[data : data + size])) or long_name
+            elif typeflag in _FILE_TYPES and long_name is None:
                 name = header[:100].split(b"\0", 1)[0].decode("utf-8")
                 if header[257:262] == b"ustar" and header[345] != 0:
                     name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+        except (ShardFormatError, UnicodeDecodeError) as e:
+            why = "checksum mismatch" if not _checksum_ok(header) else str(e)
+            raise header_error(header, base + pos, source, why) from None
+        if data + size > end:
+            raise ShardFormatError(f"{source}: truncated tar member at byte {base + pos}; the shard is incomplete")
+        if typeflag in _FILE_TYPES:
+            if long_name is not None:
+                name, long_name = long_name, None
             members.append((name, data, size))
         pos = data + (size + BLOCK - 1) // BLOCK * BLOCK
     else:

@@ -88,6 +88,17 @@ class DatasetIndex:
     def total_duration(self) -> float:
         return sum(s.duration for s in self.shards)
 
+    def external_shard_urls(self) -> list[str]:
+        """Shard URLs that leave the index's folder: another scheme, an absolute path, or
+        a relative path climbing out with ``..``. The builder never writes them."""
+        out = []
+        for s in self.shards:
+            url = s.url
+            norm = posixpath.normpath(url)
+            if "://" in url or url.startswith("/") or norm == ".." or norm.startswith("../"):
+                out.append(url)
+        return out
+
     def shard_url(self, i: int) -> str:
         url = self.shards[i].url
         if "://" in url or url.startswith("/") or not self.base_url:
@@ -195,8 +206,28 @@ def load_index(url: str, **storage_options: Any) -> DatasetIndex:
         with fsspec.open(url, "rb", **storage_options) as f:
             text = f.read()
     except FileNotFoundError:
+        folder = dirname_url(url)
+        splits = _split_folders(folder, **storage_options)
+        if splits:  # the OUT of a build: its indexes are one level down
+            raise FileNotFoundError(
+                f"{url}: no index found, but {folder} holds the split folders "
+                f"{', '.join(splits)} (each with an index.json): pass one of them, e.g. "
+                f"StreamingLoader('{join_url(folder, splits[0])}'), or a list of them"
+            ) from None
         raise FileNotFoundError(
             f"{url}: no index found; build the dataset first (`wds-pipeline build ...`) or "
             "pass the split folder that holds index.json"
         ) from None
     return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url)
+
+
+def _split_folders(folder: str, **storage_options: Any) -> list[str]:
+    """Sub-folders of ``folder`` holding an index.json (a build's split folders), sorted."""
+    from . import storage
+
+    try:
+        names = storage.listdir(folder, **storage_options)
+        return [n for n in names if not n.startswith(("_", "."))
+                and storage.exists(join_url(join_url(folder, n), INDEX_NAME), **storage_options)]
+    except (OSError, ValueError):
+        return []  # not a listable folder: the plain "no index" message applies

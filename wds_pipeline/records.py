@@ -8,8 +8,15 @@ silently: every input ends up either as a record or as a reject.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# ``SourceRecord.label`` of a record whose source has labels but none for it (an empty
+# manifest cell): it gets no class, and the speaker does not stand in for it.
+NO_LABEL = ""
+
+_INTEGER = re.compile(r"^-?(0|[1-9][0-9]*)$")  # "007" is a name, not the number 7
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,9 @@ class SourceRecord:
     path: str
     speaker: str | None = None
     text: str | None = None
-    label: str | None = None  # class label for ``cls``; the speaker when None
+    # Class label for ``cls``. None: the source has no labels and the speaker is the
+    # class (speaker-ID corpora); NO_LABEL: the source has labels, this record has none.
+    label: str | None = None
     offset: float = 0.0  # seconds into ``path`` where the segment starts
     duration: float | None = None  # seconds; None means to the end of the file
     dataset: str = ""
@@ -34,7 +43,9 @@ class SourceRecord:
 
     @property
     def class_label(self) -> str | None:
-        return self.label if self.label is not None else self.speaker
+        if self.label is None:
+            return self.speaker
+        return self.label if self.label != NO_LABEL else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -46,6 +57,18 @@ class SourceRecord:
         d = dict(d)
         d["extra"] = tuple(sorted((d.get("extra") or {}).items()))
         return cls(**d)
+
+
+def label_order(names: Any) -> list[str]:
+    """Class names in the order they are numbered 0..K-1.
+
+    Numeric order when every name is an integer (``-3``, ``2``, ``10``; no leading
+    zeros), so integer labels keep their order; otherwise sorted as text.
+    """
+    names = sorted(set(names))
+    if names and all(_INTEGER.match(n) for n in names):
+        return sorted(names, key=int)
+    return names
 
 
 @dataclass(frozen=True, order=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import format as fmt
 from ..index import join_url
-from ..records import Reject, SourceRecord, SourceScan
+from ..records import Reject, SourceRecord, SourceScan, label_order
 from ..version import __version__
 from .options import BuildConfigError, BuildOptions
 
@@ -183,9 +183,15 @@ def assign_reject_splits(rejects: list[Reject], records: list[SourceRecord],
 
 
 def make_label_map(records: list[SourceRecord]) -> dict[str, int]:
-    """Class label -> int, sorted names numbered 0..K-1 (stable across rebuilds)."""
-    names = sorted({r.class_label for r in records if r.class_label is not None})
+    """Class label -> int, names numbered 0..K-1 in :func:`label_order` (stable across rebuilds)."""
+    names = label_order(r.class_label for r in records if r.class_label is not None)
     return {name: i for i, name in enumerate(names)}
+
+
+def _numeric_label_order(records: list[SourceRecord]) -> bool:
+    """Whether the label map's order differs from plain text order (integer labels)."""
+    names = {r.class_label for r in records if r.class_label is not None}
+    return label_order(names) != sorted(names)
 
 
 # ---------------------------------------------------------------------------
@@ -221,6 +227,11 @@ def fingerprint(*, source: str, split: str, source_options: Mapping[str, Any],
         "records": recs,
         "rejects": [rj.to_dict() for rj in sorted(rejects)],
     }
+    if _numeric_label_order(records):
+        # Shards built before integer labels were numbered in numeric order hold other
+        # cls values: a new fingerprint keeps them from being reused. Other splits keep
+        # the fingerprint they had.
+        payload["label_order"] = "numeric"
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 

@@ -104,7 +104,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
             "dataset": rec.dataset,
             "split": rec.split,
         })
-        if rec.label is not None:
+        if rec.label:  # None (the speaker is the class) and NO_LABEL write no label
             meta["label"] = rec.label
         if cfg.chunk_seconds is not None:
             meta["chunk"] = ci

@@ -311,6 +311,7 @@ class ShardStreamDataset(IterableDataset):
                     with block.read(f, start, want, entry.url) as buf:
                         samples = fmt.group_samples(fmt.iter_buffer_members(buf, base=start, source=entry.url))
                         got = 0
+                        fields = None  # a block of zeros yields no sample at all
                         for idx, (key, fields) in enumerate(samples, start=j):
                             if idx >= k:
                                 break

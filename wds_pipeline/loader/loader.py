@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import typing
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -13,7 +15,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
 
-from ..index import DatasetIndex, load_index
+from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
 from .batch import Batch
 from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
 from .plan import EpochPlan, PlanConfig
@@ -49,6 +51,21 @@ class LoaderConfig:
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
     worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None = None
+    # Shard URLs in an index that leave its folder (../x.tar, /abs, gs://other) are
+    # refused unless this is set: an index from elsewhere could point at any file.
+    allow_external_shards: bool = False
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            choices = _literal_choices(hints[f.name])
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise ValueError(f"{f.name}={value!r} is not one of {choices}")
+        if self.crop_seconds is not None and not self.crop_seconds > 0:
+            raise ValueError(
+                f"crop_seconds must be > 0 seconds (or None for whole clips), got {self.crop_seconds}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoaderConfig:
@@ -145,6 +162,17 @@ class StreamingLoader:
         ]
         if not self.indexes:
             raise ValueError("no dataset given: pass at least one index.json URL")
+        if not cfg.allow_external_shards:
+            for ix in self.indexes:
+                if outside := ix.external_shard_urls():
+                    raise ValueError(
+                        f"{join_url(ix.base_url, INDEX_NAME) if ix.base_url else ix.name}: shard "
+                        f"URL(s) {', '.join(map(repr, outside[:3]))}"
+                        f"{f' and {len(outside) - 3} more' if len(outside) > 3 else ''} point "
+                        "outside the dataset folder; an index from elsewhere could make the "
+                        "loader read any file. If you trust this index, pass "
+                        "allow_external_shards=True"
+                    )
         rates = {i.sample_rate for i in self.indexes}
         if len(rates) > 1:
             raise ValueError(f"datasets have different sample rates {sorted(rates)}; rebuild them at one rate")
@@ -170,6 +198,31 @@ class StreamingLoader:
         self._skipped: deque[str] = deque(maxlen=MAX_SKIPPED_KEYS)
         self._skipped_count = 0
         self.label_names, self._label_remap = label_union(self.indexes)
+        self._warn_about_waste()
+
+    def _warn_about_waste(self) -> None:
+        """Settings that run but cannot be what was meant: say so once, at construction."""
+        cfg = self.config
+        if self.plan(0).num_batches == 0:
+            warnings.warn(
+                f"the loader yields 0 batches per epoch: {self.num_samples} samples over "
+                f"{self.world_size} rank(s) x {self._logical_workers} worker(s) with "
+                f"batch_size={cfg.batch_size}, last_batch={cfg.last_batch!r}; lower batch_size "
+                "or pass last_batch='pad'",
+                UserWarning,
+                stacklevel=3,
+            )
+        crop = self.plan_config.crop_frames
+        longest = max((max(s.sample_frames) for i in self.indexes for s in i.shards
+                       if s.sample_frames), default=0)
+        if crop and longest and crop > longest:
+            warnings.warn(
+                f"crop_seconds={cfg.crop_seconds} is longer than every clip (the longest is "
+                f"{longest / self.sample_rate:.2f} s): nothing is cropped and every batch is "
+                f"zero-padded to {cfg.crop_seconds} s; lower crop_seconds",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _make_dataloader(self) -> DataLoader:
         cfg = self.config
@@ -390,22 +443,6 @@ def bucket_boundaries(
     return sorted({int(q) for q in qs})
 
 
-def label_sort_key(names: Sequence[str]):
-    """Order of class names in a label space: numeric when every name is an integer
-    (``2`` before ``10``), else by string."""
-    if names and all(_is_int(n) for n in names):
-        return lambda n: (int(n), n)
-    return lambda n: n
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
 def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
     """One label space over several datasets, by class *name*: the same speaker in two
     builds is one class, and two different speakers never share an id although each
@@ -419,8 +456,7 @@ def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray 
     if len(maps) == 1 or all(m == maps[0] for m in maps):
         names = [n for n, _ in sorted(maps[0].items(), key=lambda kv: kv[1])]
         return names, None
-    every = set().union(*maps)
-    names = sorted(every, key=label_sort_key(sorted(every)))
+    names = label_order(set().union(*maps))
     ids = {n: j for j, n in enumerate(names)}
     width = max((max(m.values(), default=-1) for m in maps), default=-1) + 1
     table = np.full((len(maps), max(width, 1)), -1, dtype=np.int64)
@@ -436,6 +472,17 @@ def _remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Te
     out = torch.full_like(labels, -1)
     out[known] = t[dataset_ids[known], labels[known]]
     return out
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` (or ``Literal[...] | None``) option, else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    args = typing.get_args(hint)
+    literals = [a for a in args if typing.get_origin(a) is Literal]
+    if len(literals) == 1 and all(a is type(None) or a in literals for a in args):
+        return typing.get_args(literals[0]) + (None,)
+    return None  # e.g. cache_dir: str | Literal[False] | None takes any path
 
 
 def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Columns: ``path`` (required; relative paths resolve against the manifest's folde
 optional ``id``, ``speaker``, ``label``, ``text``, ``offset``, ``duration`` (seconds),
 ``split``. Other columns are carried into the record's ``extra``.
 
+Class labels: with a ``label`` column (a CSV header naming it, or any JSONL object with
+the key), classes come from it alone and a row whose label is empty, missing or null
+has no class; without one, the speaker is the class. A label that is a whole number
+(``2``, ``2.0``, JSON ``2.0``) is written as the integer (``"2"``), so one value is one
+class; a JSON boolean label is rejected (is ``true`` the class "true" or 1?).
+
 The default id is the path relative to the manifest folder without its extension;
 when several rows share a file, each id gets ``-<offset in ms, 7 digits>`` appended so
 segments of one file stay unique and sort in time order.
@@ -21,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from wds_pipeline.records import Reject, SourceRecord, SourceScan
+from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
 
 NAME = "manifest"
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -72,9 +78,10 @@ def scan(root: str, *, split: str = "train", dataset_name: str | None = None) ->
         raise ValueError(
             f"manifest {manifest} is not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8"
         ) from None
-    rows, rejects = read_rows(text, manifest)
+    rows, rejects, columns = read_rows(text, manifest)
     dataset = dataset_name or os.path.splitext(os.path.basename(manifest))[0]
-    records = rows_to_records(rows, manifest, split, dataset, rejects)
+    records = rows_to_records(rows, manifest, split, dataset, rejects,
+                              labelled="label" in columns)
     return SourceScan(records=sorted(records, key=lambda r: r.id), rejects=sorted(rejects))
 
 
@@ -85,18 +92,20 @@ def check_split(split: str, what: str) -> None:
         )
 
 
-def read_rows(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
+def read_rows(text: str, manifest: str) -> tuple[list[Row], list[Reject], set[str]]:
+    """Rows, rows rejected while reading, and the column names the manifest uses."""
     ext = os.path.splitext(manifest)[1].lower()
     if ext in (".jsonl", ".ndjson"):
         return read_jsonl(text, manifest)
     if ext == ".csv":
-        return read_csv(text, manifest), []
+        rows, header = read_csv(text, manifest)
+        return rows, [], set(header)
     raise ValueError(
         f"manifest {manifest} must end in .csv (with a header row) or .jsonl (one JSON object a line)"
     )
 
 
-def read_csv(text: str, manifest: str) -> list[Row]:
+def read_csv(text: str, manifest: str) -> tuple[list[Row], list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [c.strip() for c in next(reader, [])]
     if "path" not in header:
@@ -114,12 +123,13 @@ def read_csv(text: str, manifest: str) -> list[Row]:
             name: value for name, value in zip(header, fields) if name and value.strip() != ""
         }
         rows.append(Row(lineno, values, overflow=max(0, len(fields) - len(header))))
-    return rows
+    return rows, header
 
 
-def read_jsonl(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
+def read_jsonl(text: str, manifest: str) -> tuple[list[Row], list[Reject], set[str]]:
     rows: list[Row] = []
     rejects: list[Reject] = []
+    columns: set[str] = set()
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -140,13 +150,17 @@ def read_jsonl(text: str, manifest: str) -> tuple[list[Row], list[Reject]]:
                 )
             )
             continue
+        columns.update(obj)
         rows.append(Row(lineno, {k: v for k, v in obj.items() if v is not None and v != ""}))
-    return rows, rejects
+    return rows, rejects, columns
 
 
 def rows_to_records(
-    rows: list[Row], manifest: str, split: str, dataset: str, rejects: list[Reject]
+    rows: list[Row], manifest: str, split: str, dataset: str, rejects: list[Reject],
+    *, labelled: bool = False,
 ) -> list[SourceRecord]:
+    """``labelled``: the manifest has a label column, so a row without a label has no
+    class (NO_LABEL) instead of its speaker's."""
     folder = os.path.dirname(manifest)
     checked: list[tuple[Row, dict[str, Any]]] = []
     for row in rows:
@@ -187,7 +201,7 @@ def rows_to_records(
                 path=fields["path"],
                 speaker=fields.get("speaker"),
                 text=fields.get("text"),
-                label=fields.get("label"),
+                label=fields.get("label", NO_LABEL if labelled else None),
                 offset=fields["offset"],
                 duration=fields.get("duration"),
                 dataset=dataset,
@@ -221,6 +235,14 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
             if isinstance(values[name], (dict, list)):
                 return {}, f"{name} must be a string or number, got {type(values[name]).__name__}"
             fields[name] = str(values[name]).strip()
+    if "label" in values:
+        label, problem = canonical_label(values["label"])
+        if problem:
+            return {}, problem
+        if label:
+            fields["label"] = label
+        else:
+            fields.pop("label")  # whitespace only: no label
     if "split" in fields and not _SPLIT_OK.match(fields["split"]):
         return (
             {},
@@ -228,6 +250,22 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
         )
     fields["extra"] = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
     return fields, None
+
+
+_WHOLE_NUMBER = re.compile(r"^[+-]?(0|[1-9][0-9]*)(\.0*)?$")
+
+
+def canonical_label(value: Any) -> tuple[str, str | None]:
+    """A label's class name: trimmed text, whole numbers as integers ("2.0" -> "2")."""
+    if isinstance(value, bool):
+        word = "true" if value else "false"
+        return "", f'label {word} is a JSON boolean; write the class as a string ("{word}") or a number'
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)), None
+    text = str(value).strip()
+    if _WHOLE_NUMBER.match(text):
+        return str(int(text.split(".")[0])), None
+    return text, None
 
 
 def parse_seconds(value: Any, name: str, *, positive: bool) -> tuple[float, str | None]:
