@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
+from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind
 
 NAME = "manifest"
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -157,12 +158,10 @@ def rows_to_records(
             )
             continue
         fields["path"] = os.path.normpath(os.path.join(folder, fields["path"]))
-        if not os.path.isfile(fields["path"]):
-            rejects.append(
-                Reject(
-                    fields["path"], f"missing file {fields['path']} ({manifest} line {row.lineno})"
-                )
-            )
+        kind = path_kind(fields["path"])
+        if kind != FILE:
+            why = not_audio_reason(fields["path"], kind)
+            rejects.append(Reject(fields["path"], f"{why} ({manifest} line {row.lineno})"))
             continue
         checked.append((row, fields))
     uses = count_paths(f for _, f in checked)

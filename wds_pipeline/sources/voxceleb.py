@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
-from wds_pipeline.sources._walk import drop_duplicate_ids, list_dir
+from wds_pipeline.sources._walk import (
+    DIR,
+    FILE,
+    drop_duplicate_ids,
+    entry_kind,
+    list_dir,
+    not_audio_reason,
+)
 
 NAME = "voxceleb"
 
@@ -121,7 +128,8 @@ def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
         raise FileNotFoundError(
             f"VoxCeleb root {root} is not a directory; pass the folder holding voxceleb1/ and/or voxceleb2/"
         )
-    children = {e.name.lower(): e.path for e in os.scandir(root) if e.is_dir()}
+    with os.scandir(root) as it:
+        children = {e.name.lower(): e.path for e in it if entry_kind(e) == DIR}
     found = [(layout, children[layout.name]) for layout in LAYOUTS if layout.name in children]
     if not found:
         found = [(layout, root) for layout in LAYOUTS if looks_like(layout, root)]
@@ -224,7 +232,8 @@ def scan_corpus(
                 if not expect_dir(video, rejects):
                     continue
                 for utt in list_dir(video.path, rejects, skip_hidden=True):
-                    if utt.is_file() and utt.name.endswith(layout.ext):
+                    kind = entry_kind(utt)
+                    if kind == FILE and utt.name.endswith(layout.ext):
                         records.append(
                             SourceRecord(
                                 id=f"{spk.name}/{video.name}/{utt.name[: -len(layout.ext)]}",
@@ -235,8 +244,10 @@ def scan_corpus(
                                 extra=extra,
                             )
                         )
+                    elif kind not in (FILE, DIR) or utt.name.endswith(layout.ext):
+                        rejects.append(Reject(utt.path, not_audio_reason(utt.path, kind)))
                     else:
-                        kind = "folder" if utt.is_dir() else "file"
+                        kind = "folder" if kind == DIR else "file"
                         rejects.append(
                             Reject(
                                 utt.path,
@@ -247,8 +258,12 @@ def scan_corpus(
 
 
 def expect_dir(entry: os.DirEntry[str], rejects: list[Reject]) -> bool:
-    if entry.is_dir():
+    kind = entry_kind(entry)
+    if kind == DIR:
         return True
+    if kind != FILE:
+        rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
+        return False
     rejects.append(
         Reject(
             entry.path,
