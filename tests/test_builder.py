@@ -460,6 +460,25 @@ def test_librispeech_transcript_rejects_reach_the_right_split(libri, tmp_path):
     assert res.counts.inputs == 13
 
 
+def test_rejects_carry_their_split_even_when_a_part_has_no_records(libri, tmp_path):
+    work = tmp_path / "LibriSpeech"
+    shutil.copytree(libri, work)
+    dev_flacs = sorted(str(p.relative_to(work)) for p in (work / "dev-clean").rglob("*.flac"))
+    for trans in (work / "dev-clean").rglob("*.trans.txt"):
+        trans.unlink()  # every dev-clean utterance becomes a reject, none a record
+    build("librispeech", work, tmp_path / "o", shard_size=2)
+    dev = load_index(str(tmp_path / "o" / "dev-clean"))
+    train = load_index(str(tmp_path / "o" / "train-clean-100"))
+    assert train.rejected == [] and train.counts.rejected == 0
+    assert train.counts.inputs == train.counts.written
+    assert sorted(r.input for r in dev.rejected) == dev_flacs
+    assert (dev.counts.inputs, dev.counts.written) == (len(dev_flacs), 0)
+    # One part alone: its split is named after the part, not "train".
+    build("librispeech", work, tmp_path / "d", source_options={"parts": "dev-clean"})
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["dev-clean"]
+    assert load_index(str(tmp_path / "d" / "dev-clean")).counts.rejected == len(dev_flacs)
+
+
 def test_duplicate_keys_after_sanitising_reject_the_later_input(tmp_path):
     write_audio(tmp_path / "x.wav", 1.0)
     write_audio(tmp_path / "y.wav", 1.0, seed=1)

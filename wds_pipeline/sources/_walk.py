@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -26,6 +27,13 @@ def list_dir(
             )
         )
         return []
+
+
+def tag_split(rejects: list[Reject], start: int, split: str) -> None:
+    """Give ``rejects[start:]`` that have no split yet the split ``split`` (in place)."""
+    for i in range(start, len(rejects)):
+        if rejects[i].split is None:
+            rejects[i] = dataclasses.replace(rejects[i], split=split)
 
 
 FILE, DIR = "file", "dir"
@@ -90,6 +98,10 @@ def drop_duplicate_ids(records: list[SourceRecord], rejects: list[Reject]) -> li
             kept[rec.id] = rec
         else:
             rejects.append(
-                Reject(rec.path, f"duplicate utterance id {rec.id}: already found at {first.path}")
+                Reject(
+                    rec.path,
+                    f"duplicate utterance id {rec.id}: already found at {first.path}",
+                    split=rec.split,
+                )
             )
     return [kept[k] for k in sorted(kept)]

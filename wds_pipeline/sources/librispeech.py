@@ -23,6 +23,7 @@ from wds_pipeline.sources._walk import (
     entry_kind,
     list_dir,
     not_audio_reason,
+    tag_split,
 )
 
 NAME = "librispeech"
@@ -61,7 +62,9 @@ def scan(root: str, *, parts: str | Sequence[str] | None = None) -> SourceScan:
     part_dirs = find_part_dirs(os.path.abspath(root), wanted, rejects)
     records: list[SourceRecord] = []
     for part, part_dir in part_dirs:
+        start = len(rejects)
         scan_part(part, part_dir, records, rejects)
+        tag_split(rejects, start, part)  # a part's rejects count in that part's split
     records = drop_duplicate_ids(records, rejects)
     return SourceScan(records=records, rejects=sorted(rejects))
 

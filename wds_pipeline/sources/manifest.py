@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
-from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind
+from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind, tag_split
 
 NAME = "manifest"
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -76,7 +76,14 @@ def scan(root: str, *, split: str = "train", dataset_name: str | None = None) ->
     rows, rejects = read_rows(text, manifest)
     dataset = dataset_name or os.path.splitext(os.path.basename(manifest))[0]
     records = rows_to_records(rows, manifest, split, dataset, rejects)
+    tag_split(rejects, 0, split)  # lines rejected before their split column was read
     return SourceScan(records=sorted(records, key=lambda r: r.id), rejects=sorted(rejects))
+
+
+def row_split(row: Row, default: str) -> str:
+    """The split a row counts in: its own split column when valid, else ``default``."""
+    value = str(row.values.get("split") or "")
+    return value if _SPLIT_OK.match(value) else default
 
 
 def check_split(split: str, what: str) -> None:
@@ -154,14 +161,24 @@ def rows_to_records(
         fields, problem = check_row(row)
         if problem:
             rejects.append(
-                Reject(f"{manifest}:{row.lineno}", f"{manifest} line {row.lineno}: {problem}")
+                Reject(
+                    f"{manifest}:{row.lineno}",
+                    f"{manifest} line {row.lineno}: {problem}",
+                    split=row_split(row, split),
+                )
             )
             continue
         fields["path"] = os.path.normpath(os.path.join(folder, fields["path"]))
         kind = path_kind(fields["path"])
         if kind != FILE:
             why = not_audio_reason(fields["path"], kind)
-            rejects.append(Reject(fields["path"], f"{why} ({manifest} line {row.lineno})"))
+            rejects.append(
+                Reject(
+                    fields["path"],
+                    f"{why} ({manifest} line {row.lineno})",
+                    split=row_split(row, split),
+                )
+            )
             continue
         checked.append((row, fields))
     uses = count_paths(f for _, f in checked)
@@ -176,6 +193,7 @@ def rows_to_records(
                 Reject(
                     f"{manifest}:{row.lineno}",
                     f"{manifest} line {row.lineno}: duplicate id {rid!r} (first on line {first_line[rid]})",
+                    split=row_split(row, split),
                 )
             )
             continue

@@ -36,6 +36,7 @@ from wds_pipeline.sources._walk import (
     entry_kind,
     list_dir,
     not_audio_reason,
+    tag_split,
 )
 
 NAME = "voxceleb"
@@ -219,7 +220,9 @@ def scan_corpus(
         )
     not_in_meta: set[str] = set()
     for folder_set, audio_root in roots:
+        root_start = len(rejects)
         for spk in list_dir(audio_root, rejects, skip_hidden=True):
+            spk_start = len(rejects)
             if not expect_dir(spk, rejects) or not check_speaker(spk, rejects):
                 continue
             info = (meta or {}).get(spk.name)
@@ -254,6 +257,9 @@ def scan_corpus(
                                 f"unexpected {kind} {utt.path}: {layout.name} video folders hold only *{layout.ext} files",
                             )
                         )
+            tag_split(rejects, spk_start, split)
+        # Rejects above the speaker folders: the split of the folder's own set.
+        tag_split(rejects, root_start, choose_split(layout, folder_set or "dev", kaldi_split))
     return sorted(not_in_meta)
 
 
