@@ -479,6 +479,28 @@ def test_rejects_carry_their_split_even_when_a_part_has_no_records(libri, tmp_pa
     assert load_index(str(tmp_path / "d" / "dev-clean")).counts.rejected == len(dev_flacs)
 
 
+def test_moving_the_corpus_or_out_inside_it_keeps_the_fingerprint(libri, tmp_path):
+    first = tmp_path / "a" / "LibriSpeech"
+    shutil.copytree(libri, first)
+    chap = sorted((first / "dev-clean").glob("*/*"))[0]
+    (chap / "stray.txt").write_text("notes")  # a reject whose reason names its path
+    out = tmp_path / "out"
+    build("librispeech", first, out, shard_size=2)
+    reasons = [r.reason for r in load_index(str(out / "dev-clean")).rejected]
+    assert len(reasons) == 1 and str(tmp_path) not in reasons[0]
+    assert f"dev-clean/{chap.parent.name}/{chap.name}/stray.txt" in reasons[0]
+    moved = tmp_path / "b" / "LibriSpeech"
+    shutil.move(str(first.parent), str(moved.parent))
+    res = build("librispeech", moved, out, shard_size=2)
+    assert res.already_complete
+    # OUT inside the source folder: the second run must not see OUT as a stray input.
+    inside = moved / "shards"
+    build("librispeech", moved, inside, shard_size=2)
+    res = build("librispeech", moved, inside, shard_size=2)
+    assert res.already_complete
+    assert [r.reason for r in load_index(str(inside / "dev-clean")).rejected] == reasons
+
+
 def test_duplicate_keys_after_sanitising_reject_the_later_input(tmp_path):
     write_audio(tmp_path / "x.wav", 1.0)
     write_audio(tmp_path / "y.wav", 1.0, seed=1)

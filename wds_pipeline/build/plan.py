@@ -140,8 +140,28 @@ def _input_name(root: str, record: SourceRecord) -> str:
 
 
 def _relativize_reject(root: str, reject: Reject) -> Reject:
+    """The reject with its input, and the paths in its reason, relative to ``root``: the
+    reasons enter the fingerprint, which must not change when the corpus moves."""
     rel = relative_source_path(root, reject.input)
-    return reject if rel == reject.input else dataclasses.replace(reject, input=rel)
+    base = root.rstrip("/") if _is_url(root) else os.path.abspath(root)
+    reason = reject.reason.replace(base + ("/" if _is_url(root) else os.sep), "")
+    if rel == reject.input and reason == reject.reason:
+        return reject
+    return dataclasses.replace(reject, input=rel, reason=reason)
+
+
+def _inside(rel: str, folder_rel: str | None) -> bool:
+    return folder_rel is not None and (rel == folder_rel or rel.startswith(folder_rel + "/"))
+
+
+def _out_under_root(root: str, out: str) -> str | None:
+    """OUT relative to the source root when it lies inside it, else None."""
+    if _is_url(root) != _is_url(out):
+        return None
+    rel = relative_source_path(root, out if _is_url(out) else os.path.abspath(out))
+    if _is_url(rel) or os.path.isabs(rel) or rel.startswith(".."):
+        return None
+    return rel.rstrip("/")
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +309,11 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
     by_split: dict[str, list[SourceRecord]] = {}
     for rec in scan.records:
         by_split.setdefault(rec.split, []).append(rec)
-    source_rejects = [_relativize_reject(root, rj) for rj in scan.rejects]
+    # What a source saw of OUT (when OUT lies inside the corpus) is this tool's own
+    # output, not an input: it would change the fingerprint between two runs.
+    out_rel = _out_under_root(root, out)
+    source_rejects = [rj for rj in (_relativize_reject(root, r) for r in scan.rejects)
+                      if not _inside(rj.input, out_rel)]
     rejects_by_split = assign_reject_splits(source_rejects, scan.records)
     plans: list[SplitPlan] = []
     for split in sorted(set(by_split) | set(rejects_by_split)):
