@@ -59,6 +59,9 @@ class BuildOptions:
     workers: int | None = None  # None: os.cpu_count()
     strict: bool = False
     overwrite: bool = False
+    # Re-hash every shard of a split that looks complete and rebuild those that no longer
+    # match their journal entry (what ``verify`` advises after finding damage).
+    repair: bool = False
     progress: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -101,7 +104,7 @@ class BuildOptions:
 
     def output_dict(self) -> dict[str, Any]:
         """The options that change the bytes written (fingerprinted)."""
-        run_only = {"workers", "strict", "overwrite", "progress", "storage_options"}
+        run_only = {"workers", "strict", "overwrite", "repair", "progress", "storage_options"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
         # Settings that cannot change a byte in this configuration do not count.
         if self.compress == "none":

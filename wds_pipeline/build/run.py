@@ -349,7 +349,12 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     pending: list[ShardTask] = []
     for plan in plans:
         state = states[plan.split]
-        if state.complete is not None:
+        if state.complete is not None and options.repair:
+            # A damaged shard of the right size passes the size check: go through the
+            # journal, which re-hashes every shard, and rewrite the (identical) index.
+            log(f"{plan.split}: --repair: re-hashing {len(state.complete.shards)} shards "
+                "against the journal")
+        elif state.complete is not None:
             idx = state.complete
             results[plan.split] = SplitResult(
                 split=plan.split, index_url=join_url(plan.split_url, INDEX_NAME),
@@ -357,7 +362,7 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
                 shards_reused=len(idx.shards), duration=idx.total_duration,
                 already_complete=True)
             log(f"{plan.split}: already complete ({len(idx.shards)} shards, fingerprint "
-                f"{plan.fingerprint[:12]})")
+                f"{plan.fingerprint[:12]}; --repair re-hashes them)")
             continue
         done: dict[int, ShardOutcome] = {}
         to_check = [t for t in plan.shards if t.name in state.entries]
