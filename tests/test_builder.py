@@ -388,6 +388,74 @@ def test_ctrl_c_with_two_workers_exits_130_and_resumes(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# one build at a time per OUT
+
+
+def test_two_builds_into_one_out_at_once_never_mix(tmp_path):
+    """The issue's repro: two different builds started together into one OUT. Whoever gets
+    OUT first builds it; the other is refused (held lock, or a different dataset) and the
+    result is exactly the winner's solo build."""
+    from wds_pipeline.synth import synth_librispeech
+    from wds_pipeline.verify import verify_dataset
+
+    src = tmp_path / "lsm"
+    synth_librispeech(str(src), speakers=8, chapters_per_speaker=2, utterances_per_chapter=6,
+                      parts=("train-clean-100",), seed=5)
+    base = ["build", "librispeech", str(src), str(tmp_path / "cc"), "--shard-size", "4",
+            "--no-progress"]
+    variants = {"plain": base, "peak": base + ["--normalize", "peak"]}
+    procs = {name: subprocess.Popen(CLI + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, cwd=REPO) for name, argv in variants.items()}
+    results = {name: (p.wait(timeout=600), p.stderr.read()) for name, p in procs.items()}
+    winners = [name for name, (code, _) in results.items() if code == 0]
+    assert len(winners) == 1, results
+    (loser,) = set(results) - set(winners)
+    code, err = results[loser]
+    assert ("is being written by another build" in err and code == 1) or \
+        ("already holds a different dataset" in err and code == 2), err
+    assert verify_dataset(str(tmp_path / "cc"), decode=False, progress=False).ok
+    solo = tmp_path / "solo"
+    argv = variants[winners[0]]
+    assert subprocess.run(CLI + argv[:3] + [str(solo)] + argv[4:], cwd=REPO,
+                          capture_output=True).returncode == 0
+    assert tree_bytes(tmp_path / "cc" / "train-clean-100") == \
+        tree_bytes(solo / "train-clean-100")
+    assert not (tmp_path / "cc" / ".wds-pipeline.lock").exists()
+
+
+def test_a_held_lock_names_its_holder_and_a_dead_holder_is_taken_over(libri, tmp_path):
+    import socket
+
+    from wds_pipeline.build.lock import LOCK_NAME, locked
+
+    out = tmp_path / "o"
+    argv = CLI + ["build", "librispeech", str(libri), str(out), "--shard-size", "2",
+                  "--workers", "1", "--no-progress"]
+    out.mkdir()
+    with locked(str(out), {}):  # held by this (live) test process
+        held = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert held.returncode == 1
+    assert f"is being written by another build (host {socket.gethostname()}, pid " \
+           f"{os.getpid()}, since " in held.stderr
+    assert "--wait-for-lock SECONDS" in held.stderr and LOCK_NAME in held.stderr
+    assert list(out.iterdir()) == []  # refused before writing anything; the lock released
+
+    # A holder killed with -9 on this host: its lock is stale and the next build proceeds.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    rec = {"host": socket.gethostname(), "pid": holder.pid, "pid_start": None,
+           "started": time.time(), "renewed": time.time(), "command": "wds-pipeline build x",
+           "token": "t"}
+    (out / LOCK_NAME).write_text(json.dumps(rec))
+    holder.kill()
+    holder.wait()
+    ok = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert f"taking over a stale lock (host {socket.gethostname()}, pid {holder.pid}" in ok.stderr
+    assert f"its process {holder.pid} on this host is gone" in ok.stderr
+    assert not (out / LOCK_NAME).exists()
+
+
+# ---------------------------------------------------------------------------
 # bad input
 
 
@@ -611,3 +679,20 @@ def test_build_to_a_drive_like_fuse_mount(slowfs_factory, tmp_path):
     tars = [c for c in created if c.endswith(".tar") or ".tar." in c]
     # each shard: one temp file created then renamed onto its final name
     assert len(tars) == 3 and all("/." in t and ".tmp-" in t for t in tars), tars
+
+
+def test_a_gcs_out_is_held_by_a_lease_object(gcs_emulator, tmp_path):
+    import socket
+
+    from wds_pipeline.build.lock import LOCK_NAME, OutputLockedError, locked
+
+    so = gcs_emulator.storage_options
+    manifest = make_clip_corpus(tmp_path / "c", n=3, seconds=(0.6, 0.9))
+    out = gcs_emulator.gs("leased")
+    with locked(out, so):
+        lease = json.loads(gcs_emulator.fs.cat_file(f"{gcs_emulator.bucket}/leased/{LOCK_NAME}"))
+        assert (lease["host"], lease["pid"]) == (socket.gethostname(), os.getpid())
+        with pytest.raises(OutputLockedError, match=rf"pid {os.getpid()}, since "):
+            build("manifest", manifest, out, storage_options=so)
+    assert not gcs_emulator.fs.exists(f"{gcs_emulator.bucket}/leased/{LOCK_NAME}")
+    assert build("manifest", manifest, out, storage_options=so).counts.written == 3

@@ -34,6 +34,7 @@ from .journal import (
     journal_dir,
     refuse,
 )
+from .lock import OutLock, locked
 from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
 from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
 from .worker import ShardOutcome, process_shard
@@ -326,6 +327,14 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
                        source_options=source_options, worker=cfg, preprocessing=preprocessing,
                        staging_dir=staging_dir_for, durations=durations)
 
+    with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
+                log=log) as lock:
+        return _build_plans(plans, out, options, cfg, preprocessing, lock, log)
+
+
+def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: WorkerConfig,
+                 preprocessing: dict[str, Any], lock: OutLock, log: Log) -> BuildResult:
+    """Everything after planning, run while this build holds the lock on OUT."""
     # Check every split before touching any: a refusal must leave OUT as it was.
     so = options.storage_options
     states: dict[str, SplitState] = {}
@@ -397,6 +406,7 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
         done = outcomes[plan.split]
         index = _assemble_index(plan, done, preprocessing, cfg)
         index_url = join_url(plan.split_url, INDEX_NAME)
+        lock.check()  # another build took OUT over: its shards may be mixed with ours
         storage.makedirs(plan.split_url, **so)
         # Last and atomic: an index only ever describes a finished split.
         storage.write_bytes_atomic(index_url, index.to_json().encode("utf-8"), **so)
