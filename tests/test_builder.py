@@ -696,3 +696,14 @@ def test_a_gcs_out_is_held_by_a_lease_object(gcs_emulator, tmp_path):
             build("manifest", manifest, out, storage_options=so)
     assert not gcs_emulator.fs.exists(f"{gcs_emulator.bucket}/leased/{LOCK_NAME}")
     assert build("manifest", manifest, out, storage_options=so).counts.written == 3
+
+
+def test_shards_are_written_with_the_umask_not_0600(tmp_path):
+    manifest = make_clip_corpus(tmp_path / "c", n=2, seconds=(0.6, 0.9))
+    old = os.umask(0o022)
+    try:
+        build("manifest", manifest, tmp_path / "o")
+    finally:
+        os.umask(old)
+    tars = list((tmp_path / "o" / "train").glob("*.tar"))
+    assert tars and {oct(p.stat().st_mode & 0o777) for p in tars} == {oct(0o644)}
