@@ -455,6 +455,40 @@ def test_a_held_lock_names_its_holder_and_a_dead_holder_is_taken_over(libri, tmp
     assert not (out / LOCK_NAME).exists()
 
 
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo.extend(kids - out)
+            out |= kids
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
+    _, out, args = slow_build_args(tmp_path, workers=2)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO)
+    wait_for_journal(proc, out / "train")
+    workers = _descendants(proc.pid)
+    assert len(workers) >= 2  # the fork server and its workers
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists()
+                 and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]}
+        time.sleep(0.1)
+    assert alive == set(), f"worker processes {sorted(alive)} outlived the killed coordinator"
+
+
 # ---------------------------------------------------------------------------
 # bad input
 

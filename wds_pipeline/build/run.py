@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -183,7 +185,8 @@ def _run_tasks(tasks: list[ShardTask], options: BuildOptions, log: Log) -> list[
                     bar.update(len(task.inputs))
             return outcomes
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
-                                    initializer=_init_worker) as pool:
+                                    initializer=_init_worker,
+                                    initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(process_shard, t): t for t in tasks}
             try:
                 for fut in cf.as_completed(futures):
@@ -237,7 +240,23 @@ def _abandon(pool: cf.ProcessPoolExecutor) -> None:
         proc.join(timeout=10)
 
 
-def _init_worker() -> None:
+def _watch_coordinator(pid: int) -> None:
+    """Exit this worker once the coordinator is gone (kill -9 leaves no one to stop it: the
+    fork server, not the coordinator, is its parent, so a parent-death signal is not
+    enough). Its temp file is removed by the next run of the build."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def _init_worker(coordinator_pid: int) -> None:
+    threading.Thread(target=_watch_coordinator, args=(coordinator_pid,), daemon=True,
+                     name="wds-coordinator-watch").start()
     # Ctrl-C is the coordinator's business: a worker killed by SIGINT while idle
     # would make the pool "broken" and SIGTERM the others mid-write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
