@@ -515,3 +515,26 @@ def test_int16_resampling_is_deterministic_whatever_the_heap_holds(tmp_path):
                 for n in rng.integers(1_000, 3_000_000, 5)]
         del junk
         assert np.array_equal(load_and_preprocess(str(tmp_path / "a.flac"), cfg), ref)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "MP3"])
+def test_truncated_wav_and_mp3_are_rejected_not_decoded_short(tmp_path: Path, fmt: str) -> None:
+    # libsndfile shrinks a cut WAV's frame count to the data on disk and FFmpeg decodes a cut MP3
+    # up to its last whole frame: only the header's declared length shows the cut.
+    sr = 16000
+    rng = np.random.default_rng(1)
+    good = tmp_path / f"good.{fmt.lower()}"
+    sf.write(good, (0.2 * rng.standard_normal(4 * sr)).astype(np.float32), sr, format=fmt)
+    assert decode_audio(str(good))[0].shape == (4 * sr, 1)
+    data = good.read_bytes()
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioDecodeError,
+                       match=rf"cut\.{fmt.lower()}: truncated: header says 64000 frames, "
+                             r"file holds \d+"):
+        decode_audio(str(cut))
+    with pytest.raises(AudioDecodeError, match=r"truncated: header says 64000 frames"):
+        decode_audio(data[: len(data) // 2], name="clip", dtype="int16")
+    # The intact first second is still a valid segment.
+    head, _ = decode_audio(str(cut), duration=1.0)
+    assert head.shape == (sr, 1)

@@ -388,6 +388,108 @@ def test_ctrl_c_with_two_workers_exits_130_and_resumes(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# one build at a time per OUT
+
+
+def test_two_builds_into_one_out_at_once_never_mix(tmp_path):
+    """The issue's repro: two different builds started together into one OUT. Whoever gets
+    OUT first builds it; the other is refused (held lock, or a different dataset) and the
+    result is exactly the winner's solo build."""
+    from wds_pipeline.synth import synth_librispeech
+    from wds_pipeline.verify import verify_dataset
+
+    src = tmp_path / "lsm"
+    synth_librispeech(str(src), speakers=8, chapters_per_speaker=2, utterances_per_chapter=6,
+                      parts=("train-clean-100",), seed=5)
+    base = ["build", "librispeech", str(src), str(tmp_path / "cc"), "--shard-size", "4",
+            "--no-progress"]
+    variants = {"plain": base, "peak": base + ["--normalize", "peak"]}
+    procs = {name: subprocess.Popen(CLI + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, cwd=REPO) for name, argv in variants.items()}
+    results = {name: (p.wait(timeout=600), p.stderr.read()) for name, p in procs.items()}
+    winners = [name for name, (code, _) in results.items() if code == 0]
+    assert len(winners) == 1, results
+    (loser,) = set(results) - set(winners)
+    code, err = results[loser]
+    assert ("is being written by another build" in err and code == 1) or \
+        ("already holds a different dataset" in err and code == 2), err
+    assert verify_dataset(str(tmp_path / "cc"), decode=False, progress=False).ok
+    solo = tmp_path / "solo"
+    argv = variants[winners[0]]
+    assert subprocess.run(CLI + argv[:3] + [str(solo)] + argv[4:], cwd=REPO,
+                          capture_output=True).returncode == 0
+    assert tree_bytes(tmp_path / "cc" / "train-clean-100") == \
+        tree_bytes(solo / "train-clean-100")
+    assert not (tmp_path / "cc" / ".wds-pipeline.lock").exists()
+
+
+def test_a_held_lock_names_its_holder_and_a_dead_holder_is_taken_over(libri, tmp_path):
+    import socket
+
+    from wds_pipeline.build.lock import LOCK_NAME, locked
+
+    out = tmp_path / "o"
+    argv = CLI + ["build", "librispeech", str(libri), str(out), "--shard-size", "2",
+                  "--workers", "1", "--no-progress"]
+    out.mkdir()
+    with locked(str(out), {}):  # held by this (live) test process
+        held = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert held.returncode == 1
+    assert f"is being written by another build (host {socket.gethostname()}, pid " \
+           f"{os.getpid()}, since " in held.stderr
+    assert "--wait-for-lock SECONDS" in held.stderr and LOCK_NAME in held.stderr
+    assert list(out.iterdir()) == []  # refused before writing anything; the lock released
+
+    # A holder killed with -9 on this host: its lock is stale and the next build proceeds.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    rec = {"host": socket.gethostname(), "pid": holder.pid, "pid_start": None,
+           "started": time.time(), "renewed": time.time(), "command": "wds-pipeline build x",
+           "token": "t"}
+    (out / LOCK_NAME).write_text(json.dumps(rec))
+    holder.kill()
+    holder.wait()
+    ok = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert f"taking over a stale lock (host {socket.gethostname()}, pid {holder.pid}" in ok.stderr
+    assert f"its process {holder.pid} on this host is gone" in ok.stderr
+    assert not (out / LOCK_NAME).exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo.extend(kids - out)
+            out |= kids
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
+    _, out, args = slow_build_args(tmp_path, workers=2)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO)
+    wait_for_journal(proc, out / "train")
+    workers = _descendants(proc.pid)
+    assert len(workers) >= 2  # the fork server and its workers
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists()
+                 and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]}
+        time.sleep(0.1)
+    assert alive == set(), f"worker processes {sorted(alive)} outlived the killed coordinator"
+
+
+# ---------------------------------------------------------------------------
 # bad input
 
 
@@ -458,6 +560,47 @@ def test_librispeech_transcript_rejects_reach_the_right_split(libri, tmp_path):
     assert "transcript line for missing audio" in reasons[no_audio]
     assert (dev.counts.inputs, dev.counts.written, dev.counts.rejected) == (7, 5, 2)
     assert res.counts.inputs == 13
+
+
+def test_rejects_carry_their_split_even_when_a_part_has_no_records(libri, tmp_path):
+    work = tmp_path / "LibriSpeech"
+    shutil.copytree(libri, work)
+    dev_flacs = sorted(str(p.relative_to(work)) for p in (work / "dev-clean").rglob("*.flac"))
+    for trans in (work / "dev-clean").rglob("*.trans.txt"):
+        trans.unlink()  # every dev-clean utterance becomes a reject, none a record
+    build("librispeech", work, tmp_path / "o", shard_size=2)
+    dev = load_index(str(tmp_path / "o" / "dev-clean"))
+    train = load_index(str(tmp_path / "o" / "train-clean-100"))
+    assert train.rejected == [] and train.counts.rejected == 0
+    assert train.counts.inputs == train.counts.written
+    assert sorted(r.input for r in dev.rejected) == dev_flacs
+    assert (dev.counts.inputs, dev.counts.written) == (len(dev_flacs), 0)
+    # One part alone: its split is named after the part, not "train".
+    build("librispeech", work, tmp_path / "d", source_options={"parts": "dev-clean"})
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["dev-clean"]
+    assert load_index(str(tmp_path / "d" / "dev-clean")).counts.rejected == len(dev_flacs)
+
+
+def test_moving_the_corpus_or_out_inside_it_keeps_the_fingerprint(libri, tmp_path):
+    first = tmp_path / "a" / "LibriSpeech"
+    shutil.copytree(libri, first)
+    chap = sorted((first / "dev-clean").glob("*/*"))[0]
+    (chap / "stray.txt").write_text("notes")  # a reject whose reason names its path
+    out = tmp_path / "out"
+    build("librispeech", first, out, shard_size=2)
+    reasons = [r.reason for r in load_index(str(out / "dev-clean")).rejected]
+    assert len(reasons) == 1 and str(tmp_path) not in reasons[0]
+    assert f"dev-clean/{chap.parent.name}/{chap.name}/stray.txt" in reasons[0]
+    moved = tmp_path / "b" / "LibriSpeech"
+    shutil.move(str(first.parent), str(moved.parent))
+    res = build("librispeech", moved, out, shard_size=2)
+    assert res.already_complete
+    # OUT inside the source folder: the second run must not see OUT as a stray input.
+    inside = moved / "shards"
+    build("librispeech", moved, inside, shard_size=2)
+    res = build("librispeech", moved, inside, shard_size=2)
+    assert res.already_complete
+    assert [r.reason for r in load_index(str(inside / "dev-clean")).rejected] == reasons
 
 
 def test_duplicate_keys_after_sanitising_reject_the_later_input(tmp_path):
@@ -570,3 +713,31 @@ def test_build_to_a_drive_like_fuse_mount(slowfs_factory, tmp_path):
     tars = [c for c in created if c.endswith(".tar") or ".tar." in c]
     # each shard: one temp file created then renamed onto its final name
     assert len(tars) == 3 and all("/." in t and ".tmp-" in t for t in tars), tars
+
+
+def test_a_gcs_out_is_held_by_a_lease_object(gcs_emulator, tmp_path):
+    import socket
+
+    from wds_pipeline.build.lock import LOCK_NAME, OutputLockedError, locked
+
+    so = gcs_emulator.storage_options
+    manifest = make_clip_corpus(tmp_path / "c", n=3, seconds=(0.6, 0.9))
+    out = gcs_emulator.gs("leased")
+    with locked(out, so):
+        lease = json.loads(gcs_emulator.fs.cat_file(f"{gcs_emulator.bucket}/leased/{LOCK_NAME}"))
+        assert (lease["host"], lease["pid"]) == (socket.gethostname(), os.getpid())
+        with pytest.raises(OutputLockedError, match=rf"pid {os.getpid()}, since "):
+            build("manifest", manifest, out, storage_options=so)
+    assert not gcs_emulator.fs.exists(f"{gcs_emulator.bucket}/leased/{LOCK_NAME}")
+    assert build("manifest", manifest, out, storage_options=so).counts.written == 3
+
+
+def test_shards_are_written_with_the_umask_not_0600(tmp_path):
+    manifest = make_clip_corpus(tmp_path / "c", n=2, seconds=(0.6, 0.9))
+    old = os.umask(0o022)
+    try:
+        build("manifest", manifest, tmp_path / "o")
+    finally:
+        os.umask(old)
+    tars = list((tmp_path / "o" / "train").glob("*.tar"))
+    assert tars and {oct(p.stat().st_mode & 0o777) for p in tars} == {oct(0o644)}

@@ -223,6 +223,27 @@ def test_verify_detects_a_flipped_byte(capsys, damaged):
     assert "train-clean-100: OK" in out and "verify FAILED for dev-clean" in out
 
 
+def test_verify_names_repair_and_build_repair_rebuilds_a_damaged_shard(capsys, libri, built,
+                                                                      damaged):
+    tar = damaged / "dev-clean" / "shard-000001.tar"
+    good = tar.read_bytes()
+    data = bytearray(good)
+    data[2000] ^= 0x01  # same size: a plain rerun would call the split complete
+    tar.write_bytes(bytes(data))
+    build_argv = ["build", "librispeech", libri, damaged, "--shard-size", "2", "--workers", "1",
+                  "--no-progress"]
+    code, out, _ = run(capsys, "verify", damaged, "--no-progress")
+    assert code == 1 and "with --repair" in out
+    code, _, err = run(capsys, *build_argv, "--repair")
+    assert code == 0
+    assert "dev-clean: shard-000001.tar does not match its journal entry" in err
+    assert tar.read_bytes() == good
+    assert (damaged / "dev-clean" / "index.json").read_bytes() == \
+        (built / "dev-clean" / "index.json").read_bytes()
+    code, out, _ = run(capsys, "verify", damaged, "--no-progress")
+    assert code == 0
+
+
 def test_verify_detects_a_corrupt_header(capsys, damaged):
     tar = damaged / "dev-clean" / "shard-000000.tar"
     data = bytearray(tar.read_bytes())

@@ -627,3 +627,59 @@ def test_manifest_file_level_errors_name_the_fix(audio_dir: Path):
         manifest.scan(str(audio_dir / "absent.csv"))
     with pytest.raises(ValueError, match="--split 'Train' is not a valid split name"):
         manifest.scan(str(no_path), split="Train")
+
+
+# ---------------------------------------------------------------------------
+# Entries that are neither files nor folders
+
+
+def test_symlink_loops_fifos_and_folders_named_like_audio_are_rejects_not_crashes(tmp_path: Path):
+    root = tmp_path / "LibriSpeech"
+    chap = libri_chapter(root / "dev-clean", "84", "121123", {"0000": "GO"}, ["0000"])
+    (chap / "loop-a").symlink_to("loop-b")
+    (chap / "loop-b").symlink_to("loop-a")
+    os.mkfifo(chap / "84-121123-0001.flac")
+    (chap / "84-121123-0002.flac").mkdir()
+    (root / "dev-clean" / "85").symlink_to("85")  # a speaker folder that is a loop
+    scan = librispeech.scan(str(root))
+    assert [r.id for r in scan.records] == ["84-121123-0000"]
+    reasons = {Path(r.input).name: r.reason for r in scan.rejects}
+    assert reasons == {
+        "loop-a": f"{chap}/loop-a is a symlink loop, not a file or folder; remove or fix the link",
+        "loop-b": f"{chap}/loop-b is a symlink loop, not a file or folder; remove or fix the link",
+        "84-121123-0001.flac": f"{chap}/84-121123-0001.flac is a FIFO (named pipe), not an audio "
+                               "file; remove it",
+        "84-121123-0002.flac": f"{chap}/84-121123-0002.flac is a folder named like an audio file; "
+                               "rename or remove it",
+        "85": f"{root}/dev-clean/85 is a symlink loop, not a file or folder; remove or fix the link",
+    }
+
+    vox = tmp_path / "vox" / "voxceleb1"
+    write_audio(vox / "wav" / "id10001" / "vidA" / "00001.wav", "WAV")
+    os.mkfifo(vox / "wav" / "id10001" / "vidA" / "00002.wav")
+    (vox / "wav" / "id10001" / "vidA" / "00003.wav").mkdir()
+    (vox / "wav" / "id10001" / "vidB").symlink_to("vidB")
+    scan = voxceleb.scan(str(vox.parent))
+    assert [r.id for r in scan.records] == ["id10001/vidA/00001"]
+    assert {Path(r.input).name: r.reason.split(" is ", 1)[1] for r in scan.rejects} == {
+        "00002.wav": "a FIFO (named pipe), not an audio file; remove it",
+        "00003.wav": "a folder named like an audio file; rename or remove it",
+        "vidB": "a symlink loop, not a file or folder; remove or fix the link",
+    }
+
+    clips = tmp_path / "clips"
+    write_audio(clips / "ok.wav", "WAV")
+    os.mkfifo(clips / "pipe.wav")
+    (clips / "dir.wav").mkdir()
+    (clips / "loop.wav").symlink_to("loop.wav")
+    csv_path = write_text(clips / "m.csv", "path\nok.wav\npipe.wav\ndir.wav\nloop.wav\n")
+    scan = manifest.scan(str(csv_path))
+    assert [r.id for r in scan.records] == ["ok"]
+    assert {Path(r.input).name: r.reason for r in scan.rejects} == {
+        "pipe.wav": f"{clips}/pipe.wav is a FIFO (named pipe), not an audio file; remove it "
+                    f"({csv_path} line 3)",
+        "dir.wav": f"{clips}/dir.wav is a folder named like an audio file; rename or remove it "
+                   f"({csv_path} line 4)",
+        "loop.wav": f"{clips}/loop.wav is a symlink loop, not a file or folder; remove or fix the "
+                    f"link ({csv_path} line 5)",
+    }

@@ -32,6 +32,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from . import audio_headers
+
 try:  # dr_flac: the fast whole-file FLAC decoder (see decode_flac_int16); optional
     import miniaudio as _miniaudio
 except ImportError:  # pragma: no cover - a core dependency, but decoding works without it
@@ -311,6 +313,7 @@ def _read_pyav(
         tb = stream.time_base
         origin = stream.start_time if stream.start_time is not None else 0
         indexed = any(n in _PYAV_EXACT_SEEK for n in container.format.name.split(","))
+        mp3 = audio_headers.mp3_frames(src) if "mp3" in container.format.name.split(",") else None
         # An indexed container's declared length is exact: it lets us drop encoder padding at the
         # end (AAC pads to whole 1024-sample frames) and notice truncation. Elsewhere (MP3) the
         # length may be a bitrate estimate, so it is not used.
@@ -358,6 +361,11 @@ def _read_pyav(
         container.close()
 
     end = pos if pos is not None else 0
+    if mp3 is not None:
+        # The declared length counts samples after the encoder delay and padding, as FFmpeg
+        # delivers them; two MPEG frames of slack cover encoders that write no LAME tag.
+        declared, spf = mp3
+        _check_declared((declared, end), sr, name, offset, duration, slack=2 * spf)
     if not pieces and start > 0 and end <= start:
         raise _past_end(name, offset, end / sr)
     if expected is not None and stop is not None:
@@ -371,6 +379,24 @@ def _read_pyav(
             )
     data = np.concatenate(pieces) if pieces else np.zeros((0, 1), np.float32)
     return data, sr
+
+
+def _check_declared(declared: tuple[int, int] | None, sr: int, name: str, offset: float,
+                    duration: float | None, *, slack: int) -> None:
+    """Raise when the window asked for reaches past the data present although the header
+    declares more. ``declared`` is ``(declared frames, frames present)``; ``slack`` frames
+    of shortfall are tolerated where the present count is itself an estimate."""
+    if declared is None:
+        return
+    total, present = declared
+    start, count = _frames_wanted(sr, offset, duration)
+    end = total if count is None else min(total, start + count)
+    if present + slack < end:
+        raise AudioDecodeError(
+            name,
+            f"truncated: header says {total} frames, file holds {present}; "
+            "re-create or drop the file",
+        )
 
 
 def _past_end(name: str, offset: float, length_seconds: float) -> AudioDecodeError:
@@ -477,6 +503,9 @@ def decode_audio(
             # libsndfile 1.2's MP3 support estimates the frame count (libsndfile#1001) and
             # returns wrong samples after a seek or a second read call, so MP3 goes to FFmpeg.
             if f.format != "MP3":
+                if f.format == "WAV":
+                    _check_declared(audio_headers.wav_frames(src), f.samplerate, label,
+                                    offset, duration, slack=0)
                 data, sr = _read_soundfile(f, label, offset, duration, dtype)
 
     if data is None:

@@ -130,6 +130,12 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="exit 1 when any input was rejected")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a different dataset already in OUT (deletes its shards/index)")
+    g.add_argument("--repair", action="store_true",
+                   help="re-hash every shard of a finished split against its journal entry and "
+                        "rebuild the ones that fail (after `wds-pipeline verify` found damage)")
+    g.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for another build writing the same OUT to finish "
+                        "(default 0: fail at once, naming that build)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--config", metavar="FILE.yaml", default=None,
                    help="options from YAML; command-line flags win")
@@ -279,7 +285,8 @@ def options_from_args(args: argparse.Namespace):
         shard_size=args.shard_size, max_shard_bytes=args.max_shard_bytes,
         shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
         shard_prefix=args.shard_prefix, workers=args.workers, strict=args.strict,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, repair=args.repair, wait_for_lock=args.wait_for_lock,
+        progress=not args.no_progress,
     )
 
 

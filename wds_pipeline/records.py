@@ -78,9 +78,13 @@ class Reject:
     input: str
     reason: str
     stage: str = "scan"  # scan | decode | filter | write
+    # The split whose counts the reject belongs to, set by the source that found it (None:
+    # a corpus-level reject, see build.plan.assign_reject_splits). Not in to_dict: an index
+    # lists only its own split's rejects, and the fingerprint stays what it was.
+    split: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"input": self.input, "reason": self.reason, "stage": self.stage}
 
     @classmethod
     def from_dict(cls, d: dict[str, str]) -> Reject:

@@ -179,7 +179,8 @@ class VerifyReport:
         bad = [s.split for s in self.splits if not s.ok]
         if bad:
             lines.append(f"verify FAILED for {', '.join(bad)}: rebuild the damaged shards by rerunning "
-                         "the same `wds-pipeline build` command (bad shards are rebuilt), or "
+                         "the same `wds-pipeline build` command with --repair (every shard is "
+                         "re-hashed against its journal entry and the damaged ones rebuilt), or "
                          "restore them from a good copy")
         else:
             lines.append(f"verify OK: {len(self.splits)} split(s), "

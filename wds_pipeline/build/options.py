@@ -59,6 +59,11 @@ class BuildOptions:
     workers: int | None = None  # None: os.cpu_count()
     strict: bool = False
     overwrite: bool = False
+    # Re-hash every shard of a split that looks complete and rebuild those that no longer
+    # match their journal entry (what ``verify`` advises after finding damage).
+    repair: bool = False
+    # Seconds to wait for another build that holds OUT (0: fail at once, naming it).
+    wait_for_lock: float = 0.0
     progress: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -91,6 +96,8 @@ class BuildOptions:
                       f"({self.min_duration})")
         if self.chunk_seconds is not None and self.chunk_seconds <= 0:
             raise bad(f"--chunk-seconds must be positive, got {self.chunk_seconds}")
+        if not self.wait_for_lock >= 0:
+            raise bad(f"--wait-for-lock must be >= 0 seconds, got {self.wait_for_lock}")
         if self.workers is not None and self.workers < 1:
             raise bad(f"--workers must be >= 1, got {self.workers}")
         if not self.shard_prefix or not all(c.isalnum() or c in "_-" for c in self.shard_prefix):
@@ -101,7 +108,8 @@ class BuildOptions:
 
     def output_dict(self) -> dict[str, Any]:
         """The options that change the bytes written (fingerprinted)."""
-        run_only = {"workers", "strict", "overwrite", "progress", "storage_options"}
+        run_only = {"workers", "strict", "overwrite", "repair", "wait_for_lock", "progress",
+                    "storage_options"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
         # Settings that cannot change a byte in this configuration do not count.
         if self.compress == "none":

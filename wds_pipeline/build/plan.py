@@ -9,10 +9,10 @@ the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import posixpath
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,45 +140,46 @@ def _input_name(root: str, record: SourceRecord) -> str:
 
 
 def _relativize_reject(root: str, reject: Reject) -> Reject:
+    """The reject with its input, and the paths in its reason, relative to ``root``: the
+    reasons enter the fingerprint, which must not change when the corpus moves."""
     rel = relative_source_path(root, reject.input)
-    return reject if rel == reject.input else Reject(rel, reject.reason, reject.stage)
+    base = root.rstrip("/") if _is_url(root) else os.path.abspath(root)
+    reason = reject.reason.replace(base + ("/" if _is_url(root) else os.sep), "")
+    if rel == reject.input and reason == reject.reason:
+        return reject
+    return dataclasses.replace(reject, input=rel, reason=reason)
+
+
+def _inside(rel: str, folder_rel: str | None) -> bool:
+    return folder_rel is not None and (rel == folder_rel or rel.startswith(folder_rel + "/"))
+
+
+def _out_under_root(root: str, out: str) -> str | None:
+    """OUT relative to the source root when it lies inside it, else None."""
+    if _is_url(root) != _is_url(out):
+        return None
+    rel = relative_source_path(root, out if _is_url(out) else os.path.abspath(out))
+    if _is_url(rel) or os.path.isabs(rel) or rel.startswith(".."):
+        return None
+    return rel.rstrip("/")
 
 
 # ---------------------------------------------------------------------------
 # Splits
 
 
-def assign_reject_splits(rejects: list[Reject], records: list[SourceRecord],
-                         root: str) -> dict[str, list[Reject]]:
+def assign_reject_splits(rejects: list[Reject], records: list[SourceRecord]
+                         ) -> dict[str, list[Reject]]:
     """Give each source reject to a split so that every split's counts add up.
 
-    A reject carries no split (records.Reject has none), so: a ``split``
-    attribute if a future Reject grows one; the only split when there is one;
-    otherwise the split of the record sharing the longest folder prefix with the
-    rejected path (LibriSpeech parts and VoxCeleb speakers are folders); otherwise
-    the first split in sorted order.
+    A reject counts in the split its source gave it (``Reject.split``). One without a
+    split is corpus-level (e.g. a stray folder beside the LibriSpeech parts): it counts
+    in the first split in sorted order, so that it is listed exactly once.
     """
-    splits = sorted({r.split for r in records}) or ["train"]
+    splits = sorted({r.split for r in records} | {rj.split for rj in rejects if rj.split})
     out: dict[str, list[Reject]] = {}
-    if len(splits) == 1:
-        for rj in rejects:
-            out.setdefault(getattr(rj, "split", None) or splits[0], []).append(rj)
-        return out
-    dir_split: dict[tuple[str, ...], str] = {}
-    for rec in sorted(records, key=lambda r: r.id):
-        parts = tuple(posixpath.dirname(relative_source_path(root, rec.path)).split("/"))
-        for n in range(len(parts), 0, -1):
-            dir_split.setdefault(parts[:n], rec.split)
     for rj in rejects:
-        split = getattr(rj, "split", None)
-        if not split:
-            parts = tuple(posixpath.dirname(rj.input).split("/"))
-            split = next((s for s in parts if s in splits), None)
-            for n in range(len(parts), 0, -1):
-                if split:
-                    break
-                split = dir_split.get(parts[:n])
-        out.setdefault(split or splits[0], []).append(rj)
+        out.setdefault(rj.split or (splits[0] if splits else "train"), []).append(rj)
     return out
 
 
@@ -319,8 +320,12 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
     by_split: dict[str, list[SourceRecord]] = {}
     for rec in scan.records:
         by_split.setdefault(rec.split, []).append(rec)
-    source_rejects = [_relativize_reject(root, rj) for rj in scan.rejects]
-    rejects_by_split = assign_reject_splits(source_rejects, scan.records, root)
+    # What a source saw of OUT (when OUT lies inside the corpus) is this tool's own
+    # output, not an input: it would change the fingerprint between two runs.
+    out_rel = _out_under_root(root, out)
+    source_rejects = [rj for rj in (_relativize_reject(root, r) for r in scan.rejects)
+                      if not _inside(rj.input, out_rel)]
+    rejects_by_split = assign_reject_splits(source_rejects, scan.records)
     plans: list[SplitPlan] = []
     for split in sorted(set(by_split) | set(rejects_by_split)):
         if not split or "/" in split or split.startswith(("_", ".")):

@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -34,6 +36,7 @@ from .journal import (
     journal_dir,
     refuse,
 )
+from .lock import OutLock, locked
 from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
 from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
 from .worker import ShardOutcome, process_shard
@@ -182,7 +185,8 @@ def _run_tasks(tasks: list[ShardTask], options: BuildOptions, log: Log) -> list[
                     bar.update(len(task.inputs))
             return outcomes
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
-                                    initializer=_init_worker) as pool:
+                                    initializer=_init_worker,
+                                    initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(process_shard, t): t for t in tasks}
             try:
                 for fut in cf.as_completed(futures):
@@ -236,7 +240,23 @@ def _abandon(pool: cf.ProcessPoolExecutor) -> None:
         proc.join(timeout=10)
 
 
-def _init_worker() -> None:
+def _watch_coordinator(pid: int) -> None:
+    """Exit this worker once the coordinator is gone (kill -9 leaves no one to stop it: the
+    fork server, not the coordinator, is its parent, so a parent-death signal is not
+    enough). Its temp file is removed by the next run of the build."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def _init_worker(coordinator_pid: int) -> None:
+    threading.Thread(target=_watch_coordinator, args=(coordinator_pid,), daemon=True,
+                     name="wds-coordinator-watch").start()
     # Ctrl-C is the coordinator's business: a worker killed by SIGINT while idle
     # would make the pool "broken" and SIGTERM the others mid-write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -326,6 +346,14 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
                        source_options=source_options, worker=cfg, preprocessing=preprocessing,
                        staging_dir=staging_dir_for, durations=durations)
 
+    with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
+                log=log) as lock:
+        return _build_plans(plans, out, options, cfg, preprocessing, lock, log)
+
+
+def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: WorkerConfig,
+                 preprocessing: dict[str, Any], lock: OutLock, log: Log) -> BuildResult:
+    """Everything after planning, run while this build holds the lock on OUT."""
     # Check every split before touching any: a refusal must leave OUT as it was.
     so = options.storage_options
     states: dict[str, SplitState] = {}
@@ -349,7 +377,12 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     pending: list[ShardTask] = []
     for plan in plans:
         state = states[plan.split]
-        if state.complete is not None:
+        if state.complete is not None and options.repair:
+            # A damaged shard of the right size passes the size check: go through the
+            # journal, which re-hashes every shard, and rewrite the (identical) index.
+            log(f"{plan.split}: --repair: re-hashing {len(state.complete.shards)} shards "
+                "against the journal")
+        elif state.complete is not None:
             idx = state.complete
             results[plan.split] = SplitResult(
                 split=plan.split, index_url=join_url(plan.split_url, INDEX_NAME),
@@ -357,7 +390,7 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
                 shards_reused=len(idx.shards), duration=idx.total_duration,
                 already_complete=True)
             log(f"{plan.split}: already complete ({len(idx.shards)} shards, fingerprint "
-                f"{plan.fingerprint[:12]})")
+                f"{plan.fingerprint[:12]}; --repair re-hashes them)")
             continue
         done: dict[int, ShardOutcome] = {}
         to_check = [t for t in plan.shards if t.name in state.entries]
@@ -392,6 +425,7 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
         done = outcomes[plan.split]
         index = _assemble_index(plan, done, preprocessing, cfg)
         index_url = join_url(plan.split_url, INDEX_NAME)
+        lock.check()  # another build took OUT over: its shards may be mixed with ours
         storage.makedirs(plan.split_url, **so)
         # Last and atomic: an index only ever describes a finished split.
         storage.write_bytes_atomic(index_url, index.to_json().encode("utf-8"), **so)

@@ -151,6 +151,20 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig,
     return samples, None
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no other way to read it; set straight back
+    os.umask(mask)
+    return mask
+
+
 def process_shard(task: ShardTask) -> ShardOutcome:
     """Build one shard: write a local temp tar, publish it atomically, journal it."""
     cfg = task.worker
@@ -158,6 +172,9 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     counts = BuildCounts(inputs=len(task.inputs))
     os.makedirs(task.staging_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=task.name + ".", suffix=".partial", dir=task.staging_dir)
+    # mkstemp makes the file 0600 and the commit renames it: give it the mode any new file
+    # gets, so that other users (a Colab runtime user) can read the shards.
+    os.fchmod(fd, 0o666 & ~_umask())
     info: ShardInfo | None = None
     try:
         with os.fdopen(fd, "wb") as raw:

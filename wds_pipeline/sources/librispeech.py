@@ -16,7 +16,15 @@ import re
 from collections.abc import Sequence
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
-from wds_pipeline.sources._walk import drop_duplicate_ids, list_dir
+from wds_pipeline.sources._walk import (
+    DIR,
+    FILE,
+    drop_duplicate_ids,
+    entry_kind,
+    list_dir,
+    not_audio_reason,
+    tag_split,
+)
 
 NAME = "librispeech"
 DATASET = "librispeech"
@@ -54,7 +62,9 @@ def scan(root: str, *, parts: str | Sequence[str] | None = None) -> SourceScan:
     part_dirs = find_part_dirs(os.path.abspath(root), wanted, rejects)
     records: list[SourceRecord] = []
     for part, part_dir in part_dirs:
+        start = len(rejects)
         scan_part(part, part_dir, records, rejects)
+        tag_split(rejects, start, part)  # a part's rejects count in that part's split
     records = drop_duplicate_ids(records, rejects)
     return SourceScan(records=records, rejects=sorted(rejects))
 
@@ -94,7 +104,7 @@ def find_part_dirs(
         if os.path.isdir(nested) and not any(e.name in KNOWN_PARTS for e in entries):
             # The folder the tarballs were unpacked into: they all unpack to LibriSpeech/<part>.
             return find_part_dirs(nested, wanted, rejects)
-        found = {e.name: e.path for e in entries if e.is_dir() and e.name in KNOWN_PARTS}
+        found = {e.name: e.path for e in entries if e.name in KNOWN_PARTS and entry_kind(e) == DIR}
         others = (e for e in entries if e.name not in found and not e.name.startswith("."))
         strays = [r for r in map(not_a_part, others) if r is not None]
     if not found:
@@ -115,7 +125,10 @@ def find_part_dirs(
 def not_a_part(entry: os.DirEntry[str]) -> Reject | None:
     """A reject for a folder or audio file beside the parts; None for files such as
     SPEAKERS.TXT or CHAPTERS.TXT, which are corpus metadata rather than inputs."""
-    if entry.is_dir():
+    kind = entry_kind(entry)
+    if kind not in (FILE, DIR):
+        return Reject(entry.path, not_audio_reason(entry.path, kind))
+    if kind == DIR:
         known = ", ".join(KNOWN_PARTS)
         return Reject(
             entry.path, f"{entry.path} is not a LibriSpeech part (known: {known}); not scanned"
@@ -141,7 +154,11 @@ def scan_part(part: str, part_dir: str, records: list[SourceRecord], rejects: li
 def expect_numbered_dir(entry: os.DirEntry[str], what: str, rejects: list[Reject]) -> bool:
     if entry.name.startswith("."):
         return False  # .DS_Store and the like are not corpus inputs
-    if not entry.is_dir():
+    kind = entry_kind(entry)
+    if kind not in (FILE, DIR):
+        rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
+        return False
+    if kind != DIR:
         rejects.append(
             Reject(
                 entry.path,
@@ -175,8 +192,11 @@ def scan_chapter(
     for entry in list_dir(chap_dir, rejects):
         if entry.name.startswith(".") or entry.path == trans_path:
             continue
-        if entry.is_file() and audio_name.match(entry.name):
+        kind = entry_kind(entry)
+        if kind == FILE and audio_name.match(entry.name):
             flacs[entry.name[: -len(".flac")]] = entry.path
+        elif kind not in (FILE, DIR) or (kind == DIR and entry.name.endswith(".flac")):
+            rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
         elif entry.name.endswith(".flac"):
             rejects.append(
                 Reject(
@@ -188,7 +208,7 @@ def scan_chapter(
             rejects.append(
                 Reject(
                     entry.path,
-                    f"unexpected {'folder' if entry.is_dir() else 'file'} {entry.path} in a LibriSpeech chapter folder",
+                    f"unexpected {'folder' if kind == DIR else 'file'} {entry.path} in a LibriSpeech chapter folder",
                 )
             )
     lines, trans_error = read_transcript(trans_path)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
+from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind, tag_split
 
 NAME = "manifest"
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -82,7 +83,14 @@ def scan(root: str, *, split: str = "train", dataset_name: str | None = None) ->
     dataset = dataset_name or os.path.splitext(os.path.basename(manifest))[0]
     records = rows_to_records(rows, manifest, split, dataset, rejects,
                               labelled="label" in columns)
+    tag_split(rejects, 0, split)  # lines rejected before their split column was read
     return SourceScan(records=sorted(records, key=lambda r: r.id), rejects=sorted(rejects))
+
+
+def row_split(row: Row, default: str) -> str:
+    """The split a row counts in: its own split column when valid, else ``default``."""
+    value = str(row.values.get("split") or "")
+    return value if _SPLIT_OK.match(value) else default
 
 
 def check_split(split: str, what: str) -> None:
@@ -167,14 +175,22 @@ def rows_to_records(
         fields, problem = check_row(row)
         if problem:
             rejects.append(
-                Reject(f"{manifest}:{row.lineno}", f"{manifest} line {row.lineno}: {problem}")
+                Reject(
+                    f"{manifest}:{row.lineno}",
+                    f"{manifest} line {row.lineno}: {problem}",
+                    split=row_split(row, split),
+                )
             )
             continue
         fields["path"] = os.path.normpath(os.path.join(folder, fields["path"]))
-        if not os.path.isfile(fields["path"]):
+        kind = path_kind(fields["path"])
+        if kind != FILE:
+            why = not_audio_reason(fields["path"], kind)
             rejects.append(
                 Reject(
-                    fields["path"], f"missing file {fields['path']} ({manifest} line {row.lineno})"
+                    fields["path"],
+                    f"{why} ({manifest} line {row.lineno})",
+                    split=row_split(row, split),
                 )
             )
             continue
@@ -191,6 +207,7 @@ def rows_to_records(
                 Reject(
                     f"{manifest}:{row.lineno}",
                     f"{manifest} line {row.lineno}: duplicate id {rid!r} (first on line {first_line[rid]})",
+                    split=row_split(row, split),
                 )
             )
             continue

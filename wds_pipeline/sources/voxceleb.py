@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
-from wds_pipeline.sources._walk import drop_duplicate_ids, list_dir
+from wds_pipeline.sources._walk import (
+    DIR,
+    FILE,
+    drop_duplicate_ids,
+    entry_kind,
+    list_dir,
+    not_audio_reason,
+    tag_split,
+)
 
 NAME = "voxceleb"
 
@@ -121,7 +129,8 @@ def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
         raise FileNotFoundError(
             f"VoxCeleb root {root} is not a directory; pass the folder holding voxceleb1/ and/or voxceleb2/"
         )
-    children = {e.name.lower(): e.path for e in os.scandir(root) if e.is_dir()}
+    with os.scandir(root) as it:
+        children = {e.name.lower(): e.path for e in it if entry_kind(e) == DIR}
     found = [(layout, children[layout.name]) for layout in LAYOUTS if layout.name in children]
     if not found:
         found = [(layout, root) for layout in LAYOUTS if looks_like(layout, root)]
@@ -211,7 +220,9 @@ def scan_corpus(
         )
     not_in_meta: set[str] = set()
     for folder_set, audio_root in roots:
+        root_start = len(rejects)
         for spk in list_dir(audio_root, rejects, skip_hidden=True):
+            spk_start = len(rejects)
             if not expect_dir(spk, rejects) or not check_speaker(spk, rejects):
                 continue
             info = (meta or {}).get(spk.name)
@@ -224,7 +235,8 @@ def scan_corpus(
                 if not expect_dir(video, rejects):
                     continue
                 for utt in list_dir(video.path, rejects, skip_hidden=True):
-                    if utt.is_file() and utt.name.endswith(layout.ext):
+                    kind = entry_kind(utt)
+                    if kind == FILE and utt.name.endswith(layout.ext):
                         records.append(
                             SourceRecord(
                                 id=f"{spk.name}/{video.name}/{utt.name[: -len(layout.ext)]}",
@@ -235,20 +247,29 @@ def scan_corpus(
                                 extra=extra,
                             )
                         )
+                    elif kind not in (FILE, DIR) or utt.name.endswith(layout.ext):
+                        rejects.append(Reject(utt.path, not_audio_reason(utt.path, kind)))
                     else:
-                        kind = "folder" if utt.is_dir() else "file"
+                        kind = "folder" if kind == DIR else "file"
                         rejects.append(
                             Reject(
                                 utt.path,
                                 f"unexpected {kind} {utt.path}: {layout.name} video folders hold only *{layout.ext} files",
                             )
                         )
+            tag_split(rejects, spk_start, split)
+        # Rejects above the speaker folders: the split of the folder's own set.
+        tag_split(rejects, root_start, choose_split(layout, folder_set or "dev", kaldi_split))
     return sorted(not_in_meta)
 
 
 def expect_dir(entry: os.DirEntry[str], rejects: list[Reject]) -> bool:
-    if entry.is_dir():
+    kind = entry_kind(entry)
+    if kind == DIR:
         return True
+    if kind != FILE:
+        rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
+        return False
     rejects.append(
         Reject(
             entry.path,
