@@ -4,6 +4,7 @@ inspect, verify (and what it detects), synth and the demo."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -324,12 +325,20 @@ def test_shipped_librispeech_config_builds(capsys, libri, tmp_path):
 
 
 def test_demo_runs_end_to_end_and_reruns_complete(capsys, tmp_path):
-    code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "2")
+    code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "2",
+                         "--epochs", "2")
     assert code == 0, err
-    assert "demo OK" in out and out.count("verify OK") == 2
+    assert "demo OK" in out and out.count("verify OK") == 3
     assert "one epoch of" in out
-    code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "1")
-    assert code == 0 and out.count("already complete") == 2
+    assert "FAIL" not in out and "PASS  loader vs model" in out  # preflight passes on the demo
+    assert "trained 2 epoch(s)" in out and "summary: validation accuracy" in out
+    steps = int(re.search(r"trained 2 epoch\(s\), (\d+) optimizer steps", out).group(1))
+    last = f"ckpt-{steps:09d}.pt"
+    assert (tmp_path / "demo" / "run" / "checkpoints" / last).exists()
+    code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "1",
+                         "--epochs", "2")
+    assert code == 0 and out.count("already complete") == 3
+    assert f"resumed from {tmp_path / 'demo' / 'run' / 'checkpoints' / last}" in out  # nothing left
 
 
 def test_make_clip_corpus_helper_builds(tmp_path, capsys):

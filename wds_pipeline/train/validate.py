@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..format import make_key
+from ..index import load_index
 from ..loader import StreamingLoader
 from .metrics import equal_error_rate
 
@@ -39,8 +40,13 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
     lc = cfg.loader
     try:
         for url in cfg.data.valid:
+            index = load_index(url, **lc.storage_options)
+            longest = max((f for s in index.shards for f in s.sample_frames), default=0)
+            limit = cfg.data.valid_max_seconds
+            # Crop only where a clip is longer: a crop pads every batch to its length.
+            crop = limit if limit and longest > limit * index.sample_rate else None
             loader = StreamingLoader(
-                url, batch_size=cfg.data.valid_batch_size, crop_seconds=cfg.data.valid_max_seconds,
+                index, batch_size=cfg.data.valid_batch_size, crop_seconds=crop,
                 shuffle=False, last_batch="pad", waveform_dtype="int16", fields=("waveform", "label"),
                 num_workers=min(lc.num_workers, 1), persistent_workers=False, cache_dir=lc.cache_dir,
                 cache_limit=lc.cache_limit, storage_options=lc.storage_options, rank=0, world_size=1,
