@@ -16,6 +16,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
 
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
+from ..records import label_order
 from .batch import Batch
 from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
 from .plan import EpochPlan, PlanConfig
