@@ -159,6 +159,8 @@ class Trainer:
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
         self.metrics_mirror: Callable[[], None] | None = None
+        # Per epoch of this process: samples, seconds, samples_per_s, data_wait.
+        self.epoch_stats: dict[int, dict[str, float]] = {}
 
     # -- checkpoint content ------------------------------------------------------
     def fingerprints(self) -> dict[str, Any]:
@@ -253,6 +255,7 @@ class Trainer:
                 micro = 0
                 it = iter(self.loader)
                 bar = self._progress(epoch)
+                this_epoch = {"samples": 0, "wait": 0.0, "time": 0.0}
                 while True:
                     t0 = time.perf_counter()
                     batch = next(it, None)
@@ -268,7 +271,7 @@ class Trainer:
                         self._optimizer_step()
                         micro = 0
                     dt = time.perf_counter() - t0
-                    for acc in (totals, window):
+                    for acc in (totals, window, this_epoch):
                         acc["samples"] += n
                         acc["wait"] += t1 - t0
                         acc["time"] += dt
@@ -286,6 +289,8 @@ class Trainer:
                             self.save_checkpoint()
                 if bar is not None:
                     bar.close()
+                self.epoch_stats[epoch] = _rates(this_epoch)
+                metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch]})
                 if micro:  # an epoch that ends inside an accumulation still steps on it
                     self._optimizer_step()
                 if stop and self.loader.epoch == epoch:
@@ -398,3 +403,10 @@ class Trainer:
         dest = join_url(ckpt_dir, "metrics.jsonl")
         so = self.cfg.checkpoint.storage_options
         return lambda: storage.write_bytes_atomic(dest, metrics.read_bytes(), **so)
+
+
+def _rates(acc: dict[str, float]) -> dict[str, float]:
+    t = acc["time"]
+    return {"samples": acc["samples"], "seconds": t,
+            "samples_per_s": acc["samples"] / t if t else 0.0,
+            "data_wait": acc["wait"] / t if t else 0.0}
