@@ -189,7 +189,7 @@ class Trainer:
             "fingerprints": self.fingerprints(),
         }
 
-    def load_state_dict(self, state: dict[str, Any], *, where: str) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, where: str = "the given state") -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ResumeMismatch(f"{where}: checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
         diffs = state_dict_diff(state.get("fingerprints", {}), self.fingerprints())
