@@ -1,0 +1,224 @@
+"""How long the trainer waits for data, with the model's speed fixed.
+
+The model consumes a fixed 300 three-second crops/s (``--model-rate``; a T4/2080 Ti-class
+speaker model): its step sleeps ``batch / rate`` seconds, so it takes no CPU from the
+loader workers and every second the loop spends beyond that is waiting for data. The
+trainer (``wds-pipeline train``'s loop) reports the **data-wait fraction** = time blocked
+on the loader / step time, per epoch. Runs, on the same clips (synthetic speech in the
+LibriSpeech layout, 16 kHz), side by side in one process:
+
+  (1) npy shards on local disk;
+  (2) npy shards on the Drive-like FUSE mount (tools/slowfs.py: 100 ms per open, 20 MB/s
+      shared), cache on local disk: epoch 1 streams the link, epoch 2 reads the cache;
+  (3) the same with FLAC shards (about half the bytes over the link, decoded per read);
+  (4) the baseline Colab notebooks use: one ``soundfile.read`` per FLAC file on the mount,
+      ``DataLoader(num_workers=0)``, random 3 s crops, the same model step (a subset of
+      the clips: its rate does not depend on how many there are).
+
+    python benchmarks/train_input.py           # 800 clips, ~2 minutes
+    python benchmarks/train_input.py --quick   # smoke run
+
+Writes benchmarks/results/train_input.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, RESULTS, machine, table, write_json
+
+sys.path.insert(0, REPO)
+from tools.slowfs import mount_slowfs
+from wds_pipeline.builder import BuildOptions, build_dataset
+from wds_pipeline.synth import synth_librispeech
+from wds_pipeline.train.config import parse_config
+from wds_pipeline.train.trainer import Trainer
+
+warnings.filterwarnings("ignore", message="This DataLoader will create")
+SR = 16000
+PART = "train-clean-100"
+TARGETS = {"epoch2_data_wait_on_mount": 0.02}  # at most
+
+
+class FixedRateModel(torch.nn.Module):
+    """A model that consumes ``rate`` crops/s: each training forward sleeps batch/rate s."""
+
+    def __init__(self, num_classes: int, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+        self.linear = torch.nn.Linear(1, num_classes)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            time.sleep(waveform.shape[0] / self.rate)
+        return self.linear(waveform.float().mean(-1, keepdim=True) / 32768.0)
+
+
+def fixed_rate_model(num_classes: int, sample_rate: int = SR, rate: float = 300.0) -> FixedRateModel:
+    return FixedRateModel(num_classes, rate)
+
+
+def make_corpus(root: str, speakers: int, utterances: int) -> dict:
+    """Synthetic speech (3-4 s) in the LibriSpeech layout, then npy and FLAC shards of it."""
+    stamp = os.path.join(root, f".done-{speakers}-{utterances}")
+    corpus = os.path.join(root, "LibriSpeech")
+    if not os.path.exists(stamp):
+        shutil.rmtree(root, ignore_errors=True)
+        synth_librispeech(corpus, speakers=speakers, chapters_per_speaker=1,
+                          utterances_per_chapter=utterances, parts=(PART,), min_seconds=3.0,
+                          max_seconds=4.0)
+        for codec in ("npy", "flac"):
+            r = build_dataset("librispeech", corpus, os.path.join(root, codec),
+                              options=BuildOptions(shard_size=100, codec=codec, workers=2))
+            if r.counts.rejected:
+                raise RuntimeError(f"{r.counts.rejected} clips rejected: {r.summary()}")
+        open(stamp, "w").close()
+    flacs = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(corpus, PART))
+                   for f in fs if f.endswith(".flac"))
+
+    def shard_bytes(codec: str) -> int:
+        d = os.path.join(root, codec, PART)
+        return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".tar"))
+
+    return {"flacs": [os.path.relpath(p, root) for p in flacs], "npy_bytes": shard_bytes("npy"),
+            "flac_bytes": shard_bytes("flac"), "flac_file_bytes": sum(os.path.getsize(p) for p in flacs)}
+
+
+def train(index: str, out: str, args, cache_dir: str | None) -> dict:
+    """Two epochs of the trainer; each epoch's data-wait fraction and crops/s."""
+    shutil.rmtree(out, ignore_errors=True)
+    loader = {"batch_size": args.batch, "crop_seconds": 3.0, "num_workers": args.workers,
+              "persistent_workers": True, "waveform_dtype": "int16", "shuffle_buffer": 5000}
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        loader["cache_dir"] = cache_dir
+    cfg = parse_config({
+        "data": {"train": [index]}, "loader": loader,
+        "model": {"factory": "train_input:fixed_rate_model", "rate": args.model_rate},
+        "optim": {"warmup_steps": 1},
+        "checkpoint": {"dir": os.path.join(out, "ckpt"), "every_steps": 10**6},
+        "run": {"epochs": 2, "out_dir": out, "progress": False, "tensorboard": False,
+                "log_every": 10**6, "preflight": False},
+    }, "train_input")
+    t = Trainer(cfg, log=lambda m: None)
+    t.fit()
+    return {f"epoch{e + 1}": s for e, s in t.epoch_stats.items()}
+
+
+class FlacFiles(Dataset):
+    """What a Colab notebook does: one ``soundfile.read`` per clip, a random 3 s crop."""
+
+    def __init__(self, paths: list[str], crop: int) -> None:
+        self.paths, self.crop = paths, crop
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x, _ = sf.read(self.paths[i], dtype="int16")
+        start = int(self.rng.integers(0, max(1, len(x) - self.crop + 1)))
+        x = x[start:start + self.crop]
+        return torch.from_numpy(np.pad(x, (0, self.crop - len(x))))
+
+
+def per_file(paths: list[str], args) -> dict:
+    """The same loop measure (time blocked on the loader / step time), per-file loading."""
+    model = FixedRateModel(2, args.model_rate)
+    dl = DataLoader(FlacFiles(paths, 3 * SR), batch_size=args.batch, num_workers=0, shuffle=True,
+                    generator=torch.Generator().manual_seed(0))
+    wait = total = 0.0
+    n = 0
+    it = iter(dl)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        t1 = time.perf_counter()
+        if batch is None:
+            break
+        model(batch, torch.full((len(batch),), batch.shape[1]))
+        wait += t1 - t0
+        total += time.perf_counter() - t0
+        n += len(batch)
+    return {"samples": n, "seconds": total, "samples_per_s": n / total, "data_wait": wait / total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--speakers", type=int, default=20)
+    ap.add_argument("--utterances", type=int, default=40, help="per speaker")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model-rate", type=float, default=300.0, help="crops/s the model consumes")
+    ap.add_argument("--latency-ms", type=float, default=100.0)
+    ap.add_argument("--bandwidth-mbps", type=float, default=20.0)
+    ap.add_argument("--baseline-files", type=int, default=128)
+    ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "train_input"))
+    ap.add_argument("--json-out", default=os.path.join(RESULTS, "train_input.json"))
+    ap.add_argument("--quick", action="store_true", help="smoke run: 128 clips, 32 per-file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.speakers, args.utterances, args.baseline_files, args.batch = 4, 32, 32, 32
+        args.data_dir += "-quick"
+    backing = os.path.join(args.data_dir, "backing")
+    data = make_corpus(backing, args.speakers, args.utterances)
+    clips = len(data["flacs"])
+    setup = {
+        **machine(),
+        "storage": f"slowfs FUSE mount: {args.latency_ms:g} ms per open, {args.bandwidth_mbps:g} MB/s shared",
+        "clips": clips, "clip_seconds": "3-4 (synthetic speech, LibriSpeech layout)", "crop_seconds": 3.0,
+        "batch": args.batch, "loader_workers": args.workers, "model_rate_crops_per_s": args.model_rate,
+        "npy_shard_bytes": data["npy_bytes"], "flac_shard_bytes": data["flac_bytes"],
+        "baseline_files": min(args.baseline_files, clips), "quick": args.quick,
+    }
+    print("setup:", setup, flush=True)
+    cache = os.path.join(args.data_dir, "cache")
+    runs: dict[str, dict] = {}
+    print("(1) npy shards, local disk ...", flush=True)
+    runs["local_npy"] = train(os.path.join(backing, "npy", PART, "index.json"), os.path.join(args.data_dir, "r1"),
+                              args, None)
+    with mount_slowfs(backing, os.path.join(args.data_dir, "mnt"), latency_ms=args.latency_ms,
+                      bandwidth_mbps=args.bandwidth_mbps) as m:
+        for codec in ("npy", "flac"):
+            print(f"({2 if codec == 'npy' else 3}) {codec} shards on the mount, cache on local disk ...", flush=True)
+            runs[f"mount_{codec}"] = train(os.path.join(m.mountpoint, codec, PART, "index.json"),
+                                           os.path.join(args.data_dir, f"r-{codec}"), args, cache)
+            runs[f"mount_{codec}"]["epoch1"]["MBps"] = (
+                data[f"{codec}_bytes"] / runs[f"mount_{codec}"]["epoch1"]["seconds"] / 1e6)
+        print("(4) per-file FLAC on the mount, num_workers=0 ...", flush=True)
+        paths = [os.path.join(m.mountpoint, p) for p in data["flacs"][: args.baseline_files]]
+        runs["per_file_flac_nw0"] = {"epoch1": per_file(paths, args)}
+    rows = []
+    for name, r in runs.items():
+        for epoch, s in r.items():
+            row = {"run": f"{name} {epoch}", "crops_s": s["samples_per_s"], "wait": 100 * s["data_wait"]}
+            if "MBps" in s:
+                row["MBps"] = s["MBps"]
+                row["cap"] = 100 * s["MBps"] / args.bandwidth_mbps
+            rows.append(row)
+    print(table(rows, [("run", "run", ""), ("crops_s", "crops/s", ".0f"), ("wait", "data-wait %", ".1f"),
+                       ("MBps", "link MB/s", ".1f"), ("cap", "% of cap", ".0f")]))
+    e2 = runs["mount_npy"]["epoch2"]["data_wait"]
+    targets = {"epoch2_data_wait_on_mount": {"target_at_most": TARGETS["epoch2_data_wait_on_mount"],
+                                             "measured": e2, "met": e2 <= TARGETS["epoch2_data_wait_on_mount"]}}
+    print("targets:")
+    for k, t in targets.items():
+        print(f"  {k}: {t['measured']:.3f} (target <= {t['target_at_most']})  {'met' if t['met'] else 'MISSED'}")
+    write_json(args.json_out, {"setup": setup, "runs": runs, "targets": targets})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
