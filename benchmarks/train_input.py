@@ -15,7 +15,7 @@ LibriSpeech layout, 16 kHz), side by side in one process:
       ``DataLoader(num_workers=0)``, random 3 s crops, the same model step (a subset of
       the clips: its rate does not depend on how many there are).
 
-    python benchmarks/train_input.py           # 800 clips, ~2 minutes
+    python benchmarks/train_input.py           # 2,000 clips, ~2 minutes
     python benchmarks/train_input.py --quick   # smoke run
 
 Writes benchmarks/results/train_input.json.
@@ -157,8 +157,8 @@ def per_file(paths: list[str], args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--speakers", type=int, default=20)
-    ap.add_argument("--utterances", type=int, default=40, help="per speaker")
+    ap.add_argument("--speakers", type=int, default=40)
+    ap.add_argument("--utterances", type=int, default=50, help="per speaker")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model-rate", type=float, default=300.0, help="crops/s the model consumes")
@@ -203,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, r in runs.items():
         for epoch, s in r.items():
-            row = {"run": f"{name} {epoch}", "crops_s": s["samples_per_s"], "wait": 100 * s["data_wait"]}
+            row = {"run": f"{name} {epoch}", "crops_s": s["samples_per_s"], "wait": 100 * s["data_wait"],
+                   "first": s.get("first_batch_wait_s")}
             if "MBps" in s:
                 row["MBps"] = s["MBps"]
                 row["cap"] = 100 * s["MBps"] / args.bandwidth_mbps
             rows.append(row)
     print(table(rows, [("run", "run", ""), ("crops_s", "crops/s", ".0f"), ("wait", "data-wait %", ".1f"),
+                       ("first", "1st batch s", ".2f"),
                        ("MBps", "link MB/s", ".1f"), ("cap", "% of cap", ".0f")]))
     e2 = runs["mount_npy"]["epoch2"]["data_wait"]
     targets = {"epoch2_data_wait_on_mount": {"target_at_most": TARGETS["epoch2_data_wait_on_mount"],

@@ -119,6 +119,17 @@ def test_shuffle_buffer_never_exceeds_capacity():
         assert (at[k] + 1) - k <= 51
 
 
+def test_shuffle_buffer_warms_up_then_fills_to_capacity():
+    n, cap, initial = 1000, 200, 25
+    order, at = shuffle_order(np.ones(n), cap, 1e9, __import__("random").Random(0), initial=initial)
+    assert sorted(order.tolist()) == list(range(n))
+    assert at[0] == initial  # the first sample leaves once initial + 1 were read
+    waiting = [(at[k] + 1) - k for k in range(n)]  # held in the buffer after each release
+    assert max(waiting) == cap + 1 and waiting[0] == initial + 1
+    # one released for every two read until the buffer is full
+    assert waiting[10] == initial + 1 + 10
+
+
 def test_round_robin_and_resume_point():
     assert round_robin([2, 4, 1]) == [0, 1, 2, 0, 1, 1, 1]
     done, nxt = resume_point([0, 1, 2, 0, 1, 1, 1], 3, 4)

@@ -19,7 +19,7 @@ from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
 from ..records import label_order
 from .batch import Batch
 from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
-from .plan import EpochPlan, PlanConfig
+from .plan import PLANNER_VERSION, EpochPlan, PlanConfig
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
 
@@ -424,6 +424,7 @@ class StreamingLoader:
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
+            "planner": PLANNER_VERSION,
             "plan_config": _jsonable(self.plan_config.to_dict()),
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.indexes],
         }

@@ -33,6 +33,10 @@ import numpy as np
 LastBatch = Literal["drop", "pad"]
 
 
+# Bumped whenever the same inputs would plan a different order, so that a saved loader
+# state is never replayed against another order (version 2: the shuffle buffer warm-up).
+PLANNER_VERSION = 2
+
 @dataclass(frozen=True)
 class ShardMeta:
     """What planning needs to know about one shard (from the index)."""
@@ -222,15 +226,25 @@ def remaining_segments(
 # Stage 3: shuffle-buffer simulation and batching for one worker stream
 
 
+def warmup_size(capacity: int, batch_size: int | None) -> int:
+    """Samples a worker reads before its buffer first releases one: a fraction of the
+    buffer, at least a batch. Waiting for a full buffer would hold the first batch of
+    every epoch until e.g. 2,500 samples per worker were read, idling the GPU."""
+    return max(1, min(capacity, max(batch_size or 1, capacity // 16)))
+
+
 def shuffle_order(
-    item_bytes: np.ndarray, capacity: int, capacity_bytes: float, rng: random.Random
+    item_bytes: np.ndarray, capacity: int, capacity_bytes: float, rng: random.Random,
+    *, initial: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate a bounded shuffle buffer over a stream; returns (order, emitted_at).
 
     Each arriving item enters the buffer; while the buffer is over its sample or
-    byte capacity a uniformly chosen item leaves. ``emitted_at[j]`` is the stream
-    position that had been read when ``order[j]`` left, which is all a worker needs
-    to replay the same order on real data.
+    byte capacity a uniformly chosen item leaves. The sample capacity ramps up: it
+    starts at ``initial`` (default: ``capacity``) and grows by one for every two
+    items read until it reaches ``capacity``, so output starts early and the buffer
+    still fills. ``emitted_at[j]`` is the stream position that had been read when
+    ``order[j]`` left, which is all a worker needs to replay the same order on real data.
     """
     n = len(item_bytes)
     order = np.empty(n, dtype=np.int64)
@@ -239,10 +253,12 @@ def shuffle_order(
     held = 0.0
     k = 0
     randrange = rng.randrange
+    start = capacity if initial is None else max(1, min(initial, capacity))
     for pos in range(n):
         buf.append(pos)
         held += item_bytes[pos]
-        while len(buf) > capacity or (held > capacity_bytes and len(buf) > 1):
+        cap = min(capacity, start + max(0, pos + 1 - start) // 2)
+        while len(buf) > cap or (held > capacity_bytes and len(buf) > 1):
             j = randrange(len(buf))
             buf[j], buf[-1] = buf[-1], buf[j]
             out = buf.pop()
@@ -376,6 +392,7 @@ def plan_epoch(
                     per_worker_cap,
                     per_worker_bytes,
                     _rng(cfg.seed, epoch, 2, r, w),
+                    initial=warmup_size(per_worker_cap, cfg.batch_size),
                 )
             else:
                 order = np.arange(len(frames), dtype=np.int64)

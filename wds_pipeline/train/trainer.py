@@ -255,13 +255,15 @@ class Trainer:
                 micro = 0
                 it = iter(self.loader)
                 bar = self._progress(epoch)
-                this_epoch = {"samples": 0, "wait": 0.0, "time": 0.0}
+                this_epoch = {"samples": 0, "wait": 0.0, "time": 0.0, "first_wait": -1.0}
                 while True:
                     t0 = time.perf_counter()
                     batch = next(it, None)
                     t1 = time.perf_counter()
                     if batch is None:
                         break
+                    if this_epoch["first_wait"] < 0:  # epoch start-up: workers, buffer warm-up
+                        this_epoch["first_wait"] = t1 - t0
                     if keys_log is not None:
                         keys_log.write(f"{epoch}\t{batch.index}\t{','.join(batch.keys)}\n")
                         keys_log.flush()
@@ -409,4 +411,5 @@ def _rates(acc: dict[str, float]) -> dict[str, float]:
     t = acc["time"]
     return {"samples": acc["samples"], "seconds": t,
             "samples_per_s": acc["samples"] / t if t else 0.0,
-            "data_wait": acc["wait"] / t if t else 0.0}
+            "data_wait": acc["wait"] / t if t else 0.0,
+            "first_batch_wait_s": max(0.0, acc["first_wait"])}
