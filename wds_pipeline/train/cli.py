@@ -83,14 +83,19 @@ def cmd_train(args, parser) -> int:
             if not report.ok:
                 print("preflight failed: fix the lines marked FAIL (or pass --no-preflight)", file=sys.stderr)
                 return 1
-        summary = Trainer(cfg, force=args.force).fit()
+        trainer = Trainer(cfg, force=args.force)
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
     except (ConfigError, ResumeMismatch) as e:  # the command as given cannot run
         print(f"wds-pipeline train: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # data or storage: the message names the file
         print(f"wds-pipeline train: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(summary.to_text())
+    if trainer.dist.is_main:
+        print(summary.to_text())
     return 0
 
 

@@ -39,11 +39,13 @@ class MetricsLog:
     record of a step is the one that counts (each record carries ``step``).
     """
 
-    def __init__(self, out_dir: str, *, tensorboard: bool = True) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        self.path = os.path.join(out_dir, "metrics.jsonl")
+    def __init__(self, out_dir: str | None, *, tensorboard: bool = True) -> None:
+        """``out_dir=None``: a log that writes nothing (ranks other than 0)."""
+        self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir else ""
         self._tb = None
-        if tensorboard:
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+        if tensorboard and out_dir:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional (pip install tensorboard)
@@ -56,6 +58,8 @@ class MetricsLog:
         return self._tb.log_dir if self._tb is not None else None
 
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.path:
+            return
         record = {"kind": kind, "step": step, **values}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -10,6 +10,7 @@ with the same weights, bit for bit on CPU, having seen the same sample sequence.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import sys
@@ -27,6 +28,7 @@ from ..loader import StreamingLoader
 from .checkpoint import CheckpointInfo, CheckpointManager
 from .statediff import state_dict_diff
 from .config import TrainConfig
+from .distributed import broadcast, check_same_weights, gather, init_distributed
 from .metrics import MetricsLog
 from .rng import capture_rng_state, restore_rng_state
 from .validate import validate
@@ -54,13 +56,17 @@ class TrainSummary:
     metrics_file: str = ""
     tensorboard_dir: str | None = None
     num_classes: int = 0
+    ranks: int = 1
+    weights_digest: str = ""
 
     def to_text(self) -> str:
         valid = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.valid.items())) or "none"
         lines = [
             f"trained {self.epochs} epoch(s), {self.steps} optimizer steps, {self.samples} samples "
             f"in {self.seconds:.1f} s ({self.samples_per_s:.1f} samples/s, data-wait "
-            f"{100 * self.data_wait_fraction:.1f}%), {self.num_classes} classes",
+            f"{100 * self.data_wait_fraction:.1f}%), {self.num_classes} classes"
+            + (f", {self.ranks} ranks with identical weights (sha256 {self.weights_digest[:12]})"
+               if self.ranks > 1 else ""),
             f"validation: {valid}",
             f"checkpoints: {self.checkpoint_dir} (latest {self.last_checkpoint})",
             f"metrics: {self.metrics_file}"
@@ -121,7 +127,10 @@ class Trainer:
         run = cfg.run
         if run.num_threads:
             torch.set_num_threads(run.num_threads)
+        self.dist = init_distributed(run.device)
         self.device = resolve_device(run.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = resolve_precision(run.precision, self.device)
         # Seed before building anything random (weight init); a resume overwrites it.
         torch.manual_seed(run.seed)
@@ -139,6 +148,13 @@ class Trainer:
         factory = load_factory(cfg.model.factory)
         self.model = factory(num_classes=self.loader.num_classes, sample_rate=self.loader.sample_rate,
                              **cfg.model.options).to(self.device)
+        # Same initial weights on every rank (seeded above); then each rank its own random
+        # stream (dither, dropout), so ranks do not draw identical noise.
+        torch.manual_seed(run.seed + 1_000_003 * self.dist.rank)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         per_epoch = max(1, math.ceil(self.loader.plan(0).num_batches / o.grad_accum))
@@ -159,8 +175,14 @@ class Trainer:
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
         self.metrics_mirror: Callable[[], None] | None = None
+        self.weights_digest = ""
         # Per epoch of this process: samples, seconds, samples_per_s, data_wait.
         self.epoch_stats: dict[int, dict[str, float]] = {}
+
+    def close(self) -> None:
+        """Leave the process group this trainer joined (torchrun runs)."""
+        if self.dist.initialized_here and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     # -- checkpoint content ------------------------------------------------------
     def fingerprints(self) -> dict[str, Any]:
@@ -178,7 +200,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng": capture_rng_state(),
+            "rng": capture_rng_state(),  # rank 0's; every rank's in rng_per_rank
+            "rng_per_rank": gather(self.dist, capture_rng_state()),
             "loader": self.loader.state_dict(),
             "epoch": self.loader.epoch,
             "step": self.step,
@@ -211,18 +234,25 @@ class Trainer:
             self.loader.set_epoch(int(state["epoch"]))
         else:
             self.loader.load_state_dict(state["loader"])
-        restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) == self.dist.world_size:
+            restore_rng_state(per_rank[self.dist.rank])
+        else:  # another world size (elastic): no stream to continue; derive a fresh one
+            torch.manual_seed(self.cfg.run.seed + 1_000_003 * self.dist.rank + 7919 * int(state["step"]))
         self.step = int(state["step"])
         self.best = {k: float(v) for k, v in state.get("best", {}).items()}
         self.valid_metrics = {k: float(v) for k, v in state.get("valid", {}).items()}
 
-    def save_checkpoint(self, metrics: dict[str, float] | None = None) -> CheckpointInfo:
-        info = self.checkpoints.save(self.state_dict(), step=self.step, epoch=self.loader.epoch,
-                                     metrics=metrics or {})
-        self.last_checkpoint = info.url
-        if self.metrics_mirror is not None:
-            self.metrics_mirror()
-        return info
+    def save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
+        """Every rank calls this at the same step (the state gathers each rank's RNG); rank 0
+        writes. The loader position is the same on every rank: ranks move in lockstep."""
+        state = self.state_dict()
+        if self.dist.is_main:
+            info = self.checkpoints.save(state, step=self.step, epoch=self.loader.epoch,
+                                         metrics=metrics or {})
+            self.last_checkpoint = info.url
+            if self.metrics_mirror is not None:
+                self.metrics_mirror()
 
     # -- the loop ---------------------------------------------------------------
     def resume(self) -> None:
@@ -238,11 +268,14 @@ class Trainer:
 
     def fit(self) -> TrainSummary:
         cfg, run = self.cfg, self.cfg.run
-        metrics = MetricsLog(run.out_dir, tensorboard=run.tensorboard)
-        self.metrics_mirror = self._mirror_metrics(metrics)
+        metrics = MetricsLog(run.out_dir if self.dist.is_main else None, tensorboard=run.tensorboard)
+        self.metrics_mirror = self._mirror_metrics(metrics) if self.dist.is_main else None
         if run.resume:
             self.resume()
-        keys_log = open(run.keys_log, "a", encoding="utf-8") if run.keys_log else None
+        keys_log = None
+        if run.keys_log:
+            path = f"{run.keys_log}.rank{self.dist.rank}" if self.dist.enabled else run.keys_log
+            keys_log = open(path, "a", encoding="utf-8")
         t_start = time.perf_counter()
         totals = {"samples": 0, "wait": 0.0, "time": 0.0}
         window = {"samples": 0, "wait": 0.0, "time": 0.0, "loss": 0.0, "batches": 0}
@@ -265,9 +298,10 @@ class Trainer:
                     if this_epoch["first_wait"] < 0:  # epoch start-up: workers, buffer warm-up
                         this_epoch["first_wait"] = t1 - t0
                     if keys_log is not None:
-                        keys_log.write(f"{epoch}\t{batch.index}\t{','.join(batch.keys)}\n")
+                        real = [k for k, p in zip(batch.keys, batch.is_padding.tolist()) if not p]
+                        keys_log.write(f"{epoch}\t{batch.index}\t{','.join(real)}\n")
                         keys_log.flush()
-                    loss, n = self._forward_backward(batch, accum)
+                    loss, n = self._forward_backward(batch, accum, sync=micro + 1 == accum)
                     micro += 1
                     if micro == accum:
                         self._optimizer_step()
@@ -298,8 +332,8 @@ class Trainer:
                 if stop and self.loader.epoch == epoch:
                     self.save_checkpoint()  # mid-epoch stop (max_steps): resumable later
                     break
-                self.valid_metrics = self.validate()
-                if self.valid_metrics:
+                self.valid_metrics = broadcast(self.dist, self.validate() if self.dist.is_main else None)
+                if self.valid_metrics and self.dist.is_main:
                     metrics.write("valid", self.step, {"epoch": epoch, **self.valid_metrics})
                     self.log(f"epoch {epoch} validation: " + ", ".join(
                         f"{k} {v:.4f}" for k, v in sorted(self.valid_metrics.items())))
@@ -310,6 +344,7 @@ class Trainer:
                 keys_log.close()
             metrics.close()
         seconds = time.perf_counter() - t_start
+        self.weights_digest = check_same_weights(self.dist, self.model)
         return TrainSummary(
             epochs=self.loader.epoch, steps=self.step, samples=int(totals["samples"]), seconds=seconds,
             samples_per_s=totals["samples"] / totals["time"] if totals["time"] else 0.0,
@@ -317,24 +352,27 @@ class Trainer:
             valid=dict(self.valid_metrics), best=dict(self.best), resumed_from=self.resumed_from,
             checkpoint_dir=self.cfg.checkpoint_dir, last_checkpoint=self.last_checkpoint,
             metrics_file=metrics.path, tensorboard_dir=metrics.tensorboard_dir,
-            num_classes=self.loader.num_classes,
+            num_classes=self.loader.num_classes, ranks=self.dist.world_size,
+            weights_digest=self.weights_digest,
         )
 
-    def _forward_backward(self, batch, accum: int) -> tuple[float, int]:
+    def _forward_backward(self, batch, accum: int, *, sync: bool = True) -> tuple[float, int]:
         keep = (~batch.is_padding) & (batch.labels >= 0)
         n = int(keep.sum())
-        if n == 0:
-            return 0.0, 0
         wave = batch.waveform.to(self.device, non_blocking=True)
         lengths = batch.lengths.to(self.device, non_blocking=True)
         labels = batch.labels.to(self.device, non_blocking=True)
         keep = keep.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            logits = self.model(wave, lengths)
-            loss = F.cross_entropy(logits[keep].float(), labels[keep])
-        scaled = loss / accum
-        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        # Gradients are all-reduced only on the last batch of an accumulation.
+        no_sync = self.net.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
+        with no_sync, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                     enabled=self.amp_dtype is not None):
+            logits = self.net(wave, lengths)
+            # A batch of padding only still runs backward (zero loss): under DDP every rank
+            # must join every gradient all-reduce.
+            loss = F.cross_entropy(logits[keep].float(), labels[keep]) if n else logits.sum() * 0.0
+            scaled = loss / accum
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return float(loss.detach()), n
 
     def _optimizer_step(self) -> None:
@@ -374,6 +412,9 @@ class Trainer:
             "data_wait": w["wait"] / w["time"] if w["time"] else 0.0,
         }
         metrics.write("train", self.step, values)
+        if not self.dist.is_main:
+            w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
+            return
         line = (f"epoch {epoch} step {self.step} loss {values['loss']:.4f} lr {values['lr']:.2e} "
                 f"{values['samples_per_s']:.1f} samples/s data-wait {100 * values['data_wait']:.1f}%")
         if bar is not None:
@@ -383,7 +424,7 @@ class Trainer:
         w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
 
     def _progress(self, epoch: int):
-        if not self.cfg.run.progress:
+        if not self.cfg.run.progress or not self.dist.is_main:
             return None
         from tqdm.auto import tqdm
 
