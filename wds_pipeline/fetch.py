@@ -30,7 +30,6 @@ import hashlib
 import io
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -39,7 +38,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from . import storage
-from .cache import CacheFullError, ShardCache, ShardIntegrityError
+from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
+from .storage import RetryPolicy, ShardCheck
 
 __all__ = [
     "ReaderStats",
@@ -63,37 +63,6 @@ class ShardRef:
     url: str
     sha256: str | None = None
     size: int | None = None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry budget for one shard read.
-
-    attempts: consecutive failed attempts (without a byte of progress) before giving up.
-    initial_backoff/max_backoff: exponential backoff bounds in seconds, with jitter.
-    timeout: give up once a shard has made no progress for this many seconds,
-        even with attempts left (checked between attempts: a read blocked inside
-        a hung FUSE mount cannot be interrupted from Python).
-    """
-
-    attempts: int = 5
-    initial_backoff: float = 0.2
-    max_backoff: float = 5.0
-    timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-
-    def backoff(self, failure: int) -> float:
-        """Sleep before retry number ``failure`` (1-based): exponential, 50-100 % jitter
-        so that workers hitting the same outage do not retry in lockstep."""
-        base = min(self.max_backoff, self.initial_backoff * (2 ** (failure - 1)))
-        return base * (0.5 + 0.5 * random.random())
-
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:
-        return storage.is_transient(exc)
 
 
 class ShardReadError(OSError):
@@ -205,11 +174,7 @@ class ResumableReader(io.RawIOBase):
         return storage.file_size(self.url, **self.storage_options)
 
     def _open(self) -> Any:
-        if storage.is_remote(self.url):
-            fs, path = storage.url_to_fs(self.url, **self.storage_options)
-            f = fs.open(path, "rb", block_size=self.block_size)
-        else:
-            f = open(storage.local_path(self.url), "rb", buffering=0)  # noqa: SIM115 - owned by self
+        f = storage.open_read(self.url, block_size=self.block_size, **self.storage_options)
         if self.pos:
             f.seek(self.pos)
         return f
@@ -265,15 +230,10 @@ class ResumableReader(io.RawIOBase):
         h, self._hash = self._hash, None
         sha, size = self._expect
         digest = h.hexdigest() if h is not None else ""
-        if (sha is not None and digest != sha) or (size is not None and self.pos != size):
-            raise ShardIntegrityError(
-                self.url,
-                expected_sha256=sha,
-                actual_sha256=digest,
-                expected_size=size,
-                actual_size=self.pos,
-                attempts=1,
-            )
+        check = storage.check_shard(self.url, digest, self.pos, expected_sha256=sha,
+                                    expected_size=size)
+        if not check.ok:
+            raise ShardIntegrityError.from_check(check, attempts=1)
 
     def close(self) -> None:
         self._drop_source()
@@ -294,15 +254,8 @@ def copy_shard(
     r = ResumableReader(
         url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats
     )
-    buf = bytearray(block_size)
-    total = 0
     try:
-        while True:
-            n = r.readinto(buf)
-            if not n:
-                return total
-            dst.write(memoryview(buf)[:n])
-            total += n
+        return storage.copy_stream(r, dst, block_size)
     finally:
         r.close()
 
@@ -486,7 +439,7 @@ class ShardReader:
         return self._fetch_bytes(ref)
 
     def _fetch_bytes(self, ref: ShardRef) -> bytes:
-        for attempt in (1, 2):
+        def download() -> tuple[ShardCheck, bytes]:
             buf = io.BytesIO()
             copy_shard(
                 ref.url,
@@ -497,17 +450,8 @@ class ShardReader:
                 stats=self._stats,
             )
             data = buf.getvalue()
-            digest = hashlib.sha256(data).hexdigest() if ref.sha256 else ""
-            if (ref.sha256 is None or digest == ref.sha256) and (
-                ref.size is None or len(data) == ref.size
-            ):
-                return data
-            log.warning("shard %s: content mismatch on download %d", ref.url, attempt)
-        raise ShardIntegrityError(
-            ref.url,
-            expected_sha256=ref.sha256,
-            actual_sha256=digest,
-            expected_size=ref.size,
-            actual_size=len(data),
-            attempts=2,
-        )
+            check = storage.check_shard(ref.url, hashlib.sha256(data).hexdigest(), len(data),
+                                        expected_sha256=ref.sha256, expected_size=ref.size)
+            return check, data
+
+        return download_verified(ref.url, download)
