@@ -50,16 +50,16 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, TypeVar
 
 from filelock import FileLock, Timeout
 
 from . import storage
+from .counters import Counters
 from .format import ShardFormatError
 from .storage import ShardCheck
 
@@ -74,6 +74,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack/NotRequired need Python 3.11
+    from typing_extensions import NotRequired, Unpack
 T = TypeVar("T")
 
 FetchFn = Callable[[str, BinaryIO], None]
@@ -161,6 +164,21 @@ class CacheStats:
     stale_tmp_removed: int = 0
 
 
+class Want(TypedDict):
+    """What :meth:`ShardCache.get` and :meth:`ShardCache.open` take besides the URL.
+
+    sha256/size: what the index expects (None: not checked; size None: asked of the
+    source). fetch(url, dst): writes the shard's bytes sequentially to ``dst``
+    (default: an fsspec copy in 8 MiB blocks). verify: re-hash on every hit.
+    """
+
+    sha256: str | None
+    size: int | None
+    fetch: NotRequired[FetchFn | None]
+    storage_options: NotRequired[dict[str, Any] | None]
+    verify: NotRequired[bool]
+
+
 @dataclass
 class _Meta:
     url: str
@@ -212,18 +230,7 @@ class ShardCache:
         self.lock_timeout = -1 if lock_timeout is None else lock_timeout
         for sub in ("data", "meta", "tmp", "locks"):
             os.makedirs(os.path.join(self.cache_dir, sub), exist_ok=True)
-        self._stats = CacheStats()
-        self._stats_lock = threading.Lock()
-
-    # ---------------------------------------------------------------- pickling
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_stats_lock")
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._stats_lock = threading.Lock()
+        self._stats = Counters(CacheStats())
 
     # ------------------------------------------------------------------- paths
     def _data(self, key: str) -> str:
@@ -252,13 +259,10 @@ class ShardCache:
         return self._data(cache_key(url))
 
     def _count(self, **inc: int) -> None:
-        with self._stats_lock:
-            for k, v in inc.items():
-                setattr(self._stats, k, getattr(self._stats, k) + v)
+        self._stats.add(**inc)
 
     def stats(self) -> CacheStats:
-        with self._stats_lock:
-            return CacheStats(**asdict(self._stats))
+        return self._stats.snapshot()
 
     def usage_bytes(self) -> int:
         """Bytes counted against the bound: data + sidecars + temp files."""
@@ -273,45 +277,25 @@ class ShardCache:
         return total
 
     # ------------------------------------------------------------------ public
-    def get(
-        self,
-        url: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None = None,
-        storage_options: dict[str, Any] | None = None,
-        verify: bool = False,
-    ) -> str:
-        """Local path of a verified copy of ``url``, downloading it if needed.
+    def get(self, url: str, **want: Unpack[Want]) -> str:
+        """Local path of a verified copy of ``url``, downloading it if needed (see
+        :class:`Want` for the options).
 
-        ``fetch(url, dst)`` writes the shard's bytes sequentially to ``dst``
-        (default: an fsspec copy in 8 MiB blocks). Raises :class:`CacheFullError`
-        when the shard cannot be cached within the limit and
-        :class:`ShardIntegrityError` when two downloads mismatch the expected hash.
+        Raises :class:`CacheFullError` when the shard cannot be cached within the limit
+        and :class:`ShardIntegrityError` when two downloads mismatch the expected hash.
         The returned path may be evicted by another process later; use
         :meth:`open` to get a handle that stays valid.
         """
         key = cache_key(url)
         with self._lock(key):
-            return self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
+            return self._ensure(url, key, want)
 
-    def open(
-        self,
-        url: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None = None,
-        storage_options: dict[str, Any] | None = None,
-        verify: bool = False,
-    ) -> BinaryIO:
+    def open(self, url: str, **want: Unpack[Want]) -> BinaryIO:
         """Like :meth:`get` but returns the file opened while the entry is locked,
         so a concurrent eviction cannot remove it between check and open."""
         key = cache_key(url)
         with self._lock(key):
-            path = self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
-            return open(path, "rb")
+            return open(self._ensure(url, key, want), "rb")
 
     def contains(self, url: str) -> bool:
         """Whether a trusted-looking entry (data + sidecar) exists; no hashing, no lock."""
@@ -377,24 +361,20 @@ class ShardCache:
         os.utime(data, ns=(time.time_ns(), st.st_mtime_ns))
         return True
 
-    def _ensure(
-        self,
-        url: str,
-        key: str,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None,
-        storage_options: dict[str, Any],
-        verify: bool,
-    ) -> str:
-        if self._check_hit(url, key, sha256, size, verify):
+    def _ensure(self, url: str, key: str, want: Want) -> str:
+        if not {"sha256", "size"} <= set(want) <= set(Want.__annotations__):
+            raise TypeError(f"ShardCache: options {sorted(want)} must include sha256 and size "
+                            f"and be among {sorted(Want.__annotations__)}")
+        sha256, size = want["sha256"], want["size"]
+        storage_options = want.get("storage_options") or {}
+        if self._check_hit(url, key, sha256, size, want.get("verify", False)):
             self._count(hits=1)
             return self._data(key)
         self._count(misses=1)
         self._drop(key)
         if size is None:
             size = storage.file_size(url, **storage_options)
-        fetch = fetch or _default_fetch(storage_options)
+        fetch = want.get("fetch") or _default_fetch(storage_options)
         expected = size
 
         def download() -> tuple[ShardCheck, str]:

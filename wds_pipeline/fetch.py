@@ -34,12 +34,19 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import storage
 from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
+from .counters import Counters
 from .storage import RetryPolicy, ShardCheck
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# The default budget of one shard read (a module constant: defaults are built once).
+DEFAULT_RETRY = RetryPolicy()
 
 __all__ = [
     "ReaderStats",
@@ -93,21 +100,6 @@ class ReaderStats:
     prefetches: int = 0  # background fetches started
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._s = ReaderStats()
-
-    def add(self, **inc: int) -> None:
-        with self._lock:
-            for k, v in inc.items():
-                setattr(self._s, k, getattr(self._s, k) + v)
-
-    def snapshot(self) -> ReaderStats:
-        with self._lock:
-            return ReaderStats(**asdict(self._s))
-
-
 def default_cache_policy(url: str) -> bool:
     """True when ``url`` is remote or on a FUSE/network mount: caching pays there."""
     return storage.is_remote(url) or storage.is_fuse_path(url)
@@ -129,12 +121,12 @@ class ResumableReader(io.RawIOBase):
         url: str,
         *,
         offset: int = 0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         storage_options: dict[str, Any] | None = None,
         block_size: int = storage.BLOCK_SIZE,
         sha256: str | None = None,
         size: int | None = None,
-        stats: _Counter | None = None,
+        stats: Counters[ReaderStats] | None = None,
     ) -> None:
         super().__init__()
         self.url = url
@@ -143,7 +135,7 @@ class ResumableReader(io.RawIOBase):
         self.storage_options = storage_options or {}
         self.block_size = block_size
         self._src: Any = None
-        self._stats = stats or _Counter()
+        self._stats = stats or Counters(ReaderStats())
         self._expect = (sha256, size)
         self._hash = hashlib.sha256() if offset == 0 and (sha256 or size is not None) else None
 
@@ -244,10 +236,10 @@ def copy_shard(
     url: str,
     dst: BinaryIO,
     *,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     storage_options: dict[str, Any] | None = None,
     block_size: int = storage.BLOCK_SIZE,
-    stats: _Counter | None = None,
+    stats: Counters[ReaderStats] | None = None,
 ) -> int:
     """Copy a whole shard into ``dst`` in ``block_size`` blocks, resuming after
     transient errors. Returns the byte count. Usable as a ``ShardCache`` fetch."""
@@ -275,7 +267,7 @@ class ShardReader:
         *,
         cache: ShardCache | None = None,
         prefetch: int = 2,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         storage_options: dict[str, Any] | None = None,
         block_size: int = storage.BLOCK_SIZE,
         max_threads: int = 4,
@@ -290,7 +282,7 @@ class ShardReader:
         self.storage_options = dict(storage_options or {})
         self.block_size = block_size
         self.max_threads = max_threads
-        self._stats = _Counter()
+        self._stats = Counters(ReaderStats())
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid: int | None = None
@@ -315,10 +307,10 @@ class ShardReader:
     def open(self, ref: ShardRef, offset: int = 0) -> BinaryIO:
         """A sequential stream over ``ref`` positioned at ``offset`` (a sample boundary)."""
         if self._is_direct(ref.url):
-            f = open(storage.local_path(ref.url), "rb")  # noqa: SIM115 - returned to the caller
-            f.seek(offset)
+            direct = open(storage.local_path(ref.url), "rb")  # noqa: SIM115 - returned to the caller
+            direct.seek(offset)
             self._stats.add(direct_opens=1)
-            return f
+            return direct
         with self._lock:
             idx = next(
                 (i for i in range(self._pos + 1, len(self._plan)) if self._plan[i].url == ref.url),
@@ -366,7 +358,7 @@ class ShardReader:
         if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> ShardReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

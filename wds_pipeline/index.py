@@ -142,7 +142,7 @@ class DatasetIndex:
             raise ValueError(f"{source}: not a wids-shard-index-v1 descriptor")
         ours = d.get("wds_pipeline")
         if not isinstance(ours, dict):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - readers catch ValueError for any bad index
                 f"{source}: no 'wds_pipeline' block; this index was not written by wds-pipeline "
                 "(build the dataset with `wds-pipeline build`)"
             )

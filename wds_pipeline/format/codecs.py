@@ -13,31 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from . import keys as k
 from .flac import decode_flac_bytes
-from .keys import (
-    AUDIO_FIELDS,
-    AUDIO_FLAC,
-    AUDIO_NPY,
-    AUDIO_NPY_ZST,
-    CLS,
-    FBANK,
-    FBANK_ZST,
-    JSON,
-    ShardFormatError,
-)
-
-__all__ = [
-    "decode_field",
-    "decode_flac",
-    "decode_npy",
-    "encode_audio",
-    "encode_cls",
-    "encode_flac",
-    "encode_json",
-    "encode_npy",
-    "zstd_compress",
-    "zstd_decompress",
-]
+from .keys import Payload, ShardFormatError
 
 
 def encode_npy(array: np.ndarray) -> bytearray:
@@ -51,7 +29,7 @@ def encode_npy(array: np.ndarray) -> bytearray:
     out = bytearray(len(head) + array.nbytes)
     out[: len(head)] = head
     if array.nbytes:
-        out[len(head) :] = memoryview(array).cast("B")
+        out[len(head) :] = memoryview(array).cast("B")  # type: ignore[arg-type]
     return out
 
 
@@ -68,7 +46,7 @@ def _npy_header(header: bytes, start: int) -> tuple[np.dtype, tuple[int, ...], b
     return dtype, tuple(meta["shape"]), bool(meta["fortran_order"]), start + len(header)
 
 
-def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
+def decode_npy(data: Payload) -> np.ndarray:
     """Decode ``.npy`` bytes without pickle; returns a read-only view when possible.
 
     Parsing the small header by hand (and caching it) is several times faster than
@@ -97,14 +75,14 @@ def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def zstd_compress(data: bytes, level: int = 3) -> bytes:
+def zstd_compress(data: Payload, level: int = 3) -> bytes:
     import zstandard
 
     # Content size in the frame lets the reader decompress in one call.
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
 
 
-def zstd_decompress(data: bytes | memoryview) -> bytes:
+def zstd_decompress(data: Payload) -> bytes:
     import zstandard
 
     return zstandard.ZstdDecompressor().decompress(data)
@@ -118,7 +96,7 @@ def encode_flac(pcm_int16: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def decode_flac(data: bytes | memoryview) -> np.ndarray:
+def decode_flac(data: Payload) -> np.ndarray:
     fast = decode_flac_bytes(data)  # dr_flac; None if it cannot
     if fast is not None and fast[0].shape[1] == 1:
         return fast[0][:, 0]
@@ -129,29 +107,29 @@ def decode_flac(data: bytes | memoryview) -> np.ndarray:
     return pcm  # type: ignore[no-any-return]
 
 
-def encode_audio(pcm_int16: np.ndarray, sample_rate: int, field: str) -> bytes:
+def encode_audio(pcm_int16: np.ndarray, sample_rate: int, field: str) -> Payload:
     if pcm_int16.dtype != np.int16 or pcm_int16.ndim != 1:
         raise ValueError("audio must be mono int16 (1-D) before encoding")
-    if field == AUDIO_NPY:
+    if field == k.AUDIO_NPY:
         return encode_npy(pcm_int16)
-    if field == AUDIO_NPY_ZST:
+    if field == k.AUDIO_NPY_ZST:
         return zstd_compress(encode_npy(pcm_int16))
-    if field == AUDIO_FLAC:
+    if field == k.AUDIO_FLAC:
         return encode_flac(pcm_int16, sample_rate)
-    raise ValueError(f"unknown audio field {field!r}; expected one of {AUDIO_FIELDS}")
+    raise ValueError(f"unknown audio field {field!r}; expected one of {k.AUDIO_FIELDS}")
 
 
-def decode_field(field: str, data: bytes | memoryview) -> Any:
+def decode_field(field: str, data: Payload) -> Any:
     """Decode one member payload by its field name (the part of the name after the key)."""
-    if field in (AUDIO_NPY, FBANK):
+    if field in (k.AUDIO_NPY, k.FBANK):
         return decode_npy(data)
-    if field in (AUDIO_NPY_ZST, FBANK_ZST):
+    if field in (k.AUDIO_NPY_ZST, k.FBANK_ZST):
         return decode_npy(zstd_decompress(data))
-    if field == AUDIO_FLAC:
+    if field == k.AUDIO_FLAC:
         return decode_flac(data)
-    if field == JSON:
+    if field == k.JSON:
         return json.loads(bytes(data))
-    if field == CLS:
+    if field == k.CLS:
         return int(bytes(data).decode("ascii").strip())
     if field == "txt":
         return bytes(data).decode("utf-8")

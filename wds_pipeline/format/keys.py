@@ -8,6 +8,7 @@ whose members are ``<key>.<field>``; one sample per utterance; keys contain no d
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 FORMAT_VERSION = 1
@@ -21,6 +22,9 @@ JSON = "json"
 CLS = "cls"
 AUDIO_FIELDS = (AUDIO_NPY, AUDIO_NPY_ZST, AUDIO_FLAC)
 FBANK_FIELDS = (FBANK, FBANK_ZST)
+
+# The bytes of one member: encoders return bytes or bytearray, readers memoryviews.
+Payload = bytes | bytearray | memoryview
 
 AudioCodec = Literal["npy", "flac"]
 Compression = Literal["none", "zstd"]
@@ -63,7 +67,7 @@ def audio_field(codec: AudioCodec, compression: Compression) -> str:
     return AUDIO_NPY_ZST if compression == "zstd" else AUDIO_NPY
 
 
-def sample_members(key: str, fields: dict[str, bytes]) -> list[tuple[str, bytes]]:
+def sample_members(key: str, fields: Mapping[str, Payload]) -> list[tuple[str, Payload]]:
     """Order a sample's fields canonically (sorted by field name) as tar members."""
     validate_key(key)
     return [(f"{key}.{name}", fields[name]) for name in sorted(fields)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .keys import sample_members
+from .keys import Payload, sample_members
 from .tar import BLOCK
 
 __all__ = ["TAR_MODE", "TAR_MTIME", "ReproducibleTarWriter", "Sink"]
@@ -40,11 +41,11 @@ class ReproducibleTarWriter:
         self.sample_offsets: list[int] = []
         self.nsamples = 0
 
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
+    def _write(self, data: Payload) -> None:
         self._f.write(data)
         self.offset += len(data)
 
-    def write_sample(self, key: str, fields: dict[str, bytes]) -> None:
+    def write_sample(self, key: str, fields: Mapping[str, Payload]) -> None:
         self.sample_offsets.append(self.offset)
         for name, payload in sample_members(key, fields):
             info = tarfile.TarInfo(name)

@@ -58,7 +58,7 @@ def open_read(url: str, *, block_size: int = BLOCK_SIZE, **storage_options: Any)
     if is_remote(url):
         fs, path = url_to_fs(url, **storage_options)
         return fs.open(path, "rb", block_size=block_size)  # type: ignore[no-any-return]
-    return open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+    return open(local_path(url), "rb", buffering=0)
 
 
 def copy_stream(src: Any, dst: Any, block_size: int = BLOCK_SIZE) -> int:
