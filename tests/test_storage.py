@@ -218,3 +218,65 @@ def test_is_transient_classification():
     wrapped = RuntimeError("wrapped")
     wrapped.__cause__ = ConnectionResetError()
     assert storage.is_transient(wrapped)
+
+
+# ------------------------------------------- one index reader, one retry policy
+
+
+def test_index_read_retries_transient_errors_like_every_storage_read(slowfs_factory):
+    """load_index read through fsspec directly and gave up on the first ENOTCONN from
+    a flaky Drive mount, while verify's index read retried: both go through storage now."""
+    from shardgen import make_dataset
+
+    from wds_pipeline.index import load_index
+
+    m = slowfs_factory("flaky-index", latency_ms=0, bandwidth_mbps=0, fail_every=3,
+                       fail_on="open,read", fail_errno="ENOTCONN")
+    make_dataset(str(m.source), [3, 2])
+    for _ in range(6):  # every third open/read fails: some of these reads meet a failure
+        assert load_index(str(m.mountpoint)).num_samples == 5
+
+
+def test_retry_policy_is_one_class():
+    from wds_pipeline import fetch
+
+    assert fetch.RetryPolicy is storage.RetryPolicy
+    assert storage.STORAGE_RETRY.attempts == 4
+
+
+# ------------------------------------------------- hashing stream and shard check
+
+
+def test_hashing_writer_hashes_counts_and_refuses_past_its_limit(tmp_path):
+    data = _blob(100_000, seed=3)
+    with open(tmp_path / "out", "wb") as f:
+        w = storage.HashingWriter(f)
+        w.write(data[:10])
+        w.write(memoryview(data)[10:])
+    assert (w.size, w.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
+    assert storage.sha256_file(str(tmp_path / "out")) == (w.hexdigest(), len(data))
+
+    with open(tmp_path / "bounded", "wb") as f:
+        w = storage.HashingWriter(f, limit=1000)
+        w.write(data[:600])
+        with pytest.raises(storage.WriteLimitExceeded, match="more than the expected 1000 bytes"):
+            w.write(data[600:1200])
+    assert w.overflow and w.size == 600
+    assert (tmp_path / "bounded").read_bytes() == data[:600]
+
+
+def test_check_file_names_each_mismatch(tmp_path):
+    p = tmp_path / "s.tar"
+    p.write_bytes(b"a" * 1000)
+    sha = hashlib.sha256(b"a" * 1000).hexdigest()
+    assert storage.check_file(str(p), expected_sha256=sha, expected_size=1000).ok
+    assert storage.check_file(str(p), expected_sha256=None, expected_size=None).ok
+    bad = storage.check_file(str(p), expected_sha256="f" * 64, expected_size=1200)
+    assert not bad.ok and (bad.sha256, bad.size) == (sha, 1000)
+    assert bad.problems("s.tar") == [
+        "s.tar: size 1000 bytes, index says 1200 (truncated)",
+        (f"s.tar: sha256 mismatch (file {sha[:16]}..., index {'f' * 16}...): "
+         "the shard changed after the build"),
+    ]
+    with pytest.raises(FileNotFoundError):
+        storage.check_file(str(tmp_path / "missing.tar"), expected_sha256=sha, expected_size=1)

@@ -47,19 +47,21 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, TypeVar
 
 from filelock import FileLock, Timeout
 
 from . import storage
+from .counters import Counters
 from .format import ShardFormatError
+from .storage import ShardCheck
 
 __all__ = [
     "CacheFullError",
@@ -68,7 +70,14 @@ __all__ = [
     "ShardCache",
     "ShardIntegrityError",
     "cache_key",
+    "download_verified",
 ]
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # annotations only: typing.Unpack/NotRequired need Python 3.11
+    from typing_extensions import NotRequired, Unpack
+T = TypeVar("T")
 
 FetchFn = Callable[[str, BinaryIO], None]
 
@@ -107,6 +116,39 @@ class ShardIntegrityError(ShardFormatError):
             "or its index entry so both agree (wds-pipeline verify checks all shards)."
         )
 
+    @classmethod
+    def from_check(cls, check: ShardCheck, attempts: int) -> ShardIntegrityError:
+        return cls(
+            check.url,
+            expected_sha256=check.expected_sha256,
+            actual_sha256=check.sha256,
+            expected_size=check.expected_size,
+            actual_size=check.size,
+            attempts=attempts,
+        )
+
+
+DOWNLOAD_ATTEMPTS = 2  # a second download tells a corrupt source from a corrupted transfer
+
+
+def download_verified(
+    url: str,
+    download: Callable[[], tuple[ShardCheck, T]],
+    *,
+    on_refetch: Callable[[], None] | None = None,
+) -> T:
+    """``download()`` -> (check, result): the result of the first download whose bytes
+    match the index; a second mismatch raises :class:`ShardIntegrityError`.
+    ``on_refetch()`` runs before each download that repeats a mismatched one."""
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        if attempt > 1 and on_refetch is not None:
+            on_refetch()
+        check, result = download()
+        if check.ok:
+            return result
+        log.warning("shard %s: content mismatch on download %d", url, attempt)
+    raise ShardIntegrityError.from_check(check, DOWNLOAD_ATTEMPTS)
+
 
 @dataclass
 class CacheStats:
@@ -120,6 +162,21 @@ class CacheStats:
     corrupt: int = 0  # cached entries found corrupt and dropped
     refetches: int = 0  # downloads whose hash mismatched and were fetched again
     stale_tmp_removed: int = 0
+
+
+class Want(TypedDict):
+    """What :meth:`ShardCache.get` and :meth:`ShardCache.open` take besides the URL.
+
+    sha256/size: what the index expects (None: not checked; size None: asked of the
+    source). fetch(url, dst): writes the shard's bytes sequentially to ``dst``
+    (default: an fsspec copy in 8 MiB blocks). verify: re-hash on every hit.
+    """
+
+    sha256: str | None
+    size: int | None
+    fetch: NotRequired[FetchFn | None]
+    storage_options: NotRequired[dict[str, Any] | None]
+    verify: NotRequired[bool]
 
 
 @dataclass
@@ -144,56 +201,10 @@ def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
-def _hash_file(path: str) -> tuple[str, int]:
-    return storage.sha256_file(path)
-
-
-class _HashingWriter:
-    """File-like sink that hashes and counts what the fetch callback writes and
-    refuses to grow past the reserved size (the bound must hold even if the
-    source is bigger than the index says)."""
-
-    def __init__(self, f: BinaryIO, limit: int) -> None:
-        self._f = f
-        self._limit = limit
-        self.h = hashlib.sha256()
-        self.n = 0
-        self.overflow = False
-
-    def write(self, data: Any) -> int:
-        b = memoryview(data).cast("B")
-        if self.n + len(b) > self._limit:
-            self.overflow = True
-            raise _Overflow()
-        self._f.write(b)
-        self.h.update(b)
-        self.n += len(b)
-        return len(b)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def writable(self) -> bool:
-        return True
-
-
-class _Overflow(Exception):
-    pass
-
-
 def _default_fetch(storage_options: dict[str, Any]) -> FetchFn:
     def fetch(url: str, dst: BinaryIO) -> None:
-        if storage.is_remote(url):
-            fs, path = storage.url_to_fs(url, **storage_options)
-            src = fs.open(path, "rb", block_size=storage.BLOCK_SIZE)
-        else:
-            src = open(storage.local_path(url), "rb", buffering=0)  # noqa: SIM115 - closed below
-        with src:
-            while True:
-                block = src.read(storage.BLOCK_SIZE)
-                if not block:
-                    return
-                dst.write(block)
+        with storage.open_read(url, **storage_options) as src:
+            storage.copy_stream(src, dst)
 
     return fetch
 
@@ -219,18 +230,7 @@ class ShardCache:
         self.lock_timeout = -1 if lock_timeout is None else lock_timeout
         for sub in ("data", "meta", "tmp", "locks"):
             os.makedirs(os.path.join(self.cache_dir, sub), exist_ok=True)
-        self._stats = CacheStats()
-        self._stats_lock = threading.Lock()
-
-    # ---------------------------------------------------------------- pickling
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_stats_lock")
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._stats_lock = threading.Lock()
+        self._stats = Counters(CacheStats())
 
     # ------------------------------------------------------------------- paths
     def _data(self, key: str) -> str:
@@ -259,13 +259,10 @@ class ShardCache:
         return self._data(cache_key(url))
 
     def _count(self, **inc: int) -> None:
-        with self._stats_lock:
-            for k, v in inc.items():
-                setattr(self._stats, k, getattr(self._stats, k) + v)
+        self._stats.add(**inc)
 
     def stats(self) -> CacheStats:
-        with self._stats_lock:
-            return CacheStats(**asdict(self._stats))
+        return self._stats.snapshot()
 
     def usage_bytes(self) -> int:
         """Bytes counted against the bound: data + sidecars + temp files."""
@@ -280,45 +277,25 @@ class ShardCache:
         return total
 
     # ------------------------------------------------------------------ public
-    def get(
-        self,
-        url: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None = None,
-        storage_options: dict[str, Any] | None = None,
-        verify: bool = False,
-    ) -> str:
-        """Local path of a verified copy of ``url``, downloading it if needed.
+    def get(self, url: str, **want: Unpack[Want]) -> str:
+        """Local path of a verified copy of ``url``, downloading it if needed (see
+        :class:`Want` for the options).
 
-        ``fetch(url, dst)`` writes the shard's bytes sequentially to ``dst``
-        (default: an fsspec copy in 8 MiB blocks). Raises :class:`CacheFullError`
-        when the shard cannot be cached within the limit and
-        :class:`ShardIntegrityError` when two downloads mismatch the expected hash.
+        Raises :class:`CacheFullError` when the shard cannot be cached within the limit
+        and :class:`ShardIntegrityError` when two downloads mismatch the expected hash.
         The returned path may be evicted by another process later; use
         :meth:`open` to get a handle that stays valid.
         """
         key = cache_key(url)
         with self._lock(key):
-            return self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
+            return self._ensure(url, key, want)
 
-    def open(
-        self,
-        url: str,
-        *,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None = None,
-        storage_options: dict[str, Any] | None = None,
-        verify: bool = False,
-    ) -> BinaryIO:
+    def open(self, url: str, **want: Unpack[Want]) -> BinaryIO:
         """Like :meth:`get` but returns the file opened while the entry is locked,
         so a concurrent eviction cannot remove it between check and open."""
         key = cache_key(url)
         with self._lock(key):
-            path = self._ensure(url, key, sha256, size, fetch, storage_options or {}, verify)
-            return open(path, "rb")
+            return open(self._ensure(url, key, want), "rb")
 
     def contains(self, url: str) -> bool:
         """Whether a trusted-looking entry (data + sidecar) exists; no hashing, no lock."""
@@ -372,8 +349,7 @@ class ShardCache:
             return False
         if verify or _stamp(st) != m.stamp:
             self._count(rehashes=1)
-            digest, n = _hash_file(data)
-            if digest != m.sha256 or n != m.size:
+            if not storage.check_file(data, expected_sha256=m.sha256, expected_size=m.size).ok:
                 self._count(corrupt=1)
                 return False
             st2 = os.stat(data)
@@ -385,65 +361,61 @@ class ShardCache:
         os.utime(data, ns=(time.time_ns(), st.st_mtime_ns))
         return True
 
-    def _ensure(
-        self,
-        url: str,
-        key: str,
-        sha256: str | None,
-        size: int | None,
-        fetch: FetchFn | None,
-        storage_options: dict[str, Any],
-        verify: bool,
-    ) -> str:
-        if self._check_hit(url, key, sha256, size, verify):
+    def _ensure(self, url: str, key: str, want: Want) -> str:
+        if not {"sha256", "size"} <= set(want) <= set(Want.__annotations__):
+            raise TypeError(f"ShardCache: options {sorted(want)} must include sha256 and size "
+                            f"and be among {sorted(Want.__annotations__)}")
+        sha256, size = want["sha256"], want["size"]
+        storage_options = want.get("storage_options") or {}
+        if self._check_hit(url, key, sha256, size, want.get("verify", False)):
             self._count(hits=1)
             return self._data(key)
         self._count(misses=1)
         self._drop(key)
         if size is None:
             size = storage.file_size(url, **storage_options)
-        fetch = fetch or _default_fetch(storage_options)
-        for attempt in (1, 2):
-            tmp = self._reserve(key, url, size)
+        fetch = want.get("fetch") or _default_fetch(storage_options)
+        expected = size
+
+        def download() -> tuple[ShardCheck, str]:
+            tmp = self._reserve(key, url, expected)
             try:
-                digest, n = self._download(url, tmp, fetch, size)
-                if n == size and (sha256 is None or digest == sha256):
+                check = self._download(url, tmp, fetch, expected, sha256)
+                if check.ok:
                     st = os.stat(tmp)
                     os.replace(tmp, self._data(key))
-                    self._write_meta(key, _Meta(url=url, size=n, sha256=digest, stamp=_stamp(st)))
-                    return self._data(key)
+                    self._write_meta(
+                        key, _Meta(url=url, size=check.size, sha256=check.sha256, stamp=_stamp(st))
+                    )
+                return check, self._data(key)
             finally:
                 try:
                     os.unlink(tmp)
                 except FileNotFoundError:
                     pass
-            if attempt == 1:
-                self._count(refetches=1)
-        raise ShardIntegrityError(
-            url,
-            expected_sha256=sha256,
-            actual_sha256=digest,
-            expected_size=size,
-            actual_size=n,
-            attempts=2,
-        )
 
-    def _download(self, url: str, tmp: str, fetch: FetchFn, size: int) -> tuple[str, int]:
+        return download_verified(url, download, on_refetch=lambda: self._count(refetches=1))
+
+    def _download(
+        self, url: str, tmp: str, fetch: FetchFn, size: int, sha256: str | None
+    ) -> ShardCheck:
         # The temp file already exists, truncated to `size` as a reservation.
         with open(tmp, "r+b") as f:
-            w = _HashingWriter(f, size)  # type: ignore[arg-type]
+            w = storage.HashingWriter(f, limit=size)
             try:
                 fetch(url, w)  # type: ignore[arg-type]
-            except _Overflow:
+            except storage.WriteLimitExceeded:
                 pass
             finally:
-                self._count(bytes_downloaded=w.n)
+                self._count(bytes_downloaded=w.size)
             if w.overflow:
-                return "<more bytes than expected>", size + 1
-            f.truncate(w.n)
+                return storage.check_shard(url, "<more bytes than expected>", size + 1,
+                                           expected_sha256=sha256, expected_size=size)
+            f.truncate(w.size)
             f.flush()
             os.fsync(f.fileno())
-        return w.h.hexdigest(), w.n
+        return storage.check_shard(url, w.hexdigest(), w.size, expected_sha256=sha256,
+                                   expected_size=size)
 
     def _try_evict(self, name: str, *, count: bool = True) -> int:
         """Delete entry ``name`` if nobody holds it; returns bytes freed."""

@@ -30,16 +30,23 @@ import hashlib
 import io
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import storage
-from .cache import CacheFullError, ShardCache, ShardIntegrityError
+from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
+from .counters import Counters
+from .storage import RetryPolicy, ShardCheck
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# The default budget of one shard read (a module constant: defaults are built once).
+DEFAULT_RETRY = RetryPolicy()
 
 __all__ = [
     "ReaderStats",
@@ -63,37 +70,6 @@ class ShardRef:
     url: str
     sha256: str | None = None
     size: int | None = None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry budget for one shard read.
-
-    attempts: consecutive failed attempts (without a byte of progress) before giving up.
-    initial_backoff/max_backoff: exponential backoff bounds in seconds, with jitter.
-    timeout: give up once a shard has made no progress for this many seconds,
-        even with attempts left (checked between attempts: a read blocked inside
-        a hung FUSE mount cannot be interrupted from Python).
-    """
-
-    attempts: int = 5
-    initial_backoff: float = 0.2
-    max_backoff: float = 5.0
-    timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-
-    def backoff(self, failure: int) -> float:
-        """Sleep before retry number ``failure`` (1-based): exponential, 50-100 % jitter
-        so that workers hitting the same outage do not retry in lockstep."""
-        base = min(self.max_backoff, self.initial_backoff * (2 ** (failure - 1)))
-        return base * (0.5 + 0.5 * random.random())
-
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:
-        return storage.is_transient(exc)
 
 
 class ShardReadError(OSError):
@@ -124,21 +100,6 @@ class ReaderStats:
     prefetches: int = 0  # background fetches started
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._s = ReaderStats()
-
-    def add(self, **inc: int) -> None:
-        with self._lock:
-            for k, v in inc.items():
-                setattr(self._s, k, getattr(self._s, k) + v)
-
-    def snapshot(self) -> ReaderStats:
-        with self._lock:
-            return ReaderStats(**asdict(self._s))
-
-
 def default_cache_policy(url: str) -> bool:
     """True when ``url`` is remote or on a FUSE/network mount: caching pays there."""
     return storage.is_remote(url) or storage.is_fuse_path(url)
@@ -160,12 +121,12 @@ class ResumableReader(io.RawIOBase):
         url: str,
         *,
         offset: int = 0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         storage_options: dict[str, Any] | None = None,
         block_size: int = storage.BLOCK_SIZE,
         sha256: str | None = None,
         size: int | None = None,
-        stats: _Counter | None = None,
+        stats: Counters[ReaderStats] | None = None,
     ) -> None:
         super().__init__()
         self.url = url
@@ -174,7 +135,7 @@ class ResumableReader(io.RawIOBase):
         self.storage_options = storage_options or {}
         self.block_size = block_size
         self._src: Any = None
-        self._stats = stats or _Counter()
+        self._stats = stats or Counters(ReaderStats())
         self._expect = (sha256, size)
         self._hash = hashlib.sha256() if offset == 0 and (sha256 or size is not None) else None
 
@@ -205,11 +166,7 @@ class ResumableReader(io.RawIOBase):
         return storage.file_size(self.url, **self.storage_options)
 
     def _open(self) -> Any:
-        if storage.is_remote(self.url):
-            fs, path = storage.url_to_fs(self.url, **self.storage_options)
-            f = fs.open(path, "rb", block_size=self.block_size)
-        else:
-            f = open(storage.local_path(self.url), "rb", buffering=0)  # noqa: SIM115 - owned by self
+        f = storage.open_read(self.url, block_size=self.block_size, **self.storage_options)
         if self.pos:
             f.seek(self.pos)
         return f
@@ -265,15 +222,10 @@ class ResumableReader(io.RawIOBase):
         h, self._hash = self._hash, None
         sha, size = self._expect
         digest = h.hexdigest() if h is not None else ""
-        if (sha is not None and digest != sha) or (size is not None and self.pos != size):
-            raise ShardIntegrityError(
-                self.url,
-                expected_sha256=sha,
-                actual_sha256=digest,
-                expected_size=size,
-                actual_size=self.pos,
-                attempts=1,
-            )
+        check = storage.check_shard(self.url, digest, self.pos, expected_sha256=sha,
+                                    expected_size=size)
+        if not check.ok:
+            raise ShardIntegrityError.from_check(check, attempts=1)
 
     def close(self) -> None:
         self._drop_source()
@@ -284,25 +236,18 @@ def copy_shard(
     url: str,
     dst: BinaryIO,
     *,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     storage_options: dict[str, Any] | None = None,
     block_size: int = storage.BLOCK_SIZE,
-    stats: _Counter | None = None,
+    stats: Counters[ReaderStats] | None = None,
 ) -> int:
     """Copy a whole shard into ``dst`` in ``block_size`` blocks, resuming after
     transient errors. Returns the byte count. Usable as a ``ShardCache`` fetch."""
     r = ResumableReader(
         url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats
     )
-    buf = bytearray(block_size)
-    total = 0
     try:
-        while True:
-            n = r.readinto(buf)
-            if not n:
-                return total
-            dst.write(memoryview(buf)[:n])
-            total += n
+        return storage.copy_stream(r, dst, block_size)
     finally:
         r.close()
 
@@ -322,7 +267,7 @@ class ShardReader:
         *,
         cache: ShardCache | None = None,
         prefetch: int = 2,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         storage_options: dict[str, Any] | None = None,
         block_size: int = storage.BLOCK_SIZE,
         max_threads: int = 4,
@@ -337,7 +282,7 @@ class ShardReader:
         self.storage_options = dict(storage_options or {})
         self.block_size = block_size
         self.max_threads = max_threads
-        self._stats = _Counter()
+        self._stats = Counters(ReaderStats())
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid: int | None = None
@@ -362,10 +307,10 @@ class ShardReader:
     def open(self, ref: ShardRef, offset: int = 0) -> BinaryIO:
         """A sequential stream over ``ref`` positioned at ``offset`` (a sample boundary)."""
         if self._is_direct(ref.url):
-            f = open(storage.local_path(ref.url), "rb")  # noqa: SIM115 - returned to the caller
-            f.seek(offset)
+            direct = open(storage.local_path(ref.url), "rb")  # noqa: SIM115 - returned to the caller
+            direct.seek(offset)
             self._stats.add(direct_opens=1)
-            return f
+            return direct
         with self._lock:
             idx = next(
                 (i for i in range(self._pos + 1, len(self._plan)) if self._plan[i].url == ref.url),
@@ -413,7 +358,7 @@ class ShardReader:
         if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> ShardReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -486,7 +431,7 @@ class ShardReader:
         return self._fetch_bytes(ref)
 
     def _fetch_bytes(self, ref: ShardRef) -> bytes:
-        for attempt in (1, 2):
+        def download() -> tuple[ShardCheck, bytes]:
             buf = io.BytesIO()
             copy_shard(
                 ref.url,
@@ -497,17 +442,8 @@ class ShardReader:
                 stats=self._stats,
             )
             data = buf.getvalue()
-            digest = hashlib.sha256(data).hexdigest() if ref.sha256 else ""
-            if (ref.sha256 is None or digest == ref.sha256) and (
-                ref.size is None or len(data) == ref.size
-            ):
-                return data
-            log.warning("shard %s: content mismatch on download %d", ref.url, attempt)
-        raise ShardIntegrityError(
-            ref.url,
-            expected_sha256=ref.sha256,
-            actual_sha256=digest,
-            expected_size=ref.size,
-            actual_size=len(data),
-            attempts=2,
-        )
+            check = storage.check_shard(ref.url, hashlib.sha256(data).hexdigest(), len(data),
+                                        expected_sha256=ref.sha256, expected_size=ref.size)
+            return check, data
+
+        return download_verified(ref.url, download)

@@ -142,7 +142,7 @@ class DatasetIndex:
             raise ValueError(f"{source}: not a wids-shard-index-v1 descriptor")
         ours = d.get("wds_pipeline")
         if not isinstance(ours, dict):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - readers catch ValueError for any bad index
                 f"{source}: no 'wds_pipeline' block; this index was not written by wds-pipeline "
                 "(build the dataset with `wds-pipeline build`)"
             )
@@ -196,15 +196,21 @@ def dirname_url(url: str) -> str:
     return posixpath.dirname(url)
 
 
+def read_index(url: str, **storage_options: Any) -> DatasetIndex:
+    """Read the ``index.json`` at ``url`` through the storage layer (transient errors
+    retried); its shard URLs resolve against its folder."""
+    from . import storage  # on first read: `import wds_pipeline` does not load fsspec
+
+    text = storage.read_bytes(url, **storage_options)
+    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url)
+
+
 def load_index(url: str, **storage_options: Any) -> DatasetIndex:
     """Read an ``index.json`` (or a split folder holding one) from any fsspec URL."""
-    import fsspec
-
     if not url.endswith(".json"):
         url = join_url(url, INDEX_NAME)
     try:
-        with fsspec.open(url, "rb", **storage_options) as f:
-            text = f.read()
+        return read_index(url, **storage_options)
     except FileNotFoundError:
         folder = dirname_url(url)
         splits = _split_folders(folder, **storage_options)
@@ -218,7 +224,6 @@ def load_index(url: str, **storage_options: Any) -> DatasetIndex:
             f"{url}: no index found; build the dataset first (`wds-pipeline build ...`) or "
             "pass the split folder that holds index.json"
         ) from None
-    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url)
 
 
 def _split_folders(folder: str, **storage_options: Any) -> list[str]:

@@ -1,28 +1,36 @@
 """Synthetic shards with exact control over shard sizes and clip lengths.
 
 For tests and benchmarks of the *reading* side: writes format-v1 shards and an index
-directly, without decoding or resampling anything. Sample ``i`` of shard ``s`` holds
+through the builder's shard writer (:class:`~wds_pipeline.shard_writer.ShardWriter`)
+without decoding or resampling anything. Sample ``i`` of shard ``s`` holds
 ``clip(s, i, frames)``, so readers can check array equality.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 from collections.abc import Callable
 
 import numpy as np
 
 from . import format as fmt
-from .index import BuildCounts, DatasetIndex, ShardInfo
+from . import storage
+from .index import INDEX_NAME, BuildCounts, DatasetIndex
+from .shard_writer import ShardWriter
 
-_NOISE = np.random.default_rng(0).integers(-20000, 20000, size=1 << 20, dtype=np.int16)
+
+@functools.cache
+def _noise() -> np.ndarray:
+    # 2 MB, built on first use rather than at import.
+    return np.random.default_rng(0).integers(-20000, 20000, size=1 << 20, dtype=np.int16)
 
 
 def clip(shard: int, i: int, frames: int) -> np.ndarray:
     """Deterministic int16 content for (shard, sample): a window into a fixed noise table."""
-    start = (shard * 7919 + i * 104729) % (len(_NOISE) - frames) if frames < len(_NOISE) else 0
-    return np.resize(_NOISE[start : start + frames], frames)
+    noise = _noise()
+    start = (shard * 7919 + i * 104729) % (len(noise) - frames) if frames < len(noise) else 0
+    return np.resize(noise[start : start + frames], frames)
 
 
 def default_frames(s: int, i: int) -> int:
@@ -51,40 +59,14 @@ def write_synthetic_dataset(
     shards = []
     for s, n in enumerate(shard_sizes):
         shard_name = f"shard-{s:06d}.tar"
-        path = os.path.join(root, shard_name)
-        nframes = []
-        with open(path, "wb") as f:
-            writer = fmt.ReproducibleTarWriter(f)
+        with open(os.path.join(root, shard_name), "wb") as f:
+            writer = ShardWriter(f)
             for i in range(n):
                 k = frames(s, i)
-                audio = fmt.encode_npy(clip(s, i, k))
-                if corrupt and (s, i) in corrupt:
-                    audio = corrupt[(s, i)]
                 key = f"{name}-s{s}-u{i:04d}"
-                fields = {
-                    fmt.AUDIO_NPY: audio,
-                    fmt.CLS: fmt.encode_cls(label(s, i)),
-                    fmt.JSON: fmt.encode_json({"id": key, "text": f"text {s} {i}"}),
-                }
-                if fbank:
-                    from .features import FbankConfig, fbank_numpy
-
-                    fields[fmt.FBANK] = fmt.encode_npy(fbank_numpy(clip(s, i, k), FbankConfig(sample_rate=sample_rate)))
-                writer.write_sample(key, fields)
-                nframes.append(k)
+                writer.write_sample(key, _fields(s, i, k, key, label, corrupt, sample_rate, fbank), k)
             writer.close()
-        sha, size = _sha256(path)
-        shards.append(
-            ShardInfo(
-                url=shard_name,
-                nsamples=n,
-                filesize=size,
-                sha256=sha,
-                duration=sum(nframes) / sample_rate,
-                sample_frames=nframes,
-                sample_offsets=list(writer.sample_offsets),
-            )
-        )
+        shards.append(writer.info(shard_name, sample_rate))
     index = DatasetIndex(
         name=name,
         shards=shards,
@@ -95,17 +77,25 @@ def write_synthetic_dataset(
         counts=BuildCounts(inputs=sum(shard_sizes), written=sum(shard_sizes), samples=sum(shard_sizes)),
         build_fingerprint=name,
     )
-    out = os.path.join(root, "index.json")
-    with open(out, "w") as f:
-        f.write(index.to_json())
+    out = os.path.join(root, INDEX_NAME)
+    storage.write_bytes_atomic(out, index.to_json().encode("utf-8"))
     return out
 
 
-def _sha256(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
+def _fields(s: int, i: int, k: int, key: str, label: Callable[[int, int], int],
+            corrupt: dict[tuple[int, int], bytes] | None, sample_rate: int,
+            fbank: bool) -> dict[str, fmt.Payload]:
+    audio: fmt.Payload = fmt.encode_npy(clip(s, i, k))
+    if corrupt and (s, i) in corrupt:
+        audio = corrupt[(s, i)]
+    fields: dict[str, fmt.Payload] = {
+        fmt.AUDIO_NPY: audio,
+        fmt.CLS: fmt.encode_cls(label(s, i)),
+        fmt.JSON: fmt.encode_json({"id": key, "text": f"text {s} {i}"}),
+    }
+    if fbank:
+        from .features import FbankConfig, fbank_numpy
+
+        feats = fbank_numpy(clip(s, i, k), FbankConfig(sample_rate=sample_rate))
+        fields[fmt.FBANK] = fmt.encode_npy(feats)
+    return fields

@@ -12,7 +12,6 @@ that keys are valid and unique within the split.
 from __future__ import annotations
 
 import io
-
 import statistics
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from . import format as fmt
 from . import storage
-from .index import INDEX_NAME, DatasetIndex, dirname_url, join_url
+from .index import INDEX_NAME, DatasetIndex, join_url, read_index
 
 # ---------------------------------------------------------------------------
 # Finding the indexes
@@ -55,16 +54,11 @@ def find_indexes(out: str, **storage_options: Any) -> list[str]:
     return found
 
 
-def _read_index(url: str, so: Mapping[str, Any]) -> DatasetIndex:
-    return DatasetIndex.from_json(storage.read_bytes(url, **so), base_url=dirname_url(url),
-                                  source=url)
-
-
-def _open(url: str, so: Mapping[str, Any]):
-    fs, path = storage.url_to_fs(url, **so)
+def _open(url: str, so: Mapping[str, Any]) -> io.BufferedReader:
     # One request per BLOCK_SIZE on remote filesystems: gcsfs' own cache issues an HTTP
     # request for every small read (each tar header), which made gs:// verify crawl.
-    return io.BufferedReader(fs.open(path, "rb", block_size=storage.BLOCK_SIZE), buffer_size=storage.BLOCK_SIZE)
+    return io.BufferedReader(storage.open_read(url, **so),  # type: ignore[arg-type]
+                             buffer_size=storage.BLOCK_SIZE)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -130,7 +124,7 @@ class SplitSummary:
 def inspect_dataset(out: str, *, examples: int = 3, **storage_options: Any) -> list[SplitSummary]:
     summaries = []
     for url in find_indexes(out, **storage_options):
-        ix = _read_index(url, storage_options)
+        ix = read_index(url, **storage_options)
         s = SplitSummary(url, ix)
         if ix.shards and examples > 0:
             try:
@@ -216,15 +210,11 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
     name = info.url
     problems: list[str] = []
     try:
-        sha, size = storage.sha256_file(url, **so)
+        check = storage.check_file(url, expected_sha256=info.sha256,
+                                   expected_size=info.filesize, **so)
     except FileNotFoundError:
         return 0, [f"{name}: missing ({url} does not exist)"]
-    if size != info.filesize:
-        problems.append(f"{name}: size {size} bytes, index says {info.filesize} "
-                        f"({'truncated' if size < info.filesize else 'grown'})")
-    if info.sha256 and sha != info.sha256:
-        problems.append(f"{name}: sha256 mismatch (file {sha[:16]}..., index "
-                        f"{info.sha256[:16]}...): the shard changed after the build")
+    problems.extend(check.problems(name))
     required = set(ix.fields) - {fmt.CLS}
     allowed = set(ix.fields)
     offsets: list[int] = []
@@ -285,7 +275,7 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
 def verify_index(index_url: str, *, decode: bool = True, progress: bool = True,
                  **storage_options: Any) -> SplitVerdict:
     try:
-        ix = _read_index(index_url, storage_options)
+        ix = read_index(index_url, **storage_options)
     except (ValueError, OSError) as e:
         return SplitVerdict(index_url, "?", problems=[f"index: {e}"])
     verdict = SplitVerdict(index_url, ix.split or ix.name, shards=len(ix.shards))

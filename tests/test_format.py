@@ -1,0 +1,99 @@
+"""The format package: one header parser behind both tar readers, a read path free of
+build-side code, and the shard writer every shard goes through."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wds_pipeline import format as fmt
+from wds_pipeline.shard_writer import ShardWriter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tar(members: list[tuple[str, bytes]], *, fmt_: int, dirs: tuple[str, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt_) as t:
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            t.addfile(info)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+MEMBERS = [
+    ("k1.audio.npy", b"\x01" * 700),
+    ("k1.json", b'{"a":1}'),
+    ("d" * 90 + "/" + "k2" + "x" * 60 + ".json", b"{}"),  # ustar prefix or a long name
+    ("k3.cls", b"7"),
+]
+
+
+@pytest.mark.parametrize("fmt_", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_stream_and_buffer_readers_read_the_same_members(fmt_):
+    data = _tar(MEMBERS, fmt_=fmt_, dirs=("somedir",))
+    stream = [(m.name, bytes(p)) for m, p in fmt.iter_tar_members(io.BytesIO(data))]
+    buffer = [(n, bytes(p)) for n, p in fmt.iter_buffer_members(data)]
+    assert stream == buffer == MEMBERS
+
+
+def test_both_readers_report_a_damaged_header_the_same_way():
+    data = bytearray(_tar(MEMBERS[:2], fmt_=tarfile.GNU_FORMAT))
+    second = 512 + 1024  # header, 700 bytes of payload padded to 1024
+    data[second + 3] ^= 0x20  # one bit of the second member's name
+    want = re.escape("s.tar: corrupt tar header at byte 1536 (checksum mismatch)")
+    with pytest.raises(fmt.ShardFormatError, match=want):
+        list(fmt.iter_tar_members(io.BytesIO(bytes(data)), source="s.tar"))
+    with pytest.raises(fmt.ShardFormatError, match=want):
+        list(fmt.iter_buffer_members(bytes(data), source="s.tar"))
+
+
+def test_flac_fields_decode_without_the_build_side(tmp_path):
+    """Decoding an audio.flac field imported wds_pipeline.audio, and with it the resampler
+    and decoder backends the loader never uses."""
+    pcm = (np.sin(np.arange(16000) / 7.0) * 12000).astype(np.int16)
+    (tmp_path / "f.flac").write_bytes(fmt.encode_audio(pcm, 16000, fmt.AUDIO_FLAC))
+    np.save(tmp_path / "pcm.npy", pcm)
+    code = (
+        "import sys, numpy as np\n"
+        "from wds_pipeline import format as fmt\n"
+        f"data = open({str(tmp_path / 'f.flac')!r}, 'rb').read()\n"
+        f"want = np.load({str(tmp_path / 'pcm.npy')!r}, allow_pickle=False)\n"
+        "assert np.array_equal(fmt.decode_field(fmt.AUDIO_FLAC, memoryview(data)), want)\n"
+        "print(sorted(m for m in ('wds_pipeline.audio', 'soxr', 'av') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True, env={"PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_shard_writer_records_what_it_wrote(tmp_path):
+    path = tmp_path / "shard-000000.tar"
+    frames = [1600, 3200, 800]
+    with open(path, "wb") as f:
+        w = ShardWriter(f)
+        for i, n in enumerate(frames):
+            pcm = np.full(n, i, dtype=np.int16)
+            w.write_sample(f"k{i}", {fmt.AUDIO_NPY: fmt.encode_npy(pcm), fmt.CLS: fmt.encode_cls(i)}, n)
+        w.close()
+    info = w.info("shard-000000.tar", 16000)
+    data = path.read_bytes()
+    assert (info.filesize, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (info.nsamples, info.sample_frames, info.duration) == (3, frames, 5600 / 16000)
+    for i, offset in enumerate(info.sample_offsets):
+        key, fields = next(fmt.iter_samples(io.BytesIO(data[offset:])))
+        assert key == f"k{i}" and sorted(fields) == [fmt.AUDIO_NPY, fmt.CLS]
+        assert len(fmt.decode_field(fmt.AUDIO_NPY, fields[fmt.AUDIO_NPY])) == frames[i]

@@ -1,0 +1,91 @@
+"""The storage layer: every byte the package reads or writes outside a shard's
+contents goes through here, on any fsspec filesystem.
+
+    url_to_fs(url, **so) -> (fs, path) ; is_remote(url) ; local_path(url)
+    open_read(url, **so) -> raw reader (plain file locally, fsspec otherwise)
+    commit_file(local_path, url, *, keep_source=False, **so)        # atomic publish
+    write_bytes_atomic(url, data, *, retry=None, **so) ; read_bytes(url, *, retry=None, **so)
+    exists / file_size / remove / makedirs / listdir(url, *, fresh=False, retry=None, **so)
+    RetryPolicy, STORAGE_RETRY, retrying(what, url, fn, retry) ; is_transient(exc) ; StorageError
+    HashingWriter(f, *, limit=None) ; sha256_stream(f) ; sha256_file(url, **so) -> (hex, size)
+    check_shard(url, sha, size, *, expected_sha256, expected_size) -> ShardCheck
+    check_file(url, *, expected_sha256, expected_size, **so) -> ShardCheck
+    mount_of(path) -> MountInfo ; is_fuse_path(path) -> bool
+
+"Local" means the URL resolves to fsspec's LocalFileSystem, which includes FUSE
+mounts such as Colab's Drive: those are plain paths to fsspec, so they are detected
+from /proc/self/mounts. Transient errors (dropped connections, HTTP 5xx/429,
+ENOTCONN/EIO from a FUSE mount) are retried with backoff; anything else is raised
+unchanged. When the retries run out a :class:`StorageError` (an ``OSError``) names
+the URL and the last error.
+"""
+
+from __future__ import annotations
+
+from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, open_read, url_to_fs
+from .integrity import (
+    HashingWriter,
+    ShardCheck,
+    WriteLimitExceeded,
+    check_file,
+    check_shard,
+    sha256_file,
+    sha256_stream,
+)
+from .mounts import NETWORK_FSTYPES, MountInfo, find_mount, is_fuse_path, mount_of, parse_mounts
+from .ops import (
+    commit_file,
+    exists,
+    file_size,
+    listdir,
+    makedirs,
+    read_bytes,
+    remove,
+    write_bytes_atomic,
+)
+from .retry import (
+    STORAGE_RETRY,
+    TRANSIENT_ERRNOS,
+    TRANSIENT_HTTP_CODES,
+    RetryPolicy,
+    StorageError,
+    is_transient,
+    retrying,
+)
+
+__all__ = [
+    "BLOCK_SIZE",
+    "NETWORK_FSTYPES",
+    "STORAGE_RETRY",
+    "TRANSIENT_ERRNOS",
+    "TRANSIENT_HTTP_CODES",
+    "HashingWriter",
+    "MountInfo",
+    "RetryPolicy",
+    "ShardCheck",
+    "StorageError",
+    "WriteLimitExceeded",
+    "check_file",
+    "check_shard",
+    "commit_file",
+    "copy_stream",
+    "exists",
+    "file_size",
+    "find_mount",
+    "is_fuse_path",
+    "is_remote",
+    "is_transient",
+    "listdir",
+    "local_path",
+    "makedirs",
+    "mount_of",
+    "open_read",
+    "parse_mounts",
+    "read_bytes",
+    "remove",
+    "retrying",
+    "sha256_file",
+    "sha256_stream",
+    "url_to_fs",
+    "write_bytes_atomic",
+]
