@@ -220,7 +220,7 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["wds_pipeline.build.worker"])
+        ctx.set_forkserver_preload(["wds_pipeline.builder.worker"])
         return ctx
     return multiprocessing.get_context("spawn")
 
