@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import typing
 import warnings
@@ -15,10 +16,13 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
 
+from ..features import fbank_bytes_per_audio_frame
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
 from ..records import label_order
+from ..sizes import parse_size
 from .batch import Batch
-from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
+from .dataset import ShardStreamDataset
+from .decode import ReadConfig
 from .plan import EpochPlan, PlanConfig
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
@@ -100,19 +104,6 @@ def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: loader block: {e}") from e
     return dict(doc.get("data") or {}), loader
-
-
-def parse_size(text: str | int) -> int:
-    """'20GB' / '512MiB' / 1000 -> bytes."""
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().replace(" ", "")
-    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
-             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
-    for u, mult in units.items():
-        if s.endswith(u):
-            return int(float(s[: -len(u)]) * mult)
-    return int(s)
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -241,6 +232,13 @@ class StreamingLoader:
                 persistent_workers=cfg.persistent_workers,
                 multiprocessing_context=cfg.multiprocessing_context,
             )
+            if cfg.worker_sharing_strategy:
+                # Process-wide, so set here, visibly, and only in our own worker processes:
+                # how *they* ship tensors. "file_system" names the shared segment instead of
+                # passing a file descriptor through a socket per tensor (faster for multi-MB
+                # batches in a zero-work microbenchmark). The main process is unaffected.
+                dl_kwargs["worker_init_fn"] = functools.partial(
+                    _set_worker_sharing_strategy, cfg.worker_sharing_strategy)
         return DataLoader(self.dataset, **dl_kwargs)
 
     # -- configuration ----------------------------------------------------------
@@ -248,7 +246,7 @@ class StreamingLoader:
         cfg, sr = self.config, self.sample_rate
         bytes_per_frame = 2.0
         if "fbank" in cfg.fields:
-            bytes_per_frame += 80 * 2 / (sr * 0.010)  # float16 features per audio frame
+            bytes_per_frame += fbank_bytes_per_audio_frame(sr)
         max_frames = boundaries = None
         if cfg.max_batch_seconds is not None:
             max_frames = int(cfg.max_batch_seconds * sr)
@@ -312,7 +310,7 @@ class StreamingLoader:
             self.epoch, self._resume_at, self._abandoned = self.epoch + 1, 0, False
         epoch, start = self.epoch, self._resume_at
         total = self.plan(epoch).num_batches
-        self.dataset.control.copy_(torch.tensor([epoch, start], dtype=torch.int64))
+        self.dataset.start(epoch, start)
         self._yielded = start
         self._resume_at = 0
         if not self.config.persistent_workers:
@@ -349,10 +347,7 @@ class StreamingLoader:
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive
         with their own buffers and flags, which must never be freed on their behalf."""
-        if self.config.num_workers > 0:
-            self.dataset.buffer_flags = torch.zeros(
-                self.config.num_workers * BUFFERS_PER_WORKER, dtype=torch.int32
-            ).share_memory_()
+        self.dataset.new_buffer_generation()
         self._in_use = []
 
     def _track_buffer(self, batch: Batch) -> None:
@@ -492,3 +487,7 @@ def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _set_worker_sharing_strategy(strategy: str, worker_id: int) -> None:
+    torch.multiprocessing.set_sharing_strategy(strategy)
