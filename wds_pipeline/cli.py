@@ -169,7 +169,7 @@ def make_parser() -> _Parser:
         _add_build_options(sp)
         before = {a.dest for a in sp._actions}
         g = sp.add_argument_group(f"{name} options")
-        module.add_arguments(g)  # type: ignore[arg-type]
+        module.add_arguments(g)
         parser.source_dests[name] = {a.dest for a in sp._actions} - before
         parser.source_parsers[name] = sp
         sp.set_defaults(handler=cmd_build)

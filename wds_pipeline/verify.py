@@ -12,7 +12,6 @@ that keys are valid and unique within the split.
 from __future__ import annotations
 
 import io
-
 import statistics
 import sys
 from collections import Counter

@@ -7,7 +7,7 @@ import contextlib
 import mmap
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any
 
 from .. import format as fmt
 from .plan import WorkerPlan
@@ -28,7 +28,7 @@ class BlockReader:
         self._buf = bytearray()
 
     @contextlib.contextmanager
-    def read(self, f: BinaryIO, start: int, want: int, source: str) -> Iterator[memoryview]:
+    def read(self, f: Any, start: int, want: int, source: str) -> Iterator[memoryview]:
         fd = _fileno(f)
         if fd is not None:
             size = os.fstat(fd).st_size

@@ -62,10 +62,10 @@ class Collator:
             for i in np.flatnonzero(lengths < width):
                 pcm[i, lengths[i] :] = 0
         else:
-            for i, r in enumerate(rows):
+            for row, r in enumerate(rows):
                 n = len(r.wave)
-                pcm[i, :n] = r.wave
-                pcm[i, n:] = 0
+                pcm[row, :n] = r.wave
+                pcm[row, n:] = 0
         for s in release:
             if isinstance(s, Sample) and s.slot >= 0 and arena is not None:
                 arena.free.append(s.slot)

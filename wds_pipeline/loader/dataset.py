@@ -140,8 +140,8 @@ class ShardStreamDataset(IterableDataset):
             return
         n_reads = len(wp.read_slots)
         refs = np.zeros(n_reads, dtype=np.int64)
-        for b in batches:
-            np.add.at(refs, b.items, 1)
+        for pb in batches:
+            np.add.at(refs, pb.items, 1)
         needed = np.flatnonzero(refs)
         first, last = int(needed[0]), int(needed[-1])
         held: dict[int, Any] = {}

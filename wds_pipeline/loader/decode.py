@@ -115,8 +115,9 @@ class SampleDecoder:
         if ("text" in want or "meta" in want) and fmt.JSON in fields:
             meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON])
         feats = None
-        if use_feats and entry.has_fbank in fields:
-            feats = fmt.decode_field(entry.has_fbank, fields[entry.has_fbank])
+        fbank_field = entry.has_fbank
+        if use_feats and fbank_field is not None and fbank_field in fields:
+            feats = fmt.decode_field(fbank_field, fields[fbank_field])
             if crop and start:
                 feats = feats[start // hop :]
             if crop:

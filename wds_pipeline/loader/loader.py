@@ -429,7 +429,7 @@ def bucket_boundaries(
 ) -> list[int]:
     """Frame-count boundaries at duration quantiles, so buckets are equally populated."""
     frames = np.concatenate(
-        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0)]
+        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0, dtype=np.int64)]
     )
     if crop_seconds:
         frames = np.minimum(frames, int(crop_seconds * sr))

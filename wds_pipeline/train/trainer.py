@@ -25,10 +25,10 @@ from torch import nn
 
 from ..loader import StreamingLoader
 from .checkpoint import CheckpointInfo, CheckpointManager
-from .statediff import state_dict_diff
 from .config import TrainConfig
 from .metrics import MetricsLog
 from .rng import capture_rng_state, restore_rng_state
+from .statediff import state_dict_diff
 from .validate import validate
 
 CHECKPOINT_FORMAT = 1
