@@ -9,12 +9,13 @@ import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
+from typing_extensions import Unpack
 
 from ..features import fbank_bytes_per_audio_frame
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
@@ -22,7 +23,7 @@ from ..records import label_order
 from ..sizes import parse_size
 from .batch import Batch
 from .dataset import ShardStreamDataset
-from .decode import ReadConfig
+from .decode import CacheDir, Field, ReadConfig
 from .plan import EpochPlan, PlanConfig
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
@@ -42,7 +43,7 @@ class LoaderConfig:
     shuffle_buffer_bytes: int = 1 << 30  # decoded bytes, total over workers
     last_batch: Literal["drop", "pad"] = "drop"
     weights: tuple[float, ...] = ()
-    fields: tuple[str, ...] = ("waveform", "label")
+    fields: tuple[Field, ...] = ("waveform", "label")
     waveform_dtype: Literal["float32", "int16"] = "float32"
     on_decode_error: Literal["skip", "raise"] = "skip"
     on_corrupt_shard: Literal["raise", "skip"] = "raise"
@@ -51,7 +52,7 @@ class LoaderConfig:
     pin_memory: bool = False
     persistent_workers: bool = False
     multiprocessing_context: str | None = None
-    cache_dir: str | Literal[False] | None = None  # None: automatic for remote/FUSE sources; False: no cache
+    cache_dir: CacheDir = None  # None: automatic for remote/FUSE sources; False: no cache
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +86,38 @@ class LoaderConfig:
         if isinstance(d.get("cache_limit"), str):
             d["cache_limit"] = parse_size(d["cache_limit"])
         return cls(**d)
+
+
+class LoaderOptions(TypedDict, total=False):
+    """The keyword arguments ``StreamingLoader`` accepts: each is the :class:`LoaderConfig`
+    field of that name (documented there), with its type. A test keeps the two in step."""
+
+    batch_size: int | None
+    max_batch_seconds: float | None
+    num_buckets: int
+    max_batch_size: int | None
+    crop_seconds: float | None
+    shuffle: bool
+    seed: int
+    shuffle_buffer: int
+    shuffle_buffer_bytes: int
+    last_batch: Literal["drop", "pad"]
+    weights: Sequence[float]  # tuple()d by LoaderConfig.from_dict, as YAML lists are
+    fields: Sequence[Field]
+    waveform_dtype: Literal["float32", "int16"]
+    on_decode_error: Literal["skip", "raise"]
+    on_corrupt_shard: Literal["raise", "skip"]
+    num_workers: int
+    prefetch_factor: int | None
+    pin_memory: bool
+    persistent_workers: bool
+    multiprocessing_context: str | None
+    cache_dir: CacheDir
+    cache_limit: int | str | None  # a size such as "20GB" (wds_pipeline.sizes)
+    shard_prefetch: int
+    storage_options: dict[str, Any]
+    worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None
+    allow_external_shards: bool
 
 
 def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
@@ -141,11 +174,11 @@ class StreamingLoader:
         *,
         rank: int | None = None,
         world_size: int | None = None,
-        **overrides: Any,
+        **overrides: Unpack[LoaderOptions],
     ):
         cfg = config or LoaderConfig()
         if overrides:
-            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **overrides})
+            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **dict(overrides)})
         self.config = cfg
         if isinstance(indexes, (str, DatasetIndex)):
             indexes = [indexes]
