@@ -19,11 +19,11 @@ from typing_extensions import Unpack
 
 from ..features import fbank_bytes_per_audio_frame
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
-from ..records import label_order
 from ..sizes import parse_size
 from .batch import Batch
 from .dataset import ShardStreamDataset
 from .decode import CacheDir, Field, ReadConfig
+from .labels import label_union, remap_labels
 from .plan import EpochPlan, PlanConfig
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
@@ -361,7 +361,7 @@ class StreamingLoader:
                     batch = batch.materialize()
                     self._track_buffer(batch)
                     if self._label_remap is not None:
-                        batch.labels = _remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
+                        batch.labels = remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
                     expected += 1
                     self._yielded = expected
                     self._skipped.extend(batch.skipped)
@@ -470,37 +470,6 @@ def bucket_boundaries(
         return []
     qs = np.quantile(frames, np.linspace(0, 1, num_buckets + 1)[1:-1])
     return sorted({int(q) for q in qs})
-
-
-def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
-    """One label space over several datasets, by class *name*: the same speaker in two
-    builds is one class, and two different speakers never share an id although each
-    build numbers its own classes from 0.
-
-    Returns the class names (id = position) and a ``(datasets, max local id + 1)`` table
-    mapping each dataset's ``cls`` ids to union ids, or ``None`` when the union is the
-    single dataset's own label map (ids unchanged).
-    """
-    maps = [i.label_map for i in indexes]
-    if len(maps) == 1 or all(m == maps[0] for m in maps):
-        names = [n for n, _ in sorted(maps[0].items(), key=lambda kv: kv[1])]
-        return names, None
-    names = label_order(set().union(*maps))
-    ids = {n: j for j, n in enumerate(names)}
-    width = max((max(m.values(), default=-1) for m in maps), default=-1) + 1
-    table = np.full((len(maps), max(width, 1)), -1, dtype=np.int64)
-    for d, m in enumerate(maps):
-        for name, local in m.items():
-            table[d, local] = ids[name]
-    return names, table
-
-
-def _remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    t = torch.from_numpy(table)
-    known = (labels >= 0) & (labels < t.shape[1])
-    out = torch.full_like(labels, -1)
-    out[known] = t[dataset_ids[known], labels[known]]
-    return out
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
