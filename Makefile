@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/wds-pipeline demo --workdir demo
 
-test: setup
+# Lint and type checks; `make test` (and so CI) runs them first.
+lint: setup
+	$(BIN)/ruff check wds_pipeline
+	$(BIN)/mypy wds_pipeline
+
+test: lint
 	@sh tools/ensure_system_deps.sh
 	$(BIN)/python -m pytest -q
 

@@ -426,7 +426,7 @@ def test_two_builds_into_one_out_at_once_never_mix(tmp_path):
 def test_a_held_lock_names_its_holder_and_a_dead_holder_is_taken_over(libri, tmp_path):
     import socket
 
-    from wds_pipeline.build.lock import LOCK_NAME, locked
+    from wds_pipeline.builder.lock import LOCK_NAME, locked
 
     out = tmp_path / "o"
     argv = CLI + ["build", "librispeech", str(libri), str(out), "--shard-size", "2",
@@ -718,7 +718,7 @@ def test_build_to_a_drive_like_fuse_mount(slowfs_factory, tmp_path):
 def test_a_gcs_out_is_held_by_a_lease_object(gcs_emulator, tmp_path):
     import socket
 
-    from wds_pipeline.build.lock import LOCK_NAME, OutputLockedError, locked
+    from wds_pipeline.builder.lock import LOCK_NAME, OutputLockedError, locked
 
     so = gcs_emulator.storage_options
     manifest = make_clip_corpus(tmp_path / "c", n=3, seconds=(0.6, 0.9))

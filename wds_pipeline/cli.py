@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -79,17 +78,13 @@ corpus, finds the shards complete and resumes training from its last checkpoint.
 
 
 def _size(text: str) -> int:
-    """'512MB', '1GiB', '1000000' -> bytes (argparse type)."""
-    s = str(text).strip().upper().replace(" ", "")
-    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6,
-             "GB": 10**9, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "B": 1}
+    """argparse type for sizes (units in :mod:`wds_pipeline.sizes`)."""
+    from .sizes import parse_size
+
     try:
-        for u, mult in units.items():
-            if s.endswith(u):
-                return int(float(s[: -len(u)]) * mult)
-        return int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512MB, 1GiB)") from None
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -174,7 +169,7 @@ def make_parser() -> _Parser:
         _add_build_options(sp)
         before = {a.dest for a in sp._actions}
         g = sp.add_argument_group(f"{name} options")
-        module.add_arguments(g)  # type: ignore[arg-type]
+        module.add_arguments(g)
         parser.source_dests[name] = {a.dest for a in sp._actions} - before
         parser.source_parsers[name] = sp
         sp.set_defaults(handler=cmd_build)

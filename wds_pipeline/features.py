@@ -27,14 +27,29 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FEATURE_BYTES",
+    "FRAME_SHIFT_MS",
+    "NUM_MEL_BINS",
     "Fbank",
     "FbankConfig",
+    "fbank_bytes_per_audio_frame",
     "fbank",
     "fbank_numpy",
     "feature_window",
     "mel_banks",
     "num_frames",
 ]
+
+# The project's fbank layout, named once: every place that sizes features uses these.
+NUM_MEL_BINS = 80  # mel bins of the shards' fbank.npy and the loader's on-the-fly fbank
+FRAME_SHIFT_MS = 10.0  # hop between feature frames
+FEATURE_BYTES = 2  # shards store features as float16
+
+
+def fbank_bytes_per_audio_frame(sample_rate: int) -> float:
+    """Bytes of stored (float16) features per audio sample, for memory estimates."""
+    return NUM_MEL_BINS * FEATURE_BYTES / (sample_rate * (FRAME_SHIFT_MS * 0.001))
+
 
 # Kaldi floors energies at std::numeric_limits<float>::epsilon() before the log.
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -51,9 +66,9 @@ class FbankConfig:
     """
 
     sample_rate: int = 16000
-    num_mel_bins: int = 80
+    num_mel_bins: int = NUM_MEL_BINS
     frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    frame_shift_ms: float = FRAME_SHIFT_MS
     dither: float = 0.0
     preemphasis: float = 0.97
     remove_dc_offset: bool = True

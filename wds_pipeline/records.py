@@ -9,8 +9,9 @@ silently: every input ends up either as a record or as a reject.
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # ``SourceRecord.label`` of a record whose source has labels but none for it (an empty
 # manifest cell): it gets no class, and the speaker does not stand in for it.
@@ -71,13 +72,18 @@ def label_order(names: Any) -> list[str]:
     return names
 
 
+# Where an input was rejected: while scanning the corpus, decoding its audio, by a duration
+# filter, or while writing its shard.
+RejectStage = Literal["scan", "decode", "filter", "write"]
+
+
 @dataclass(frozen=True, order=True)
 class Reject:
     """An input that could not become a sample, and why. Listed in the index."""
 
     input: str
     reason: str
-    stage: str = "scan"  # scan | decode | filter | write
+    stage: RejectStage = "scan"
     # The split whose counts the reject belongs to, set by the source that found it (None:
     # a corpus-level reject, see build.plan.assign_reject_splits). Not in to_dict: an index
     # lists only its own split's rejects, and the fingerprint stays what it was.
@@ -88,7 +94,11 @@ class Reject:
 
     @classmethod
     def from_dict(cls, d: dict[str, str]) -> Reject:
-        return cls(**d)
+        stage = d.get("stage", "scan")
+        if stage not in typing.get_args(RejectStage):
+            raise ValueError(f"reject {d.get('input')!r}: unknown stage {stage!r}; "
+                             f"expected one of {typing.get_args(RejectStage)}")
+        return cls(**d)  # type: ignore[arg-type]  # stage checked just above
 
 
 @dataclass

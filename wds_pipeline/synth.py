@@ -226,7 +226,7 @@ def resonator(freq: float, bandwidth: float, sr: int) -> tuple[float, np.ndarray
 
 
 def formant_filter(
-    formants: Sequence[float], bandwidths: Sequence[float], sr: int
+    formants: Sequence[float] | np.ndarray, bandwidths: Sequence[float] | np.ndarray, sr: int
 ) -> tuple[float, np.ndarray]:
     """Cascade of resonators as one all-pole filter (formants above Nyquist are left out)."""
     gain, a = 1.0, np.array([1.0])

@@ -1,21 +1,10 @@
-"""The streaming loader: epoch planning, the worker-side executor and the DataLoader wrapper."""
+"""The streaming loader: epoch planning (``plan``), the worker-side executor (``dataset`` with
+``shards``, ``blocks``, ``decode``, ``collate``, ``buffers``) and the DataLoader wrapper
+(``loader``). Only the public names are exported here; internals are imported from their
+modules."""
 
 from .batch import Batch
-from .dataset import ReadConfig, ShardStreamDataset
-from .loader import LoaderConfig, StreamingLoader, load_yaml_config, parse_size, resolve_rank
-from .plan import PlanConfig, plan_epoch
+from .loader import LoaderConfig, StreamingLoader, load_yaml_config
 from .state import LoaderState
 
-__all__ = [
-    "Batch",
-    "LoaderConfig",
-    "LoaderState",
-    "PlanConfig",
-    "ReadConfig",
-    "ShardStreamDataset",
-    "StreamingLoader",
-    "load_yaml_config",
-    "parse_size",
-    "plan_epoch",
-    "resolve_rank",
-]
+__all__ = ["Batch", "LoaderConfig", "LoaderState", "StreamingLoader", "load_yaml_config"]

@@ -53,7 +53,7 @@ class Batch:
         pickled inline, while every tensor costs a shared-memory segment and a file
         descriptor hand-off, which dominated the transfer cost of small fields.
         """
-        changes = {
+        changes: dict[str, Any] = {
             f.name: torch.from_numpy(getattr(self, f.name))
             for f in fields(self)
             if isinstance(getattr(self, f.name), np.ndarray)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import typing
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
+from typing_extensions import Unpack
 
+from ..features import fbank_bytes_per_audio_frame
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
-from ..records import label_order
+from ..sizes import parse_size
 from .batch import Batch
-from .dataset import BUFFERS_PER_WORKER, ReadConfig, ShardStreamDataset
+from .dataset import ShardStreamDataset
+from .decode import CacheDir, Field, ReadConfig
+from .labels import label_union, remap_labels
 from .plan import PLANNER_VERSION, EpochPlan, PlanConfig
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
@@ -38,7 +43,7 @@ class LoaderConfig:
     shuffle_buffer_bytes: int = 1 << 30  # decoded bytes, total over workers
     last_batch: Literal["drop", "pad"] = "drop"
     weights: tuple[float, ...] = ()
-    fields: tuple[str, ...] = ("waveform", "label")
+    fields: tuple[Field, ...] = ("waveform", "label")
     waveform_dtype: Literal["float32", "int16"] = "float32"
     on_decode_error: Literal["skip", "raise"] = "skip"
     on_corrupt_shard: Literal["raise", "skip"] = "raise"
@@ -47,7 +52,7 @@ class LoaderConfig:
     pin_memory: bool = False
     persistent_workers: bool = False
     multiprocessing_context: str | None = None
-    cache_dir: str | Literal[False] | None = None  # None: automatic for remote/FUSE sources; False: no cache
+    cache_dir: CacheDir = None  # None: automatic for remote/FUSE sources; False: no cache
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +88,38 @@ class LoaderConfig:
         return cls(**d)
 
 
+class LoaderOptions(TypedDict, total=False):
+    """The keyword arguments ``StreamingLoader`` accepts: each is the :class:`LoaderConfig`
+    field of that name (documented there), with its type. A test keeps the two in step."""
+
+    batch_size: int | None
+    max_batch_seconds: float | None
+    num_buckets: int
+    max_batch_size: int | None
+    crop_seconds: float | None
+    shuffle: bool
+    seed: int
+    shuffle_buffer: int
+    shuffle_buffer_bytes: int
+    last_batch: Literal["drop", "pad"]
+    weights: Sequence[float]  # tuple()d by LoaderConfig.from_dict, as YAML lists are
+    fields: Sequence[Field]
+    waveform_dtype: Literal["float32", "int16"]
+    on_decode_error: Literal["skip", "raise"]
+    on_corrupt_shard: Literal["raise", "skip"]
+    num_workers: int
+    prefetch_factor: int | None
+    pin_memory: bool
+    persistent_workers: bool
+    multiprocessing_context: str | None
+    cache_dir: CacheDir
+    cache_limit: int | str | None  # a size such as "20GB" (wds_pipeline.sizes)
+    shard_prefetch: int
+    storage_options: dict[str, Any]
+    worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None
+    allow_external_shards: bool
+
+
 def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
     """Read a YAML config: its ``data`` block (index URLs) and its ``loader`` block.
 
@@ -100,19 +137,6 @@ def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: loader block: {e}") from e
     return dict(doc.get("data") or {}), loader
-
-
-def parse_size(text: str | int) -> int:
-    """'20GB' / '512MiB' / 1000 -> bytes."""
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().replace(" ", "")
-    units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
-             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
-    for u, mult in units.items():
-        if s.endswith(u):
-            return int(float(s[: -len(u)]) * mult)
-    return int(s)
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -150,11 +174,11 @@ class StreamingLoader:
         *,
         rank: int | None = None,
         world_size: int | None = None,
-        **overrides: Any,
+        **overrides: Unpack[LoaderOptions],
     ):
         cfg = config or LoaderConfig()
         if overrides:
-            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **overrides})
+            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **dict(overrides)})
         self.config = cfg
         if isinstance(indexes, (str, DatasetIndex)):
             indexes = [indexes]
@@ -241,6 +265,13 @@ class StreamingLoader:
                 persistent_workers=cfg.persistent_workers,
                 multiprocessing_context=cfg.multiprocessing_context,
             )
+            if cfg.worker_sharing_strategy:
+                # Process-wide, so set here, visibly, and only in our own worker processes:
+                # how *they* ship tensors. "file_system" names the shared segment instead of
+                # passing a file descriptor through a socket per tensor (faster for multi-MB
+                # batches in a zero-work microbenchmark). The main process is unaffected.
+                dl_kwargs["worker_init_fn"] = functools.partial(
+                    _set_worker_sharing_strategy, cfg.worker_sharing_strategy)
         return DataLoader(self.dataset, **dl_kwargs)
 
     # -- configuration ----------------------------------------------------------
@@ -248,7 +279,7 @@ class StreamingLoader:
         cfg, sr = self.config, self.sample_rate
         bytes_per_frame = 2.0
         if "fbank" in cfg.fields:
-            bytes_per_frame += 80 * 2 / (sr * 0.010)  # float16 features per audio frame
+            bytes_per_frame += fbank_bytes_per_audio_frame(sr)
         max_frames = boundaries = None
         if cfg.max_batch_seconds is not None:
             max_frames = int(cfg.max_batch_seconds * sr)
@@ -312,7 +343,7 @@ class StreamingLoader:
             self.epoch, self._resume_at, self._abandoned = self.epoch + 1, 0, False
         epoch, start = self.epoch, self._resume_at
         total = self.plan(epoch).num_batches
-        self.dataset.control.copy_(torch.tensor([epoch, start], dtype=torch.int64))
+        self.dataset.start(epoch, start)
         self._yielded = start
         self._resume_at = 0
         if not self.config.persistent_workers:
@@ -330,7 +361,7 @@ class StreamingLoader:
                     batch = batch.materialize()
                     self._track_buffer(batch)
                     if self._label_remap is not None:
-                        batch.labels = _remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
+                        batch.labels = remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
                     expected += 1
                     self._yielded = expected
                     self._skipped.extend(batch.skipped)
@@ -349,10 +380,7 @@ class StreamingLoader:
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive
         with their own buffers and flags, which must never be freed on their behalf."""
-        if self.config.num_workers > 0:
-            self.dataset.buffer_flags = torch.zeros(
-                self.config.num_workers * BUFFERS_PER_WORKER, dtype=torch.int32
-            ).share_memory_()
+        self.dataset.new_buffer_generation()
         self._in_use = []
 
     def _track_buffer(self, batch: Batch) -> None:
@@ -435,7 +463,7 @@ def bucket_boundaries(
 ) -> list[int]:
     """Frame-count boundaries at duration quantiles, so buckets are equally populated."""
     frames = np.concatenate(
-        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0)]
+        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0, dtype=np.int64)]
     )
     if crop_seconds:
         frames = np.minimum(frames, int(crop_seconds * sr))
@@ -443,37 +471,6 @@ def bucket_boundaries(
         return []
     qs = np.quantile(frames, np.linspace(0, 1, num_buckets + 1)[1:-1])
     return sorted({int(q) for q in qs})
-
-
-def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
-    """One label space over several datasets, by class *name*: the same speaker in two
-    builds is one class, and two different speakers never share an id although each
-    build numbers its own classes from 0.
-
-    Returns the class names (id = position) and a ``(datasets, max local id + 1)`` table
-    mapping each dataset's ``cls`` ids to union ids, or ``None`` when the union is the
-    single dataset's own label map (ids unchanged).
-    """
-    maps = [i.label_map for i in indexes]
-    if len(maps) == 1 or all(m == maps[0] for m in maps):
-        names = [n for n, _ in sorted(maps[0].items(), key=lambda kv: kv[1])]
-        return names, None
-    names = label_order(set().union(*maps))
-    ids = {n: j for j, n in enumerate(names)}
-    width = max((max(m.values(), default=-1) for m in maps), default=-1) + 1
-    table = np.full((len(maps), max(width, 1)), -1, dtype=np.int64)
-    for d, m in enumerate(maps):
-        for name, local in m.items():
-            table[d, local] = ids[name]
-    return names, table
-
-
-def _remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    t = torch.from_numpy(table)
-    known = (labels >= 0) & (labels < t.shape[1])
-    out = torch.full_like(labels, -1)
-    out[known] = t[dataset_ids[known], labels[known]]
-    return out
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...] | None:
@@ -493,3 +490,7 @@ def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _set_worker_sharing_strategy(strategy: str, worker_id: int) -> None:
+    torch.multiprocessing.set_sharing_strategy(strategy)

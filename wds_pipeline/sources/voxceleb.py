@@ -150,7 +150,7 @@ def looks_like(layout: CorpusLayout, folder: str) -> bool:
 
 def audio_roots(layout: CorpusLayout, corpus_dir: str) -> list[tuple[str | None, str]]:
     """``[(folder_set, dir)]``: ``wav/`` (no set) and ``dev/wav/``, ``test/wav/`` (and so for aac)."""
-    candidates = [(None, os.path.join(corpus_dir, layout.audio_dir))]
+    candidates: list[tuple[str | None, str]] = [(None, os.path.join(corpus_dir, layout.audio_dir))]
     candidates += [(s, os.path.join(corpus_dir, s, layout.audio_dir)) for s in SETS]
     return [(s, d) for s, d in candidates if os.path.isdir(d)]
 

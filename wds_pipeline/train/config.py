@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..loader import LoaderConfig, parse_size
+from ..loader import LoaderConfig
+from ..sizes import parse_size
 from ..typedconfig import ConfigError, from_mapping, set_dotted, to_mapping
 
 DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"

@@ -26,11 +26,11 @@ from torch import nn
 
 from ..loader import StreamingLoader
 from .checkpoint import CheckpointInfo, CheckpointManager
-from .statediff import state_dict_diff
 from .config import TrainConfig
 from .distributed import broadcast, check_same_weights, gather, init_distributed
 from .metrics import MetricsLog
 from .rng import capture_rng_state, restore_rng_state
+from .statediff import state_dict_diff
 from .validate import validate
 
 CHECKPOINT_FORMAT = 1

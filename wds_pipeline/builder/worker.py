@@ -118,7 +118,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
         if cfg.fbank is not None:
             from ..features import fbank_numpy
 
-            feats = fmt.encode_npy(np.asarray(fbank_numpy(piece, cfg.fbank), dtype=np.float16))
+            feats: bytes = fmt.encode_npy(np.asarray(fbank_numpy(piece, cfg.fbank), dtype=np.float16))
             if cfg.fbank_field == fmt.FBANK_ZST:
                 feats = fmt.zstd_compress(feats, cfg.zstd_level)
             fields[cfg.fbank_field] = feats

@@ -276,7 +276,11 @@ def estimate_bytes(duration: float | None, options: BuildOptions) -> int:
         return SAMPLE_OVERHEAD_BYTES
     frames = duration * options.sample_rate
     audio = frames * 2
-    fbank = (frames / (options.sample_rate / 100.0)) * 80 * 2 if options.fbank else 0
+    # Imported here: features imports torch, which planning (and the CLI's start) must not.
+    from ..features import FEATURE_BYTES, FRAME_SHIFT_MS, NUM_MEL_BINS
+
+    hop = options.sample_rate * FRAME_SHIFT_MS / 1000.0  # audio frames per feature frame
+    fbank = frames / hop * NUM_MEL_BINS * FEATURE_BYTES if options.fbank else 0
     return int(audio + fbank) + SAMPLE_OVERHEAD_BYTES
 
 

@@ -220,7 +220,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["wds_pipeline.build.worker"])
+        # Process-wide: Python has one fork server per process, so this preload also applies
+        # to any other forkserver pool the caller starts later (it only adds an import there).
+        ctx.set_forkserver_preload(["wds_pipeline.builder.worker"])
         return ctx
     return multiprocessing.get_context("spawn")
 

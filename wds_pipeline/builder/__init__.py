@@ -1,5 +1,11 @@
 """Shard builder: source scan -> deterministic plan -> worker processes -> index.
 
+    from wds_pipeline.builder import BuildOptions, build_dataset
+    result = build_dataset("librispeech", "corpus/LibriSpeech", "shards",
+           options=BuildOptions(codec="npy", shard_size=500, workers=2),
+           source_options={"parts": "dev-clean"})
+    print(result.summary())
+
 Modules: ``options`` (typed options/results/errors), ``plan`` (pure planning and
 the fingerprint), ``worker`` (one shard per task), ``journal`` (resume/refuse),
 ``run`` (:func:`build_dataset`).

@@ -273,6 +273,6 @@ def locked(out: str, storage_options: Mapping[str, Any], *, wait_seconds: float 
         yield lock
     finally:
         lock.release()
-        if created:
+        if created and local is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(local)  # only if the build left it empty (a refusal)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 _NOT_DECLARED = (0, 0xFFFFFFFF)  # streaming writers leave the data size unset
 
 
-def _open(src: str | bytes | bytearray | memoryview) -> BinaryIO:
+def _open(src: str | os.PathLike | bytes | bytearray | memoryview) -> BinaryIO:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(src))
     return open(os.fspath(src), "rb")
@@ -29,7 +29,7 @@ def _size(f: BinaryIO) -> int:
     return end
 
 
-def wav_frames(src: str | bytes | bytearray | memoryview) -> tuple[int, int] | None:
+def wav_frames(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[int, int] | None:
     """``(declared, present)`` frames of a RIFF/WAVE file's data chunk, or None when the
     file is not a plain RIFF WAV or leaves the data size unset."""
     with _open(src) as f:
@@ -68,7 +68,7 @@ def _id3v2_size(head: bytes) -> int:
     return 10 + size + footer
 
 
-def mp3_frames(src: str | bytes | bytearray | memoryview) -> tuple[int, int] | None:
+def mp3_frames(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[int, int] | None:
     """``(declared samples, samples per MPEG frame)`` from the Xing/Info header of an MP3
     (as LAME and libsndfile write it), minus the LAME tag's encoder delay and padding;
     None for a file without one (plain CBR MP3 declares no length)."""

@@ -1,0 +1,38 @@
+"""The demo corpora build byte-identically: a digest over every shard and index.json, recorded
+from the code before the issue-8 restructuring, guards against any change in the bytes written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from wds_pipeline.demo import demo_steps, run_demo
+
+# sha256 over (relative path, NUL, file bytes, NUL) of every shard-*.tar and index.json under
+# shards/, in sorted path order, for the demo's synth + build steps with one worker.
+RECORDED_DIGEST = "3406054266df62a651bfc6c82c5aecf35777a7d70faab5aa921edfe2adb3c59b"
+RECORDED_FILES = 29
+
+
+def shards_digest(root: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    paths = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if name == "index.json" or (name.startswith("shard-") and name.endswith(".tar")):
+                paths.append(os.path.relpath(os.path.join(dirpath, name), root))
+    for rel in sorted(paths):
+        h.update(rel.encode() + b"\0")
+        with open(os.path.join(root, rel), "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    return h.hexdigest(), len(paths)
+
+
+def test_demo_corpora_build_is_byte_identical_to_recorded_digest(tmp_path, capsys):
+    synth_and_build = demo_steps()[:2]
+    assert [name for name, _ in synth_and_build] == ["synthesise corpora", "build shards"]
+    assert run_demo(str(tmp_path / "demo"), workers=1, steps=synth_and_build) == 0
+    digest, n = shards_digest(str(tmp_path / "demo" / "shards"))
+    assert n == RECORDED_FILES
+    assert digest == RECORDED_DIGEST

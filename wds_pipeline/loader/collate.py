@@ -1,0 +1,126 @@
+"""Collation inside a worker: held samples -> one padded :class:`Batch`, the waveform written
+into a recycled shared-memory buffer when one is free, fbank taken from the shards or computed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from .batch import Batch
+from .buffers import BatchBufferPool, SampleArena
+from .decode import Failed, ReadConfig, Sample
+from .plan import PlanConfig
+
+
+class Collator:
+    """Assembles a worker's batches. ``buffer_flags`` (one per recycled buffer, shared with the
+    main process) enables buffer reuse; without it every batch gets fresh memory."""
+
+    def __init__(self, plan_cfg: PlanConfig, read_cfg: ReadConfig, sample_rate: int,
+                 buffer_flags: torch.Tensor | None) -> None:
+        self.plan_cfg = plan_cfg
+        self.read_cfg = read_cfg
+        self.sample_rate = sample_rate
+        self.buffer_flags = buffer_flags
+        self._buffers: BatchBufferPool | None = None
+        self._fbank: Any = None
+
+    def __call__(
+        self, pb: Any, held: dict[int, Any], refs: np.ndarray, index: int, epoch: int,
+        skipped: list[str], arena: SampleArena | None,
+    ) -> Batch:
+        rows: list[Sample] = []
+        pad_flags: list[bool] = []
+        release: list[Any] = []  # arena slots to free once this batch is assembled
+        for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
+            s = held[item]
+            refs[item] -= 1
+            if refs[item] == 0:
+                del held[item]
+                release.append(s)
+            if isinstance(s, Failed):
+                if not is_pad:
+                    skipped.append(s.key)
+                continue
+            rows.append(s)
+            pad_flags.append(is_pad)
+        want = self.read_cfg.fields
+        lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
+        width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
+        as_float = self.read_cfg.waveform_dtype == "float32"
+        slot = -1
+        if as_float:
+            wave_t = torch.empty((len(rows), width), dtype=torch.int16)
+        else:
+            wave_t, slot = self._batch_buffer((len(rows), width), torch.int16)
+        pcm = wave_t.numpy()
+        if arena is not None and rows and width == arena.width and all(r.slot >= 0 for r in rows):
+            np.take(arena.data, [r.slot for r in rows], axis=0, out=pcm)
+            for i in np.flatnonzero(lengths < width):
+                pcm[i, lengths[i] :] = 0
+        else:
+            for row, r in enumerate(rows):
+                n = len(r.wave)
+                pcm[row, :n] = r.wave
+                pcm[row, n:] = 0
+        for s in release:
+            if isinstance(s, Sample) and s.slot >= 0 and arena is not None:
+                arena.free.append(s.slot)
+        lengths_t = torch.from_numpy(lengths)
+        fbank = fbank_lengths = None
+        if "fbank" in want:
+            fbank, fbank_lengths = self._fbank_batch(rows, wave_t, lengths_t)
+        if as_float:
+            out, slot = self._batch_buffer(tuple(wave_t.shape), torch.float32)
+            wave_t = torch.mul(wave_t, 1.0 / 32768.0, out=out)
+        metas = [r.meta or {} for r in rows]
+        # Per-row fields stay numpy inside a worker (cheaper to send, see Batch.materialize):
+        # Batch's tensor types hold once the main process has materialised it.
+        batch = Batch(
+            waveform=wave_t if "waveform" in want else None,
+            lengths=lengths,  # type: ignore[arg-type]
+            labels=np.fromiter((r.label for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
+            keys=[r.key for r in rows],
+            is_padding=np.asarray(pad_flags, dtype=bool),  # type: ignore[arg-type]
+            dataset_ids=np.fromiter((r.dataset for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
+            texts=[m.get("text") or "" for m in metas] if "text" in want else None,
+            fbank=fbank,
+            fbank_lengths=fbank_lengths,
+            meta=metas if "meta" in want else None,
+            epoch=epoch,
+            index=index,
+            skipped=list(skipped),
+            buffer_slot=slot,
+        )
+        # In a worker, small fields travel as numpy (see Batch.materialize).
+        return batch if get_worker_info() is not None else batch.materialize()
+
+    def _batch_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+        """Where this batch's waveform is written: a recycled shared buffer when one is free."""
+        info = get_worker_info()
+        if info is None or self.buffer_flags is None:
+            return torch.empty(shape, dtype=dtype), -1
+        if self._buffers is None:
+            self._buffers = BatchBufferPool(self.buffer_flags, info.id)
+        return self._buffers.take(shape, dtype)
+
+    def _fbank_batch(self, rows: list[Sample], wave_t: torch.Tensor, lengths_t: torch.Tensor):
+        feats = [r.feats for r in rows]
+        if feats and all(f is not None for f in feats):
+            n = np.array([len(f) for f in feats if f is not None], dtype=np.int64)
+            bins = next(f.shape[1] for f in feats if f is not None)
+            out = np.zeros((len(rows), int(n.max()), bins), dtype=np.float32)
+            for i, f in enumerate(feats):
+                if f is not None:
+                    out[i, : len(f)] = f
+            return torch.from_numpy(out), torch.from_numpy(n)
+        # No precomputed features in the shards: compute Kaldi fbank here, in the worker.
+        if self._fbank is None:
+            from ..features import Fbank, FbankConfig
+
+            self._fbank = Fbank(FbankConfig(sample_rate=self.sample_rate))
+        with torch.no_grad():
+            return self._fbank(wave_t.to(torch.float32), lengths_t)

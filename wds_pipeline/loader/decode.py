@@ -1,0 +1,126 @@
+"""Per-sample decoding inside a worker: tar members -> a held :class:`Sample` (cropped, in the
+worker's arena when it fits) or a :class:`Failed` marker, and the options that shape it."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import format as fmt
+from ..features import FbankConfig, num_frames
+from .buffers import SampleArena
+from .plan import PlanConfig, crop_start
+from .shards import ShardEntry
+
+# What a batch can carry; LoaderConfig.fields picks from these.
+Field = Literal["waveform", "fbank", "label", "text", "meta"]
+ALL_FIELDS: tuple[Field, ...] = typing.get_args(Field)
+
+# Where fetched shards are cached: a folder, None for automatic (remote/FUSE sources are
+# cached in the default folder, local ones are not), or False for never.
+CacheDir = str | Literal[False] | None
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """The loader options that the workers read with (same names as in LoaderConfig)."""
+
+    fields: tuple[Field, ...] = ("waveform", "label")
+    waveform_dtype: Literal["float32", "int16"] = "float32"
+    on_decode_error: Literal["skip", "raise"] = "skip"
+    on_corrupt_shard: Literal["raise", "skip"] = "raise"
+    cache_dir: CacheDir = None
+    cache_limit: int | None = None
+    shard_prefetch: int = 2
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fields) - set(ALL_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; choose from {ALL_FIELDS}")
+
+
+class SampleDecodeError(ValueError):
+    pass
+
+
+@dataclass
+class Sample:
+    key: str
+    wave: np.ndarray
+    label: int
+    meta: dict | None
+    feats: np.ndarray | None
+    dataset: int
+    slot: int = -1  # arena slot holding ``wave``, or -1 for a standalone array
+
+
+@dataclass
+class Failed:
+    key: str
+    reason: str
+
+
+class SampleDecoder:
+    """Decodes the samples a worker keeps; crops are seeded per sample, not per order."""
+
+    def __init__(self, plan_cfg: PlanConfig, read_cfg: ReadConfig, sample_rate: int) -> None:
+        self.plan_cfg = plan_cfg
+        self.read_cfg = read_cfg
+        self.sample_rate = sample_rate
+        self.fbank_cfg = FbankConfig(sample_rate=sample_rate)
+        # Audio frames per feature frame, as the builder's fbank.npy was computed.
+        self.hop = int(round(sample_rate * (self.fbank_cfg.frame_shift_ms * 0.001)))
+
+    def __call__(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int,
+                 arena: SampleArena | None) -> Sample | Failed:
+        try:
+            return self._decode_sample(key, fields, entry, idx, epoch, arena)
+        except Exception as e:  # any decoder failure is per-sample data damage
+            if self.read_cfg.on_decode_error == "raise":
+                raise SampleDecodeError(f"{entry.url}: sample {key!r} does not decode: {e}") from e
+            return Failed(key, f"{type(e).__name__}: {e}")
+
+    def _decode_sample(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int,
+                       arena: SampleArena | None) -> Sample:
+        want = self.read_cfg.fields
+        payload = fields.get(entry.audio_field)
+        if payload is None:
+            raise SampleDecodeError(f"missing {entry.audio_field}")
+        wave = fmt.decode_field(entry.audio_field, payload)
+        if wave.dtype != np.int16 or wave.ndim != 1:
+            raise SampleDecodeError(f"audio must be 1-D int16, got {wave.dtype} {wave.shape}")
+        crop = self.plan_cfg.crop_frames
+        start = 0
+        use_feats = "fbank" in want and entry.has_fbank is not None
+        hop = self.hop
+        if crop and len(wave) > crop:
+            start = crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, len(wave) - crop)
+            if use_feats:
+                start -= start % hop  # the crop must start on a feature frame boundary
+            wave = wave[start : start + crop]
+        slot = -1
+        if arena is not None and len(wave) <= arena.width and arena.free:
+            slot = arena.put(wave)
+            wave = arena.data[slot, : len(wave)]
+        elif not wave.flags.owndata:
+            wave = wave.copy()  # do not pin the whole read block in the shuffle buffer
+        label = -1
+        if "label" in want and fmt.CLS in fields:
+            label = int(bytes(fields[fmt.CLS]))
+        meta = None
+        if ("text" in want or "meta" in want) and fmt.JSON in fields:
+            meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON])
+        feats = None
+        fbank_field = entry.has_fbank
+        if use_feats and fbank_field is not None and fbank_field in fields:
+            feats = fmt.decode_field(fbank_field, fields[fbank_field])
+            if crop and start:
+                feats = feats[start // hop :]
+            if crop:
+                feats = feats[: num_frames(crop, self.fbank_cfg)]
+            feats = feats.copy()
+        return Sample(key, wave, label, meta, feats, entry.meta.dataset, slot)

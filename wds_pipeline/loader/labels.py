@@ -1,0 +1,42 @@
+"""One label space over several datasets, and the remapping of each batch's labels into it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..index import DatasetIndex
+from ..records import label_order
+
+
+def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
+    """One label space over several datasets, by class *name*: the same speaker in two
+    builds is one class, and two different speakers never share an id although each
+    build numbers its own classes from 0.
+
+    Returns the class names (id = position) and a ``(datasets, max local id + 1)`` table
+    mapping each dataset's ``cls`` ids to union ids, or ``None`` when the union is the
+    single dataset's own label map (ids unchanged).
+    """
+    maps = [i.label_map for i in indexes]
+    if len(maps) == 1 or all(m == maps[0] for m in maps):
+        names = [n for n, _ in sorted(maps[0].items(), key=lambda kv: kv[1])]
+        return names, None
+    names = label_order(set().union(*maps))
+    ids = {n: j for j, n in enumerate(names)}
+    width = max((max(m.values(), default=-1) for m in maps), default=-1) + 1
+    table = np.full((len(maps), max(width, 1)), -1, dtype=np.int64)
+    for d, m in enumerate(maps):
+        for name, local in m.items():
+            table[d, local] = ids[name]
+    return names, table
+
+
+def remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    t = torch.from_numpy(table)
+    known = (labels >= 0) & (labels < t.shape[1])
+    out = torch.full_like(labels, -1)
+    out[known] = t[dataset_ids[known], labels[known]]
+    return out

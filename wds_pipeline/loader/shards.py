@@ -1,0 +1,53 @@
+"""The shard table the workers execute a plan over: one :class:`ShardEntry` per shard of every
+dataset, with where it is, how to check it and where its samples start."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .. import format as fmt
+from ..index import DatasetIndex
+from .plan import ShardMeta
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """A shard as the workers see it: where it is, how to check it, where its samples start."""
+
+    meta: ShardMeta
+    url: str
+    sha256: str | None
+    size: int | None
+    offsets: tuple[int, ...]
+    first_gid: int  # global id of its first sample (seeds crops independently of order)
+    audio_field: str
+    has_fbank: str | None  # the fbank field name when precomputed
+
+
+def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
+    table: list[ShardEntry] = []
+    gid = 0
+    for d, index in enumerate(indexes):
+        fb = next((f for f in index.fields if f in fmt.FBANK_FIELDS), None)
+        for i, s in enumerate(index.shards):
+            if len(s.sample_frames) != s.nsamples or len(s.sample_offsets) != s.nsamples:
+                raise ValueError(
+                    f"{index.shard_url(i)}: index lists {s.nsamples} samples but "
+                    f"{len(s.sample_frames)} frame counts / {len(s.sample_offsets)} offsets; "
+                    "rebuild the index with `wds-pipeline build`"
+                )
+            table.append(
+                ShardEntry(
+                    meta=ShardMeta(dataset=d, shard=i, nsamples=s.nsamples, frames=tuple(s.sample_frames)),
+                    url=index.shard_url(i),
+                    sha256=s.sha256 or None,
+                    size=s.filesize or None,
+                    offsets=tuple(s.sample_offsets),
+                    first_gid=gid,
+                    audio_field=index.audio_field,
+                    has_fbank=fb,
+                )
+            )
+            gid += s.nsamples
+    return table
