@@ -393,7 +393,7 @@ class ShardReader:
             stats=self._stats,
         )
         self._stats.add(streamed_opens=1)
-        return io.BufferedReader(raw, buffer_size=self.block_size)  # type: ignore[return-value]
+        return io.BufferedReader(raw, buffer_size=self.block_size)
 
     def _executor(self) -> ThreadPoolExecutor:
         # Threads do not survive fork: a reader copied into a DataLoader worker

@@ -179,7 +179,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     try:
         with os.fdopen(fd, "wb") as raw:
             hw = _HashingWriter(raw)
-            writer = fmt.ReproducibleTarWriter(hw)  # type: ignore[arg-type]
+            writer = fmt.ReproducibleTarWriter(hw)
             frames: list[int] = []
             for p in task.inputs:
                 samples, reject = _input_samples(p, cfg, task.storage_options)

@@ -104,7 +104,7 @@ def decode_flac(data: Payload) -> np.ndarray:
 
     # libsndfile: other layouts, and the error for a truncated or corrupt field
     pcm, _ = sf.read(io.BytesIO(bytes(data)), dtype="int16", always_2d=False)
-    return pcm  # type: ignore[no-any-return]
+    return pcm
 
 
 def encode_audio(pcm_int16: np.ndarray, sample_rate: int, field: str) -> Payload:

@@ -48,7 +48,7 @@ def local_path(url: str) -> str:
     """OS path of a local URL (``file://`` stripped, made absolute)."""
     if is_remote(url):
         raise ValueError(f"{url!r} is not a local path")
-    return LocalFileSystem._strip_protocol(url)  # type: ignore[no-any-return]
+    return LocalFileSystem._strip_protocol(url)
 
 
 def open_read(url: str, *, block_size: int = BLOCK_SIZE, **storage_options: Any) -> IO[bytes]:
@@ -57,7 +57,7 @@ def open_read(url: str, *, block_size: int = BLOCK_SIZE, **storage_options: Any)
     closes it."""
     if is_remote(url):
         fs, path = url_to_fs(url, **storage_options)
-        return fs.open(path, "rb", block_size=block_size)  # type: ignore[no-any-return]
+        return fs.open(path, "rb", block_size=block_size)
     return open(local_path(url), "rb", buffering=0)
 
 

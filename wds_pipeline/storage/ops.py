@@ -120,7 +120,7 @@ def write_bytes_atomic(
 
 def read_bytes(url: str, *, retry: RetryPolicy | None = None, **storage_options: Any) -> bytes:
     fs, path = url_to_fs(url, **storage_options)
-    return retrying("reading", url, lambda: fs.cat_file(path), retry)  # type: ignore[no-any-return]
+    return retrying("reading", url, lambda: fs.cat_file(path), retry)
 
 
 def exists(url: str, **storage_options: Any) -> bool:

@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from ..typedconfig import ConfigError
+from .config import TrainConfig
 
 TRAIN_EPILOG = """\
 examples:
@@ -55,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set optim.lr=0.001 (repeatable)")
 
 
-def _load(args) -> object:
+def _load(args: argparse.Namespace) -> TrainConfig:
     from .config import load_config
 
     overrides = list(args.overrides)

@@ -162,10 +162,12 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
         raise ConfigError(f"{source}: unknown block {unknown[0]!r}; valid blocks: {', '.join(BLOCKS)}")
     if "data" not in doc:
         raise ConfigError(f"{source}: missing block 'data' (data.train: the training index URL)")
-    blocks = {k: (doc.get(k) if doc.get(k) is not None else {}) for k in BLOCKS}
-    for k, v in blocks.items():
-        if not isinstance(v, dict):
+    blocks: dict[str, dict[str, Any]] = {}
+    for k in BLOCKS:
+        v = doc.get(k)
+        if v is not None and not isinstance(v, dict):
             raise ConfigError(f"{source}: {k}: expected a mapping of options, got {v!r}")
+        blocks[k] = v or {}
     loader = {**TRAIN_LOADER_DEFAULTS, **blocks["loader"]}
     if isinstance(loader.get("cache_limit"), str):
         try:

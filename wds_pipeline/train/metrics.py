@@ -49,9 +49,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional (pip install tensorboard)
-                SummaryWriter = None  # noqa: N806
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+                return
+            self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
     @property
     def tensorboard_dir(self) -> str | None:

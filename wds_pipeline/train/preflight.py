@@ -180,7 +180,8 @@ def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig) -> None:
         loader = StreamingLoader(list(cfg.data.train), cfg.loader, num_workers=0, batch_size=2,
                                  max_batch_seconds=None, persistent_workers=False, rank=0, world_size=1)
         batch = next(iter(loader))
-        r.add("sample decodes", "pass", f"first batch: keys {batch.keys}, shape {tuple(batch.waveform.shape)}")
+        shape = tuple(batch.waveform.shape) if batch.waveform is not None else ()
+        r.add("sample decodes", "pass", f"first batch: keys {batch.keys}, shape {shape}")
     except Exception as e:  # report, don't crash: this is the check
         r.add("sample decodes", "fail", f"{type(e).__name__}: {e}",
               "run `wds-pipeline verify` on the dataset and rebuild what it reports")

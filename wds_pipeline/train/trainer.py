@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..loader import StreamingLoader
-from .checkpoint import CheckpointInfo, CheckpointManager
+from .checkpoint import CheckpointManager
 from .config import TrainConfig
 from .distributed import broadcast, check_same_weights, gather, init_distributed
 from .metrics import MetricsLog
@@ -364,7 +364,8 @@ class Trainer:
         labels = batch.labels.to(self.device, non_blocking=True)
         keep = keep.to(self.device, non_blocking=True)
         # Gradients are all-reduced only on the last batch of an accumulation.
-        no_sync = self.net.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
+        no_sync = (self.net.no_sync() if isinstance(self.net, nn.parallel.DistributedDataParallel) and not sync
+                   else contextlib.nullcontext())
         with no_sync, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                      enabled=self.amp_dtype is not None):
             logits = self.net(wave, lengths)

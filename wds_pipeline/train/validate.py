@@ -56,15 +56,18 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
             want_embeddings = any(trials.values()) and hasattr(model, "embed")
             embeddings: dict[str, torch.Tensor] = {}
             for batch in loader:
+                assert batch.waveform is not None  # fields include "waveform"
                 wave = batch.waveform.to(device)
                 lengths = batch.lengths.to(device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if want_embeddings and hasattr(model, "classifier"):
-                        emb = model.embed(wave, lengths)
-                        logits = model.classifier(emb)
+                    embed = getattr(model, "embed", None)
+                    classifier = getattr(model, "classifier", None)
+                    if want_embeddings and callable(embed) and callable(classifier):
+                        emb = embed(wave, lengths)
+                        logits = classifier(emb)
                     else:
                         logits = model(wave, lengths)
-                        emb = model.embed(wave, lengths) if want_embeddings else None
+                        emb = embed(wave, lengths) if want_embeddings and callable(embed) else None
                 real = ~batch.is_padding
                 labels = torch.where(batch.labels >= 0, to_train[batch.labels.clamp_min(0)], -1)
                 known = real & (labels >= 0)
