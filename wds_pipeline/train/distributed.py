@@ -66,8 +66,10 @@ def broadcast(info: DistInfo, obj: Any) -> Any:
 
 
 def weights_digest(model: nn.Module) -> str:
+    """sha256 over the parameters (buffers such as BatchNorm statistics are per rank under
+    DDP between broadcasts; :func:`sync_buffers` makes them rank 0's)."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(model.named_parameters()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -83,3 +85,12 @@ def check_same_weights(info: DistInfo, model: nn.Module) -> str:
         raise RuntimeError(f"ranks ended with different weights: {digests}; gradients were not "
                            "synchronised (is every rank running the same number of steps?)")
     return digests[0]
+
+
+def sync_buffers(info: DistInfo, model: nn.Module) -> None:
+    """Give every rank rank 0's buffers. DDP broadcasts them before each forward, and the
+    forward then updates each rank's copy from its own batch, so after the last step
+    BatchNorm statistics differ by rank; rank 0's are the ones its checkpoints hold."""
+    if info.enabled:
+        for b in model.buffers():
+            dist.broadcast(b, src=0)

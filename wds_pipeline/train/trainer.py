@@ -27,7 +27,7 @@ from torch import nn
 from ..loader import StreamingLoader
 from .checkpoint import CheckpointManager
 from .config import TrainConfig
-from .distributed import broadcast, check_same_weights, gather, init_distributed
+from .distributed import broadcast, check_same_weights, gather, init_distributed, sync_buffers
 from .metrics import MetricsLog
 from .rng import capture_rng_state, restore_rng_state
 from .statediff import state_dict_diff
@@ -182,6 +182,7 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group this trainer joined (torchrun runs)."""
         if self.dist.initialized_here and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank tears the group down under another's collective
             torch.distributed.destroy_process_group()
 
     # -- checkpoint content ------------------------------------------------------
@@ -344,6 +345,7 @@ class Trainer:
                 keys_log.close()
             metrics.close()
         seconds = time.perf_counter() - t_start
+        sync_buffers(self.dist, self.model)
         self.weights_digest = check_same_weights(self.dist, self.model)
         return TrainSummary(
             epochs=self.loader.epoch, steps=self.step, samples=int(totals["samples"]), seconds=seconds,
