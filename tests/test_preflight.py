@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-
 from shardgen import make_dataset
 from trainer_helpers import small_config, write_config
+
 from wds_pipeline.train.config import parse_config
 from wds_pipeline.train.preflight import run_preflight
 

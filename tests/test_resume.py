@@ -7,10 +7,10 @@ import os
 
 import pytest
 import torch
-
 from resume_harness import ResumeCase, check_elastic, stop_points
 from shardgen import make_dataset
 from trainer_helpers import small_config
+
 from wds_pipeline import StreamingLoader
 from wds_pipeline.train.config import parse_config
 from wds_pipeline.train.trainer import Trainer

@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from shardgen import all_keys, make_dataset
 from test_train import checkpoint_steps, cli_env
 from trainer_helpers import small_config, write_config
+
 from wds_pipeline.train.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from shardgen import make_dataset
 from trainer_helpers import HERE, small_config, write_config
+
 from wds_pipeline.train.checkpoint import CheckpointManager
 from wds_pipeline.train.config import parse_config
 from wds_pipeline.train.trainer import ResumeMismatch, Trainer, lr_factor, resolve_precision
