@@ -141,3 +141,21 @@ def test_invalid_config_is_refused():
         PlanConfig(batch_size=None)
     with pytest.raises(ValueError, match="last_batch"):
         PlanConfig(last_batch="keep")
+
+
+@pytest.mark.parametrize("policy", ["drop", "pad"])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_epoch_length_depends_on_data_batch_and_world_only(policy, world):
+    """4,000 samples in uneven shards, batches of 64: every worker count gives the same
+    number of batches per rank (before, drop trimmed a partial batch per worker: 62 batches
+    with 1-2 workers, 60 with 3-4)."""
+    m = metas([900, 700, 1100, 300, 1000])
+    cfg = PlanConfig(batch_size=64, last_batch=policy, shuffle_buffer=500, seed=1)
+    lengths = {w: plan_epoch(m, cfg, epoch=0, world_size=world, num_workers=w).num_batches
+               for w in range(1, 5)}
+    share = 4000 // world
+    expected = share // 64 if policy == "drop" else -(-(share + (4000 % world > 0)) // 64)
+    assert set(lengths.values()) == {expected}, lengths
+    if world == 1:
+        dropped = plan_epoch(m, cfg, epoch=0, world_size=1, num_workers=4).ranks[0].dropped
+        assert dropped == (4000 % 64 if policy == "drop" else 0)

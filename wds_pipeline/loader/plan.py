@@ -34,8 +34,9 @@ LastBatch = Literal["drop", "pad"]
 
 
 # Bumped whenever the same inputs would plan a different order, so that a saved loader
-# state is never replayed against another order (version 2: the shuffle buffer warm-up).
-PLANNER_VERSION = 2
+# state is never replayed against another order (version 2: the shuffle buffer warm-up;
+# version 3: worker shares aligned to the batch size).
+PLANNER_VERSION = 3
 
 @dataclass(frozen=True)
 class ShardMeta:
@@ -181,13 +182,33 @@ def partition(counts: Sequence[int], parts: int) -> list[list[tuple[int, int, in
     return partition_segments([(i, 0, int(c)) for i, c in enumerate(counts)], parts)
 
 
+def layout_bounds(total: int, world_size: int, num_workers: int, align: int = 1) -> list[int]:
+    """Stream positions where each rank x worker part starts (plus ``total``).
+
+    Ranks get equal shares (within one sample). Inside a rank, every worker's share but the
+    last is a multiple of ``align`` (the batch size), so only one worker per rank ends on a
+    partial batch: the number of batches a rank yields then depends on the data, the batch
+    size and the world size, never on the number of workers.
+    """
+    bounds = []
+    for r in range(world_size):
+        lo, hi = total * r // world_size, total * (r + 1) // world_size
+        for w in range(num_workers):
+            cut = (hi - lo) * w // num_workers
+            bounds.append(lo + (cut // align) * align if align > 1 else lo + cut)
+    bounds.append(total)
+    return bounds
+
+
 def partition_segments(
-    segments: Sequence[tuple[int, int, int]], parts: int
+    segments: Sequence[tuple[int, int, int]], parts: int, *, bounds: Sequence[int] | None = None
 ) -> list[list[tuple[int, int, int]]]:
-    """Like :func:`partition`, over (slot, start, stop) segments (several per slot allowed)."""
+    """Like :func:`partition`, over (slot, start, stop) segments (several per slot allowed).
+    ``bounds`` (``parts + 1`` stream positions) overrides the equal split."""
     lengths = [b - a for _, a, b in segments]
     total = int(sum(lengths))
-    bounds = [total * p // parts for p in range(parts + 1)]
+    if bounds is None:
+        bounds = [total * p // parts for p in range(parts + 1)]
     out: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     for p in range(parts):
@@ -365,10 +386,11 @@ def plan_epoch(
         raise ValueError("world_size and num_workers must be >= 1")
     slots = epoch_slots(shards, cfg, epoch)
     counts = [shards[s].nsamples for s in slots]
-    if exclude:
-        parts = partition_segments(remaining_segments(counts, exclude), world_size * num_workers)
-    else:
-        parts = partition(counts, world_size * num_workers)
+    segments = (remaining_segments(counts, exclude) if exclude
+                else [(i, 0, int(c)) for i, c in enumerate(counts)])
+    total = sum(b - a for _, a, b in segments)
+    bounds = layout_bounds(total, world_size, num_workers, align=cfg.batch_size or 1)
+    parts = partition_segments(segments, world_size * num_workers, bounds=bounds)
     frames_of = [np.asarray(shards[s].frames, dtype=np.int64) for s in slots]
     per_worker_cap = max(1, -(-cfg.shuffle_buffer // num_workers))
     per_worker_bytes = cfg.shuffle_buffer_bytes / num_workers
