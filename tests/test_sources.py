@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from wds_pipeline.options import OptionTable
 from wds_pipeline.records import Reject, SourceScan
 from wds_pipeline.sources import get_source, librispeech, manifest, voxceleb
 from wds_pipeline.synth import write_m4a
@@ -38,10 +39,12 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def scan_with_cli_options(module, root: Path, argv: list[str]) -> SourceScan:
-    """Exactly what the generic CLI does: the module's own options, parsed, as keyword args."""
+    """Exactly what the generic CLI does: flags generated from the module's Options, parsed."""
+    table = OptionTable((module.Options, None))
     parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.scan(str(root), **vars(parser.parse_args(argv)))
+    table.add_to(parser)
+    (options,) = table.build(parser.parse_args(argv))
+    return module.scan(str(root), options)
 
 
 def summary(scan: SourceScan) -> list[tuple]:
@@ -162,16 +165,16 @@ def test_librispeech_scans_every_part(libri: Path):
 def test_librispeech_parts_option_selects_parts(libri: Path):
     dev = scan_with_cli_options(librispeech, libri, ["--parts", "dev-clean"])
     assert [r.id for r in dev.records] == ["84-121123-0000", "84-121123-0001"]
-    both = librispeech.scan(str(libri), parts=["dev-clean", "train-clean-100"])
+    both = librispeech.scan(str(libri), librispeech.Options(parts=("dev-clean", "train-clean-100")))
     assert summary(both) == LIBRI_ALL
     assert summary(scan_with_cli_options(librispeech, libri, [])) == LIBRI_ALL
     with pytest.raises(ValueError, match="unknown LibriSpeech part.*train-clean-999"):
-        librispeech.scan(str(libri), parts="dev-clean,train-clean-999")
+        librispeech.scan(str(libri), librispeech.Options(parts="dev-clean,train-clean-999"))
     with pytest.raises(
         ValueError,
         match=r"--parts asks for test-other but .* holds only dev-clean, train-clean-100",
     ):
-        librispeech.scan(str(libri), parts="test-other")
+        librispeech.scan(str(libri), librispeech.Options(parts="test-other"))
 
 
 def test_librispeech_root_may_be_one_part_or_the_unpack_folder(libri: Path):
@@ -593,7 +596,7 @@ def test_manifest_jsonl_with_offsets_and_bad_lines(audio_dir: Path):
     ]
     body = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n[1, 2]\n\n"
     path = write_text(audio_dir / "set.jsonl", body)
-    scan = manifest.scan(str(path), split="test")
+    scan = manifest.scan(str(path), manifest.Options(split="test"))
     assert records_by_id(scan) == {
         "a": ("a.wav", None, "3", None, 1.5, 2.0, "test", {"lang": "en"}),
         # Other lines have labels, so these have none (not their speaker's): issue 7.
@@ -626,7 +629,7 @@ def test_manifest_file_level_errors_name_the_fix(audio_dir: Path):
     with pytest.raises(FileNotFoundError, match="does not exist or is not a file"):
         manifest.scan(str(audio_dir / "absent.csv"))
     with pytest.raises(ValueError, match="--split 'Train' is not a valid split name"):
-        manifest.scan(str(no_path), split="Train")
+        manifest.scan(str(no_path), manifest.Options(split="Train"))
 
 
 # ---------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_voxceleb_layout_round_trips_through_the_scanner(vox):
         assert label == int(enroll.split("/")[0] == test.split("/")[0])
         assert {enroll.split("/")[0], test.split("/")[0]} <= {"id10270", "id10271"}
     assert Counter(t[0] for t in trials) == {0: 8, 1: 8}
-    kaldi = voxceleb.scan(str(root), kaldi_split=True)
+    kaldi = voxceleb.scan(str(root), voxceleb.Options(kaldi_split=True))
     assert {r.speaker for r in kaldi.records if r.split == "test"} == {"id10270", "id10271"}
     assert Counter(r.split for r in kaldi.records) == {"train": 12, "test": 8}
 

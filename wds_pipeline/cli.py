@@ -8,10 +8,12 @@ source, OUT holding a different dataset without --overwrite), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .options import OptionTable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -77,77 +79,21 @@ corpus, finds the shards complete and resumes training from its last checkpoint.
 """
 
 
-def _size(text: str) -> int:
-    """argparse type for sizes (units in :mod:`wds_pipeline.sizes`)."""
-    from .sizes import parse_size
+def build_option_table(source: str) -> OptionTable:
+    """The flags and --config keys of `build SOURCE`: BuildOptions' and the source's Options."""
+    from .builder import BuildOptions
+    from .options import OptionTable
+    from .sources import get_source
 
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _add_build_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("preprocessing")
-    g.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default 16000)")
-    g.add_argument("--codec", choices=["npy", "flac"], default="npy",
-                   help="audio field: int16 npy (fastest to read) or FLAC (about half the size)")
-    g.add_argument("--compress", choices=["none", "zstd"], default="none",
-                   help="zstd-compress npy fields (audio.npy.zst, fbank.npy.zst)")
-    g.add_argument("--zstd-level", type=int, default=3, help="zstd level 1-22 (default 3)")
-    g.add_argument("--normalize", choices=["none", "peak", "loudness"], default="none",
-                   help="gain normalisation (default none)")
-    g.add_argument("--trim-silence", action=argparse.BooleanOptionalAction, default=False,
-                   help="trim leading/trailing silence")
-    g.add_argument("--chunk-seconds", type=float, default=None,
-                   help="cut each input into chunks of this length (keys get -c0000, -c0001...)")
-    g.add_argument("--min-chunk-seconds", type=float, default=0.5,
-                   help="keep a last shorter chunk only when at least this long (default 0.5)")
-    g.add_argument("--min-duration", type=float, default=0.5,
-                   help="reject inputs shorter than this after preprocessing (default 0.5 s)")
-    g.add_argument("--max-duration", type=float, default=None,
-                   help="reject inputs longer than this (default: no limit)")
-    g.add_argument("--fbank", action=argparse.BooleanOptionalAction, default=False,
-                   help="add fbank.npy: 80-bin Kaldi log-mel float16 (frames, 80)")
-    g = p.add_argument_group("sharding")
-    g.add_argument("--shard-size", type=int, default=1000, help="inputs per shard (default 1000)")
-    g.add_argument("--max-shard-bytes", type=_size, default=None,
-                   help="also cut shards by estimated size, e.g. 512MB (probes durations)")
-    g.add_argument("--shuffle-seed", type=int, default=0,
-                   help="seed of the shuffle of id-sorted inputs over shards (default 0)")
-    g.add_argument("--no-shuffle", action="store_true",
-                   help="keep inputs in id order (shards then hold few speakers each)")
-    g.add_argument("--shard-prefix", default="shard", help="shard file prefix (default 'shard')")
-    g = p.add_argument_group("running")
-    g.add_argument("--workers", type=int, default=None,
-                   help=f"worker processes (default: CPU count, here {os.cpu_count()})")
-    g.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False,
-                   help="exit 1 when any input was rejected")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace a different dataset already in OUT (deletes its shards/index)")
-    g.add_argument("--repair", action="store_true",
-                   help="re-hash every shard of a finished split against its journal entry and "
-                        "rebuild the ones that fail (after `wds-pipeline verify` found damage)")
-    g.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
-                   help="wait up to SECONDS for another build writing the same OUT to finish "
-                        "(default 0: fail at once, naming that build)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--config", metavar="FILE.yaml", default=None,
-                   help="options from YAML; command-line flags win")
+    return OptionTable((BuildOptions, None), (get_source(source).Options, f"{source} options"))
 
 
-class _Parser(argparse.ArgumentParser):
-    """Keeps per-source bookkeeping for --config handling."""
-
-    source_parsers: dict[str, argparse.ArgumentParser]
-    source_dests: dict[str, set[str]]
-
-
-def make_parser() -> _Parser:
+def make_parser() -> argparse.ArgumentParser:
     from .sources import SOURCES, get_source
 
-    parser = _Parser(prog="wds-pipeline", description=__doc__, epilog=MAIN_EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="wds-pipeline", description=__doc__,
+                                     epilog=MAIN_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from .version import __version__
 
     parser.add_argument("--version", action="version", version=f"wds-pipeline {__version__}")
@@ -158,21 +104,18 @@ def make_parser() -> _Parser:
                        formatter_class=raw, description="Build WebDataset shards of "
                        "preprocessed int16 audio from a corpus.")
     bsub = b.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    parser.source_parsers, parser.source_dests = {}, {}
     for name in sorted(SOURCES):
-        module = get_source(name)
-        sp = bsub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0],
-                             epilog=BUILD_EPILOG, formatter_class=raw,
-                             description=(module.__doc__ or "").strip())
+        doc = (get_source(name).__doc__ or "").strip()
+        sp = bsub.add_parser(name, help=doc.splitlines()[0], epilog=BUILD_EPILOG,
+                             formatter_class=raw, description=doc)
         sp.add_argument("src", metavar="SRC", help="corpus root (manifest: the manifest file)")
         sp.add_argument("out", metavar="OUT", help="output root (local path, Drive folder, gs://...)")
-        _add_build_options(sp)
-        before = {a.dest for a in sp._actions}
-        g = sp.add_argument_group(f"{name} options")
-        module.add_arguments(g)
-        parser.source_dests[name] = {a.dest for a in sp._actions} - before
-        parser.source_parsers[name] = sp
-        sp.set_defaults(handler=cmd_build)
+        sp.add_argument("--config", metavar="FILE.yaml", default=None,
+                        help="options from YAML (the flags' names, '_' or '-'); "
+                             "command-line flags win")
+        table = build_option_table(name)
+        table.add_to(sp)
+        sp.set_defaults(handler=cmd_build, option_table=table)
 
     p = sub.add_parser("inspect", help="summarise a built dataset", epilog=INSPECT_EPILOG,
                        formatter_class=raw)
@@ -243,7 +186,7 @@ def _load_config(path: str) -> dict[str, Any]:
         raise SystemExit(_usage(f"--config {path}: not valid YAML ({e})"))
     if not isinstance(data, dict):
         raise SystemExit(_usage(f"--config {path}: expected a mapping of option: value"))
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return data
 
 
 def _usage(msg: str) -> int:
@@ -251,45 +194,30 @@ def _usage(msg: str) -> int:
     return EXIT_USAGE
 
 
-def _apply_config(parser: _Parser, args: argparse.Namespace,
-                  argv: Sequence[str]) -> argparse.Namespace:
-    """Re-parse with the YAML values as defaults, so explicit flags still win."""
-    cfg = _load_config(args.config)
-    sp = parser.source_parsers[args.source]
-    declared = cfg.pop("source", None)
-    if declared is not None and declared != args.source:
-        raise SystemExit(_usage(f"--config {args.config} is for source {declared!r}, "
-                                f"not {args.source!r}"))
-    known = {a.dest for a in sp._actions} - {"help", "src", "out", "config", "handler"}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise SystemExit(_usage(f"--config {args.config}: unknown option(s) {unknown}; "
-                                f"valid: {sorted(known)}"))
-    sp.set_defaults(**cfg)
-    return parser.parse_args(argv)
+def build_options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(BuildOptions, the source's Options): defaults, then --config's YAML, then the flags
+    given. A bad YAML key or value exits with a usage error naming the file."""
+    from .typedconfig import ConfigError
+
+    config: dict[str, Any] = {}
+    if args.config:
+        config = _load_config(args.config)
+        declared = config.pop("source", None)
+        if declared is not None and declared != args.source:
+            raise SystemExit(_usage(f"--config {args.config} is for source {declared!r}, "
+                                    f"not {args.source!r}"))
+    try:
+        options, source_options = args.option_table.build(args, config,
+                                                          where=f"--config {args.config}")
+    except ConfigError as e:
+        raise SystemExit(_usage(str(e))) from None
+    return options, source_options
 
 
-def options_from_args(args: argparse.Namespace):
-    from .builder import BuildOptions
-
-    return BuildOptions(
-        sample_rate=args.sample_rate, codec=args.codec, compress=args.compress,
-        zstd_level=args.zstd_level, normalize=args.normalize, trim_silence=args.trim_silence,
-        chunk_seconds=args.chunk_seconds, min_chunk_seconds=args.min_chunk_seconds,
-        min_duration=args.min_duration, max_duration=args.max_duration, fbank=args.fbank,
-        shard_size=args.shard_size, max_shard_bytes=args.max_shard_bytes,
-        shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
-        shard_prefix=args.shard_prefix, workers=args.workers, strict=args.strict,
-        overwrite=args.overwrite, repair=args.repair, wait_for_lock=args.wait_for_lock,
-        progress=not args.no_progress,
-    )
-
-
-def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
+def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .builder import BuildConfigError, BuildError, build_dataset
 
-    source_options = {d: getattr(args, d) for d in sorted(parser.source_dests[args.source])}
-    options = options_from_args(args)
+    options, source_options = build_options_from_args(args)
     try:
         result = build_dataset(args.source, args.src, args.out, options=options,
                                source_options=source_options)
@@ -319,7 +247,7 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
 # inspect / verify / synth
 
 
-def cmd_inspect(args: argparse.Namespace, parser: _Parser) -> int:
+def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .verify import inspect_dataset
 
     try:
@@ -334,7 +262,7 @@ def cmd_inspect(args: argparse.Namespace, parser: _Parser) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace, parser: _Parser) -> int:
+def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .verify import verify_dataset
 
     try:
@@ -347,7 +275,7 @@ def cmd_verify(args: argparse.Namespace, parser: _Parser) -> int:
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
-def cmd_synth(args: argparse.Namespace, parser: _Parser) -> int:
+def cmd_synth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import synth
 
     common = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed)
@@ -369,7 +297,7 @@ def cmd_synth(args: argparse.Namespace, parser: _Parser) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace, parser: _Parser) -> int:
+def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .demo import run_demo
 
     return run_demo(args.workdir, workers=args.workers, epochs=args.epochs)
@@ -382,9 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        args = _apply_config(parser, args, argv)
-    handler: Callable[[argparse.Namespace, _Parser], int] = args.handler
+    handler: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.handler
     try:
         return handler(args, parser)
     except KeyboardInterrupt:

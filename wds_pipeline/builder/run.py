@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .. import format as fmt
 from .. import storage
 from ..index import INDEX_NAME, BuildCounts, DatasetIndex, join_url
+from ..options import values as option_values
 from ..records import SourceScan
 from ..version import __version__
 from .journal import (
@@ -48,38 +49,26 @@ def _stderr(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
-def resolve_source_options(source: str, source_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The source's keyword defaults overlaid with the given options.
-
-    The fingerprint must not depend on how the options were spelled: the CLI
-    passes every option (``{"split": "train", ...}``), an API caller maybe none.
-    """
-    import inspect
-
+def resolve_source_options(source: str, source_options: Mapping[str, Any] | Any) -> Any:
+    """The source's ``Options``: given as such, or from a mapping of option names (missing
+    ones take their defaults, so the fingerprint does not depend on how they were spelled:
+    the CLI passes every option, an API caller maybe none)."""
     from ..sources import get_source
+    from ..sources import source_options as to_options
 
     try:
-        module = get_source(source)
-    except ValueError as e:
+        return to_options(get_source(source), source_options)
+    except (ValueError, TypeError) as e:  # unknown source, unknown option, wrong type
         raise BuildConfigError(str(e)) from None
-    params = inspect.signature(module.scan).parameters
-    resolved = {name: p.default for name, p in params.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not p.empty}
-    resolved.update(source_options)
-    return resolved
 
 
-def scan_source(source: str, root: str, source_options: Mapping[str, Any]) -> SourceScan:
+def scan_source(source: str, root: str, source_options: Any) -> SourceScan:
     from ..sources import get_source
 
     try:
-        module = get_source(source)
-        return module.scan(root, **dict(source_options))
+        return get_source(source).scan(root, source_options)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise BuildConfigError(f"{source} source at {root}: {e}") from e
-    except TypeError as e:  # an option the source does not take
-        raise BuildConfigError(f"{source} source: bad source options {dict(source_options)}: {e}"
-                               ) from e
 
 
 def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
@@ -327,9 +316,12 @@ def _assemble_index(plan: SplitPlan, outcomes: dict[int, ShardOutcome],
 
 
 def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | None = None,
-                  source_options: Mapping[str, Any] | None = None,
+                  source_options: Mapping[str, Any] | Any = None,
                   log: Log | None = None) -> BuildResult:
     """Build (or resume, or confirm) WebDataset shards + ``index.json`` per split.
+
+    ``source_options``: the source's ``Options`` (e.g. ``librispeech.Options(parts=...)``)
+    or a mapping of its option names (``{"parts": "dev-clean"}``).
 
     Raises :class:`BuildConfigError` (bad options/source, or OUT holds a different
     dataset without ``overwrite``) before anything is written, and
@@ -338,14 +330,15 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     options = options or BuildOptions()
     log = log or _stderr
     options.validate()
-    source_options = resolve_source_options(source, source_options or {})
+    resolved = resolve_source_options(source, source_options)
     out = out.rstrip("/") if len(out) > 1 else out
-    scan = scan_source(source, root, source_options)
+    scan = scan_source(source, root, resolved)
     cfg, preprocessing = worker_config(options)
     durations = (_probe_durations(scan, root, options, log)
                  if options.max_shard_bytes is not None else None)
     plans = make_plans(scan, source=source, root=root, out=out, options=options,
-                       source_options=source_options, worker=cfg, preprocessing=preprocessing,
+                       source_options=option_values(resolved), worker=cfg,
+                       preprocessing=preprocessing,
                        staging_dir=staging_dir_for, durations=durations)
 
     with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decode_flac_bytes"]
+__all__ = ["decode_flac_bytes", "dr_flac_available"]
 
 _NEEDED = ("ma_dr_flac_open_memory", "ma_dr_flac_read_pcm_frames_s16", "ma_dr_flac_close")
 
@@ -27,6 +27,11 @@ def _dr_flac() -> tuple[Any, Any] | None:
     if lib is None or not all(hasattr(lib, n) for n in _NEEDED):
         return None
     return miniaudio.ffi, lib
+
+
+def dr_flac_available() -> bool:
+    """Whether the installed miniaudio exports dr_flac (else libsndfile reads every FLAC)."""
+    return _dr_flac() is not None
 
 
 def decode_flac_bytes(data: bytes | bytearray | memoryview) -> tuple[np.ndarray, int] | None:

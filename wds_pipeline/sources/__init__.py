@@ -1,16 +1,26 @@
-"""Corpus sources: one small module per corpus, each exposing
+"""Corpus sources: one small module per corpus, each a :class:`Source`.
 
-    NAME: str
-    add_arguments(parser: argparse.ArgumentParser) -> None   # its own CLI options
-    scan(root: str, **options) -> wds_pipeline.records.SourceScan
+A source module declares
 
+    NAME: str                                   # `wds-pipeline build NAME ...`
+    @dataclass(frozen=True) class Options        # its options, fields declared with
+                                                 # wds_pipeline.options.option(help=...)
+    scan(root: str, options: Options | None = None) -> wds_pipeline.records.SourceScan
+
+The build command's flags, ``--help`` and ``--config`` keys for the source are generated
+from ``Options`` (see :mod:`wds_pipeline.options`); nothing else is written per source.
 Adding a corpus means adding one module and one line in ``SOURCES``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from types import ModuleType
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+from ..records import SourceScan
+from ..typedconfig import from_mapping
 
 SOURCES: dict[str, str] = {
     "librispeech": "wds_pipeline.sources.librispeech",
@@ -19,9 +29,36 @@ SOURCES: dict[str, str] = {
 }
 
 
-def get_source(name: str) -> ModuleType:
+class Source(Protocol):
+    """What a source module provides (the module itself is the source)."""
+
+    NAME: str
+    Options: type[Any]  # a frozen dataclass; every field has a default
+
+    def scan(self, root: str, options: Any = None, /) -> SourceScan: ...
+
+
+def get_source(name: str) -> Source:
     try:
         module_name = SOURCES[name]
     except KeyError:
         raise ValueError(f"unknown source {name!r}; choose one of {sorted(SOURCES)}") from None
-    return importlib.import_module(module_name)
+    module = importlib.import_module(module_name)
+    missing = [a for a in ("NAME", "Options", "scan") if not hasattr(module, a)]
+    if missing or not dataclasses.is_dataclass(module.Options) or module.NAME != name:
+        raise TypeError(f"{module.__file__}: a source module declares NAME = {name!r}, an "
+                        f"Options dataclass and scan(root, options); missing {missing}")
+    return cast(Source, module)
+
+
+def source_options(source: Source, given: Any) -> Any:
+    """``given`` (None, a mapping of option names, or the source's ``Options``) as ``Options``;
+    a :class:`wds_pipeline.typedconfig.ConfigError` names a bad key or value."""
+    if isinstance(given, source.Options):
+        return given
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{source.NAME} options: expected a mapping or "
+                        f"{source.NAME}.Options, got {type(given).__name__}")
+    return from_mapping(source.Options, dict(given), where=f"{source.NAME} options")

@@ -10,11 +10,12 @@ and reads transcripts; audio is decoded later by the builder.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from wds_pipeline.options import option
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
 from wds_pipeline.sources._walk import (
     DIR,
@@ -43,21 +44,54 @@ MINI_PARTS: tuple[str, ...] = ("dev-clean-2", "train-clean-5")
 KNOWN_PARTS: tuple[str, ...] = PARTS + MINI_PARTS
 
 TRANS_SUFFIX = ".trans.txt"
+AUDIO_EXT = ".flac"
+SPEAKERS_FILE = "SPEAKERS.TXT"  # corpus metadata beside the parts, not an input
+SPEAKERS_COLUMNS = ";ID  |SEX| SUBSET           |MINUTES| NAME\n"
 _DIGITS = re.compile(r"^[0-9]+$")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--parts",
-        default=None,
+@dataclass(frozen=True)
+class Options:
+    # A comma string (as typed) or a sequence of part names; kept as given, since the
+    # build fingerprint holds the options as they were passed.
+    parts: str | tuple[str, ...] | None = option(
+        None, metavar="PARTS",
         help="comma-separated LibriSpeech parts to include, e.g. train-clean-100,dev-clean "
-        f"(default: every part found; known: {','.join(KNOWN_PARTS)})",
-    )
+        f"(default: every part found; known: {','.join(KNOWN_PARTS)})")
 
 
-def scan(root: str, *, parts: str | Sequence[str] | None = None) -> SourceScan:
-    """List every utterance under ``root``; ``parts`` (comma string or list) selects parts."""
-    wanted = parse_parts(parts)
+# ---------------------------------------------------------------------------
+# Layout: names of folders, files and transcript lines (the scan reads them; synth writes them)
+
+
+def chapter_dir(root: str, part: str, speaker: int | str, chapter: int | str) -> str:
+    return os.path.join(root, part, str(speaker), str(chapter))
+
+
+def utterance_id(speaker: int | str, chapter: int | str, utterance: int) -> str:
+    return f"{speaker}-{chapter}-{utterance:04d}"
+
+
+def transcript_name(speaker: int | str, chapter: int | str) -> str:
+    return f"{speaker}-{chapter}{TRANS_SUFFIX}"
+
+
+def transcript_line(utt_id: str, text: str) -> str:
+    return f"{utt_id} {text}\n"
+
+
+def speakers_line(speaker: int, sex: str, part: str, minutes: float, name: str) -> str:
+    """One row of ``SPEAKERS.TXT`` under :data:`SPEAKERS_COLUMNS`."""
+    return f"{speaker:<5}| {sex} | {part:<16} | {minutes:5.2f} | {name}\n"
+
+
+# ---------------------------------------------------------------------------
+# Scan
+
+
+def scan(root: str, options: Options | None = None) -> SourceScan:
+    """List every utterance under ``root``; ``options.parts`` selects parts."""
+    wanted = parse_parts((options or Options()).parts)
     rejects: list[Reject] = []
     part_dirs = find_part_dirs(os.path.abspath(root), wanted, rejects)
     records: list[SourceRecord] = []
@@ -133,7 +167,7 @@ def not_a_part(entry: os.DirEntry[str]) -> Reject | None:
         return Reject(
             entry.path, f"{entry.path} is not a LibriSpeech part (known: {known}); not scanned"
         )
-    if entry.name.endswith(".flac"):
+    if entry.name.endswith(AUDIO_EXT):
         return Reject(
             entry.path,
             f"unexpected audio file {entry.path} outside a part folder: LibriSpeech audio lives in "
@@ -186,18 +220,18 @@ def scan_chapter(
     rejects: list[Reject],
 ) -> None:
     prefix = f"{spk}-{chap}"
-    audio_name = re.compile(rf"^{re.escape(prefix)}-[0-9]+\.flac$")
-    trans_path = os.path.join(chap_dir, prefix + TRANS_SUFFIX)
+    audio_name = re.compile(rf"^{re.escape(prefix)}-[0-9]+{re.escape(AUDIO_EXT)}$")
+    trans_path = os.path.join(chap_dir, transcript_name(spk, chap))
     flacs: dict[str, str] = {}
     for entry in list_dir(chap_dir, rejects):
         if entry.name.startswith(".") or entry.path == trans_path:
             continue
         kind = entry_kind(entry)
         if kind == FILE and audio_name.match(entry.name):
-            flacs[entry.name[: -len(".flac")]] = entry.path
-        elif kind not in (FILE, DIR) or (kind == DIR and entry.name.endswith(".flac")):
+            flacs[entry.name[: -len(AUDIO_EXT)]] = entry.path
+        elif kind not in (FILE, DIR) or (kind == DIR and entry.name.endswith(AUDIO_EXT)):
             rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
-        elif entry.name.endswith(".flac"):
+        elif entry.name.endswith(AUDIO_EXT):
             rejects.append(
                 Reject(
                     entry.path,
@@ -237,7 +271,7 @@ def scan_chapter(
             rejects.append(Reject(path, f"no transcript line in {trans_path}"))
     for utt, (_, lineno) in texts.items():
         if utt not in flacs:
-            audio = os.path.join(chap_dir, utt + ".flac")
+            audio = os.path.join(chap_dir, utt + AUDIO_EXT)
             rejects.append(
                 Reject(
                     audio, f"transcript line for missing audio {audio} ({trans_path} line {lineno})"

@@ -17,7 +17,6 @@ segments of one file stay unique and sort in time order.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from wds_pipeline.options import option
 from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
 from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind, tag_split
 
@@ -44,15 +44,13 @@ KNOWN_COLUMNS: tuple[str, ...] = (
 _SPLIT_OK = re.compile(r"^[a-z0-9_-]+$")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--split", default="train", help="split for rows without a 'split' column (default: train)"
-    )
-    parser.add_argument(
-        "--dataset-name",
-        default=None,
-        help="dataset name stored in every record (default: the manifest file name without extension)",
-    )
+@dataclass(frozen=True)
+class Options:
+    split: str = option("train", help="split for rows without a 'split' column")
+    dataset_name: str | None = option(
+        None, metavar="NAME",
+        help="dataset name stored in every record (default: the manifest file name without "
+        "extension)")
 
 
 @dataclass(frozen=True)
@@ -64,8 +62,10 @@ class Row:
     overflow: int = 0  # CSV fields beyond the header: an unquoted comma shifted the columns
 
 
-def scan(root: str, *, split: str = "train", dataset_name: str | None = None) -> SourceScan:
+def scan(root: str, options: Options | None = None) -> SourceScan:
     """``root`` is the manifest file (``.csv`` or ``.jsonl``)."""
+    options = options or Options()
+    split, dataset_name = options.split, options.dataset_name
     check_split(split, "--split")
     manifest = os.path.abspath(root)
     if not os.path.isfile(manifest):

@@ -20,7 +20,6 @@ dev/test folder, or ``dev`` when there is none).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -28,22 +27,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from wds_pipeline.options import switch
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
-from wds_pipeline.sources._walk import (
-    DIR,
-    FILE,
-    drop_duplicate_ids,
-    entry_kind,
-    list_dir,
-    not_audio_reason,
-    tag_split,
-)
+from wds_pipeline.sources import _walk as walk
 
 NAME = "voxceleb"
 
+VERI_TEST2 = "veri_test2.txt"  # the cleaned VoxCeleb1 test list
 TRIAL_LISTS: tuple[str, ...] = (
     "veri_test.txt",
-    "veri_test2.txt",
+    VERI_TEST2,
     "list_test_hard2.txt",
     "list_test_all2.txt",
 )
@@ -54,13 +47,22 @@ _SPEAKER = re.compile(r"^id[0-9]+$")
 @dataclass(frozen=True)
 class CorpusLayout:
     name: str  # also the record's dataset
-    audio_dir: str
+    audio_dir: str  # under the corpus folder, or under its dev/ and test/ folders
     ext: str
     meta_file: str
+    meta_columns: tuple[str, ...]  # the meta file's header, as distributed
+    meta_sep: str
+    meta_end: str  # VoxCeleb2's lines end in a stray space
+
+    @property
+    def meta_header(self) -> str:
+        return self.meta_sep.join(self.meta_columns) + self.meta_end
 
 
-VOX1 = CorpusLayout("voxceleb1", "wav", ".wav", "vox1_meta.csv")
-VOX2 = CorpusLayout("voxceleb2", "aac", ".m4a", "vox2_meta.csv")
+VOX1 = CorpusLayout("voxceleb1", "wav", ".wav", "vox1_meta.csv",
+                    ("VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set"), "\t", "\n")
+VOX2 = CorpusLayout("voxceleb2", "aac", ".m4a", "vox2_meta.csv",
+                    ("VoxCeleb2 ID", "VGGFace2 ID", "Gender", "Set"), " ,", " \n")
 LAYOUTS: tuple[CorpusLayout, ...] = (VOX1, VOX2)
 
 
@@ -69,16 +71,53 @@ class SpeakerMeta(NamedTuple):
     gender: str | None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kaldi-split",
-        action="store_true",
-        help="splits 'train' (VoxCeleb1 dev speakers + all VoxCeleb2) and 'test' (VoxCeleb1 test speakers) "
-        "instead of voxceleb1_dev, voxceleb1_test, voxceleb2_dev, voxceleb2_test",
-    )
+@dataclass(frozen=True)
+class Options:
+    kaldi_split: bool = switch(
+        help="splits 'train' (VoxCeleb1 dev speakers + all VoxCeleb2) and 'test' (VoxCeleb1 "
+        "test speakers) instead of voxceleb1_dev, voxceleb1_test, voxceleb2_dev, voxceleb2_test")
 
 
-def scan(root: str, *, kaldi_split: bool = False) -> SourceScan:
+# ---------------------------------------------------------------------------
+# Layout: names and line formats (the scan reads them; synth writes them)
+
+
+def speaker_id(number: int) -> str:
+    """``10270`` -> ``id10270`` (VoxCeleb1), ``12`` -> ``id00012`` (VoxCeleb2)."""
+    return f"id{number:05d}"
+
+
+def utterance_path(layout: CorpusLayout, speaker: str, video: str, utterance: int) -> str:
+    """``id10270/x6uYqmx31kE/00001.wav``: an utterance as trial lists name it, relative to
+    the audio folder (its record id is this without the extension, see :func:`trial_id`)."""
+    return f"{speaker}/{video}/{utterance:05d}{layout.ext}"
+
+
+def audio_dir(layout: CorpusLayout, corpus_dir: str, corpus_set: str | None = None) -> str:
+    """``<corpus>/wav`` or, for a corpus unpacked per set, ``<corpus>/<set>/aac``."""
+    parts = [corpus_set] if corpus_set else []
+    return os.path.join(corpus_dir, *parts, layout.audio_dir)
+
+
+def meta_line(layout: CorpusLayout, *, speaker: str, face_id: str, gender: str,
+              corpus_set: str, nationality: str = "") -> str:
+    """One row of the layout's meta file, in the columns of :attr:`CorpusLayout.meta_columns`."""
+    by_column = {"Gender": gender, "Nationality": nationality, "Set": corpus_set}
+    cells = [speaker, face_id] + [by_column[c] for c in layout.meta_columns[2:]]
+    return layout.meta_sep.join(cells) + layout.meta_end
+
+
+def trial_line(label: int, enroll: str, test: str) -> str:
+    """One line of a trial list, as :func:`parse_trials` reads it."""
+    return f"{label} {enroll} {test}\n"
+
+
+# ---------------------------------------------------------------------------
+# Scan
+
+
+def scan(root: str, options: Options | None = None) -> SourceScan:
+    kaldi_split = (options or Options()).kaldi_split
     root = os.path.abspath(root)
     corpora = find_corpora(root)
     records: list[SourceRecord] = []
@@ -89,7 +128,7 @@ def scan(root: str, *, kaldi_split: bool = False) -> SourceScan:
         missing = scan_corpus(layout, corpus_dir, meta, kaldi_split, records, rejects)
         if missing:
             not_in_meta[layout.name] = missing
-    records = drop_duplicate_ids(records, rejects)
+    records = walk.drop_duplicate_ids(records, rejects)
     trials, trials_missing = load_trials([root] + [d for _, d in corpora], {r.id for r in records})
     extras: dict[str, Any] = {
         "trials": trials,
@@ -130,7 +169,7 @@ def find_corpora(root: str) -> list[tuple[CorpusLayout, str]]:
             f"VoxCeleb root {root} is not a directory; pass the folder holding voxceleb1/ and/or voxceleb2/"
         )
     with os.scandir(root) as it:
-        children = {e.name.lower(): e.path for e in it if entry_kind(e) == DIR}
+        children = {e.name.lower(): e.path for e in it if walk.entry_kind(e) == walk.DIR}
     found = [(layout, children[layout.name]) for layout in LAYOUTS if layout.name in children]
     if not found:
         found = [(layout, root) for layout in LAYOUTS if looks_like(layout, root)]
@@ -150,8 +189,8 @@ def looks_like(layout: CorpusLayout, folder: str) -> bool:
 
 def audio_roots(layout: CorpusLayout, corpus_dir: str) -> list[tuple[str | None, str]]:
     """``[(folder_set, dir)]``: ``wav/`` (no set) and ``dev/wav/``, ``test/wav/`` (and so for aac)."""
-    candidates: list[tuple[str | None, str]] = [(None, os.path.join(corpus_dir, layout.audio_dir))]
-    candidates += [(s, os.path.join(corpus_dir, s, layout.audio_dir)) for s in SETS]
+    candidates: list[tuple[str | None, str]] = [(None, audio_dir(layout, corpus_dir))]
+    candidates += [(s, audio_dir(layout, corpus_dir, s)) for s in SETS]
     return [(s, d) for s, d in candidates if os.path.isdir(d)]
 
 
@@ -221,7 +260,7 @@ def scan_corpus(
     not_in_meta: set[str] = set()
     for folder_set, audio_root in roots:
         root_start = len(rejects)
-        for spk in list_dir(audio_root, rejects, skip_hidden=True):
+        for spk in walk.list_dir(audio_root, rejects, skip_hidden=True):
             spk_start = len(rejects)
             if not expect_dir(spk, rejects) or not check_speaker(spk, rejects):
                 continue
@@ -231,12 +270,12 @@ def scan_corpus(
             corpus_set = info.set if info else folder_set or "dev"
             split = choose_split(layout, corpus_set, kaldi_split)
             extra = (("gender", info.gender),) if info and info.gender else ()
-            for video in list_dir(spk.path, rejects, skip_hidden=True):
+            for video in walk.list_dir(spk.path, rejects, skip_hidden=True):
                 if not expect_dir(video, rejects):
                     continue
-                for utt in list_dir(video.path, rejects, skip_hidden=True):
-                    kind = entry_kind(utt)
-                    if kind == FILE and utt.name.endswith(layout.ext):
+                for utt in walk.list_dir(video.path, rejects, skip_hidden=True):
+                    kind = walk.entry_kind(utt)
+                    if kind == walk.FILE and utt.name.endswith(layout.ext):
                         records.append(
                             SourceRecord(
                                 id=f"{spk.name}/{video.name}/{utt.name[: -len(layout.ext)]}",
@@ -247,28 +286,28 @@ def scan_corpus(
                                 extra=extra,
                             )
                         )
-                    elif kind not in (FILE, DIR) or utt.name.endswith(layout.ext):
-                        rejects.append(Reject(utt.path, not_audio_reason(utt.path, kind)))
+                    elif kind not in (walk.FILE, walk.DIR) or utt.name.endswith(layout.ext):
+                        rejects.append(Reject(utt.path, walk.not_audio_reason(utt.path, kind)))
                     else:
-                        kind = "folder" if kind == DIR else "file"
+                        kind = "folder" if kind == walk.DIR else "file"
                         rejects.append(
                             Reject(
                                 utt.path,
                                 f"unexpected {kind} {utt.path}: {layout.name} video folders hold only *{layout.ext} files",
                             )
                         )
-            tag_split(rejects, spk_start, split)
+            walk.tag_split(rejects, spk_start, split)
         # Rejects above the speaker folders: the split of the folder's own set.
-        tag_split(rejects, root_start, choose_split(layout, folder_set or "dev", kaldi_split))
+        walk.tag_split(rejects, root_start, choose_split(layout, folder_set or "dev", kaldi_split))
     return sorted(not_in_meta)
 
 
 def expect_dir(entry: os.DirEntry[str], rejects: list[Reject]) -> bool:
-    kind = entry_kind(entry)
-    if kind == DIR:
+    kind = walk.entry_kind(entry)
+    if kind == walk.DIR:
         return True
-    if kind != FILE:
-        rejects.append(Reject(entry.path, not_audio_reason(entry.path, kind)))
+    if kind != walk.FILE:
+        rejects.append(Reject(entry.path, walk.not_audio_reason(entry.path, kind)))
         return False
     rejects.append(
         Reject(

@@ -1,0 +1,251 @@
+"""Options declared once: a frozen dataclass per command, its fields' help and flags in
+field metadata, and from it the argparse flags, ``--help`` and the YAML keys of ``--config``.
+
+Declare a field with :func:`option` (or :func:`switch` for an off-by-default flag)::
+
+    @dataclass(frozen=True)
+    class Options:
+        codec: Literal["npy", "flac"] = option("npy", help="audio field", group="preprocessing")
+        shuffle_seed: int | None = option(0, help="shuffle seed", presets=(
+            Preset("--no-shuffle", None, "keep inputs in id order"),))
+
+and :class:`OptionTable` generates the rest: the flag ``--codec {npy,flac}`` (``Literal``
+gives the choices, ``int``/``float``/``str`` the type, a ``bool`` gives ``--x/--no-x``), a
+help line with the default, and the YAML key ``codec`` (or ``codec`` spelled ``codec``;
+``-`` and ``_`` are the same in keys). A :class:`Preset` is an extra flag, and YAML key,
+that sets the field to a fixed value (``--no-shuffle``, ``no_shuffle: true``). A field with
+no metadata still gets a flag (``--field-name``), so a new field is on the command line as
+soon as it is declared; :func:`internal` keeps one off it (API only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar, Union
+
+from .typedconfig import ConfigError, convert
+
+T = TypeVar("T")
+
+_AUTO = "<auto>"  # OptionSpec.flag: "--" + the field name with '-' for '_'
+_KEY = "option"  # the field-metadata key holding an OptionSpec (None: internal)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """An extra flag that sets its field to ``value`` (also a YAML key taking true/false)."""
+
+    flag: str
+    value: Any
+    help: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    help: str = ""
+    flag: str | None = _AUTO  # None: no flag taking a value (only presets)
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None  # text -> value, e.g. a size such as 512MB
+    group: str | None = None  # --help section
+    presets: tuple[Preset, ...] = ()
+    toggle: bool = True  # bool fields: --x/--no-x (True) or only --x, setting True (False)
+
+
+def option(default: T, *, help: str, flag: str | None = _AUTO, metavar: str | None = None,
+           parse: Callable[[str], Any] | None = None, group: str | None = None,
+           presets: Sequence[Preset] = (), toggle: bool = True) -> T:
+    """A dataclass field with ``default`` that is a command-line option and a YAML key."""
+    spec = OptionSpec(help=help, flag=flag, metavar=metavar, parse=parse, group=group,
+                      presets=tuple(presets), toggle=toggle)
+    return dataclasses.field(default=default, metadata={_KEY: spec})
+
+
+def switch(*, help: str, group: str | None = None) -> bool:
+    """A ``bool`` field, default False, set by one flag (``--overwrite``; no ``--no-...``)."""
+    return option(False, help=help, group=group, toggle=False)
+
+
+def internal(default_factory: Callable[[], T]) -> T:
+    """A dataclass field that is no command-line option or YAML key (API only)."""
+    return dataclasses.field(default_factory=default_factory, metadata={_KEY: None},
+                             hash=False, compare=False)
+
+
+def values(obj: Any) -> dict[str, Any]:
+    """The fields of an options instance as a dict (shallow: values are kept as they are)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    cls: type
+    field: str
+    annotation: Any  # the field's type, ``X | None`` kept
+    spec: OptionSpec
+    default: Any
+
+
+def _specs(cls: type) -> list[_Option]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        spec = f.metadata.get(_KEY, OptionSpec())
+        if spec is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append(_Option(cls, f.name, hints[f.name], spec, default))
+    return out
+
+
+def _strip_none(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return tuple(a for a in typing.get_args(tp) if a is not type(None))
+    return (tp,)
+
+
+def _key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _text_parser(opt: _Option) -> tuple[Callable[[str], Any], list[Any] | None]:
+    """How the command line reads the option's text, and its choices (``Literal``)."""
+    if opt.spec.parse is not None:
+        parse = opt.spec.parse
+
+        def checked(text: str) -> Any:
+            try:
+                return parse(text)
+            except ValueError as e:  # argparse would print only "invalid value"
+                raise argparse.ArgumentTypeError(str(e)) from None
+
+        return checked, None
+    tp = _strip_none(opt.annotation)[0]  # a union such as str | tuple[str, ...]: its first
+    if typing.get_origin(tp) is Literal:
+        choices = list(typing.get_args(tp))
+        return type(choices[0]), choices
+    if tp in (int, float, str):
+        return tp, None
+    raise TypeError(f"{opt.cls.__name__}.{opt.field}: no command-line reading for {tp!r}; "
+                    "give it parse=... in option(...) or declare it internal()")
+
+
+def _help(opt: _Option) -> str:
+    text = opt.spec.help
+    shown = opt.default
+    if isinstance(shown, bool) and not opt.spec.toggle:
+        shown = None  # a switch: off unless given
+    if "default" not in text and shown is not None and shown is not False:
+        text = f"{text} (default: {shown})" if text else f"default: {shown}"
+    return text.replace("%", "%%")
+
+
+class OptionTable:
+    """The command-line flags and YAML keys of one command, generated from its dataclasses.
+
+    Several classes may share a command (``build``: the build options and the source's);
+    a flag or key declared twice is an error at construction. ``group`` names the ``--help``
+    section of fields that name none.
+    """
+
+    def __init__(self, *classes: tuple[type, str | None]):
+        self.classes = [cls for cls, _ in classes]
+        self._default_group = {cls: group for cls, group in classes}
+        self._options = [o for cls in self.classes for o in _specs(cls)]
+        self._keys: dict[str, tuple[_Option, Preset | None]] = {}
+        dests: dict[str, _Option] = {}
+        for o in self._options:
+            if o.field in dests:
+                raise TypeError(f"option {o.field!r} declared by both "
+                                f"{dests[o.field].cls.__name__} and {o.cls.__name__}")
+            dests[o.field] = o
+            flags: list[tuple[str, Preset | None]] = [(p.flag, p) for p in o.spec.presets]
+            if o.spec.flag is not None:
+                main = o.spec.flag if o.spec.flag != _AUTO else "--" + o.field.replace("_", "-")
+                flags.insert(0, (main, None))
+            for flag, preset in flags:
+                if _key(flag) in self._keys:
+                    raise TypeError(f"flag {flag} declared twice ({o.cls.__name__}.{o.field})")
+                self._keys[_key(flag)] = (o, preset)
+
+    def keys(self) -> list[str]:
+        """The YAML keys, which are the flags without ``--``, with ``_`` for ``-``."""
+        return sorted(self._keys)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add every flag; none has a default in the namespace (``SUPPRESS``), so
+        :meth:`build` can tell a flag given on the command line from a YAML value."""
+        groups: dict[str, Any] = {}
+        for key, (o, preset) in self._keys.items():
+            title = o.spec.group or self._default_group[o.cls]
+            target: Any = parser
+            if title:
+                if title not in groups:
+                    groups[title] = parser.add_argument_group(title)
+                target = groups[title]
+            kw: dict[str, Any] = dict(dest=o.field, default=argparse.SUPPRESS)
+            flag = "--" + key.replace("_", "-") if preset is None else preset.flag
+            if preset is not None:
+                target.add_argument(flag, action="store_const", const=preset.value,
+                                    help=preset.help.replace("%", "%%"), **kw)
+            elif _strip_none(o.annotation) == (bool,):
+                action = argparse.BooleanOptionalAction if o.spec.toggle else "store_true"
+                target.add_argument(flag, action=action, help=_help(o), **kw)
+            else:
+                parse, choices = _text_parser(o)
+                target.add_argument(flag, type=parse, choices=choices, metavar=o.spec.metavar,
+                                    help=_help(o), **kw)
+
+    def build(self, args: argparse.Namespace, config: Mapping[str, Any] | None = None,
+              where: str = "--config") -> list[Any]:
+        """One instance per class: defaults, then ``config`` (YAML keys), then the flags given.
+
+        Raises :class:`ConfigError` naming ``where`` and the key for an unknown key or a
+        value of the wrong type, and naming the flag for a value the class refuses.
+        """
+        config = {str(k).replace("-", "_"): v for k, v in (config or {}).items()}
+        unknown = sorted(set(config) - set(self._keys))
+        if unknown:
+            raise ConfigError(f"{where}: unknown option(s) {unknown}; valid: {self.keys()}")
+        chosen: dict[str, Any] = {}
+        for key, value in config.items():
+            o, preset = self._keys[key]
+            if preset is not None:
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+                if value:
+                    chosen[o.field] = preset.value
+            else:
+                chosen[o.field] = self._yaml_value(o, value, f"{where}: {key}")
+        given = vars(args)
+        for o in self._options:
+            if o.field in given:
+                chosen[o.field] = given[o.field]
+        out = []
+        for cls in self.classes:
+            kwargs = {o.field: chosen[o.field] for o in self._options
+                      if o.cls is cls and o.field in chosen}
+            try:
+                out.append(cls(**kwargs))
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e)) from None
+        return out
+
+    @staticmethod
+    def _yaml_value(o: _Option, value: Any, where: str) -> Any:
+        if isinstance(value, str) and _strip_none(o.annotation) != (bool,):
+            # Text is read as on the command line: sizes such as 512MB, numbers such as 1e-3.
+            parse, choices = _text_parser(o)
+            try:
+                result = parse(value)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if choices is not None and result not in choices:
+                raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
+            return result
+        return convert(o.annotation, value, where)
