@@ -8,6 +8,7 @@ source, OUT holding a different dataset without --overwrite), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -132,6 +133,11 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="wait up to SECONDS for another build writing the same OUT to finish "
                         "(default 0: fail at once, naming that build)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from .builder.options import BuildOptions
+
+    helps = {f.name: f.metadata.get("help") for f in dataclasses.fields(BuildOptions)}
+    g.add_argument("--executor", choices=["local", "ray"], default=None, help=helps["executor"])
+    g.add_argument("--ray", metavar="ADDRESS", default=None, help=helps["ray"])
     g.add_argument("--config", metavar="FILE.yaml", default=None,
                    help="options from YAML; command-line flags win")
 
@@ -281,7 +287,7 @@ def options_from_args(args: argparse.Namespace):
         shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
         shard_prefix=args.shard_prefix, workers=args.workers, strict=args.strict,
         overwrite=args.overwrite, repair=args.repair, wait_for_lock=args.wait_for_lock,
-        progress=not args.no_progress,
+        progress=not args.no_progress, executor=args.executor, ray=args.ray,
     )
 
 
