@@ -21,6 +21,7 @@ from typing import Any
 from .executor import Executor, ShardFn, TaskReport
 from .options import BuildConfigError, check_ray_address
 from .plan import ShardTask
+from .split_writer import ShardOutcome
 from .worker import process_shard
 
 # Retries of a task whose worker process or node died (Ray's default is 3 as well).
@@ -79,9 +80,10 @@ class RayExecutor(Executor):
         ray = self._ray
         started = self._connect()
         try:
-            remote = ray.remote(self.fn).options(num_cpus=1, max_retries=self.max_retries,
-                                                 retry_exceptions=False)
-            refs = {remote.remote(t): t for t in tasks}
+            remote = ray.remote(_run_shard).options(num_cpus=1, max_retries=self.max_retries,
+                                                    retry_exceptions=False)
+            fn = ray.put(self.fn)  # shipped once, not with every task
+            refs = {remote.remote(fn, t): t for t in tasks}
             pending = list(refs)
             try:
                 while pending:
@@ -95,6 +97,11 @@ class RayExecutor(Executor):
         finally:
             if started:
                 ray.shutdown()
+
+
+def _run_shard(fn: ShardFn, task: ShardTask) -> ShardOutcome:
+    """The Ray task: any callable ``fn`` (a function, or a test's wrapper object)."""
+    return fn(task)
 
 
 def _report(ray: Any, task: ShardTask, ref: Any) -> TaskReport:
