@@ -27,7 +27,7 @@ from wds_pipeline.builder import BuildError, BuildOptions, build_dataset
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'wds-pipeline[ray]')")
 psutil = pytest.importorskip("psutil")
 
-from ray_tasks import Failing, Killing  # noqa: E402  (tests/ is on sys.path, as in Ray's workers)
+from shard_tasks import Failing, Killing  # noqa: E402  (tests/ is on sys.path, as in Ray's workers)
 
 from wds_pipeline.builder.ray_executor import RayExecutor  # noqa: E402
 
@@ -92,7 +92,7 @@ def ray_cluster() -> Iterator[str]:
     # Short: Ray's unix socket paths live under it and must stay under 108 bytes.
     temp = tempfile.mkdtemp(prefix="wr", dir="/tmp")
     env = dict(os.environ, **{TAG_VAR: tag, "RAY_USAGE_STATS_ENABLED": "0"})
-    # Workers import this checkout's wds_pipeline and tests/ray_tasks.py.
+    # Workers import this checkout's wds_pipeline and tests/shard_tasks.py.
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), str(REPO / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     port = _free_port()

@@ -192,10 +192,15 @@ def _init_worker(coordinator_pid: int, pids: Any) -> None:
     # would make the pool "broken" and SIGTERM the others mid-write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Parallelism comes from processes (one shard each): torch's own thread pool
-    # (used by --fbank) would only oversubscribe the cores.
+    # (used by --fbank) would only oversubscribe the cores, and its spinning threads
+    # slow fbank builds several-fold on a loaded machine.
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
+    else:
+        # torch is imported later, by the first --fbank shard, and sizes its thread
+        # pool from this at import (this worker process only).
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
-"""Shard-task wrappers that Ray workers run in tests/test_ray_build.py.
+"""Task functions that executors' workers run in tests (test_ray_build.py, test_builder.py).
 
-A separate module (not the test file) so that a Ray worker imports only this and
-the builder: the test cluster puts tests/ on its workers' PYTHONPATH. Each wrapper
-ends in the real ``process_shard``; they only add a fault first.
+A separate module (not a test file) so that a worker process imports only this and
+the builder: the Ray test cluster puts tests/ on its workers' PYTHONPATH, pool
+workers get the test process's sys.path. The fault wrappers end in the real
+``process_shard``; they only add a fault first.
 """
 
 from __future__ import annotations
@@ -50,3 +51,11 @@ class Failing:
         if task.name in self.shards:
             raise RuntimeError(f"injected failure in {task.name}")
         return process_shard(task)
+
+
+def torch_threads(task: object) -> int:
+    """Import torch inside the worker (as --fbank does on its first shard) and report
+    how many threads its ops will use."""
+    import torch
+
+    return torch.get_num_threads()
