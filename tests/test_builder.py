@@ -741,3 +741,16 @@ def test_shards_are_written_with_the_umask_not_0600(tmp_path):
         os.umask(old)
     tars = list((tmp_path / "o" / "train").glob("*.tar"))
     assert tars and {oct(p.stat().st_mode & 0o777) for p in tars} == {oct(0o644)}
+
+
+def test_pool_workers_run_torch_single_threaded_even_when_torch_is_imported_later():
+    """--fbank imports torch on a worker's first shard, after the worker started: it must
+    still run one thread (two threads per worker on two cores made fbank builds up to 8x
+    slower under load)."""
+    from shard_tasks import torch_threads
+
+    from wds_pipeline.builder.executor import LocalPoolExecutor
+
+    reports = list(LocalPoolExecutor(2, fn=torch_threads).run(["a", "b", "c"]))
+    assert [r.error for r in reports] == [None, None, None]
+    assert [r.outcome for r in reports] == [1, 1, 1]

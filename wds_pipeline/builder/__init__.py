@@ -7,8 +7,10 @@
     print(result.summary())
 
 Modules: ``options`` (typed options/results/errors), ``plan`` (pure planning and
-the fingerprint), ``worker`` (one shard per task), ``journal`` (resume/refuse),
-``run`` (:func:`build_dataset`).
+the fingerprint), ``worker`` (one shard per task), ``executor`` (where tasks run:
+in-process, local pool; ``ray_executor``: Ray), ``split_writer`` (staging,
+commit, journal and index of a split), ``journal`` (resume/refuse), ``run``
+(:func:`build_dataset`, the coordinator).
 """
 
 from .options import (

@@ -100,10 +100,23 @@ class BuildOptions:
         "(default 0: fail at once, naming that build)")
     progress: bool = option(True, help="progress bars", flag=None, group=RUNNING,
                             presets=[Preset("--no-progress", False, "no progress bars")])
+    executor: Literal["local", "ray"] | None = option(
+        None, group=RUNNING,
+        help="where shards are built: local (worker processes on this machine, the default) "
+        "or ray (tasks on a Ray cluster; see --ray)")
+    ray: str | None = option(
+        None, metavar="ADDRESS", group=RUNNING,
+        help="build on Ray: auto (the cluster this machine belongs to), ray://HOST:PORT "
+        "(Ray Client), HOST:PORT (a cluster's GCS address) or local:N (a Ray instance "
+        "started here with N CPUs). Tasks read SRC and write OUT themselves: use storage "
+        "every node reaches (gs://...). Needs pip install 'wds-pipeline[ray]'")
     storage_options: dict[str, Any] = internal(dict)  # fsspec options of OUT (API only)
 
     def resolved_workers(self) -> int:
         return max(1, self.workers if self.workers is not None else (os.cpu_count() or 1))
+
+    def uses_ray(self) -> bool:
+        return self.executor == "ray" or (self.executor is None and self.ray is not None)
 
     def validate(self) -> None:
         def bad(msg: str) -> BuildConfigError:
@@ -138,13 +151,20 @@ class BuildOptions:
         if not self.shard_prefix or not all(c.isalnum() or c in "_-" for c in self.shard_prefix):
             raise bad(f"--shard-prefix {self.shard_prefix!r}: use letters, digits, '_' or '-' "
                       "(no dots or slashes)")
+        if self.executor not in (None, "local", "ray"):
+            raise bad(f"--executor {self.executor!r}: choose local or ray")
+        if self.executor == "local" and self.ray is not None:
+            raise bad(f"--ray {self.ray} asks for a Ray build but executor is local: "
+                      "drop one of them")
+        if self.ray is not None:
+            check_ray_address(self.ray)
         if not 1 <= self.zstd_level <= 22:
             raise bad(f"zstd level must be in 1..22, got {self.zstd_level}")
 
     def output_dict(self) -> dict[str, Any]:
         """The options that change the bytes written (fingerprinted)."""
         run_only = {"workers", "strict", "overwrite", "repair", "wait_for_lock", "progress",
-                    "storage_options"}
+                    "executor", "ray", "storage_options"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in run_only}
         # Settings that cannot change a byte in this configuration do not count.
         if self.compress == "none":
@@ -152,6 +172,23 @@ class BuildOptions:
         if self.chunk_seconds is None:
             d["min_chunk_seconds"] = None
         return d
+
+
+def check_ray_address(address: str) -> None:
+    """``auto``, ``ray://HOST:PORT``, ``HOST:PORT`` or ``local:N`` (N >= 1)."""
+    if address == "auto":
+        return
+    if address.startswith("local:"):
+        n = address.removeprefix("local:")
+        if n.isdigit() and int(n) >= 1:
+            return
+    else:
+        hostport = address.removeprefix("ray://")
+        host, _, port = hostport.rpartition(":")
+        if host and port.isdigit():
+            return
+    raise BuildConfigError(f"--ray {address!r}: use auto, ray://HOST:PORT, HOST:PORT or local:N "
+                           "(N CPUs for a Ray instance started on this machine)")
 
 
 @dataclass

@@ -9,9 +9,7 @@ audio.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -22,22 +20,12 @@ from .. import audio, storage
 from .. import format as fmt
 from ..index import BuildCounts, ShardInfo
 from ..records import Reject
-from .journal import JournalEntry, write_journal
 from .plan import PlannedInput, ShardTask, WorkerConfig
+from .split_writer import ShardOutcome, journal_shard, staged_shard
 
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
 # raises RuntimeError subclasses, PyAV OSError/ValueError subclasses.
 _INPUT_ERRORS = (ValueError, OSError, RuntimeError, EOFError)
-
-
-@dataclass
-class ShardOutcome:
-    task_split: str
-    task_index: int
-    info: ShardInfo | None  # None: every input rejected, no tar written
-    rejects: list[Reject] = field(default_factory=list)
-    counts: BuildCounts = field(default_factory=BuildCounts)
-    reused: bool = False  # skipped thanks to a verified journal entry
 
 
 class _HashingWriter:
@@ -151,50 +139,31 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig,
     return samples, None
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # no other way to read it; set straight back
-    os.umask(mask)
-    return mask
-
-
 def process_shard(task: ShardTask) -> ShardOutcome:
-    """Build one shard: write a local temp tar, publish it atomically, journal it."""
+    """Build one shard: write a staged temp tar, publish it atomically, journal it."""
     cfg = task.worker
     rejects: list[Reject] = []
     counts = BuildCounts(inputs=len(task.inputs))
-    os.makedirs(task.staging_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=task.name + ".", suffix=".partial", dir=task.staging_dir)
-    # mkstemp makes the file 0600 and the commit renames it: give it the mode any new file
-    # gets, so that other users (a Colab runtime user) can read the shards.
-    os.fchmod(fd, 0o666 & ~_umask())
     info: ShardInfo | None = None
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            hw = _HashingWriter(raw)
-            writer = fmt.ReproducibleTarWriter(hw)
-            frames: list[int] = []
-            for p in task.inputs:
-                samples, reject = _input_samples(p, cfg, task.storage_options)
-                if reject is not None:
-                    rejects.append(reject)
-                    continue
-                for s in samples:
-                    writer.write_sample(s.key, s.fields)
-                    frames.append(s.frames)
-                counts.written += 1
-                counts.samples += len(samples)
-            writer.close()
-            # No fsync here: after a power cut a shard named by the journal could be
-            # short or empty, but resume re-hashes every journaled shard against the
-            # journal's sha256 before trusting it, and rebuilds it otherwise.
+    with staged_shard(task) as staged:
+        hw = _HashingWriter(staged.file)
+        writer = fmt.ReproducibleTarWriter(hw)
+        frames: list[int] = []
+        for p in task.inputs:
+            samples, reject = _input_samples(p, cfg, task.storage_options)
+            if reject is not None:
+                rejects.append(reject)
+                continue
+            for s in samples:
+                writer.write_sample(s.key, s.fields)
+                frames.append(s.frames)
+            counts.written += 1
+            counts.samples += len(samples)
+        writer.close()
+        staged.file.close()
+        # No fsync here: after a power cut a shard named by the journal could be
+        # short or empty, but resume re-hashes every journaled shard against the
+        # journal's sha256 before trusting it, and rebuilds it otherwise.
         counts.rejected = len(rejects)
         if writer.nsamples:
             info = ShardInfo(
@@ -203,14 +172,8 @@ def process_shard(task: ShardTask) -> ShardOutcome:
                 duration=sum(frames) / cfg.sample_rate,
                 sample_frames=frames, sample_offsets=list(writer.sample_offsets),
             )
-            storage.makedirs(task.split_url, **task.storage_options)
-            storage.commit_file(tmp, task.url, **task.storage_options)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            staged.commit()
     counts.check()
-    write_journal(task, JournalEntry(
-        fingerprint=task.fingerprint, split=task.split, shard=task.name,
-        inputs_sha256=task.inputs_sha256, info=info, rejects=sorted(rejects), counts=counts,
-    ))
-    return ShardOutcome(task.split, task.index, info, sorted(rejects), counts)
+    outcome = ShardOutcome(task.split, task.index, info, sorted(rejects), counts)
+    journal_shard(task, outcome)
+    return outcome
