@@ -18,8 +18,6 @@ from typing import Any
 from tqdm import tqdm
 
 from .. import format as fmt
-from .. import storage
-from ..index import INDEX_NAME, BuildCounts, DatasetIndex, join_url
 from ..options import values as option_values
 from ..records import SourceScan
 from .executor import Executor, TaskReport, make_executor
