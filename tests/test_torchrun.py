@@ -22,6 +22,7 @@ from wds_pipeline.train.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+EPOCHS = 4  # 6 steps per epoch per rank at 0.3 s each: the kill lands well before the end
 
 
 def free_port() -> int:
@@ -71,8 +72,8 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
     everything = all_keys(data)
     run = tmp_path / "run"
     doc = small_config(data, str(run), loader={"last_batch": "pad"},
-                       model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.2},
-                       checkpoint={"every_steps": 2, "keep_last": 100}, run={"epochs": 3})
+                       model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.3},
+                       checkpoint={"every_steps": 2, "keep_last": 100}, run={"epochs": EPOCHS})
     cfg = write_config(str(tmp_path / "c.yaml"), doc)
 
     # Two nodes of one process each, rendezvous through c10d on localhost.
@@ -82,7 +83,7 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
     nodes = [launch(rdzv, cfg, f"run.keys_log={tmp_path / 'first'}") for _ in range(2)]
     deadline = time.monotonic() + 240
     try:
-        while not any(s >= 6 for s in checkpoint_steps(str(run / "ckpt"))):
+        while not any(s >= 4 for s in checkpoint_steps(str(run / "ckpt"))):
             assert all(p.poll() is None for p in nodes), [p.communicate() for p in nodes]
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
             time.sleep(0.05)
@@ -94,7 +95,7 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
     assert loaded is not None
     saved = loaded[0]["loader"]
     cut_epoch, cut_batches = saved["epoch"], saved["batches_yielded"]
-    assert saved["world_size"] == 2 and cut_epoch < 3, (saved, checkpoint_steps(str(run / "ckpt")))
+    assert saved["world_size"] == 2 and cut_epoch < EPOCHS, (saved, checkpoint_steps(str(run / "ckpt")))
 
     # Resume on one node with three processes: elastic, the epoch is finished exactly once.
     p = launch(["--standalone", "--nnodes", "1", "--nproc-per-node", "3"], cfg,
@@ -106,7 +107,7 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
 
     first = [e for r in range(2) for e in read_log(Path(f"{tmp_path / 'first'}.rank{r}"))]
     second = {r: read_log(Path(f"{tmp_path / 'second'}.rank{r}")) for r in range(3)}
-    for epoch in range(3):
+    for epoch in range(EPOCHS):
         keys: list[str] = []
         for e, index, ks in first:  # what the first run consumed up to its checkpoint
             if e < cut_epoch or (e == cut_epoch and index < cut_batches):
