@@ -1,5 +1,7 @@
 """Shard worker: decode, preprocess and write one whole shard, then publish it.
 
+Segments that share a recording are cut from one decode of it (:mod:`.recordings`).
+
 ``process_shard`` is a top-level function of plain picklable dataclasses so it
 runs the same in-process, under ``fork`` or under ``spawn``. One shard is one
 task: the IPC per shard is its input list out and a small result back, never
@@ -24,6 +26,7 @@ from ..index import BuildCounts, ShardInfo
 from ..records import Reject
 from .journal import JournalEntry, write_journal
 from .plan import PlannedInput, ShardTask, WorkerConfig
+from .recordings import ShardRecordings
 
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
 # raises RuntimeError subclasses, PyAV OSError/ValueError subclasses.
@@ -65,16 +68,6 @@ class _Sample:
     key: str
     fields: dict[str, bytes]
     frames: int
-
-
-def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
-    """int16 mono samples at the target rate."""
-    src: str | bytes = p.src
-    if "://" in p.src:
-        src = storage.read_bytes(p.src, **storage_options)
-    # name= keeps absolute corpus paths out of reject reasons (and so out of the index).
-    return audio.load_and_preprocess(src, cfg.preprocess, offset=p.record.offset,
-                                     duration=p.record.duration, name=p.rel)
 
 
 def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
@@ -127,10 +120,10 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
 
 
 def _input_samples(p: PlannedInput, cfg: WorkerConfig,
-                   storage_options) -> tuple[list[_Sample], Reject | None]:
+                   recordings: ShardRecordings) -> tuple[list[_Sample], Reject | None]:
     """The samples of one input, or the reason it became none."""
     try:
-        x = _decode(p, cfg, storage_options)
+        x = recordings.segment(p)
     except FileNotFoundError:
         return [], Reject(p.rel, "file disappeared after the scan (no such file)", "decode")
     except _INPUT_ERRORS as e:
@@ -181,8 +174,9 @@ def process_shard(task: ShardTask) -> ShardOutcome:
             hw = _HashingWriter(raw)
             writer = fmt.ReproducibleTarWriter(hw)
             frames: list[int] = []
+            recordings = ShardRecordings(task.inputs, cfg, task.storage_options)
             for p in task.inputs:
-                samples, reject = _input_samples(p, cfg, task.storage_options)
+                samples, reject = _input_samples(p, cfg, recordings)
                 if reject is not None:
                     rejects.append(reject)
                     continue
