@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_builder import build, read_split, signal_wave, write_manifest
 
 from wds_pipeline import audio
 from wds_pipeline.index import load_index
-from test_builder import build, read_split, signal_wave, write_manifest
 
 
 def count_decodes(monkeypatch) -> list[str]:
