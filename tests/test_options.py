@@ -27,7 +27,11 @@ BUILD_FLAGS = {
     "--executor", "--ray",  # the Ray executor's fields, hand-written on their branch
 }
 SOURCE_FLAGS = {"librispeech": {"--parts"}, "voxceleb": {"--kaldi-split"},
-                "manifest": {"--split", "--dataset-name"}}
+                "manifest": {"--split", "--dataset-name"},
+                "sessions": {"--mode", "--split", "--dataset-name", "--audio-name",
+                             "--transcript-name", "--vocabulary", "--synonyms", "--pad-before",
+                             "--pad-after", "--min-score", "--window-seconds", "--hop-seconds",
+                             "--untimed", "--length-tolerance"}}
 
 
 def parser_for(table: OptionTable) -> argparse.ArgumentParser:

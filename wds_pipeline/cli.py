@@ -153,6 +153,15 @@ def make_parser() -> argparse.ArgumentParser:
     for sp in (sl, sv):
         sp.add_argument("--min-seconds", type=float, default=1.0)
         sp.add_argument("--max-seconds", type=float, default=15.0)
+    ss = ssub.add_parser("sessions", help="session recordings with WhisperX JSON (command "
+                         "words at known times; every other session diarized)",
+                         epilog=SYNTH_EPILOG, formatter_class=raw)
+    ss.add_argument("dir", metavar="DIR", help="will hold session-000/, session-001/, ...")
+    ss.add_argument("--sessions", type=int, default=2)
+    ss.add_argument("--seconds", type=float, default=30.0, help="length of each recording")
+    ss.add_argument("--untimed", type=int, default=2,
+                    help="words per session left without timestamps (spoken numbers)")
+    for sp in (sl, sv, ss):
         sp.add_argument("--seed", type=int, default=0)
         sp.set_defaults(handler=cmd_synth)
 
@@ -278,18 +287,23 @@ def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 def cmd_synth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import synth
 
-    common = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed)
     try:
-        if args.corpus == "librispeech":
+        if args.corpus == "sessions":
+            summary = synth.synth_sessions(args.dir, sessions=args.sessions,
+                                           seconds=args.seconds,
+                                           untimed_per_session=args.untimed, seed=args.seed)
+        elif args.corpus == "librispeech":
             summary = synth.synth_librispeech(
                 args.dir, speakers=args.speakers, chapters_per_speaker=args.chapters,
                 utterances_per_chapter=args.utterances,
-                parts=[p.strip() for p in args.parts.split(",") if p.strip()], **common)
+                parts=[p.strip() for p in args.parts.split(",") if p.strip()],
+                min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed)
         else:
             summary = synth.synth_voxceleb(
                 args.dir, vox1_speakers=args.vox1_speakers, vox2_speakers=args.vox2_speakers,
                 vox1_test_speakers=args.vox1_test_speakers, videos_per_speaker=args.videos,
-                utterances_per_video=args.utterances, **common)
+                utterances_per_video=args.utterances, min_seconds=args.min_seconds,
+                max_seconds=args.max_seconds, seed=args.seed)
     except ValueError as e:
         return _usage(str(e))
     print(f"wrote {summary['files']} files, {summary['seconds'] / 3600:.3f} hours, "

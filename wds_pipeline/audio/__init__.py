@@ -14,12 +14,14 @@ Public API (the builder and the loader call these; keep names and signatures):
     to_int16(x) -> int16
     chunk(x, sr, chunk_seconds, min_seconds) -> [(start_frame, array)]
     load_and_preprocess(src, cfg, *, offset=0.0, duration=None, name=None) -> int16 1-D
+    decode_dtype(cfg), finish(wave, sr, cfg): load_and_preprocess in two halves, so that
+        segments cut from one decode give the same samples as decoding each alone
 """
 
 from .decode import decode_audio, probe_duration
 from .errors import AudioDecodeError
 from .flac import decode_flac_int16
-from .preprocess import PreprocessConfig, load_and_preprocess, preprocess
+from .preprocess import PreprocessConfig, decode_dtype, finish, load_and_preprocess, preprocess
 from .signal import chunk, normalize_loudness, normalize_peak, resample, to_int16, trim_silence
 
 __all__ = [
@@ -27,7 +29,9 @@ __all__ = [
     "PreprocessConfig",
     "chunk",
     "decode_audio",
+    "decode_dtype",
     "decode_flac_int16",
+    "finish",
     "load_and_preprocess",
     "normalize_loudness",
     "normalize_peak",

@@ -109,9 +109,22 @@ def load_and_preprocess(
     output samples of its int16 path depend on uninitialised memory (python-soxr 1.1,
     +-1 LSB), which broke byte-identical rebuilds one file in a few hundred.
     """
-    fast = cfg.normalize == "none" and not cfg.trim_silence
     wave, sr = decode_audio(src, offset=offset, duration=duration, name=name,
-                            dtype="int16" if fast else "float32")
+                            dtype=decode_dtype(cfg))
+    return finish(wave, sr, cfg)
+
+
+def decode_dtype(cfg: PreprocessConfig) -> Literal["float32", "int16"]:
+    """What :func:`load_and_preprocess` asks the decoder for: int16 when preprocessing is only
+    resampling (the fast path), float32 otherwise."""
+    return "int16" if cfg.normalize == "none" and not cfg.trim_silence else "float32"
+
+
+def finish(wave: np.ndarray, sr: int, cfg: PreprocessConfig) -> np.ndarray:
+    """The second half of :func:`load_and_preprocess`: decoded ``(frames, channels)`` (as
+    :func:`decode_audio` returns it with ``dtype=decode_dtype(cfg)``) -> int16 1-D mono at
+    ``cfg.sample_rate``. A segment sliced out of a longer decode gives the same samples as
+    decoding the segment alone, so the builder decodes a recording once for all its segments."""
     if wave.dtype == np.int16:
         if wave.shape[1] == 1:
             mono = wave[:, 0]

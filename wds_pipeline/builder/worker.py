@@ -1,5 +1,7 @@
 """Shard worker: decode, preprocess and write one whole shard, then publish it.
 
+Segments that share a recording are cut from one decode of it (:mod:`.recordings`).
+
 ``process_shard`` is a top-level function of plain picklable dataclasses so it
 runs the same in-process, under ``fork`` or under ``spawn``. One shard is one
 task: the IPC per shard is its input list out and a small result back, never
@@ -16,11 +18,12 @@ import numpy as np
 
 # audio and storage at module level: the fork server preloads this module, so
 # workers start with soundfile/soxr/fsspec already imported.
-from .. import audio, storage
+from .. import audio
 from .. import format as fmt
 from ..index import BuildCounts, ShardInfo
 from ..records import Reject
 from .plan import PlannedInput, ShardTask, WorkerConfig
+from .recordings import ShardRecordings
 from .split_writer import ShardOutcome, journal_shard, staged_shard
 
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
@@ -53,16 +56,6 @@ class _Sample:
     key: str
     fields: dict[str, bytes]
     frames: int
-
-
-def _decode(p: PlannedInput, cfg: WorkerConfig, storage_options) -> np.ndarray:
-    """int16 mono samples at the target rate."""
-    src: str | bytes = p.src
-    if "://" in p.src:
-        src = storage.read_bytes(p.src, **storage_options)
-    # name= keeps absolute corpus paths out of reject reasons (and so out of the index).
-    return audio.load_and_preprocess(src, cfg.preprocess, offset=p.record.offset,
-                                     duration=p.record.duration, name=p.rel)
 
 
 def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
@@ -115,10 +108,10 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
 
 
 def _input_samples(p: PlannedInput, cfg: WorkerConfig,
-                   storage_options) -> tuple[list[_Sample], Reject | None]:
+                   recordings: ShardRecordings) -> tuple[list[_Sample], Reject | None]:
     """The samples of one input, or the reason it became none."""
     try:
-        x = _decode(p, cfg, storage_options)
+        x = recordings.segment(p)
     except FileNotFoundError:
         return [], Reject(p.rel, "file disappeared after the scan (no such file)", "decode")
     except _INPUT_ERRORS as e:
@@ -149,8 +142,9 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         hw = _HashingWriter(staged.file)
         writer = fmt.ReproducibleTarWriter(hw)
         frames: list[int] = []
+        recordings = ShardRecordings(task.inputs, cfg, task.storage_options)
         for p in task.inputs:
-            samples, reject = _input_samples(p, cfg, task.storage_options)
+            samples, reject = _input_samples(p, cfg, recordings)
             if reject is not None:
                 rejects.append(reject)
                 continue

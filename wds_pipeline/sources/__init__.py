@@ -26,6 +26,7 @@ SOURCES: dict[str, str] = {
     "librispeech": "wds_pipeline.sources.librispeech",
     "voxceleb": "wds_pipeline.sources.voxceleb",
     "manifest": "wds_pipeline.sources.manifest",
+    "sessions": "wds_pipeline.sources.sessions",
 }
 
 

@@ -1,4 +1,5 @@
-"""Synthetic speech corpora in the real LibriSpeech and VoxCeleb layouts.
+"""Synthetic speech corpora in the real LibriSpeech and VoxCeleb layouts, and session
+recordings with WhisperX transcripts (``sessions``).
 
 ``voices``: the speaker model; ``files``: deterministic audio/text writers; ``corpora``:
 the corpus writers, which take file names and line formats from the source modules.
@@ -28,14 +29,17 @@ from .corpora import (
     synth_voxceleb,
 )
 from .files import to_pcm16, write_m4a, write_soundfile, write_text
+from .sessions import COMMANDS, synth_sessions
 from .voices import Voice, synth_voice, voice_params
 
 __all__ = [
+    "COMMANDS",
     "SAMPLE_RATE",
     "WORDS",
     "Voice",
     "make_trials",
     "synth_librispeech",
+    "synth_sessions",
     "synth_voice",
     "synth_voxceleb",
     "to_pcm16",

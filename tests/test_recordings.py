@@ -1,0 +1,83 @@
+"""Segments that share a recording are cut from one decode of it, with the samples a
+decode of each segment alone gives (manifest rows on one file with offset/duration)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_builder import build, read_split, signal_wave, write_manifest
+
+from wds_pipeline import audio
+from wds_pipeline.index import load_index
+
+
+def count_decodes(monkeypatch) -> list[str]:
+    """The names of the decodes the builder makes from now on, in order (the real decoder
+    runs; the wrapper only records the ``name`` each call passes)."""
+    calls: list[str] = []
+    real = sys.modules["wds_pipeline.audio.decode"].decode_audio
+
+    def counting(src, **kw):
+        calls.append(kw.get("name"))
+        return real(src, **kw)
+
+    # Both names the builder reaches the decoder by: the package's and load_and_preprocess's.
+    monkeypatch.setattr(audio, "decode_audio", counting)
+    monkeypatch.setattr(sys.modules["wds_pipeline.audio.preprocess"], "decode_audio", counting)
+    return calls
+
+
+def _segments(n: int, step: float = 0.37, dur: float = 0.29) -> list[tuple[float, float]]:
+    return [(round(i * step, 3), dur) for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt_, sr", [("wav", 44100), ("flac", 16000), ("mp3", 16000)])
+def test_segments_of_one_file_decode_once_and_equal_decoding_each_alone(
+        tmp_path: Path, fmt_: str, sr: int, monkeypatch):
+    path = tmp_path / f"long.{fmt_}"
+    sf.write(str(path), signal_wave(12.0, sr), sr, format=fmt_.upper())
+    segs = _segments(30)
+    rows = [{"path": path.name, "offset": o, "duration": d, "id": f"seg-{i:03d}"}
+            for i, (o, d) in enumerate(segs)]
+    # A segment past the end of the file: rejected with the reason a lone decode gives.
+    rows.append({"path": path.name, "offset": 20.0, "duration": 0.5, "id": "seg-late"})
+    manifest = write_manifest(tmp_path, rows)
+    calls = count_decodes(monkeypatch)
+    build("manifest", manifest, tmp_path / "out", shard_size=100, min_duration=0.1)
+    # One decode of the span the shard covers, one for the segment past its end.
+    assert calls == [path.name, f"{path.name}#seg-late"]
+    got = read_split(tmp_path / "out" / "train")
+    assert sorted(got) == [f"seg-{i:03d}" for i in range(len(segs))]
+    cfg = audio.PreprocessConfig(sample_rate=16000)
+    monkeypatch.undo()
+    for i, (o, d) in enumerate(segs):
+        alone = audio.load_and_preprocess(str(path), cfg, offset=o, duration=d)
+        np.testing.assert_array_equal(got[f"seg-{i:03d}"]["audio.npy"], alone)
+    idx = load_index(str(tmp_path / "out" / "train"))
+    [late] = idx.rejected
+    assert late.input == f"long.{fmt_}#seg-late"
+    assert "at or past the end of the audio" in late.reason
+
+
+def test_recording_spread_over_shards_is_decoded_once_per_shard(tmp_path: Path, monkeypatch):
+    sf.write(str(tmp_path / "a.wav"), signal_wave(6.0, 16000), 16000)
+    sf.write(str(tmp_path / "b.wav"), signal_wave(6.0, 16000, seed=1), 16000)
+    rows = [{"path": name, "offset": o, "duration": d, "id": f"{name[0]}-{i:02d}"}
+            for name in ("a.wav", "b.wav") for i, (o, d) in enumerate(_segments(10, 0.5, 0.4))]
+    calls = count_decodes(monkeypatch)
+    manifest = write_manifest(tmp_path, rows)
+    build("manifest", manifest, tmp_path / "out", shard_size=6, min_duration=0.1,
+          shuffle_seed=None)
+    # shards: a00-a05 | a06-a09 b00-b01 | b02-b07 | b08-b09
+    assert calls == ["a.wav", "a.wav", "b.wav", "b.wav", "b.wav"]
+    # Shuffled, each shard still decodes each recording it cuts from at most once (a
+    # recording with a single segment in a shard decodes just that segment).
+    calls.clear()
+    build("manifest", manifest, tmp_path / "shuffled", shard_size=6, min_duration=0.1)
+    assert len(calls) <= 2 * 4 and len(calls) < len(rows)
+    assert read_split(tmp_path / "shuffled" / "train").keys() == read_split(
+        tmp_path / "out" / "train").keys()
