@@ -10,15 +10,13 @@ audio.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 
 # audio and storage at module level: the fork server preloads this module, so
 # workers start with soundfile/soxr/fsspec already imported.
-from .. import audio
+from .. import audio, storage
 from .. import format as fmt
 from ..index import BuildCounts, ShardInfo
 from ..records import Reject
@@ -29,26 +27,6 @@ from .split_writer import ShardOutcome, journal_shard, staged_shard
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
 # raises RuntimeError subclasses, PyAV OSError/ValueError subclasses.
 _INPUT_ERRORS = (ValueError, OSError, RuntimeError, EOFError)
-
-
-class _HashingWriter:
-    """File wrapper that hashes and counts bytes as tarfile writes them."""
-
-    def __init__(self, f: BinaryIO):
-        self._f = f
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self._f.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self._f.flush()
 
 
 @dataclass
@@ -139,7 +117,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     counts = BuildCounts(inputs=len(task.inputs))
     info: ShardInfo | None = None
     with staged_shard(task) as staged:
-        hw = _HashingWriter(staged.file)
+        hw = storage.HashingWriter(staged.file)
         writer = fmt.ReproducibleTarWriter(hw)
         frames: list[int] = []
         recordings = ShardRecordings(task.inputs, cfg, task.storage_options)
@@ -162,7 +140,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         if writer.nsamples:
             info = ShardInfo(
                 url=task.name, nsamples=writer.nsamples, filesize=hw.size,
-                sha256=hw.sha.hexdigest(),
+                sha256=hw.hexdigest(),
                 duration=sum(frames) / cfg.sample_rate,
                 sample_frames=frames, sample_offsets=list(writer.sample_offsets),
             )
