@@ -328,7 +328,7 @@ def test_demo_runs_end_to_end_and_reruns_complete(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "2",
                          "--epochs", "2")
     assert code == 0, err
-    assert "demo OK" in out and out.count("verify OK") == 3
+    assert "demo OK" in out and out.count("verify OK") == 4
     assert "one epoch of" in out
     assert "FAIL" not in out and "PASS  loader vs model" in out  # preflight passes on the demo
     assert "trained 2 epoch(s)" in out and "summary: validation accuracy" in out
@@ -337,7 +337,7 @@ def test_demo_runs_end_to_end_and_reruns_complete(capsys, tmp_path):
     assert (tmp_path / "demo" / "run" / "checkpoints" / last).exists()
     code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--workers", "1",
                          "--epochs", "2")
-    assert code == 0 and out.count("already complete") == 3
+    assert code == 0 and out.count("already complete") == 4
     assert f"resumed from {tmp_path / 'demo' / 'run' / 'checkpoints' / last}" in out  # nothing left
 
 

@@ -126,6 +126,27 @@ def _build(ctx: DemoContext) -> None:
         ctx.results["datasets"][name] = {k: v.index_url for k, v in r.splits.items()}
 
 
+def _sessions(ctx: DemoContext) -> None:
+    """Voice-command clips cut from long session recordings at their WhisperX word times."""
+    from .builder import BuildOptions, build_dataset
+    from .synth import COMMANDS, synth_sessions
+
+    root = os.path.join(ctx.corpus, "sessions")
+    if not os.path.exists(os.path.join(root, ".complete")):
+        s = synth_sessions(root, sessions=2, seconds=30.0)
+        with open(os.path.join(root, ".complete"), "w"):
+            pass
+        print(f"  sessions: {len(s['sessions'])} recordings, {s['seconds'] / 60:.1f} min, WhisperX JSON beside each")
+    r = build_dataset("sessions", root, os.path.join(ctx.shards, "sessions"),
+                      options=BuildOptions(shard_size=64, min_duration=0.05, workers=ctx.workers),
+                      source_options={"mode": "words", "vocabulary": ",".join(COMMANDS),
+                                      "synonyms": "walking=walk", "pad_before": 0.1, "pad_after": 0.1})
+    print(f"  sessions (words mode): {r.summary()}")
+    if r.counts.written == 0:
+        raise DemoFailure("sessions: nothing written")
+    ctx.results["datasets"]["sessions"] = {k: v.index_url for k, v in r.splits.items()}
+
+
 def _inspect(ctx: DemoContext) -> None:
     from .verify import inspect_dataset
 
@@ -199,7 +220,8 @@ def _train(ctx: DemoContext) -> None:
 
 def demo_steps() -> list[DemoStep]:
     """The demo's steps, in order; append to this list to extend the demo."""
-    return [("synthesise corpora", _synth), ("build shards", _build), ("inspect", _inspect),
+    return [("synthesise corpora", _synth), ("build shards", _build),
+            ("build voice-command clips from sessions", _sessions), ("inspect", _inspect),
             ("verify", _verify), ("stream one epoch", _stream), ("preflight", _preflight),
             ("train", _train)]
 
