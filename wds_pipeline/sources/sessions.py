@@ -94,11 +94,11 @@ class Options:
 class _Tally:
     """What the index's extras report about the sessions."""
 
+    by_session: dict[str, dict[str, int]] = field(default_factory=dict)
     sessions: int = 0
     untimed_interpolated: int = 0
     untimed_skipped: int = 0
     out_of_vocabulary: int = 0
-    by_session: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def scan(root: str, options: Options | None = None) -> SourceScan:
