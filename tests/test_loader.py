@@ -381,3 +381,27 @@ def test_float32_buffers_are_recycled_when_batches_are_dropped(ds):
     loader = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
     ptrs = [b.waveform.data_ptr() for b in loader]  # each batch dropped before the next
     assert len(set(ptrs)) < len(ptrs) // 2, "float32 buffers must be recycled"
+
+
+def test_the_loader_imports_what_its_workers_need_before_they_fork(ds):
+    # Forked workers inherit the parent's modules; whatever the parent has not imported,
+    # every fresh worker imports again, every epoch without persistent workers.
+    import subprocess
+    import sys
+
+    code = ("import sys; from wds_pipeline import StreamingLoader; "
+            f"StreamingLoader({ds!r}, batch_size=4); "
+            "print(sorted(m for m in ('wds_pipeline.fetch', 'wds_pipeline.cache', 'filelock') "
+            "if m not in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_workers_persist_across_epochs_by_default(ds):
+    from wds_pipeline import LoaderConfig
+
+    assert LoaderConfig().persistent_workers is True
+    loader = StreamingLoader(ds, batch_size=8, last_batch="pad")
+    assert loader.dataloader.persistent_workers
+    for _ in range(2):
+        assert Counter(keys_of(list(loader))) == Counter(all_keys(ds))

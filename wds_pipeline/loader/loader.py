@@ -51,7 +51,7 @@ class LoaderConfig:
     num_workers: int = 2
     prefetch_factor: int | None = 2
     pin_memory: bool = False
-    persistent_workers: bool = False
+    persistent_workers: bool = True  # workers (and their warm buffers) live across epochs
     multiprocessing_context: str | None = None
     cache_dir: CacheDir = None  # None: automatic for remote/FUSE sources; False: no cache
     cache_limit: int | None = None
