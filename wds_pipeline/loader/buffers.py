@@ -54,6 +54,15 @@ class BatchBufferPool:
         return _new_shared(numel, dtype).view(shape), -1
 
 
+def small_page_array(count: int, dtype: type[np.generic]) -> np.ndarray:
+    """A zeroed array on 4 KB pages: an anonymous mapping with transparent huge pages off
+    (see SampleArena for why). The array keeps its mapping alive."""
+    m = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        m.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(m, dtype=dtype, count=count)
+
+
 class SampleArena:
     """Fixed-size int16 slots for held samples; a free list instead of malloc per sample.
 
@@ -65,10 +74,7 @@ class SampleArena:
     def __init__(self, slots: int, width: int):
         self.width = width
         self.slots = slots
-        self._map = mmap.mmap(-1, max(1, slots * width * 2))
-        if hasattr(mmap, "MADV_NOHUGEPAGE"):
-            self._map.madvise(mmap.MADV_NOHUGEPAGE)
-        self.data = np.frombuffer(self._map, dtype=np.int16, count=slots * width).reshape(slots, width)
+        self.data = small_page_array(slots * width, np.int16).reshape(slots, width)
         self.free = list(range(slots - 1, -1, -1))
         self.in_use = False  # an iteration holds samples in it (two live passes must not share it)
 
@@ -107,7 +113,7 @@ class Float32Pool:
         if fits:
             arr = self.arrays[fits[0]]
         else:
-            arr = np.empty(numel + numel // 4, dtype=np.float32)  # headroom for varying widths
+            arr = small_page_array(numel + numel // 4, np.float32)  # headroom for varying widths
             if free:
                 self.arrays[free[0]] = arr  # replaces a free buffer that is too small
             elif len(self.arrays) < self.SIZE:
