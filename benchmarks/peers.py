@@ -364,8 +364,8 @@ def available(formats: Iterable[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", type=int, default=1200)
-    ap.add_argument("--utts", type=int, default=240)
+    ap.add_argument("--clips", type=int, default=1000)
+    ap.add_argument("--utts", type=int, default=500)
     ap.add_argument("--workers", default="0,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default=",".join(FORMATS))
