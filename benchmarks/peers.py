@@ -370,16 +370,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "peers"))
-    ap.add_argument("--json-out", default=os.path.join(RESULTS, "peers.json"))
-    ap.add_argument("--png-out", default=os.path.join(RESULTS, "peers.png"))
+    ap.add_argument("--json-out", default=None, help="default: results/peers.json (a temp file with --quick)")
+    ap.add_argument("--png-out", default=None, help="default: results/peers.png (a temp file with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (results in a temp folder)")
     ap.add_argument("--check", action="store_true", help="only check that every peer imports (exit 2 if not)")
     args = ap.parse_args(argv)
     if args.quick:
         args.clips, args.utts, args.repeats = 130, 70, 1
         args.data_dir += "-quick"
-        tmp = os.path.join(tempfile.gettempdir(), "peers-quick")
-        args.json_out, args.png_out = tmp + ".json", tmp + ".png"
+    # A smoke run never replaces the reported figures.
+    out = os.path.join(tempfile.gettempdir(), "peers-quick") if args.quick else os.path.join(RESULTS, "peers")
+    args.json_out = args.json_out or out + ".json"
+    args.png_out = args.png_out or out + ".png"
     warnings.filterwarnings("ignore")
     stub_torchvision()
     formats = args.formats.split(",")
