@@ -332,3 +332,76 @@ def test_breaking_out_then_iterating_again_runs_the_next_epoch_whole(ds):
     fresh.set_epoch(1)
     assert again == keys_of(list(fresh))
     assert loader.epoch == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_float32_output_is_the_int16_batch_over_32768_exactly(ds, workers):
+    opts = dict(batch_size=8, num_workers=workers, last_batch="pad", seed=4)
+    ints = list(StreamingLoader(ds, waveform_dtype="int16", **opts))
+    floats = list(StreamingLoader(ds, **opts))  # the default: float32
+    assert [b.keys for b in floats] == [b.keys for b in ints]
+    for f, i in zip(floats, ints):
+        assert f.waveform.dtype == torch.float32
+        assert torch.equal(f.waveform, i.waveform.to(torch.float32) / 32768)
+        moved = f.to("cpu")  # the device path: int16 moved, scaled there
+        assert moved.waveform.dtype == torch.float32 and torch.equal(moved.waveform, f.waveform)
+
+
+def test_float32_output_ships_int16_from_the_workers(ds):
+    # Half the bytes through shared memory and no scaling pass in the workers: the main
+    # process scales on first use (Batch.waveform) or on the device (Batch.to).
+    loader = StreamingLoader(ds, batch_size=8, num_workers=2, last_batch="pad")
+    loader.dataset.start(0, 0)
+    raw = next(iter(loader.dataloader))
+    assert raw.waveform.dtype == torch.int16
+
+
+def test_float32_batches_and_rows_kept_by_the_caller_are_never_overwritten(ds):
+    import copy
+    import pickle
+
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad", seed=1)
+    expected = {}
+    rows = []  # one row view per batch, kept while its batch is dropped
+    for b in loader:
+        wave = b.waveform
+        for r, key in enumerate(b.keys):
+            expected[key] = wave[r, : int(b.lengths[r])].clone()
+        rows.append((b.keys[0], wave[0, : int(b.lengths[0])]))
+    for key, row in rows:
+        assert torch.equal(row, expected[key]), key
+    again = list(StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad", seed=1))
+    for b in again[:3]:  # copies and pickles carry float32, scaled
+        for c in (copy.copy(b), pickle.loads(pickle.dumps(b))):
+            assert c.waveform.dtype == torch.float32
+            assert torch.equal(c.waveform[0, : int(c.lengths[0])], expected[c.keys[0]])
+
+
+def test_float32_buffers_are_recycled_when_batches_are_dropped(ds):
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
+    ptrs = [b.waveform.data_ptr() for b in loader]  # each batch dropped before the next
+    assert len(set(ptrs)) < len(ptrs) // 2, "float32 buffers must be recycled"
+
+
+def test_the_loader_imports_what_its_workers_need_before_they_fork(ds):
+    # Forked workers inherit the parent's modules; whatever the parent has not imported,
+    # every fresh worker imports again, every epoch without persistent workers.
+    import subprocess
+    import sys
+
+    code = ("import sys; from wds_pipeline import StreamingLoader; "
+            f"StreamingLoader({ds!r}, batch_size=4); "
+            "print(sorted(m for m in ('wds_pipeline.fetch', 'wds_pipeline.cache', 'filelock') "
+            "if m not in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_workers_persist_across_epochs_by_default(ds):
+    from wds_pipeline import LoaderConfig
+
+    assert LoaderConfig().persistent_workers is True
+    loader = StreamingLoader(ds, batch_size=8, last_batch="pad")
+    assert loader.dataloader.persistent_workers
+    for _ in range(2):
+        assert Counter(keys_of(list(loader))) == Counter(all_keys(ds))

@@ -1,5 +1,6 @@
-"""Collation inside a worker: held samples -> one padded :class:`Batch`, the waveform written
-into a recycled shared-memory buffer when one is free, fbank taken from the shards or computed."""
+"""Collation inside a worker: held samples -> one padded :class:`Batch`, the int16 waveform
+written into a recycled shared-memory buffer when one is free, fbank taken from the shards or
+computed."""
 
 from __future__ import annotations
 
@@ -50,12 +51,10 @@ class Collator:
         want = self.read_cfg.fields
         lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
         width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
-        as_float = self.read_cfg.waveform_dtype == "float32"
-        slot = -1
-        if as_float:
-            wave_t = torch.empty((len(rows), width), dtype=torch.int16)
-        else:
-            wave_t, slot = self._batch_buffer((len(rows), width), torch.int16)
+        # Always int16 here, whatever waveform_dtype says: half the bytes to write and ship,
+        # and no second pass in the worker. The loader scales it to float32 in the main
+        # process, in one pass into a recycled buffer (see StreamingLoader).
+        wave_t, slot = self._batch_buffer((len(rows), width), torch.int16)
         pcm = wave_t.numpy()
         if arena is not None and rows and width == arena.width and all(r.slot >= 0 for r in rows):
             np.take(arena.data, [r.slot for r in rows], axis=0, out=pcm)
@@ -73,9 +72,6 @@ class Collator:
         fbank = fbank_lengths = None
         if "fbank" in want:
             fbank, fbank_lengths = self._fbank_batch(rows, wave_t, lengths_t)
-        if as_float:
-            out, slot = self._batch_buffer(tuple(wave_t.shape), torch.float32)
-            wave_t = torch.mul(wave_t, 1.0 / 32768.0, out=out)
         metas = [r.meta or {} for r in rows]
         # Per-row fields stay numpy inside a worker (cheaper to send, see Batch.materialize):
         # Batch's tensor types hold once the main process has materialised it.

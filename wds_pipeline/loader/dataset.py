@@ -16,6 +16,12 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import format as fmt
+
+# Imported here, in the main process, although only workers read shards: forked workers
+# then inherit these modules (and fsspec, filelock) instead of importing them again every
+# time they start, i.e. every epoch without persistent workers.
+from ..cache import ShardCache, default_cache_dir
+from ..fetch import ShardReader, ShardRef, default_cache_policy
 from ..index import DatasetIndex
 from .batch import Batch
 from .blocks import READ_BLOCK, BlockReader, sequential_runs
@@ -216,20 +222,14 @@ class ShardStreamDataset(IterableDataset):
         # Built lazily inside each worker process: threads and file handles must not
         # cross a fork.
         if self._reader is None:
-            from ..fetch import ShardReader, default_cache_policy
-
             cache = None
             cache_dir = self.read_cfg.cache_dir
             if cache_dir is False:
                 cache_dir = None
             elif cache_dir is None and self.table and default_cache_policy(self.table[0].url):
-                from ..cache import default_cache_dir
-
                 cache_dir = default_cache_dir()
                 log.info("shards are on remote/FUSE storage (%s): caching them in %s", self.table[0].url, cache_dir)
             if cache_dir is not None:
-                from ..cache import ShardCache
-
                 cache = ShardCache(cache_dir, limit_bytes=self.read_cfg.cache_limit)
             self._reader = ShardReader(
                 cache=cache,
@@ -302,8 +302,6 @@ class ShardStreamDataset(IterableDataset):
         return self._blocks
 
     @staticmethod
-    def _ref_of(entry: ShardEntry):
-        from ..fetch import ShardRef
-
+    def _ref_of(entry: ShardEntry) -> ShardRef:
         return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size)
 

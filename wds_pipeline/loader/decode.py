@@ -26,10 +26,11 @@ CacheDir = str | Literal[False] | None
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """The loader options that the workers read with (same names as in LoaderConfig)."""
+    """The loader options that the workers read with (same names as in LoaderConfig).
+
+    Workers always produce int16 waveforms; ``waveform_dtype`` is applied in the main process."""
 
     fields: tuple[Field, ...] = ("waveform", "label")
-    waveform_dtype: Literal["float32", "int16"] = "float32"
     on_decode_error: Literal["skip", "raise"] = "skip"
     on_corrupt_shard: Literal["raise", "skip"] = "raise"
     cache_dir: CacheDir = None

@@ -21,6 +21,7 @@ from ..features import fbank_bytes_per_audio_frame
 from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
 from ..sizes import parse_size
 from .batch import Batch
+from .buffers import Float32Pool
 from .dataset import ShardStreamDataset
 from .decode import CacheDir, Field, ReadConfig
 from .labels import label_union, remap_labels
@@ -50,7 +51,7 @@ class LoaderConfig:
     num_workers: int = 2
     prefetch_factor: int | None = 2
     pin_memory: bool = False
-    persistent_workers: bool = False
+    persistent_workers: bool = True  # workers (and their warm buffers) live across epochs
     multiprocessing_context: str | None = None
     cache_dir: CacheDir = None  # None: automatic for remote/FUSE sources; False: no cache
     cache_limit: int | None = None
@@ -214,6 +215,8 @@ class StreamingLoader:
             num_workers=cfg.num_workers,
         )
         self._in_use: list[tuple[int, StorageWeakRef]] = []  # recycled buffers held downstream
+        # float32 output: workers ship int16; each batch is scaled on first use (Batch).
+        self._float32 = Float32Pool() if cfg.waveform_dtype == "float32" else None
         self.dataloader = self._make_dataloader()
         self.epoch = 0
         self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
@@ -358,8 +361,7 @@ class StreamingLoader:
                             f"batch order diverged from the epoch plan (got batch {batch.index}, "
                             f"expected {expected}); please report this with your torch version"
                         )
-                    batch = batch.materialize()
-                    self._track_buffer(batch)
+                    batch = self._arrived(batch.materialize())
                     if self._label_remap is not None:
                         batch.labels = remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
                     expected += 1
@@ -376,6 +378,15 @@ class StreamingLoader:
             else:
                 # state_dict() keeps the exact stop position until the next pass starts.
                 self._abandoned = True
+
+    def _arrived(self, batch: Batch) -> Batch:
+        """A batch from a worker (or in-process): hand its worker buffer's lifetime to the
+        tracker, then apply ``waveform_dtype``. Workers always ship int16; float32 is made
+        on first use, on the CPU or on the device (see Batch), never as an extra pass."""
+        self._track_buffer(batch)
+        if self._float32 is not None:
+            batch.defer_float32(self._float32.to_float32)
+        return batch
 
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive

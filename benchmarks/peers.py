@@ -1,0 +1,522 @@
+"""wds_pipeline against the loaders users would pick instead, on identical data.
+
+One run generates two sets (fixed 3 s clips; 1-15 s utterances, read whole and padded per
+batch), 16 kHz int16, converts each with every project's recommended writer, then reads
+each back with its recommended loader at batch 64, shuffle on, ``num_workers`` 0 and 2:
+
+  wds_pipeline   builder's shard writer + index  ->  StreamingLoader (default float32
+                 output, and waveform_dtype="int16")
+  webdataset     webdataset.ShardWriter (.npy)   ->  WebDataset + shuffle + WebLoader
+  litdata        litdata.optimize                ->  StreamingDataset(batch_decode=0) +
+                                                     StreamingDataLoader
+  mosaic         streaming.MDSWriter             ->  StreamingDataset + DataLoader
+  lhotse-wav     CutSet.to_shar (wav)            ->  CutSet.from_shar + DynamicCutSampler +
+                                                     IterableDatasetWrapper
+  hf             datasets Arrow (save_to_disk)   ->  to_iterable_dataset + shuffle + DataLoader
+
+Epoch 1 is a fresh loader (construction and worker start-up on the clock); epoch 2 is
+the next pass (persistent workers where the loader supports them). The timed loop takes
+each batch's (B, T) waveform tensor, as a training step would (for wds_pipeline's
+default float32 output that access is what scales it). Every timed epoch must return
+each key exactly once, and an untimed pass per format checks every array against the
+source (a digest per key): a format that loses or changes a sample gets no figure.
+Formats and settings are interleaved and repeated; medians and paired ratios (per
+repeat, against wds_pipeline's default) are reported.
+
+Needs the peers, in their own environment (see benchmarks/README.md)::
+
+    .peers-venv/bin/python benchmarks/peers.py            # full run, ~5 min on 2 cores
+    .peers-venv/bin/python benchmarks/peers.py --quick    # tiny smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, machine, write_json  # noqa: E402
+from loader_throughput import PeakMemory  # noqa: E402 (RSS and PSS of the process tree)
+
+SR = 16000
+BATCH = 64
+FORMATS = ("wds_pipeline", "wds_pipeline-int16", "webdataset", "litdata", "mosaic", "lhotse-wav", "hf")
+
+
+# ------------------------------------------------------------------ the data
+
+
+def set_spec(name: str, n: int, seed: int = 1) -> tuple[list[int], Callable[[int, int], int], int]:
+    """Shard sizes, frames(shard, i) and samples per shard of a generated set."""
+    if name == "clips":
+        per = 500
+        return [min(per, n - s) for s in range(0, n, per)], lambda s, i: 3 * SR, per
+    per = 100
+    lengths = np.random.default_rng(seed).uniform(1.0, 15.0, size=n)
+    return [min(per, n - s) for s in range(0, n, per)], lambda s, i: int(lengths[s * per + i] * SR), per
+
+
+def samples(name: str, n: int) -> Iterator[tuple[str, np.ndarray, int]]:
+    """(key, int16 audio, label) of every sample, identical to what wds_pipeline writes."""
+    from wds_pipeline.testing import clip
+
+    sizes, frames, _ = set_spec(name, n)
+    for s, size in enumerate(sizes):
+        for i in range(size):
+            yield f"{name}-s{s}-u{i:04d}", clip(s, i, frames(s, i)), (s + i) % 5
+
+
+def digest(a: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(a, dtype=np.int16).tobytes(), digest_size=8).hexdigest()
+
+
+def pad_collate(items: list[tuple[str, np.ndarray]]) -> tuple[list[str], Any, Any]:
+    """Peers' batches: keys, a zero-padded (B, T) int16 tensor, lengths (as wds_pipeline)."""
+    import torch
+
+    lengths = torch.tensor([len(a) for _, a in items], dtype=torch.int64)
+    out = torch.zeros((len(items), int(lengths.max())), dtype=torch.int16)
+    for r, (_, a) in enumerate(items):
+        out[r, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.int16))
+    return [k for k, _ in items], out, lengths
+
+
+# ----------------------------------------------------------------- writers
+
+
+def write_wds_pipeline(name: str, n: int, out: str) -> None:
+    from wds_pipeline.testing import write_synthetic_dataset
+
+    sizes, frames, _ = set_spec(name, n)
+    write_synthetic_dataset(out, sizes, frames=frames, name=name)
+
+
+def write_webdataset(name: str, n: int, out: str) -> None:
+    import webdataset as wds
+
+    os.makedirs(out, exist_ok=True)
+    with wds.ShardWriter(os.path.join(out, "shard-%06d.tar"), maxcount=set_spec(name, n)[2], verbose=0) as w:
+        for key, a, label in samples(name, n):
+            w.write({"__key__": key, "audio.npy": a, "cls": label})
+
+
+def _litdata_item(spec: tuple[str, int, int, int]) -> dict[str, Any]:
+    from wds_pipeline.testing import clip
+
+    key, s, i, frames = spec
+    return {"key": key, "audio": clip(s, i, frames), "label": (s + i) % 5}
+
+
+def write_litdata(name: str, n: int, out: str) -> None:
+    import litdata
+
+    sizes, frames, _ = set_spec(name, n)
+    inputs = [(f"{name}-s{s}-u{i:04d}", s, i, frames(s, i)) for s, size in enumerate(sizes) for i in range(size)]
+    litdata.optimize(fn=_litdata_item, inputs=inputs, output_dir=out, chunk_bytes="64MB",
+                     num_workers=1, mode="overwrite", start_method="fork")
+
+
+def write_mosaic(name: str, n: int, out: str) -> None:
+    from streaming import MDSWriter
+
+    cols = {"key": "str", "audio": "ndarray:int16", "label": "int"}
+    with MDSWriter(out=out, columns=cols, size_limit="64mb", progress_bar=False) as w:
+        for key, a, label in samples(name, n):
+            w.write({"key": key, "audio": a, "label": label})
+
+
+def write_lhotse(name: str, n: int, out: str, audio_format: str = "wav") -> None:
+    import io
+
+    import soundfile as sf
+    from lhotse import CutSet, Recording
+
+    def cuts() -> Iterator[Any]:
+        for key, a, _ in samples(name, n):
+            buf = io.BytesIO()
+            sf.write(buf, a, SR, format="WAV", subtype="PCM_16")
+            yield Recording.from_bytes(buf.getvalue(), recording_id=key).to_cut()
+
+    os.makedirs(out, exist_ok=True)
+    CutSet(cuts()).to_shar(out, fields={"recording": audio_format}, shard_size=set_spec(name, n)[2])
+
+
+def write_hf(name: str, n: int, out: str) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    feats = datasets.Features({"key": datasets.Value("string"),
+                               "audio": datasets.Sequence(datasets.Value("int16")),
+                               "label": datasets.Value("int64")})
+
+    def gen() -> Iterator[dict[str, Any]]:
+        for key, a, label in samples(name, n):
+            yield {"key": key, "audio": a, "label": label}
+
+    ds = datasets.Dataset.from_generator(gen, features=feats, cache_dir=out + ".cache")
+    ds.save_to_disk(out)
+    shutil.rmtree(out + ".cache", ignore_errors=True)
+
+
+WRITERS: dict[str, Callable[[str, int, str], None]] = {
+    "wds_pipeline": write_wds_pipeline, "webdataset": write_webdataset, "litdata": write_litdata,
+    "mosaic": write_mosaic, "lhotse-wav": write_lhotse, "hf": write_hf,
+}
+
+
+# ----------------------------------------------------------------- loaders
+# Each yields (keys, waveform (B, T) tensor, lengths) per batch; built fresh per run.
+
+
+def load_wds_pipeline(path: str, workers: int, dtype: str = "float32") -> Iterable[Any]:
+    from wds_pipeline import StreamingLoader
+
+    loader = StreamingLoader(os.path.join(path, "index.json"), batch_size=BATCH, num_workers=workers,
+                             waveform_dtype=dtype, last_batch="pad")
+
+    class Epochs:
+        def __iter__(self) -> Iterator[Any]:
+            for b in loader:
+                keys = [k for k, p in zip(b.keys, b.is_padding.tolist()) if not p]
+                yield keys, b.waveform, b.lengths
+
+    return Epochs()
+
+
+def load_webdataset(path: str, workers: int) -> Iterable[Any]:
+    import webdataset as wds
+
+    urls = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".tar"))
+    ds = (wds.WebDataset(urls, shardshuffle=len(urls), empty_check=False, nodesplitter=wds.split_by_node)
+          .shuffle(1000).decode().to_tuple("__key__", "audio.npy").batched(BATCH, collation_fn=pad_collate))
+    return wds.WebLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+
+
+def _by_key(d: dict[str, Any]) -> tuple[str, np.ndarray]:
+    return d["key"], d["audio"]
+
+
+def _collate_dicts(items: list[dict[str, Any]]) -> Any:
+    return pad_collate([_by_key(d) for d in items])
+
+
+def load_litdata(path: str, workers: int) -> Iterable[Any]:
+    import litdata
+
+    ds = litdata.StreamingDataset(path, shuffle=True, batch_decode=0)
+    return litdata.StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=_collate_dicts,
+                                       persistent_workers=workers > 0)
+
+
+def load_mosaic(path: str, workers: int) -> Iterable[Any]:
+    import torch
+    from streaming import StreamingDataset
+
+    ds = StreamingDataset(local=path, shuffle=True, batch_size=BATCH, shuffle_seed=int(time.time()) % 1000)
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=_collate_dicts,
+                                       persistent_workers=workers > 0)
+
+
+class _LhotseAudio:
+    def __getitem__(self, cuts: Any) -> Any:
+        return pad_collate([(c.id, c.load_audio()[0].astype(np.float32) * 32768) for c in cuts])
+
+
+def load_lhotse(path: str, workers: int) -> Iterable[Any]:
+    import torch
+    from lhotse import CutSet
+    from lhotse.dataset import DynamicCutSampler, IterableDatasetWrapper
+    from lhotse.dataset.dataloading import make_worker_init_fn
+
+    cuts = CutSet.from_shar(in_dir=path, shuffle_shards=True, seed="randomized")
+    sampler = DynamicCutSampler(cuts, max_cuts=BATCH, shuffle=True, shuffle_buffer_size=1000, drop_last=False)
+    ds = IterableDatasetWrapper(dataset=_LhotseAudio(), sampler=sampler)
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                                       worker_init_fn=make_worker_init_fn(seed=0))
+
+
+def load_hf(path: str, workers: int) -> Iterable[Any]:
+    import datasets
+    import torch
+
+    ds = datasets.load_from_disk(path).to_iterable_dataset(num_shards=max(2, workers))
+    ds = ds.shuffle(seed=int(time.time()) % 1000, buffer_size=1000).with_format("numpy")
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=_collate_dicts,
+                                       persistent_workers=workers > 0)
+
+
+def loader_for(fmt: str, path: str, workers: int) -> Iterable[Any]:
+    if fmt == "wds_pipeline-int16":
+        return load_wds_pipeline(path, workers, "int16")
+    return {"wds_pipeline": load_wds_pipeline, "webdataset": load_webdataset, "litdata": load_litdata,
+            "mosaic": load_mosaic, "lhotse-wav": load_lhotse, "hf": load_hf}[fmt](path, workers)
+
+
+def data_of(fmt: str) -> str:
+    return "wds_pipeline" if fmt.startswith("wds_pipeline") else fmt
+
+
+# ----------------------------------------------------------------- measuring
+
+
+def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> dict[str, Any]:
+    """Two epochs of one fresh loader: epoch 1 with construction on the clock."""
+    out: dict[str, Any] = {}
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        loader = loader_for(fmt, path, workers)
+        for epoch in (1, 2):
+            keys: list[str] = []
+            first = None
+            start = t0 if epoch == 1 else time.perf_counter()
+            for k, wave, _ in loader:
+                wave.shape  # noqa: B018 (the step takes the tensor; float32 is made here)
+                if first is None:
+                    first = time.perf_counter() - start
+                keys.extend(k)
+            dt = time.perf_counter() - start
+            got = Counter(keys)
+            ok = got == want
+            out[f"epoch{epoch}"] = {
+                "samples": len(keys), "seconds": dt, "first_batch_s": first, "keys_ok": ok,
+                "samples_per_s": len(keys) / dt if ok else None,
+                "mb_per_s": frames * 2 / 1e6 / dt if ok else None,
+            }
+            if not ok:
+                out[f"epoch{epoch}"]["key_error"] = (
+                    f"{len(got - want)} extra/duplicate, {len(want - got)} missing of {len(want)}")
+        del loader
+        gc.collect()  # shut its workers down here, before the next loader forks new ones
+    out["peak_rss"], out["peak_pss"] = mem.peak_rss, mem.peak_pss
+    return out
+
+
+def verify(fmt: str, path: str, ref: dict[str, str]) -> str | None:
+    """Untimed: every array equal to the source. None when equal, else what differs."""
+    got: dict[str, str] = {}
+    for keys, wave, lengths in loader_for(fmt, path, 0):
+        w = wave.numpy()
+        if w.dtype != np.int16:
+            w = np.round(w * 32768).astype(np.int16)
+        n = len(keys)  # wds_pipeline: padding rows come last and are not in keys
+        for r in range(n):
+            got[keys[r]] = digest(w[r, : int(lengths[r])])
+    if set(got) != set(ref):
+        return f"key set differs: {len(set(ref) - set(got))} missing, {len(set(got) - set(ref))} extra"
+    bad = [k for k in ref if got[k] != ref[k]]
+    return f"{len(bad)} arrays differ (e.g. {bad[0]})" if bad else None
+
+
+def dir_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def stub_torchvision() -> None:
+    """``import streaming`` imports torchvision at module level; PyPI's torchvision is a CUDA
+    build that cannot load next to CPU torch, and MDSWriter/StreamingDataset never use it."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
+        stub = os.path.join(tempfile.gettempdir(), "peers-torchvision-stub")
+        files = {  # exactly the names streaming imports
+            "__init__.py": "",
+            "datasets.py": "class VisionDataset:\n    pass\n\n\nclass CIFAR10(VisionDataset):\n    pass\n",
+            "transforms/__init__.py": "",
+            "transforms/functional.py": "def to_tensor(x):\n    raise NotImplementedError('torchvision stub')\n",
+        }
+        for rel, text in files.items():
+            p = os.path.join(stub, "torchvision", rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write(text)
+        sys.path.insert(0, stub)
+        os.environ["PYTHONPATH"] = stub + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+def available(formats: Iterable[str]) -> dict[str, str]:
+    """Formats whose packages cannot be imported, with the reason."""
+    mods = {"webdataset": "webdataset", "litdata": "litdata", "mosaic": "streaming",
+            "lhotse-wav": "lhotse", "hf": "datasets"}
+    missing = {}
+    for f in formats:
+        if f in mods:
+            try:
+                __import__(mods[f])
+            except Exception as e:  # an import error of any kind means: not runnable here
+                missing[f] = f"{type(e).__name__}: {e}"
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", type=int, default=1000)
+    ap.add_argument("--utts", type=int, default=500)
+    ap.add_argument("--workers", default="0,2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "peers"))
+    ap.add_argument("--json-out", default=None, help="default: results/peers.json (a temp file with --quick)")
+    ap.add_argument("--png-out", default=None, help="default: results/peers.png (a temp file with --quick)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (results in a temp folder)")
+    ap.add_argument("--check", action="store_true", help="only check that every peer imports (exit 2 if not)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.clips, args.utts, args.repeats = 130, 70, 1
+        args.data_dir += "-quick"
+    # A smoke run never replaces the reported figures.
+    out = os.path.join(tempfile.gettempdir(), "peers-quick") if args.quick else os.path.join(RESULTS, "peers")
+    args.json_out = args.json_out or out + ".json"
+    args.png_out = args.png_out or out + ".png"
+    warnings.filterwarnings("ignore")
+    stub_torchvision()
+    formats = args.formats.split(",")
+    missing = available(formats)
+    if missing:
+        for f, why in missing.items():
+            print(f"cannot run {f}: {why}", file=sys.stderr)
+        return 2
+    if args.check:
+        return 0
+    workers = [int(w) for w in args.workers.split(",")]
+    sets = {"clips": args.clips, "utts": args.utts}
+    load = os.getloadavg()
+    setup: dict[str, Any] = {**machine(), "batch": BATCH, "workers": workers, "repeats": args.repeats,
+                             "sets": {"clips": f"{args.clips} x 3 s", "utts": f"{args.utts} x 1-15 s"},
+                             "load_before": [round(x, 2) for x in load], "reported": "median of interleaved repeats"}
+    for mod in ("litdata", "streaming", "lhotse", "datasets", "webdataset"):
+        setup[mod] = getattr(__import__(mod), "__version__", "?")
+    print("setup:", setup, flush=True)
+
+    conversion: dict[str, dict[str, Any]] = {}
+    refs: dict[str, dict[str, str]] = {}
+    paths: dict[tuple[str, str], str] = {}
+    frames_of: dict[str, int] = {}
+    for name, n in sets.items():
+        refs[name] = {k: digest(a) for k, a, _ in samples(name, n)}
+        frames_of[name] = sum(len(a) for _, a, _ in samples(name, n))
+        for fmt in sorted({data_of(f) for f in formats}):
+            out = os.path.join(args.data_dir, f"{name}-{n}", fmt)
+            shutil.rmtree(out, ignore_errors=True)
+            t = time.perf_counter()
+            WRITERS[fmt](name, n, out)
+            dt = time.perf_counter() - t
+            paths[(name, fmt)] = out
+            conversion[f"{name}/{fmt}"] = {"seconds": dt, "samples_per_s": n / dt, "bytes": dir_size(out)}
+            print(f"wrote {name}/{fmt}: {dt:.1f} s, {dir_size(out) / 1e6:.0f} MB", flush=True)
+
+    checks: dict[str, str | None] = {}
+    for name in sets:
+        for fmt in formats:
+            checks[f"{name}/{fmt}"] = verify(fmt, paths[(name, data_of(fmt))], refs[name])
+            print(f"arrays {name}/{fmt}: {checks[f'{name}/{fmt}'] or 'identical'}", flush=True)
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(args.repeats):
+        for name in sets:
+            want = Counter(list(refs[name]))
+            for w in workers:
+                order = formats if rep % 2 == 0 else formats[::-1]  # alternate who runs first
+                for fmt in order:
+                    r = run(fmt, paths[(name, data_of(fmt))], w, want, frames_of[name])
+                    runs.setdefault(f"{name}/w{w}/{fmt}", []).append(r)
+                    print(f"rep {rep} {name}/w{w}/{fmt}: " + ", ".join(
+                        f"ep{e} {r[f'epoch{e}']['samples_per_s'] or 0:,.0f}/s" for e in (1, 2)), flush=True)
+
+    table = summarize(runs, checks, formats, sets, workers)
+    result = {"setup": {**setup, "load_after": [round(x, 2) for x in os.getloadavg()]},
+              "conversion": conversion, "array_checks": checks, "table": table, "runs": runs}
+    write_json(args.json_out, result)
+    chart(table, formats, args.png_out, setup)
+    print_table(table, formats)
+    print(f"wrote {args.json_out} and {args.png_out}")
+    return 0
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], checks: dict[str, str | None], formats: list[str],
+              sets: dict[str, int], workers: list[int]) -> dict[str, dict[str, Any]]:
+    """Per column (set, workers, epoch): median samples/s per format, and the median over
+    repeats of each format's rate / wds_pipeline's default rate in the same repeat."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in sets:
+        for w in workers:
+            for e in (1, 2):
+                col: dict[str, Any] = {}
+                base = [r[f"epoch{e}"]["samples_per_s"] for r in runs[f"{name}/w{w}/wds_pipeline"]]
+                for fmt in formats:
+                    rs = runs[f"{name}/w{w}/{fmt}"]
+                    rates = [r[f"epoch{e}"]["samples_per_s"] for r in rs]
+                    if checks[f"{name}/{fmt}"] or any(x is None for x in rates):
+                        col[fmt] = {"samples_per_s": None,
+                                    "why": checks[f"{name}/{fmt}"] or "a timed epoch lost or repeated keys"}
+                        continue
+                    ratios = [x / b for x, b in zip(rates, base) if b]
+                    col[fmt] = {
+                        "samples_per_s": statistics.median(rates),
+                        "mb_per_s": statistics.median(r[f"epoch{e}"]["mb_per_s"] for r in rs),
+                        "first_batch_s": statistics.median(r[f"epoch{e}"]["first_batch_s"] for r in rs),
+                        "over_wds_pipeline": statistics.median(ratios) if ratios else None,
+                        "peak_rss_mb": max(r["peak_rss"] for r in rs) / 1e6,
+                        "peak_pss_mb": max(r["peak_pss"] for r in rs) / 1e6,
+                    }
+                table[f"{name}/w{w}/epoch{e}"] = col
+    return table
+
+
+def print_table(table: dict[str, dict[str, Any]], formats: list[str]) -> None:
+    print(f"\n{'samples/s (median)':22}" + "".join(f"{f:>20}" for f in formats))
+    for col, cells in table.items():
+        row = []
+        for f in formats:
+            c = cells[f]
+            if c["samples_per_s"] is None:
+                row.append(f"{'n/a':>20}")
+            else:
+                row.append(f"{c['samples_per_s']:>11,.0f} ({c['over_wds_pipeline']:.2f}x)")
+        print(f"{col:22}" + "".join(row))
+
+
+def chart(table: dict[str, dict[str, Any]], formats: list[str], path: str, setup: dict[str, Any]) -> None:
+    """Grouped bars: one group per column (set/workers/epoch), one bar per format."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # matplotlib is optional
+        print(f"no chart: {e}")
+        return
+    cols = list(table)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(cols)), 5.0))
+    width = 0.8 / len(formats)
+    for j, f in enumerate(formats):
+        vals = [table[c][f]["samples_per_s"] or 0.0 for c in cols]
+        ax.bar([i + j * width for i in range(len(cols))], vals, width, label=f)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))])
+    ax.set_xticklabels([c.replace("/", "\n") for c in cols], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("samples/s (median)")
+    ax.set_title(f"batch {BATCH}, shuffle on; {setup['machine']}; load {setup['load_before']}", fontsize=9)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
