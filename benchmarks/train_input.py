@@ -44,6 +44,7 @@ from tools.slowfs import mount_slowfs
 from wds_pipeline.builder import BuildOptions, build_dataset
 from wds_pipeline.synth import synth_librispeech
 from wds_pipeline.train.config import parse_config
+from wds_pipeline.train.metrics import timed
 from wds_pipeline.train.trainer import Trainer
 
 warnings.filterwarnings("ignore", message="This DataLoader will create")
@@ -141,16 +142,11 @@ def per_file(paths: list[str], args) -> dict:
                     generator=torch.Generator().manual_seed(0))
     wait = total = 0.0
     n = 0
-    it = iter(dl)
-    while True:
-        t0 = time.perf_counter()
-        batch = next(it, None)
+    for batch, waited in timed(dl):
         t1 = time.perf_counter()
-        if batch is None:
-            break
         model(batch, torch.full((len(batch),), batch.shape[1]))
-        wait += t1 - t0
-        total += time.perf_counter() - t0
+        wait += waited
+        total += waited + time.perf_counter() - t1
         n += len(batch)
     return {"samples": n, "seconds": total, "samples_per_s": n / total, "data_wait": wait / total}
 

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+def timed(items: Iterable[T]) -> Iterator[tuple[T, float]]:
+    """Each item with the seconds spent blocked waiting for it: the data-wait of a loop."""
+    it = iter(items)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - t0
 
 
 def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:

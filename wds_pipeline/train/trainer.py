@@ -28,7 +28,7 @@ from ..loader import StreamingLoader
 from .checkpoint import CheckpointManager
 from .config import TrainConfig
 from .distributed import broadcast, check_same_weights, gather, init_distributed, sync_buffers
-from .metrics import MetricsLog
+from .metrics import MetricsLog, timed
 from .rng import capture_rng_state, restore_rng_state
 from .statediff import state_dict_diff
 from .validate import validate
@@ -287,17 +287,12 @@ class Trainer:
                 epoch = self.loader.epoch
                 self.model.train()
                 micro = 0
-                it = iter(self.loader)
                 bar = self._progress(epoch)
                 this_epoch = {"samples": 0, "wait": 0.0, "time": 0.0, "first_wait": -1.0}
-                while True:
-                    t0 = time.perf_counter()
-                    batch = next(it, None)
+                for batch, wait in timed(self.loader):
                     t1 = time.perf_counter()
-                    if batch is None:
-                        break
                     if this_epoch["first_wait"] < 0:  # epoch start-up: workers, buffer warm-up
-                        this_epoch["first_wait"] = t1 - t0
+                        this_epoch["first_wait"] = wait
                     if keys_log is not None:
                         real = [k for k, p in zip(batch.keys, batch.is_padding.tolist()) if not p]
                         keys_log.write(f"{epoch}\t{batch.index}\t{','.join(real)}\n")
@@ -307,10 +302,10 @@ class Trainer:
                     if micro == accum:
                         self._optimizer_step()
                         micro = 0
-                    dt = time.perf_counter() - t0
+                    dt = wait + time.perf_counter() - t1
                     for acc in (totals, window, this_epoch):
                         acc["samples"] += n
-                        acc["wait"] += t1 - t0
+                        acc["wait"] += wait
                         acc["time"] += dt
                     window["loss"] += loss
                     window["batches"] += 1
