@@ -11,6 +11,7 @@ with the same weights, bit for bit on CPU, having seen the same sample sequence.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import math
 import sys
@@ -183,6 +184,10 @@ class Trainer:
         """Leave the process group this trainer joined (torchrun runs)."""
         if self.dist.initialized_here and torch.distributed.is_initialized():
             torch.distributed.barrier()  # no rank tears the group down under another's collective
+            # DDP's reducer holds the process group: release it now, so that gloo's threads
+            # stop here and not during interpreter shutdown (which aborts with SIGABRT).
+            self.net = self.model
+            gc.collect()
             torch.distributed.destroy_process_group()
 
     # -- checkpoint content ------------------------------------------------------
