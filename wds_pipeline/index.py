@@ -59,6 +59,26 @@ class BuildCounts:
 
 
 @dataclass
+class VadCounts:
+    """What voice activity detection (``--vad``) did to a shard's or a split's inputs."""
+
+    clips_trimmed: int = 0  # clips that lost leading/trailing non-speech
+    clips_dropped: int = 0  # all-silence clips, rejected (also counted in BuildCounts.rejected)
+    samples_removed: int = 0  # at the output rate, trimmed from the clips that were kept
+
+    def add(self, other: VadCounts) -> None:
+        self.clips_trimmed += other.clips_trimmed
+        self.clips_dropped += other.clips_dropped
+        self.samples_removed += other.samples_removed
+
+    def extras(self, method: str, sample_rate: int) -> dict[str, Any]:
+        """The index's ``extras["vad"]``."""
+        return {"method": method, "clips_trimmed": self.clips_trimmed,
+                "clips_dropped": self.clips_dropped,
+                "seconds_removed": round(self.samples_removed / sample_rate, 6)}
+
+
+@dataclass
 class DatasetIndex:
     name: str
     shards: list[ShardInfo]

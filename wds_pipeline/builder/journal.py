@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import storage
-from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, join_url
+from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts, join_url
 from ..records import Reject
 from .options import OutputConflictError
 
@@ -35,6 +35,7 @@ class JournalEntry:
     info: ShardInfo | None  # None: all inputs rejected, no tar
     rejects: list[Reject] = field(default_factory=list)
     counts: BuildCounts = field(default_factory=BuildCounts)
+    vad: VadCounts | None = None  # None: built without --vad
 
     def to_json(self) -> bytes:
         d = {
@@ -48,6 +49,8 @@ class JournalEntry:
             "counts": {"inputs": self.counts.inputs, "written": self.counts.written,
                        "rejected": self.counts.rejected, "samples": self.counts.samples},
         }
+        if self.vad is not None:  # absent without --vad: those entries stay as they were
+            d["vad"] = asdict(self.vad)
         return (json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
@@ -62,6 +65,7 @@ class JournalEntry:
                 info=ShardInfo.from_dict(d["info"]) if d["info"] else None,
                 rejects=[Reject.from_dict(r) for r in d["rejects"]],
                 counts=BuildCounts(**d["counts"]),
+                vad=VadCounts(**d["vad"]) if d.get("vad") is not None else None,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{source}: unreadable journal entry ({e})") from None

@@ -15,6 +15,7 @@ Normalize = Literal["none", "peak", "loudness"]
 CODECS = ("npy", "flac")
 COMPRESSIONS = ("none", "zstd")
 NORMALIZES = ("none", "peak", "loudness")
+VADS = ("none", "energy")
 
 PRE, SHARDING, RUNNING = "preprocessing", "sharding", "running"  # --help sections
 
@@ -53,6 +54,11 @@ class BuildOptions:
     zstd_level: int = option(3, help="zstd level 1-22", metavar="LEVEL", group=PRE)
     normalize: Normalize = option("none", help="gain normalisation", group=PRE)
     trim_silence: bool = option(False, help="trim leading/trailing silence", group=PRE)
+    vad: Literal["none", "energy"] = option(
+        "none", group=PRE,
+        help="voice activity detection: energy trims leading/trailing non-speech and rejects "
+        "clips with no speech ('all silence'); seconds removed and clips dropped are counted "
+        "in the index's extras (silero is not available yet)")
     chunk_seconds: float | None = option(
         None, metavar="SECONDS", group=PRE,
         help="cut each input into chunks of this length (keys get -c0000, -c0001...)")
@@ -131,6 +137,8 @@ class BuildOptions:
                       "use --codec npy --compress zstd or --codec flac --compress none")
         if self.normalize not in NORMALIZES:
             raise bad(f"--normalize {self.normalize!r}: choose one of {', '.join(NORMALIZES)}")
+        if self.vad not in VADS:
+            raise bad(f"--vad {self.vad!r}: choose one of {', '.join(VADS)}")
         if self.sample_rate <= 0:
             raise bad(f"--sample-rate must be positive, got {self.sample_rate}")
         if self.shard_size < 1:
@@ -171,6 +179,8 @@ class BuildOptions:
             d["zstd_level"] = None
         if self.chunk_seconds is None:
             d["min_chunk_seconds"] = None
+        if self.vad == "none":
+            del d["vad"]  # builds without VAD keep the fingerprint they had before it existed
         return d
 
 

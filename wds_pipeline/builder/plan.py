@@ -41,6 +41,7 @@ class WorkerConfig:
     max_duration: float | None
     chunk_seconds: float | None
     min_chunk_seconds: float
+    vad: str = "none"  # BuildOptions.vad
 
     @property
     def sample_rate(self) -> int:

@@ -76,7 +76,7 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     cfg = WorkerConfig(preprocess=pre, audio_field=audio_field, zstd_level=options.zstd_level,
                        fbank=fb, min_duration=options.min_duration,
                        max_duration=options.max_duration, chunk_seconds=options.chunk_seconds,
-                       min_chunk_seconds=options.min_chunk_seconds)
+                       min_chunk_seconds=options.min_chunk_seconds, vad=options.vad)
     preprocessing = dict(pre.to_dict())
     if options.chunk_seconds is None:
         preprocessing["min_chunk_seconds"] = None  # unused without chunking
@@ -88,6 +88,8 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
         "min_duration": options.min_duration,
         "max_duration": options.max_duration,
     })
+    if options.vad != "none":  # absent otherwise: indexes built without VAD stay as they were
+        preprocessing["vad"] = options.vad
     return cfg, preprocessing
 
 

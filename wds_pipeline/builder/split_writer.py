@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .. import format as fmt
 from .. import storage
-from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, join_url
+from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts, join_url
 from ..records import Reject
 from ..version import __version__
 from .journal import (
@@ -55,6 +55,7 @@ class ShardOutcome:
     rejects: list[Reject] = field(default_factory=list)
     counts: BuildCounts = field(default_factory=BuildCounts)
     reused: bool = False  # skipped thanks to a verified journal entry
+    vad: VadCounts | None = None  # None: built without --vad
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def journal_shard(task: ShardTask, outcome: ShardOutcome) -> None:
     write_journal(task, JournalEntry(
         fingerprint=task.fingerprint, split=task.split, shard=task.name,
         inputs_sha256=task.inputs_sha256, info=outcome.info, rejects=outcome.rejects,
-        counts=outcome.counts,
+        counts=outcome.counts, vad=outcome.vad,
     ))
 
 
@@ -182,7 +183,7 @@ class SplitWriter:
             if entry_reusable(entry, task):
                 self.outcomes[task.index] = ShardOutcome(plan.split, task.index, entry.info,
                                                          entry.rejects, entry.counts,
-                                                         reused=True)
+                                                         reused=True, vad=entry.vad)
             else:
                 self.log(f"{plan.split}: {task.name} does not match its journal entry "
                          "(changed or truncated); rebuilding it")
@@ -238,6 +239,7 @@ def assemble_index(plan: SplitPlan, outcomes: Mapping[int, ShardOutcome],
                    preprocessing: dict[str, Any], cfg: WorkerConfig) -> DatasetIndex:
     counts = BuildCounts(inputs=plan.num_inputs, rejected=len(plan.rejects))
     rejects = list(plan.rejects)
+    vad = VadCounts()
     shards = []
     for task in plan.shards:  # plan order, whatever order the workers finished in
         o = outcomes[task.index]
@@ -247,7 +249,12 @@ def assemble_index(plan: SplitPlan, outcomes: Mapping[int, ShardOutcome],
         counts.written += o.counts.written
         counts.rejected += o.counts.rejected
         counts.samples += o.counts.samples
+        if o.vad is not None:
+            vad.add(o.vad)
     counts.check()
+    extras = dict(plan.extras)
+    if cfg.vad != "none":
+        extras["vad"] = vad.extras(cfg.vad, cfg.sample_rate)
     fields = {cfg.audio_field, fmt.JSON}
     if plan.label_map:
         fields.add(fmt.CLS)
@@ -257,6 +264,6 @@ def assemble_index(plan: SplitPlan, outcomes: Mapping[int, ShardOutcome],
         name=f"{plan.dataset}-{plan.split}", shards=shards, sample_rate=cfg.sample_rate,
         fields=sorted(fields), audio_field=cfg.audio_field, dataset=plan.dataset,
         split=plan.split, label_map=plan.label_map, preprocessing=preprocessing,
-        counts=counts, rejected=sorted(rejects), extras=plan.extras,
+        counts=counts, rejected=sorted(rejects), extras=extras,
         build_fingerprint=plan.fingerprint, tool_version=__version__,
     )

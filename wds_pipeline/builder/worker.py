@@ -18,7 +18,8 @@ import numpy as np
 # workers start with soundfile/soxr/fsspec already imported.
 from .. import audio, storage
 from .. import format as fmt
-from ..index import BuildCounts, ShardInfo
+from ..audio.vad import speech_span
+from ..index import BuildCounts, ShardInfo, VadCounts
 from ..records import Reject
 from .plan import PlannedInput, ShardTask, WorkerConfig
 from .recordings import ShardRecordings
@@ -36,7 +37,9 @@ class _Sample:
     frames: int
 
 
-def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sample]:
+def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
+                 lead: int = 0) -> list[_Sample]:
+    """``lead``: samples (at the output rate) that VAD trimmed off the start of ``x``."""
     rate = cfg.sample_rate
     pcm = x  # int16 mono at the target rate (audio.load_and_preprocess)
     if cfg.chunk_seconds is not None:
@@ -59,7 +62,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
             "sample_rate": rate,
             "num_samples": len(piece),
             "source": p.rel.split("#", 1)[0],
-            "offset": round(float(rec.offset) + start / rate, 6),
+            "offset": round(float(rec.offset) + (lead + start) / rate, 6),
             "dataset": rec.dataset,
             "split": rec.split,
         })
@@ -85,8 +88,8 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig) -> list[_Sam
     return samples
 
 
-def _input_samples(p: PlannedInput, cfg: WorkerConfig,
-                   recordings: ShardRecordings) -> tuple[list[_Sample], Reject | None]:
+def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordings,
+                   vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
     """The samples of one input, or the reason it became none."""
     try:
         x = recordings.segment(p)
@@ -95,6 +98,20 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig,
     except _INPUT_ERRORS as e:
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
+    if cfg.vad == "energy":
+        span = speech_span(x, cfg.sample_rate)
+        if span is None:
+            vad.clips_dropped += 1
+            return [], Reject(p.rel, f"all silence (--vad energy found no speech in "
+                                     f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
+        removed = len(x) - (span[1] - span[0])
+        if removed:
+            vad.clips_trimmed += 1
+            vad.samples_removed += removed
+            x = x[span[0]:span[1]]
+        lead = span[0]
+    else:
+        lead = 0
     dur = len(x) / cfg.sample_rate
     if dur < cfg.min_duration:
         return [], Reject(p.rel, f"shorter than --min-duration ({dur:.3f} s < "
@@ -102,7 +119,7 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig,
     if cfg.max_duration is not None and dur > cfg.max_duration:
         return [], Reject(p.rel, f"longer than --max-duration ({dur:.3f} s > "
                                  f"{cfg.max_duration:g} s)", "filter")
-    samples = _samples_for(p, x, cfg)
+    samples = _samples_for(p, x, cfg, lead)
     if not samples:
         return [], Reject(p.rel, f"no chunk of at least {cfg.min_chunk_seconds:g} s "
                                  f"({dur:.3f} s with --chunk-seconds {cfg.chunk_seconds:g})",
@@ -115,6 +132,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     cfg = task.worker
     rejects: list[Reject] = []
     counts = BuildCounts(inputs=len(task.inputs))
+    vad = VadCounts()
     info: ShardInfo | None = None
     with staged_shard(task) as staged:
         hw = storage.HashingWriter(staged.file)
@@ -122,7 +140,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         frames: list[int] = []
         recordings = ShardRecordings(task.inputs, cfg, task.storage_options)
         for p in task.inputs:
-            samples, reject = _input_samples(p, cfg, recordings)
+            samples, reject = _input_samples(p, cfg, recordings, vad)
             if reject is not None:
                 rejects.append(reject)
                 continue
@@ -146,6 +164,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
             )
             staged.commit()
     counts.check()
-    outcome = ShardOutcome(task.split, task.index, info, sorted(rejects), counts)
+    outcome = ShardOutcome(task.split, task.index, info, sorted(rejects), counts,
+                           vad=vad if cfg.vad != "none" else None)
     journal_shard(task, outcome)
     return outcome
