@@ -61,12 +61,12 @@ class PreflightReport:
 def run_preflight(cfg: TrainConfig) -> PreflightReport:
     r = PreflightReport()
     _check_backends(r)
-    indexes = _check_indexes(r, cfg)
+    train, indexes = _check_indexes(r, cfg)
     if indexes:
         _check_cache(r, cfg, indexes)
     _check_checkpoint_dir(r, cfg)
-    if indexes and all(c.status != "fail" for c in r.checks):
-        _check_rates_and_memory(r, cfg)
+    if train and all(c.status != "fail" for c in r.checks):
+        _check_rates_and_memory(r, cfg, train)
     return r
 
 
@@ -109,9 +109,12 @@ def _build_command(url: str, what: str) -> str:
     return f"wds-pipeline build {src} {url} /content/shards  (then train on /content/shards/<split>)"
 
 
-def _check_indexes(r: PreflightReport, cfg: TrainConfig) -> list[DatasetIndex]:
+def _check_indexes(r: PreflightReport, cfg: TrainConfig) -> tuple[list[DatasetIndex], list[DatasetIndex]]:
+    """The training indexes (all of them, or none when one is unusable) and every index that
+    loaded; read once, then handed to the loaders the later checks build."""
     so = cfg.loader.storage_options
     found: list[DatasetIndex] = []
+    train: list[DatasetIndex] = []
     for role, urls in (("train", cfg.data.train), ("valid", cfg.data.valid)):
         for url in urls:
             name = f"{role} data"
@@ -138,9 +141,13 @@ def _check_indexes(r: PreflightReport, cfg: TrainConfig) -> list[DatasetIndex]:
             r.add(name, "pass", f"{url}: {index.num_samples} samples, {len(index.shards)} shards, "
                   f"{hours:.2f} h, {len(index.label_map)} classes")
             found.append(index)
-    if found:
-        _check_sample_decodes(r, cfg)
-    return found
+            if role == "train":
+                train.append(index)
+    if len(train) != len(cfg.data.train):
+        train = []
+    if train:
+        _check_sample_decodes(r, cfg, train)
+    return train, found
 
 
 def storage_dir(url: str) -> str:
@@ -148,36 +155,38 @@ def storage_dir(url: str) -> str:
 
 
 def _shard_problems(index: DatasetIndex, so: dict) -> list[str]:
-    """Every shard present with the size the index records (one listing per folder)."""
-    sizes: dict[str, int] = {}
+    """Every shard present with the size the index records (one listing per folder, not one
+    stat per shard: each costs a round trip on Drive or GCS)."""
+    if not index.shards:
+        return ["index lists no shards"]
+    listings: dict[str, dict[str, int] | None] = {}
     problems = []
-    if sum(s.nsamples for s in index.shards) != index.num_samples or not index.shards:
-        problems.append("index lists no shards" if not index.shards else "sample counts disagree")
     for i, shard in enumerate(index.shards):
-        url = index.shard_url(i)
-        folder = url.rsplit("/", 1)[0]
-        if folder not in sizes:
+        folder, _, name = index.shard_url(i).rpartition("/")
+        if folder not in listings:
             try:
                 fs, path = storage.url_to_fs(folder, **so)
-                for entry in fs.ls(path, detail=True):
-                    sizes[entry["name"].rstrip("/").rsplit("/", 1)[-1] + "@" + folder] = int(entry.get("size") or 0)
+                listings[folder] = {e["name"].rstrip("/").rpartition("/")[2]: int(e.get("size") or 0)
+                                    for e in fs.ls(path, detail=True)}
             except OSError as e:
                 problems.append(f"cannot list {folder}: {e}")
-                sizes[folder] = -1
-                continue
-        size = sizes.get(url.rsplit("/", 1)[-1] + "@" + folder)
+                listings[folder] = None
+        listing = listings[folder]
+        if listing is None:
+            continue
+        size = listing.get(name)
         if size is None:
-            problems.append(f"{url} is missing")
+            problems.append(f"{folder}/{name} is missing")
         elif size != shard.filesize:
-            problems.append(f"{url} has {size} bytes, the index says {shard.filesize}")
+            problems.append(f"{folder}/{name} has {size} bytes, the index says {shard.filesize}")
     return problems
 
 
-def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig) -> None:
+def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig, train: list[DatasetIndex]) -> None:
     from ..loader import StreamingLoader
 
     try:
-        loader = StreamingLoader(list(cfg.data.train), cfg.loader, num_workers=0, batch_size=2,
+        loader = StreamingLoader(train, cfg.loader, num_workers=0, batch_size=2,
                                  max_batch_seconds=None, persistent_workers=False, rank=0, world_size=1)
         batch = next(iter(loader))
         shape = tuple(batch.waveform.shape) if batch.waveform is not None else ()
@@ -267,11 +276,11 @@ def _configured_batch(cfg: TrainConfig, typical_seconds: float) -> int:
     return max(1, int((lc.max_batch_seconds or 60) / max(seconds, 1e-3)))
 
 
-def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig) -> None:
+def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[DatasetIndex]) -> None:
     from ..loader import StreamingLoader
     from .trainer import load_factory, resolve_device, resolve_precision
 
-    loader = StreamingLoader(list(cfg.data.train), cfg.loader, persistent_workers=False)
+    loader = StreamingLoader(train, cfg.loader, persistent_workers=False)
     total = sum(i.total_duration for i in loader.indexes)
     typical = total / max(1, loader.num_samples)
     device = resolve_device(cfg.run.device)

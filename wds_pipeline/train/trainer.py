@@ -414,17 +414,16 @@ class Trainer:
             "samples_per_s": w["samples"] / w["time"] if w["time"] else 0.0,
             "data_wait": w["wait"] / w["time"] if w["time"] else 0.0,
         }
-        metrics.write("train", self.step, values)
-        if not self.dist.is_main:
-            w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
+        w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
+        if not self.dist.is_main:  # rank 0 logs for everyone
             return
+        metrics.write("train", self.step, values)
         line = (f"epoch {epoch} step {self.step} loss {values['loss']:.4f} lr {values['lr']:.2e} "
                 f"{values['samples_per_s']:.1f} samples/s data-wait {100 * values['data_wait']:.1f}%")
         if bar is not None:
             bar.write(line, file=sys.stderr)
         else:
             self.log(line)
-        w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
 
     def _progress(self, epoch: int):
         if not self.cfg.run.progress or not self.dist.is_main:
