@@ -308,6 +308,19 @@ def assign_shards(items: list[Any], *, shard_size: int, max_bytes: int | None,
     return shards
 
 
+def _by_recording(keyed: list[tuple[SourceRecord, str]], seed: int | None
+                  ) -> list[tuple[SourceRecord, str]]:
+    """``keyed`` (id order) regrouped so each recording's segments are consecutive; the
+    recordings in order of their first id, or shuffled with ``seed``."""
+    groups: dict[str, list[tuple[SourceRecord, str]]] = {}
+    for item in keyed:
+        groups.setdefault(item[0].path, []).append(item)
+    order = list(groups.values())
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    return [item for group in order for item in group]
+
+
 def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:06d}.tar"
 
@@ -316,8 +329,15 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
                source_options: Mapping[str, Any], worker: WorkerConfig,
                preprocessing: Mapping[str, Any],
                staging_dir: Callable[[str], str],
-               durations: Mapping[str, float] | None = None) -> list[SplitPlan]:
-    """One :class:`SplitPlan` per split, in sorted split order."""
+               durations: Mapping[str, float] | None = None,
+               keep_recordings_together: bool = False) -> list[SplitPlan]:
+    """One :class:`SplitPlan` per split, in sorted split order.
+
+    ``keep_recordings_together`` (a source's ``KEEP_RECORDINGS_TOGETHER``): the segments of
+    one recording stay consecutive, in id order, and the seeded shuffle moves whole
+    recordings; a worker then decodes each recording once for the build (once per shard it
+    spans) instead of once in nearly every shard.
+    """
     if not scan.records and not scan.rejects:
         raise BuildConfigError(f"{root}: the {source} source found no inputs; check SRC and the "
                                f"source options (wds-pipeline build {source} --help)")
@@ -345,7 +365,9 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
         label_map = make_label_map(records)
         keyed, key_rejects = plan_keys(records, chunking=options.chunk_seconds is not None,
                                        root=root)
-        if options.shuffle_seed is not None:
+        if keep_recordings_together:
+            keyed = _by_recording(keyed, options.shuffle_seed)
+        elif options.shuffle_seed is not None:
             random.Random(options.shuffle_seed).shuffle(keyed)
         planned = [
             PlannedInput(

@@ -176,10 +176,13 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     cfg, preprocessing = worker_config(options)
     durations = (_probe_durations(scan, root, options, log)
                  if options.max_shard_bytes is not None else None)
+    from ..sources import get_source
+
+    together = bool(getattr(get_source(source), "KEEP_RECORDINGS_TOGETHER", False))
     plans = make_plans(scan, source=source, root=root, out=out, options=options,
                        source_options=option_values(resolved), worker=cfg,
-                       preprocessing=preprocessing,
-                       staging_dir=staging_dir_for, durations=durations)
+                       preprocessing=preprocessing, staging_dir=staging_dir_for,
+                       durations=durations, keep_recordings_together=together)
 
     with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
                 log=log) as lock:

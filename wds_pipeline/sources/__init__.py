@@ -6,6 +6,9 @@ A source module declares
     @dataclass(frozen=True) class Options        # its options, fields declared with
                                                  # wds_pipeline.options.option(help=...)
     scan(root: str, options: Options | None = None) -> wds_pipeline.records.SourceScan
+    KEEP_RECORDINGS_TOGETHER: bool = False       # optional: True when many segments share
+                                                 # a recording (plan them consecutively so
+                                                 # it is decoded once, not once per shard)
 
 The build command's flags, ``--help`` and ``--config`` keys for the source are generated
 from ``Options`` (see :mod:`wds_pipeline.options`); nothing else is written per source.

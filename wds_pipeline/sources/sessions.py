@@ -49,6 +49,9 @@ from wds_pipeline.sources._whisperx import (
 from wds_pipeline.sources.manifest import check_split
 
 NAME = "sessions"
+# Thousands of words share one long recording: planned consecutively, each recording is
+# decoded once per shard it spans instead of once in nearly every shard.
+KEEP_RECORDINGS_TOGETHER = True
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4", ".aac")
 DEFAULT_TRANSCRIPT = "whisperx_output.json"
 
