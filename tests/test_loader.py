@@ -356,6 +356,37 @@ def test_float32_output_ships_int16_from_the_workers(ds):
     assert raw.waveform.dtype == torch.int16
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_once_float32_is_read_on_the_cpu_the_workers_write_it_exactly(ds, workers):
+    # The first batch read on the CPU is scaled in the main process; from then on the
+    # workers (or the in-process collator) gather straight into float32, one pass.
+    opts = dict(batch_size=4, num_workers=workers, last_batch="pad", seed=3,
+                persistent_workers=workers > 0)
+    int_loader = StreamingLoader(ds, waveform_dtype="int16", **opts)
+    ints = [b for _ in range(2) for b in int_loader]  # epochs 0 and 1
+    loader = StreamingLoader(ds, **opts)
+    arrived_float = []
+    floats = []
+    for _ in range(2):
+        for b in loader:
+            arrived_float.append(b._pending is None)
+            floats.append(b.waveform.clone())
+    assert not arrived_float[0]  # nothing asked for float32 on the CPU before it
+    assert sum(arrived_float) >= len(floats) // 2
+    assert len(floats) == len(ints)
+    for f, i in zip(floats, ints):
+        assert f.dtype == torch.float32
+        assert torch.equal(f, i.waveform.to(torch.float32) / 32768)
+
+
+def test_a_loop_that_moves_batches_to_the_device_keeps_int16_from_the_workers(ds):
+    loader = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
+    for b in loader:
+        assert b._pending is not None  # int16 arrived, scaled by .to() on the device
+        assert b.to("cpu").waveform.dtype == torch.float32
+    assert int(loader.dataset.ship_float32[0]) == 0
+
+
 def test_float32_batches_and_rows_kept_by_the_caller_are_never_overwritten(ds):
     import copy
     import pickle

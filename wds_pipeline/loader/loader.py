@@ -381,12 +381,21 @@ class StreamingLoader:
 
     def _arrived(self, batch: Batch) -> Batch:
         """A batch from a worker (or in-process): hand its worker buffer's lifetime to the
-        tracker, then apply ``waveform_dtype``. Workers always ship int16; float32 is made
-        on first use, on the CPU or on the device (see Batch), never as an extra pass."""
+        tracker, then apply ``waveform_dtype``. Workers ship int16, and float32 is made on
+        first use, on the CPU or on the device (see Batch); once the consumer has read one
+        on the CPU, workers write float32 themselves (see Collator)."""
         self._track_buffer(batch)
-        if self._float32 is not None:
-            batch.defer_float32(self._float32.to_float32)
+        wave = batch.waveform
+        if self._float32 is not None and wave is not None and wave.dtype == torch.int16:
+            batch.defer_float32(self._float32_on_cpu)
         return batch
+
+    def _float32_on_cpu(self, pcm: torch.Tensor) -> torch.Tensor:
+        """The consumer reads float32 on the CPU: scale this batch here and have the workers
+        write float32 from now on, fused into their gather (no second pass here)."""
+        assert self._float32 is not None
+        self.dataset.ship_float32[0] = 1
+        return self._float32.to_float32(pcm)
 
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive
