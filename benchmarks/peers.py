@@ -11,7 +11,7 @@ each back with its recommended loader at batch 64, shuffle on, ``num_workers`` 0
                                                      StreamingDataLoader
   mosaic         streaming.MDSWriter             ->  StreamingDataset + DataLoader
   lhotse-wav     CutSet.to_shar (wav)            ->  CutSet.from_shar + DynamicCutSampler +
-                                                     IterableDatasetWrapper
+  lhotse-flac    CutSet.to_shar (flac)                IterableDatasetWrapper
   hf             datasets Arrow (save_to_disk)   ->  to_iterable_dataset + shuffle + DataLoader
 
 Epoch 1 is a fresh loader (construction and worker start-up on the clock); epoch 2 is
@@ -53,7 +53,7 @@ from loader_throughput import PeakMemory  # noqa: E402 (RSS and PSS of the proce
 
 SR = 16000
 BATCH = 64
-FORMATS = ("wds_pipeline", "wds_pipeline-int16", "webdataset", "litdata", "mosaic", "lhotse-wav", "hf")
+FORMATS = ("wds_pipeline", "wds_pipeline-int16", "webdataset", "litdata", "mosaic", "lhotse-wav", "lhotse-flac", "hf")
 
 
 # ------------------------------------------------------------------ the data
@@ -173,7 +173,9 @@ def write_hf(name: str, n: int, out: str) -> None:
 
 WRITERS: dict[str, Callable[[str, int, str], None]] = {
     "wds_pipeline": write_wds_pipeline, "webdataset": write_webdataset, "litdata": write_litdata,
-    "mosaic": write_mosaic, "lhotse-wav": write_lhotse, "hf": write_hf,
+    "mosaic": write_mosaic, "lhotse-wav": write_lhotse,
+    "lhotse-flac": lambda name, n, out: write_lhotse(name, n, out, audio_format="flac"),
+    "hf": write_hf,
 }
 
 
@@ -262,7 +264,8 @@ def loader_for(fmt: str, path: str, workers: int) -> Iterable[Any]:
     if fmt == "wds_pipeline-int16":
         return load_wds_pipeline(path, workers, "int16")
     return {"wds_pipeline": load_wds_pipeline, "webdataset": load_webdataset, "litdata": load_litdata,
-            "mosaic": load_mosaic, "lhotse-wav": load_lhotse, "hf": load_hf}[fmt](path, workers)
+            "mosaic": load_mosaic, "lhotse-wav": load_lhotse, "lhotse-flac": load_lhotse,
+            "hf": load_hf}[fmt](path, workers)
 
 
 def data_of(fmt: str) -> str:
@@ -351,7 +354,7 @@ def stub_torchvision() -> None:
 def available(formats: Iterable[str]) -> dict[str, str]:
     """Formats whose packages cannot be imported, with the reason."""
     mods = {"webdataset": "webdataset", "litdata": "litdata", "mosaic": "streaming",
-            "lhotse-wav": "lhotse", "hf": "datasets"}
+            "lhotse-wav": "lhotse", "lhotse-flac": "lhotse", "hf": "datasets"}
     missing = {}
     for f in formats:
         if f in mods:

@@ -10,7 +10,8 @@ LibriSpeech layout, 16 kHz), side by side in one process:
   (1) npy shards on local disk;
   (2) npy shards on the Drive-like FUSE mount (tools/slowfs.py: 100 ms per open, 20 MB/s
       shared), cache on local disk: epoch 1 streams the link, epoch 2 reads the cache;
-  (3) the same with FLAC shards (about half the bytes over the link, decoded per read);
+  (3) the same with FLAC shards (about half the bytes over the link, decoded per read),
+      and with zstd-compressed npy shards (``--compress zstd``);
   (4) the baseline Colab notebooks use: one ``soundfile.read`` per FLAC file on the mount,
       ``DataLoader(num_workers=0)``, random 3 s crops, the same model step (a subset of
       the clips: its rate does not depend on how many there are).
@@ -51,6 +52,8 @@ warnings.filterwarnings("ignore", message="This DataLoader will create")
 SR = 16000
 PART = "train-clean-100"
 TARGETS = {"epoch2_data_wait_on_mount": 0.02}  # at most
+# Shard encodings compared on the mount: name -> (--codec, --compress).
+CODECS = {"npy": ("npy", "none"), "flac": ("flac", "none"), "zstd": ("npy", "zstd")}
 
 
 class FixedRateModel(torch.nn.Module):
@@ -73,16 +76,17 @@ def fixed_rate_model(num_classes: int, sample_rate: int = SR, rate: float = 300.
 
 def make_corpus(root: str, speakers: int, utterances: int) -> dict:
     """Synthetic speech (3-4 s) in the LibriSpeech layout, then npy and FLAC shards of it."""
-    stamp = os.path.join(root, f".done-{speakers}-{utterances}")
+    stamp = os.path.join(root, f".done-{speakers}-{utterances}-{'-'.join(CODECS)}")
     corpus = os.path.join(root, "LibriSpeech")
     if not os.path.exists(stamp):
         shutil.rmtree(root, ignore_errors=True)
         synth_librispeech(corpus, speakers=speakers, chapters_per_speaker=1,
                           utterances_per_chapter=utterances, parts=(PART,), min_seconds=3.0,
                           max_seconds=4.0)
-        for codec in ("npy", "flac"):
-            r = build_dataset("librispeech", corpus, os.path.join(root, codec),
-                              options=BuildOptions(shard_size=100, codec=codec, workers=2))
+        for name, (codec, compress) in CODECS.items():
+            r = build_dataset("librispeech", corpus, os.path.join(root, name),
+                              options=BuildOptions(shard_size=100, codec=codec, compress=compress,
+                                                   workers=2))
             if r.counts.rejected:
                 raise RuntimeError(f"{r.counts.rejected} clips rejected: {r.summary()}")
         open(stamp, "w").close()
@@ -93,8 +97,9 @@ def make_corpus(root: str, speakers: int, utterances: int) -> dict:
         d = os.path.join(root, codec, PART)
         return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".tar"))
 
-    return {"flacs": [os.path.relpath(p, root) for p in flacs], "npy_bytes": shard_bytes("npy"),
-            "flac_bytes": shard_bytes("flac"), "flac_file_bytes": sum(os.path.getsize(p) for p in flacs)}
+    return {"flacs": [os.path.relpath(p, root) for p in flacs],
+            **{f"{name}_bytes": shard_bytes(name) for name in CODECS},
+            "flac_file_bytes": sum(os.path.getsize(p) for p in flacs)}
 
 
 def train(index: str, out: str, args, cache_dir: str | None) -> dict:
@@ -116,6 +121,22 @@ def train(index: str, out: str, args, cache_dir: str | None) -> dict:
     t = Trainer(cfg, log=lambda m: None)
     t.fit()
     return {f"epoch{e + 1}": s for e, s in t.epoch_stats.items()}
+
+
+def decode_rate(index: str, shard_bytes: int, workers: int = 1) -> dict:
+    """How fast one loader worker turns local shards of an encoding into batches (no model,
+    page cache warm after a first pass): shard MB/s per worker. A worker keeps up with a
+    link of L MB/s shared by W workers when this is above L / W."""
+    from wds_pipeline import StreamingLoader
+
+    loader = StreamingLoader(index, batch_size=64, crop_seconds=3.0, num_workers=workers,
+                             waveform_dtype="int16", persistent_workers=True)
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = sum(len(b) for b in loader)
+        rates.append(shard_bytes / (time.perf_counter() - t0) / 1e6)
+    return {"clips": n, "shard_MBps_per_worker": sorted(rates)[1]}
 
 
 class FlacFiles(Dataset):
@@ -176,18 +197,26 @@ def main(argv: list[str] | None = None) -> int:
         "storage": f"slowfs FUSE mount: {args.latency_ms:g} ms per open, {args.bandwidth_mbps:g} MB/s shared",
         "clips": clips, "clip_seconds": "3-4 (synthetic speech, LibriSpeech layout)", "crop_seconds": 3.0,
         "batch": args.batch, "loader_workers": args.workers, "model_rate_crops_per_s": args.model_rate,
-        "npy_shard_bytes": data["npy_bytes"], "flac_shard_bytes": data["flac_bytes"],
+        **{f"{name}_shard_bytes": data[f"{name}_bytes"] for name in CODECS},
         "baseline_files": min(args.baseline_files, clips), "quick": args.quick,
     }
     print("setup:", setup, flush=True)
     cache = os.path.join(args.data_dir, "cache")
     runs: dict[str, dict] = {}
+    print("decode rate per worker, local shards ...", flush=True)
+    decode = {name: decode_rate(os.path.join(backing, name, PART, "index.json"), data[f"{name}_bytes"])
+              for name in CODECS}
+    for name, d in decode.items():
+        keeps = d["shard_MBps_per_worker"] > args.bandwidth_mbps / args.workers
+        print(f"  {name}: {d['shard_MBps_per_worker']:.1f} shard MB/s per worker "
+              f"({'keeps up with' if keeps else 'SLOWER than'} {args.bandwidth_mbps:g} MB/s over "
+              f"{args.workers} workers)", flush=True)
     print("(1) npy shards, local disk ...", flush=True)
     runs["local_npy"] = train(os.path.join(backing, "npy", PART, "index.json"), os.path.join(args.data_dir, "r1"),
                               args, None)
     with mount_slowfs(backing, os.path.join(args.data_dir, "mnt"), latency_ms=args.latency_ms,
                       bandwidth_mbps=args.bandwidth_mbps) as m:
-        for codec in ("npy", "flac"):
+        for codec in CODECS:
             print(f"({2 if codec == 'npy' else 3}) {codec} shards on the mount, cache on local disk ...", flush=True)
             runs[f"mount_{codec}"] = train(os.path.join(m.mountpoint, codec, PART, "index.json"),
                                            os.path.join(args.data_dir, f"r-{codec}"), args, cache)
@@ -214,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print("targets:")
     for k, t in targets.items():
         print(f"  {k}: {t['measured']:.3f} (target <= {t['target_at_most']})  {'met' if t['met'] else 'MISSED'}")
-    write_json(args.json_out, {"setup": setup, "runs": runs, "targets": targets})
+    write_json(args.json_out, {"setup": setup, "decode_rate": decode, "runs": runs, "targets": targets})
     return 0
 
 

@@ -38,7 +38,7 @@ def test_peers_benchmark_runs_and_every_format_returns_the_same_arrays(tmp_path)
     # Every writer/loader pair gives back exactly the source arrays, key for key.
     assert set(res["array_checks"]) == {f"{s}/{f}" for s in ("clips", "utts") for f in
                                         ("wds_pipeline", "wds_pipeline-int16", "webdataset", "litdata",
-                                         "mosaic", "lhotse-wav", "hf")}
+                                         "mosaic", "lhotse-wav", "lhotse-flac", "hf")}
     assert all(v is None for v in res["array_checks"].values()), res["array_checks"]
     for col, cells in res["table"].items():
         for fmt in ("wds_pipeline", "wds_pipeline-int16"):  # ours: a figure in every column
