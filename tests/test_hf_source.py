@@ -6,6 +6,7 @@ streaming=True)``. The parquet is written with pyarrow: encoding an Audio column
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import shutil
@@ -132,7 +133,7 @@ def test_hf_rows_become_samples_with_classlabel_numbering_text_and_equal_audio(s
     reasons = {rj.input: rj.reason for rj in idx.rejected}
     prefix = "hf-shard-00001-of-00003#train-00001-"
     assert set(reasons) == {prefix + "00000001", prefix + "00000002", prefix + "00000003"}
-    assert "no audio (the 'audio' value is null)" in reasons[prefix + "00000001"]
+    assert reasons[prefix + "00000001"] == "cannot decode: no audio (the 'audio' value is null)"
     assert "cannot decode" in reasons[prefix + "00000002"]
     assert "label 9 is not a class of the ClassLabel column 'label'" in reasons[prefix + "00000003"]
     counts = result.splits["train"].counts
@@ -181,6 +182,41 @@ def test_split_option_names_the_output_split(small, tmp_path):
     paths, _ = small
     _build(paths[:1], tmp_path / "out", split="dev")
     assert set(read_split(tmp_path / "out" / "dev")) == {f"dev-00000-{r:08d}" for r in range(4)}
+
+
+def test_an_audio_value_with_only_a_path_is_read_from_that_path(tmp_path):
+    x = (0.2 * np.sin(np.arange(12000) / 7)).astype(np.float32)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, x, 24000, subtype="PCM_16")
+    paths = _write(tmp_path / "data", [{
+        "audio": [{"bytes": None, "path": str(wav)},
+                  {"bytes": None, "path": str(tmp_path / "gone.wav")},
+                  {"bytes": b"", "path": None}],
+        "label": [0, 1, 2], "text": ["a", "b", "c"], "utt": ["x", "y", "z"]}])
+    result = _build(paths, tmp_path / "out")
+    got = read_split(tmp_path / "out" / "train")
+    assert set(got) == {"train-00000-00000000"}
+    np.testing.assert_array_equal(got["train-00000-00000000"]["audio.npy"],
+                                  audio.load_and_preprocess(str(wav),
+                                                            audio.PreprocessConfig()))
+    reasons = sorted(rj.reason for rj in load_index(str(tmp_path / "out" / "train")).rejected)
+    assert reasons[0].startswith(f"cannot decode: OSError: audio path '{tmp_path / 'gone.wav'}' "
+                                 "of this row cannot be read")
+    assert reasons[1] == "cannot decode: no audio (the 'audio' value has no bytes and no path)"
+    assert result.splits["train"].counts.rejected == 2
+
+
+def test_data_files_from_the_command_line_and_from_yaml():
+    from wds_pipeline.cli import build_option_table
+
+    table = build_option_table("hf")
+    parser = argparse.ArgumentParser()
+    table.add_to(parser)
+    _, src = table.build(parser.parse_args(["--data-files", "a/*.parquet,b.parquet"]))
+    assert src.data_files == ("a/*.parquet", "b.parquet")
+    _, src = table.build(parser.parse_args([]), {"data_files": ["a.parquet"], "split": "dev",
+                                                 "label_column": "intent"})
+    assert (src.data_files, src.split, src.label_column) == (("a.parquet",), "dev", "intent")
 
 
 def test_bad_options_are_clear_errors(small, tmp_path):

@@ -261,6 +261,8 @@ def _shard_audio(ds: Any, s: int, n: int, inputs: Sequence[Any], options: Option
     rows = ds.shard(num_shards=n, index=s)
     if first:
         rows = rows.skip(first)
+    from wds_pipeline.audio import AudioDecodeError
+
     want = iter(inputs)
     p = next(want)
     for row_index, row in enumerate(rows, start=first):
@@ -271,15 +273,17 @@ def _shard_audio(ds: Any, s: int, n: int, inputs: Sequence[Any], options: Option
         if p is None:
             return
     while p is not None:  # the shard ended early
-        yield ValueError(f"{p.rel}: no such row (the dataset shard has fewer rows than at "
-                         "the scan)")
+        yield AudioDecodeError(p.rel, "no such row (the dataset shard has fewer rows than at "
+                                      "the scan; rebuild with --overwrite)")
         p = next(want, None)
 
 
 def _audio_bytes(value: Any, p: Any, options: Options,
                  storage_options: Mapping[str, Any]) -> bytes | Exception:
+    from wds_pipeline.audio import AudioDecodeError
+
     if value is None:
-        return ValueError(f"no audio (the {options.audio_column!r} value is null)")
+        return AudioDecodeError(p.rel, f"no audio (the {options.audio_column!r} value is null)")
     data, path = value.get("bytes"), value.get("path")
     if data:
         return bytes(data)
@@ -290,5 +294,5 @@ def _audio_bytes(value: Any, p: Any, options: Options,
             return storage.read_bytes(path, **storage_options)
         except OSError as e:
             return OSError(f"audio path {path!r} of this row cannot be read: {e}")
-    return ValueError(f"no audio (the {options.audio_column!r} value has no bytes and no "
-                      "path)")
+    return AudioDecodeError(p.rel, f"no audio (the {options.audio_column!r} value has no bytes "
+                                   "and no path)")
