@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from shard_tasks import Failing
 from test_builder import build, read_split, tree_bytes
 
 from wds_pipeline import audio
 from wds_pipeline import format as fmt
-from wds_pipeline.builder import BuildConfigError
+from wds_pipeline.builder import BuildConfigError, BuildError, BuildOptions, build_dataset
+from wds_pipeline.builder.executor import InProcessExecutor
 from wds_pipeline.index import load_index
 from wds_pipeline.synth.voices import synth_voice
 
@@ -140,14 +142,23 @@ def test_hf_rows_become_samples_with_classlabel_numbering_text_and_equal_audio(s
     assert (counts.inputs, counts.written, counts.rejected) == (12, 9, 3)
 
 
-def test_two_workers_give_identical_shards_and_a_rerun_reuses_them(small, tmp_path):
+def test_two_workers_identical_shards_and_interrupted_or_damaged_builds_resume(small, tmp_path):
     paths, _ = small
     one, two = tmp_path / "one", tmp_path / "two"
-    _build(paths, one, shard_size=2, workers=1)
     _build(paths, two, shard_size=2, workers=2)
-    shards = {k: v for k, v in tree_bytes(one).items() if k.endswith(".tar")}
+    shards = {k: v for k, v in tree_bytes(two).items() if k.endswith(".tar")}
+    # 11 rows after the scan's reject: 6 planned shards, one of which (the null audio and
+    # the corrupt payload) holds no sample and has no tar; it is journaled all the same.
     assert len(shards) == 5
-    assert shards == {k: v for k, v in tree_bytes(two).items() if k.endswith(".tar")}
+    # One worker, stopped by a failure in the 4th shard, then rerun: the 3 shards built
+    # before it are reused, and the result is what 2 workers built in one go.
+    with pytest.raises(BuildError, match="injected failure in shard-000003.tar"):
+        build_dataset("hf", "parquet", str(one), options=BuildOptions(shard_size=2,
+                      progress=False), source_options={**OPTS, "data_files": tuple(paths)},
+                      log=lambda _: None, executor=InProcessExecutor(Failing({"shard-000003.tar"})))
+    again = _build(paths, one, shard_size=2, workers=1).splits["train"]
+    assert (again.shards_built, again.shards_reused) == (3, 3)
+    assert {k: v for k, v in tree_bytes(one).items() if k.endswith(".tar")} == shards
     assert (one / "train" / "index.json").read_bytes() == (two / "train" / "index.json").read_bytes()
     # Lose the index and a shard that starts in the middle of a dataset shard: the rerun
     # rebuilds it from its dataset rows (skipping to the first) and reuses the others.
@@ -156,8 +167,6 @@ def test_two_workers_give_identical_shards_and_a_rerun_reuses_them(small, tmp_pa
                 if _first_key(data).split("-")[2] != "00000000")
     (one / lost).unlink()
     again = _build(paths, one, shard_size=2, workers=1).splits["train"]
-    # 11 rows after the scan's reject: 6 planned shards, one of which (the null audio and
-    # the corrupt payload) holds no sample and has no tar; it is journaled all the same.
     assert (again.shards_built, again.shards_reused) == (1, 5)
     assert {k: v for k, v in tree_bytes(one).items() if k.endswith(".tar")} == shards
 
