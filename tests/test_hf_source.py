@@ -215,6 +215,21 @@ def test_an_audio_value_with_only_a_path_is_read_from_that_path(tmp_path):
     assert result.splits["train"].counts.rejected == 2
 
 
+def test_a_classlabel_speaker_column_gives_speaker_names(tmp_path):
+    feats = datasets.Features({"audio": datasets.Audio(),
+                               "spk": datasets.ClassLabel(names=["zoe", "adam"])})
+    x = (0.2 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    (tmp_path / "d").mkdir()
+    path = tmp_path / "d" / "part.parquet"
+    pq.write_table(pa.table({"audio": [{"bytes": _encode(x, SR, "WAV"), "path": None}] * 2,
+                             "spk": [0, 1]}, schema=feats.arrow_schema), path)
+    build("hf", "parquet", tmp_path / "out", source_options={
+        "data_files": (str(path),), "speaker_column": "spk"}, shuffle_seed=None)
+    got = read_split(tmp_path / "out" / "train")
+    assert [(s["json"]["speaker"], s["cls"]) for s in got.values()] == [("zoe", 1), ("adam", 0)]
+    assert load_index(str(tmp_path / "out" / "train")).label_map == {"adam": 0, "zoe": 1}
+
+
 def test_data_files_from_the_command_line_and_from_yaml():
     from wds_pipeline.cli import build_option_table
 

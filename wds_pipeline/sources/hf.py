@@ -159,14 +159,17 @@ def scan(root: str, options: Options | None = None) -> SourceScan:
         else:  # read undecoded, dropped row by row (with no other column it counts the rows)
             rows_ds = ds.cast_column(options.audio_column, _datasets().Audio(decode=False))
             rows_ds = rows_ds.select_columns(meta or [options.audio_column])
-        _scan_split(rows_ds, ds.num_shards, split, options, names, records, rejects,
+        speaker = features[options.speaker_column] if options.speaker_column else None
+        speakers = list(speaker.names) if isinstance(speaker, _datasets().ClassLabel) else None
+        _scan_split(rows_ds, ds.num_shards, split, options, names, speakers, records, rejects,
                     dataset=root.rstrip("/").rsplit("/", 1)[-1])
     return SourceScan(records=records, rejects=sorted(rejects), label_names=label_names)
 
 
 def _scan_split(ds: Any, num_shards: int, split: str, options: Options,
-                names: list[str] | None, records: list[SourceRecord], rejects: list[Reject],
-                dataset: str) -> None:
+                names: list[str] | None, speakers: list[str] | None,
+                records: list[SourceRecord], rejects: list[Reject], dataset: str) -> None:
+    """``names``/``speakers``: the ClassLabel names of the label/speaker column, if it is one."""
     for s in range(num_shards):
         path = f"hf-shard-{s:05d}-of-{num_shards:05d}"
         for row_index, row in enumerate(ds.shard(num_shards=num_shards, index=s)):
@@ -181,6 +184,8 @@ def _scan_split(ds: Any, num_shards: int, split: str, options: Options,
                 extra["hf_id"] = str(row[options.id_column])
             text = row.get(options.text_column) if options.text_column else None
             speaker = row.get(options.speaker_column) if options.speaker_column else None
+            if speakers is not None and isinstance(speaker, int):  # ClassLabel: its name
+                speaker = speakers[speaker] if 0 <= speaker < len(speakers) else None
             records.append(SourceRecord(
                 id=rid, path=path, speaker=None if speaker is None else str(speaker),
                 text=None if text is None else str(text), label=label, split=split,
