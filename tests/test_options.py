@@ -32,7 +32,9 @@ SOURCE_FLAGS = {"librispeech": {"--parts"}, "voxceleb": {"--kaldi-split"},
                 "sessions": {"--mode", "--split", "--dataset-name", "--audio-name",
                              "--transcript-name", "--vocabulary", "--synonyms", "--pad-before",
                              "--pad-after", "--min-score", "--window-seconds", "--hop-seconds",
-                             "--untimed", "--length-tolerance"}}
+                             "--untimed", "--length-tolerance"},
+                "hf": {"--split", "--subset", "--data-files", "--revision", "--audio-column",
+                       "--label-column", "--text-column", "--speaker-column", "--id-column"}}
 
 
 def parser_for(table: OptionTable) -> argparse.ArgumentParser:

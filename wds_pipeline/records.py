@@ -113,3 +113,7 @@ class SourceScan:
     # Per-split replacements of extras keys: {split: {key: value}}. VoxCeleb gives each
     # split only the trial lines whose two utterances are in it.
     split_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The class names in their numbering, when the corpus declares one (a Hugging Face
+    # ClassLabel): the label map keeps it, unused classes included. None: numbered by
+    # label_order over the labels found.
+    label_names: list[str] | None = None

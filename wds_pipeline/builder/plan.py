@@ -75,6 +75,12 @@ class ShardTask:
     worker: WorkerConfig
     staging_dir: str  # local folder for the temp tar before commit
     storage_options: Mapping[str, Any]
+    # A source that reads its inputs itself (``read_inputs``, e.g. dataset rows): its name,
+    # root (SRC) and Options, for the worker. None: the inputs are files or URLs
+    # (``PlannedInput.src``).
+    source: str | None = None
+    source_root: str | None = None
+    source_options: Any = None
 
     @property
     def url(self) -> str:
@@ -132,9 +138,9 @@ def source_base(root: str) -> str:
     return root
 
 
-def _input_name(root: str, record: SourceRecord) -> str:
+def _input_name(root: str, record: SourceRecord, rows: bool = False) -> str:
     rel = relative_source_path(root, record.path)
-    if record.offset or record.duration is not None:
+    if rows or record.offset or record.duration is not None:
         # Several segments can share a file: name the segment, not only the file.
         return f"{rel}#{record.id}"
     return rel
@@ -184,9 +190,12 @@ def assign_reject_splits(rejects: list[Reject], records: list[SourceRecord]
     return out
 
 
-def make_label_map(records: list[SourceRecord]) -> dict[str, int]:
-    """Class label -> int, names numbered 0..K-1 in :func:`label_order` (stable across rebuilds)."""
-    names = label_order(r.class_label for r in records if r.class_label is not None)
+def make_label_map(records: list[SourceRecord], names: list[str] | None = None
+                   ) -> dict[str, int]:
+    """Class label -> int, names numbered 0..K-1 in :func:`label_order` (stable across
+    rebuilds), or as the source declares them (``SourceScan.label_names``)."""
+    if names is None:
+        names = label_order(r.class_label for r in records if r.class_label is not None)
     return {name: i for i, name in enumerate(names)}
 
 
@@ -206,7 +215,8 @@ def _canonical(obj: Any) -> str:
 
 def fingerprint(*, source: str, split: str, source_options: Mapping[str, Any],
                 options: BuildOptions, preprocessing: Mapping[str, Any],
-                records: list[SourceRecord], rejects: list[Reject], root: str) -> str:
+                records: list[SourceRecord], rejects: list[Reject], root: str,
+                label_names: list[str] | None = None) -> str:
     """sha256 over what determines a split's bytes: versions, source, options, inputs.
 
     Record paths enter relative to the root, so moving the corpus keeps the
@@ -234,6 +244,8 @@ def fingerprint(*, source: str, split: str, source_options: Mapping[str, Any],
         # cls values: a new fingerprint keeps them from being reused. Other splits keep
         # the fingerprint they had.
         payload["label_order"] = "numeric"
+    if label_names is not None:  # declared numbering: the cls values depend on it
+        payload["label_names"] = list(label_names)
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 
@@ -245,15 +257,16 @@ def inputs_sha256(inputs: tuple[PlannedInput, ...]) -> str:
 # Keys and shard assignment
 
 
-def plan_keys(records: list[SourceRecord], *, chunking: bool, root: str
+def plan_keys(records: list[SourceRecord], *, chunking: bool, root: str, rows: bool = False
               ) -> tuple[list[tuple[SourceRecord, str]], list[Reject]]:
-    """Sorted records with their keys; later duplicates and invalid keys rejected."""
+    """Sorted records with their keys; later duplicates and invalid keys rejected.
+    ``rows``: see :func:`make_plans`."""
     keyed: list[tuple[SourceRecord, str]] = []
     rejects: list[Reject] = []
     seen: dict[str, str] = {}
     limit = fmt.MAX_KEY_LENGTH - (CHUNK_SUFFIX_LEN if chunking else 0)
     for rec in sorted(records, key=lambda r: r.id):
-        name = _input_name(root, rec)
+        name = _input_name(root, rec, rows)
         try:
             key = fmt.make_key(rec.id)
         except ValueError as e:
@@ -330,17 +343,24 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
                preprocessing: Mapping[str, Any],
                staging_dir: Callable[[str], str],
                durations: Mapping[str, float] | None = None,
-               keep_recordings_together: bool = False) -> list[SplitPlan]:
+               keep_recordings_together: bool = False, source_reads: bool = False,
+               task_source_options: Any = None) -> list[SplitPlan]:
     """One :class:`SplitPlan` per split, in sorted split order.
 
     ``keep_recordings_together`` (a source's ``KEEP_RECORDINGS_TOGETHER``): the segments of
     one recording stay consecutive, in id order, and the seeded shuffle moves whole
     recordings; a worker then decodes each recording once for the build (once per shard it
     spans) instead of once in nearly every shard.
+
+    ``source_reads`` (a source with ``read_inputs``, e.g. dataset rows): the source hands the
+    worker each input's bytes, so a record's path names a container of rows (a dataset
+    shard) and each input is named ``<path>#<id>``. The tasks then carry ``source`` and
+    ``task_source_options`` (the source's Options) for the worker.
     """
     if not scan.records and not scan.rejects:
         raise BuildConfigError(f"{root}: the {source} source found no inputs; check SRC and the "
                                f"source options (wds-pipeline build {source} --help)")
+    given_root = root
     root = source_base(root)
     by_split: dict[str, list[SourceRecord]] = {}
     for rec in scan.records:
@@ -361,10 +381,10 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
         split_url = join_url(out, split)
         fp = fingerprint(source=source, split=split, source_options=source_options,
                          options=options, preprocessing=preprocessing, records=records,
-                         rejects=src_rejects, root=root)
-        label_map = make_label_map(records)
+                         rejects=src_rejects, root=root, label_names=scan.label_names)
+        label_map = make_label_map(records, scan.label_names)
         keyed, key_rejects = plan_keys(records, chunking=options.chunk_seconds is not None,
-                                       root=root)
+                                       root=root, rows=source_reads)
         if keep_recordings_together:
             keyed = _by_recording(keyed, options.shuffle_seed)
         elif options.shuffle_seed is not None:
@@ -372,7 +392,7 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
         planned = [
             PlannedInput(
                 record=rec, key=key, src=resolve_source_path(root, rec.path),
-                rel=_input_name(root, rec),
+                rel=_input_name(root, rec, source_reads),
                 label=label_map.get(rec.class_label) if rec.class_label is not None else None,
             )
             for rec, key in keyed
@@ -389,7 +409,10 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
             ShardTask(split=split, index=i, name=shard_name(options.shard_prefix, i),
                       split_url=split_url, inputs=tuple(g), fingerprint=fp,
                       inputs_sha256=inputs_sha256(tuple(g)), worker=worker,
-                      staging_dir=stage, storage_options=options.storage_options)
+                      staging_dir=stage, storage_options=options.storage_options,
+                      source=source if source_reads else None,
+                      source_root=given_root if source_reads else None,
+                      source_options=task_source_options if source_reads else None)
             for i, g in enumerate(groups)
         ]
         # One corpus -> its name; a mix (VoxCeleb1 + 2 in "train") -> the source name.

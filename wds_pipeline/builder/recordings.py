@@ -18,13 +18,13 @@ data) falls back to decoding that segment alone, which reports the fault as befo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import audio, storage
-from .plan import PlannedInput, WorkerConfig
+from .plan import PlannedInput, ShardTask, WorkerConfig
 
 _MARGIN = 0.01  # seconds decoded beyond the last segment's end
 _Span = tuple[np.ndarray, int, int]  # decoded (frames, channels), rate, first frame
@@ -41,13 +41,41 @@ def decode_segment(p: PlannedInput, cfg: WorkerConfig,
                                      duration=p.record.duration, name=p.rel)
 
 
+# What a source's ``read_inputs`` yields per planned input, in plan order: its audio bytes,
+# or the error that makes it a reject (e.g. a dataset row without audio).
+Fetched = bytes | Exception
+
+
+class SourceReadError(Exception):
+    """A source's ``read_inputs`` failed as a whole (not one bad input): the shard fails,
+    and a rerun resumes it. Deliberately no ValueError/OSError, which mark a bad input."""
+
+
+def source_reader(task: ShardTask) -> Iterator[Fetched] | None:
+    """The bytes of ``task``'s inputs from their source, when the source reads its inputs
+    itself (``read_inputs(root, inputs, options, storage_options)``, e.g. dataset rows); None when
+    they are files or URLs that the worker opens."""
+    if task.source is None:
+        return None
+    from ..sources import get_source
+
+    read = get_source(task.source).read_inputs  # type: ignore[attr-defined]
+    return iter(read(task.source_root, task.inputs, task.source_options, task.storage_options))
+
+
 class ShardRecordings:
-    """Decoded audio for the segments of one shard, in the shard's order."""
+    """Decoded audio for the segments of one shard, in the shard's order.
+
+    ``fetched``: each input's bytes in plan order (:func:`source_reader`), decoded one at a
+    time; memory is one input, whatever the shard holds.
+    """
 
     def __init__(self, inputs: Sequence[PlannedInput], cfg: WorkerConfig,
-                 storage_options: Mapping[str, Any]):
+                 storage_options: Mapping[str, Any],
+                 fetched: Iterator[Fetched] | None = None):
         self._cfg = cfg
         self._storage_options = storage_options
+        self._fetched = fetched
         self._left = Counter(p.src for p in inputs)  # segments still to cut, per recording
         self._windows: dict[str, tuple[float, float | None]] = {}
         for p in inputs:
@@ -57,6 +85,17 @@ class ShardRecordings:
 
     def segment(self, p: PlannedInput) -> np.ndarray:
         """int16 mono at the target rate, as :func:`decode_segment` gives it."""
+        if self._fetched is not None:
+            try:
+                data = next(self._fetched, None)
+            except Exception as e:  # the source, not this input: the shard fails (rerun)
+                raise SourceReadError(f"{p.rel}: reading the source failed: "
+                                      f"{type(e).__name__}: {e}") from e
+            if data is None:
+                raise SourceReadError(f"{p.rel}: the source gave fewer inputs than planned")
+            if isinstance(data, Exception):
+                raise data
+            return audio.load_and_preprocess(data, self._cfg.preprocess, name=p.rel)
         try:
             if p.src not in self._windows:
                 return decode_segment(p, self._cfg, self._storage_options)

@@ -172,17 +172,26 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     options.validate()
     resolved = resolve_source_options(source, source_options)
     out = out.rstrip("/") if len(out) > 1 else out
+    from ..sources import get_source
+
+    module = get_source(source)
+    # A source with read_inputs hands the worker its inputs' bytes (dataset rows): there is
+    # no file to probe for the duration that --max-shard-bytes plans with.
+    source_reads = hasattr(module, "read_inputs")
+    if source_reads and options.max_shard_bytes is not None:
+        raise BuildConfigError(f"--max-shard-bytes needs each input's duration before the build, "
+                               f"and the {source} source's inputs are dataset rows, not files "
+                               "that can be probed; cut shards by count with --shard-size")
     scan = scan_source(source, root, resolved)
     cfg, preprocessing = worker_config(options)
     durations = (_probe_durations(scan, root, options, log)
                  if options.max_shard_bytes is not None else None)
-    from ..sources import get_source
-
-    together = bool(getattr(get_source(source), "KEEP_RECORDINGS_TOGETHER", False))
+    together = bool(getattr(module, "KEEP_RECORDINGS_TOGETHER", False))
     plans = make_plans(scan, source=source, root=root, out=out, options=options,
                        source_options=option_values(resolved), worker=cfg,
                        preprocessing=preprocessing, staging_dir=staging_dir_for,
-                       durations=durations, keep_recordings_together=together)
+                       durations=durations, keep_recordings_together=together,
+                       source_reads=source_reads, task_source_options=resolved)
 
     with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
                 log=log) as lock:

@@ -22,7 +22,7 @@ from ..audio.vad import speech_span
 from ..index import BuildCounts, ShardInfo, VadCounts
 from ..records import Reject
 from .plan import PlannedInput, ShardTask, WorkerConfig
-from .recordings import ShardRecordings
+from .recordings import ShardRecordings, source_reader
 from .split_writer import ShardOutcome, journal_shard, staged_shard
 
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
@@ -138,7 +138,8 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         hw = storage.HashingWriter(staged.file)
         writer = fmt.ReproducibleTarWriter(hw)
         frames: list[int] = []
-        recordings = ShardRecordings(task.inputs, cfg, task.storage_options)
+        recordings = ShardRecordings(task.inputs, cfg, task.storage_options,
+                                     source_reader(task))
         for p in task.inputs:
             samples, reject = _input_samples(p, cfg, recordings, vad)
             if reject is not None:

@@ -9,6 +9,10 @@ A source module declares
     KEEP_RECORDINGS_TOGETHER: bool = False       # optional: True when many segments share
                                                  # a recording (plan them consecutively so
                                                  # it is decoded once, not once per shard)
+    read_inputs(root, inputs, options, storage_options)  # optional: the inputs are not files
+                                                 # (dataset rows); yields each planned input's
+                                                 # audio bytes, or the error rejecting it, in
+                                                 # plan order (see builder.recordings)
 
 The build command's flags, ``--help`` and ``--config`` keys for the source are generated
 from ``Options`` (see :mod:`wds_pipeline.options`); nothing else is written per source.
@@ -30,6 +34,7 @@ SOURCES: dict[str, str] = {
     "voxceleb": "wds_pipeline.sources.voxceleb",
     "manifest": "wds_pipeline.sources.manifest",
     "sessions": "wds_pipeline.sources.sessions",
+    "hf": "wds_pipeline.sources.hf",
 }
 
 
