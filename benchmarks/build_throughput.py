@@ -14,8 +14,17 @@ cores). The one-off cost of starting the worker pool (the fork server imports th
 package once per process) is measured separately and excluded from the RTFs: on a
 real corpus (hours of audio) it is noise.
 
+The sessions row (``--rows sessions``): word clips cut from long session recordings
+(``wds_pipeline.synth.synth_sessions``: 16 kHz, WhisperX JSON, ~1.4 words a second; WAV,
+or re-encoded to FLAC or MP3 with ``--session-format``),
+  (sa) by hand: for each timed word of the JSON ``soundfile.read(path, start=, stop=)``
+       -> one ``.npy`` per word; (sa') the same reading from one open ``SoundFile``;
+  (sb) the builder's sessions source in words mode, ``--workers 1`` and ``2``.
+RTF there = seconds of recording per wall second; medians of interleaved repeats.
+
     python benchmarks/build_throughput.py            # 300 files (~40 min of audio), ~1 min
     python benchmarks/build_throughput.py --quick    # smoke run (a few seconds)
+    python benchmarks/build_throughput.py --rows sessions --sessions 4 --session-minutes 10
 """
 
 from __future__ import annotations
@@ -127,6 +136,124 @@ def warm_pool(manifest_dir: str, work: str) -> float:
     return time.perf_counter() - t0
 
 
+def make_sessions(folder: str, sessions: int, minutes: float, seed: int, fmt: str
+                  ) -> tuple[float, list[tuple[str, list[tuple[float, float]]]]]:
+    """Session folders (16 kHz recording in ``fmt`` + WhisperX JSON); returns the seconds of
+    recording and, per recording, the (start, end) of its timed words as the JSON gives
+    them."""
+    from wds_pipeline.synth import synth_sessions
+    from wds_pipeline.synth.sessions import AUDIO_NAME
+
+    synth_sessions(folder, sessions=sessions, seconds=60.0 * minutes, untimed_per_session=0,
+                   seed=seed, word_gap=(0.08, 0.25))
+    stem = os.path.splitext(AUDIO_NAME)[0]
+    recordings = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, AUDIO_NAME)
+        if fmt != "wav":  # same samples, re-encoded; the JSON keeps its <stem>.json name
+            x, sr = sf.read(path, dtype="int16")
+            os.remove(path)
+            path = os.path.join(folder, name, f"{stem}.{fmt}")
+            sf.write(path, x, sr, format=fmt.upper())
+        with open(os.path.join(folder, name, stem + ".json")) as f:
+            doc = json.load(f)
+        words = [(w["start"], w["end"]) for seg in doc["segments"] for w in seg["words"]
+                 if "start" in w]
+        recordings.append((path, words))
+    return sessions * 60.0 * minutes, recordings
+
+
+def run_sessions_baseline(recordings: list[tuple[str, list[tuple[float, float]]]], out: str,
+                          one_open: bool) -> tuple[float, float]:
+    """Per word: read its frames (by path, or from one open SoundFile per recording) ->
+    one ``.npy``; the recordings are already at the output rate, so no resampling."""
+    os.makedirs(out, exist_ok=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for r, (path, words) in enumerate(recordings):
+        f = sf.SoundFile(path) if one_open else None
+        sr = f.samplerate if f is not None else sf.info(path).samplerate
+        for i, (start, end) in enumerate(words):
+            a, b = round(start * sr), round(end * sr)
+            if f is not None:
+                f.seek(a)
+                x = f.read(b - a, dtype="int16")
+            else:
+                x, _ = sf.read(path, start=a, stop=b, dtype="int16")
+            np.save(os.path.join(out, f"r{r:03d}-w{i:05d}.npy"), x)
+        if f is not None:
+            f.close()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def run_sessions_builder(root: str, out: str, workers: int, shard_size: int
+                         ) -> tuple[float, float, object]:
+    from wds_pipeline.builder import BuildOptions, build_dataset
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = build_dataset("sessions", root, out, source_options={"mode": "words"},
+                           options=BuildOptions(workers=workers, shard_size=shard_size,
+                                                overwrite=True, progress=False,
+                                                min_duration=0.0),
+                           log=lambda msg: None)
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def sessions_row(args: argparse.Namespace, work: str) -> dict:
+    """The sessions row: (sa), (sa'), (sb1), (sb2), interleaved; medians reported."""
+    sessions, minutes = (2, 1.0) if args.quick else (args.sessions, args.session_minutes)
+    repeats = 1 if args.quick else args.repeats
+    load_before = os.getloadavg()[0]
+    root = os.path.join(work, "sessions")
+    seconds, recordings = make_sessions(root, sessions, minutes, args.seed,
+                                        args.session_format)
+    words = sum(len(w) for _, w in recordings)
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in ("sa", "sa1", "sb1", "sb2")}
+    # Untimed warm-up: starts the worker pool's fork server (a one-off per process) and
+    # brings the recordings into the page cache for every variant alike.
+    run_sessions_builder(root, os.path.join(work, "sb_warm"), 2, args.session_shard_size)
+    for rep in range(repeats):
+        runs["sa"].append(run_sessions_baseline(recordings, os.path.join(work, f"sa_{rep}"),
+                                                one_open=False))
+        runs["sa1"].append(run_sessions_baseline(recordings, os.path.join(work, f"sa1_{rep}"),
+                                                 one_open=True))
+        for w in (1, 2):
+            wall, cpu, r = run_sessions_builder(root, os.path.join(work, f"sb{w}_{rep}"), w,
+                                                args.session_shard_size)
+            if r.counts.written != words:  # type: ignore[attr-defined]
+                raise SystemExit(f"builder wrote {r.counts.written} of {words} words")  # type: ignore[attr-defined]
+            runs[f"sb{w}"].append((wall, cpu))
+    load_after = os.getloadavg()[0]
+    med = {k: (float(np.median([w for w, _ in v])), float(np.median([c for _, c in v])))
+           for k, v in runs.items()}
+    names = {"sa": "(sa) sf.read(path, start, stop) per word",
+             "sa1": "(sa') one SoundFile, seek + read per word",
+             "sb1": "(sb1) builder sessions words, 1 worker",
+             "sb2": "(sb2) builder sessions words, 2 workers"}
+    print(f"sessions setup: {sessions} sessions x {minutes:g} min (16 kHz "
+          f"{args.session_format.upper()}, "
+          f"{seconds / 60:.0f} min of recording), {words} timed words -> 16 kHz int16 npy, "
+          f"shard size {args.session_shard_size}, median of {repeats} interleaved, "
+          f"load average {load_before:.1f} -> {load_after:.1f}")
+    print(f"{'run':44s} {'wall s':>7s} {'CPU s':>7s} {'RTF':>7s} {'words/s':>8s}")
+    results = {}
+    for k, (wall, cpu) in med.items():
+        print(f"{names[k]:44s} {wall:7.2f} {cpu:7.2f} {seconds / wall:7.0f} {words / wall:8.0f}")
+        results[k] = {"run": names[k], "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                      "rtf": round(seconds / wall, 1), "words_per_s": round(words / wall, 1),
+                      "all_wall_s": [round(w, 3) for w, _ in runs[k]]}
+    print(f"sb1/sa: {med['sa'][0] / med['sb1'][0]:.2f}x wall; sb1/sa': "
+          f"{med['sa1'][0] / med['sb1'][0]:.2f}x; sb2/sb1: "
+          f"{med['sb1'][0] / med['sb2'][0]:.2f}x (CPU time of sb2 is the coordinator's only)")
+    return {"setup": {"sessions": sessions, "minutes_each": minutes,
+                      "format": f"{args.session_format} 16 kHz mono",
+                      "recording_seconds": seconds, "words": words,
+                      "shard_size": args.session_shard_size, "repeats": repeats,
+                      "statistic": "median",
+                      "load_average_before_after": [round(load_before, 2),
+                                                    round(load_after, 2)]},
+            "results": results}
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -157,8 +284,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5,
                    help="runs of each variant, interleaved; the fastest counts (noisy machine)")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
+    p.add_argument("--rows", choices=("files", "sessions", "all"), default="all",
+                   help="files: the FLAC file rows; sessions: word clips cut from sessions")
+    p.add_argument("--sessions", type=int, default=4, help="sessions row: recordings")
+    p.add_argument("--session-minutes", type=float, default=10.0,
+                   help="sessions row: minutes per recording (~1.4 words a second)")
+    p.add_argument("--session-format", choices=("wav", "flac", "mp3"), default="wav",
+                   help="sessions row: the recordings' format (flac/mp3: decoding costs)")
+    p.add_argument("--session-shard-size", type=int, default=1000,
+                   help="sessions row: words per shard (the builder's default)")
     p.add_argument("--json-out", default=os.path.join(RESULTS, "build_throughput.json"))
     args = p.parse_args(argv)
+    report: dict = {}
+    if args.rows in ("files", "all"):
+        report.update(files_rows(args))
+    if args.rows in ("sessions", "all"):
+        work = args.workdir or tempfile.mkdtemp(prefix="build_bench_")
+        try:
+            report["sessions"] = sessions_row(args, work)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+    with open(args.json_out, "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    print(f"wrote {args.json_out}")
+    return 0
+
+
+def files_rows(args: argparse.Namespace) -> dict:
+    """The FLAC file rows (a), (a'), (d), (d'), (b1), (b2); printed, and returned for the
+    JSON report."""
     files, min_s, max_s = (8, 1.0, 3.0) if args.quick else (args.files, 2.0, 15.0)
     repeats = 1 if args.quick else args.repeats
 
@@ -267,11 +423,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{load_after:.1f}); wall-clock scaling is unreliable, compare CPU times")
     print(f"worker pool start-up (one-off, excluded): {startup:.2f} s; "
           f"index identical across runs and worker counts: {same}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-    with open(args.json_out, "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True)
-    print(f"wrote {args.json_out}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":

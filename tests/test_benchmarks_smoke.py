@@ -26,3 +26,9 @@ def test_build_throughput_quick(tmp_path):
     assert report["results"]["index_identical_across_runs_and_workers"] is True
     for k in ("builder_w1_over_baseline_per_worker_wall", "builder_w2_over_w1_scaling"):
         assert report["ratios"][k] > 0
+    # The sessions row: word clips cut from two 1-minute session recordings.
+    assert "(sb1) builder sessions words, 1 worker" in p.stdout
+    sessions = report["sessions"]
+    assert sessions["setup"]["sessions"] == 2 and sessions["setup"]["words"] > 100
+    assert sorted(sessions["results"]) == ["sa", "sa1", "sb1", "sb2"]
+    assert all(r["rtf"] > 0 for r in sessions["results"].values())

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from test_builder import build, read_split
-from test_recordings import count_decodes
+from test_recordings import decode_spans
 
+from wds_pipeline.builder import BuildOptions
 from wds_pipeline.index import load_index
 from wds_pipeline.synth import COMMANDS, synth_sessions
 from wds_pipeline.synth.sessions import AUDIO_NAME, NUMBERS
@@ -191,15 +192,38 @@ def test_each_kind_of_bad_transcript_is_a_recorded_reject(corpus, tmp_path, mode
     assert c.inputs == c.written + c.rejected
 
 
-def test_a_long_session_decodes_once_in_memory_bounded_by_the_recording(tmp_path, monkeypatch):
+HOUR = 3600.0
+
+
+def test_a_one_hour_session_decodes_once_in_memory_bounded_by_the_recording(
+        tmp_path, monkeypatch):
     root = tmp_path / "long"
-    summary = synth_sessions(str(root), sessions=1, seconds=1200.0, untimed_per_session=0)
-    words = len(summary["sessions"]["session-000"]["words"])
-    assert words > 1000
-    calls = count_decodes(monkeypatch)
-    result = _build(root, tmp_path / "out", mode="words")
-    assert result.counts.written == words
-    assert calls == [f"session-000/{AUDIO_NAME}"]  # one decode for every word
+    # Pauses of 80-250 ms between words: about 5,000 words in the hour.
+    summary = synth_sessions(str(root), sessions=1, seconds=HOUR, untimed_per_session=0,
+                             word_gap=(0.08, 0.25))
+    words = summary["sessions"]["session-000"]["words"]
+    assert len(words) >= 5000
+    spans = decode_spans(monkeypatch)
+    # The default build options (shuffle seed, shard size, workers in-process so the
+    # decodes are seen) but --min-duration: the words are 0.3-0.5 s long.
+    result = build("sessions", root, tmp_path / "out", source_options={"mode": "words"},
+                   min_duration=0.05)
+    assert result.counts.written == len(words) and result.counts.rejected == 0
+    idx = load_index(str(tmp_path / "out" / "train"))
+    shards = -(-len(words) // BuildOptions().shard_size)
+    assert len(idx.shards) == shards
+    # One decode per shard the recording spans, each of the span its shard's words cover.
+    assert [name for name, _, _ in spans] == [f"session-000/{AUDIO_NAME}"] * shards
+    bounds = sorted((lo, lo + dur) for _, lo, dur in spans)
+    for (_, end), (start, _) in zip(bounds, bounds[1:]):
+        assert end <= start  # no part of the recording decoded twice
+    for _, start, end, _ in words:  # every word inside exactly one decoded span
+        assert sum(lo <= start and end <= hi for lo, hi in bounds) == 1, (start, end)
+    decoded = sum(hi - lo for lo, hi in bounds)
+    spoken = words[-1][2] - words[0][1]
+    assert spoken - shards * 0.25 <= decoded <= spoken + shards * 0.011  # gaps, margins
+    print(f"{len(words)} words, {shards} shards, {len(spans)} decodes of {decoded:.1f} s "
+          f"in all from a {HOUR:.0f} s recording")
     monkeypatch.undo()
     # Peak memory a build adds to its process: the long session against a 30 s one with
     # the same code path; the difference is what the recording costs.
@@ -207,14 +231,15 @@ def test_a_long_session_decodes_once_in_memory_bounded_by_the_recording(tmp_path
     synth_sessions(str(short), sessions=1, seconds=30.0, untimed_per_session=0)
     peaks = {name: _peak_rss(src, tmp_path / f"out-{name}") for name, src in
              (("short", short), ("long", root))}
-    recording = 1200.0 * SR * 2  # int16 bytes of the decoded recording
+    recording = HOUR * SR * 2  # int16 bytes of the decoded recording
+    largest = max(hi - lo for lo, hi in bounds) * SR * 2  # ... of the largest decoded span
     grown = peaks["long"] - peaks["short"]
     print(f"peak RSS: short {peaks['short'] / 2**20:.0f} MiB, long {peaks['long'] / 2**20:.0f}"
           f" MiB; growth {grown / 2**20:.0f} MiB for a {recording / 2**20:.0f} MiB recording "
-          f"and {words} words")
-    # The decoded recording is held once (int16, no copy per word or in float32); measured
-    # 39 MiB for a 37 MiB recording with 1178 words.
-    assert grown < 1.5 * recording
+          f"(largest decoded span {largest / 2**20:.0f} MiB) and {len(words)} words")
+    # Bounded by the recording: one shard's span of it held at a time (int16, no copy per
+    # word or in float32), not the whole hour and nothing per word.
+    assert grown < 0.75 * recording  # measured 52 MiB of 110
 
 
 def _peak_rss(root: Path, out: Path) -> int:
@@ -230,8 +255,7 @@ def _peak_rss(root: Path, out: Path) -> int:
             "open('/proc/self/clear_refs', 'w').write('5')\n"
             "before = status('VmRSS:')\n"
             "build_dataset('sessions', sys.argv[1], sys.argv[2], source_options={'mode': "
-            "'words'}, options=BuildOptions(workers=1, progress=False, min_duration=0.05, "
-            "shuffle_seed=None, shard_size=10000))\n"
+            "'words'}, options=BuildOptions(workers=1, progress=False, min_duration=0.05))\n"
             "print(status('VmHWM:') - before)\n")
     run = subprocess.run([sys.executable, "-c", code, str(root), str(out)], check=True,
                          capture_output=True, text=True)

@@ -41,25 +41,31 @@ def frame_levels(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
     return db, frame
 
 
-def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
-    """``(begin, end)`` sample bounds of the speech in ``x``, or None when it is all silence."""
-    if len(x) == 0:
-        return None
+def active_frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """Which ``FRAME_SECONDS`` frames of ``x`` are above the clip's threshold (see the module
+    docstring), and the frame length in samples. ``x`` non-empty."""
     db, frame = frame_levels(x, sr)
     floor = min(float(np.percentile(db, FLOOR_PERCENTILE)), NOISE_CEILING_DB)
     peak = float(db.max())
     threshold = max(ABSOLUTE_FLOOR_DB, floor + MIN_SNR_DB, peak - DYNAMIC_RANGE_DB)
-    active = db >= threshold
-    runs = _runs(active, MIN_RUN_FRAMES)
-    if not runs:
+    return db >= threshold, frame
+
+
+def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
+    """``(begin, end)`` sample bounds of the speech in ``x``, or None when it is all silence."""
+    if len(x) == 0:
         return None
-    first, last = runs[0][0], runs[-1][1]  # frame indices, last exclusive
+    active, frame = active_frames(x, sr)
+    found = runs(active, MIN_RUN_FRAMES)
+    if not found:
+        return None
+    first, last = found[0][0], found[-1][1]  # frame indices, last exclusive
     begin = max(0, (first - PREROLL_FRAMES) * frame)
     end = min(len(x), (last + HANGOVER_FRAMES) * frame)
     return begin, end
 
 
-def _runs(active: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+def runs(active: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """``[start, stop)`` frame runs of ``active`` at least ``min_len`` long."""
     edges = np.diff(np.concatenate(([0], active.astype(np.int8), [0])))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)

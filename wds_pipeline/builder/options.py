@@ -15,7 +15,7 @@ Normalize = Literal["none", "peak", "loudness"]
 CODECS = ("npy", "flac")
 COMPRESSIONS = ("none", "zstd")
 NORMALIZES = ("none", "peak", "loudness")
-VADS = ("none", "energy")
+VADS = ("none", "energy", "silero")
 
 PRE, SHARDING, RUNNING = "preprocessing", "sharding", "running"  # --help sections
 
@@ -54,11 +54,12 @@ class BuildOptions:
     zstd_level: int = option(3, help="zstd level 1-22", metavar="LEVEL", group=PRE)
     normalize: Normalize = option("none", help="gain normalisation", group=PRE)
     trim_silence: bool = option(False, help="trim leading/trailing silence", group=PRE)
-    vad: Literal["none", "energy"] = option(
+    vad: Literal["none", "energy", "silero"] = option(
         "none", group=PRE,
-        help="voice activity detection: energy trims leading/trailing non-speech and rejects "
-        "clips with no speech ('all silence'); seconds removed and clips dropped are counted "
-        "in the index's extras (silero is not available yet)")
+        help="voice activity detection: trim leading/trailing non-speech and reject clips "
+        "with no speech ('all silence'); seconds removed and clips dropped are counted in the "
+        "index's extras. energy: signal level, no extra package; silero: the Silero neural "
+        "model (pip install 'wds-pipeline[vad]'), which also tells speech from other sounds")
     chunk_seconds: float | None = option(
         None, metavar="SECONDS", group=PRE,
         help="cut each input into chunks of this length (keys get -c0000, -c0001...)")
@@ -139,6 +140,13 @@ class BuildOptions:
             raise bad(f"--normalize {self.normalize!r}: choose one of {', '.join(NORMALIZES)}")
         if self.vad not in VADS:
             raise bad(f"--vad {self.vad!r}: choose one of {', '.join(VADS)}")
+        if self.vad == "silero":
+            from ..audio import silero
+
+            try:
+                silero.require()
+            except silero.SileroMissingError as e:
+                raise bad(str(e)) from e
         if self.sample_rate <= 0:
             raise bad(f"--sample-rate must be positive, got {self.sample_rate}")
         if self.shard_size < 1:

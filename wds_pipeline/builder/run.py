@@ -90,6 +90,10 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     })
     if options.vad != "none":  # absent otherwise: indexes built without VAD stay as they were
         preprocessing["vad"] = options.vad
+    if options.vad == "silero":  # another model version finds other bounds: a new plan
+        from ..audio import silero
+
+        preprocessing["vad_model"] = f"silero-vad {silero.require()}"
     return cfg, preprocessing
 
 

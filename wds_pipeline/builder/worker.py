@@ -88,6 +88,14 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
     return samples
 
 
+def _speech_span(method: str, x: np.ndarray, rate: int) -> tuple[int, int] | None:
+    if method == "silero":
+        from ..audio import silero  # torch: imported only by builds that ask for it
+
+        return silero.speech_span(x, rate)
+    return speech_span(x, rate)
+
+
 def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordings,
                    vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
     """The samples of one input, or the reason it became none."""
@@ -98,11 +106,11 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
     except _INPUT_ERRORS as e:
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
-    if cfg.vad == "energy":
-        span = speech_span(x, cfg.sample_rate)
+    if cfg.vad != "none":
+        span = _speech_span(cfg.vad, x, cfg.sample_rate)
         if span is None:
             vad.clips_dropped += 1
-            return [], Reject(p.rel, f"all silence (--vad energy found no speech in "
+            return [], Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
                                      f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
         removed = len(x) - (span[1] - span[0])
         if removed:

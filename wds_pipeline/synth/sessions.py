@@ -33,12 +33,17 @@ _NOISE_FLOOR = 0.003
 
 
 def synth_sessions(root: str, *, sessions: int = 2, seconds: float = 30.0,
-                   untimed_per_session: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Write ``sessions`` session folders under ``root``; returns a summary with the truth:
+                   untimed_per_session: int = 2, seed: int = 0,
+                   word_gap: tuple[float, float] = (0.25, 0.7)) -> dict[str, Any]:
+    """Write ``sessions`` session folders under ``root``; ``word_gap``: the range of the
+    pause between two words of a segment (seconds; shorter pauses, more words per hour).
+    Returns a summary with the truth:
     ``{"files", "seconds", "splits", "sessions": {name: {"words": [(word, start, end,
     speaker), ...]}}}`` where untimed words carry the times they were spoken at."""
     if sessions < 0 or untimed_per_session < 0 or seconds < 5:
         raise ValueError("need sessions >= 0, untimed_per_session >= 0 and seconds >= 5")
+    if not 0 < word_gap[0] <= word_gap[1]:
+        raise ValueError(f"word_gap {word_gap}: need 0 < shortest <= longest pause")
     truth: dict[str, Any] = {}
     for k in range(sessions):
         name = f"session-{k:03d}"
@@ -46,7 +51,8 @@ def synth_sessions(root: str, *, sessions: int = 2, seconds: float = 30.0,
         os.makedirs(folder, exist_ok=True)
         speakers = (2 * k + 1, 2 * k + 2) if k % 2 else (2 * k + 1,)
         words, doc, pcm = _session(np.random.default_rng([seed, k]), seconds, speakers,
-                                   untimed_per_session, diarized=len(speakers) > 1)
+                                   untimed_per_session, diarized=len(speakers) > 1,
+                                   word_gap=word_gap)
         write_soundfile(os.path.join(folder, AUDIO_NAME), pcm, SAMPLE_RATE, "WAV")
         with open(os.path.join(folder, os.path.splitext(AUDIO_NAME)[0] + ".json"), "w",
                   encoding="utf-8") as f:
@@ -57,7 +63,7 @@ def synth_sessions(root: str, *, sessions: int = 2, seconds: float = 30.0,
 
 
 def _session(rng: np.random.Generator, seconds: float, speakers: tuple[int, ...],
-             untimed: int, *, diarized: bool
+             untimed: int, *, diarized: bool, word_gap: tuple[float, float]
              ) -> tuple[list[tuple[str, float, float, str | None]], dict[str, Any], np.ndarray]:
     n = round(seconds * SAMPLE_RATE)
     x = (_NOISE_FLOOR * rng.standard_normal(n)).astype(np.float32)
@@ -99,7 +105,7 @@ def _session(rng: np.random.Generator, seconds: float, speakers: tuple[int, ...]
                 if label:
                     w["speaker"] = label
             seg_words.append(w)
-            t = end + float(rng.uniform(0.25, 0.7))
+            t = end + float(rng.uniform(*word_gap))
         else:
             segments.append(_segment(seg_words, span, label))
             turn += 1

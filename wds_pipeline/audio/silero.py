@@ -1,0 +1,116 @@
+"""Silero voice activity detection (``--vad silero``): the neural model of the ``silero-vad``
+package (it ships its weights, so it runs offline), with the energy VAD's contract.
+
+The model scores 32 ms windows at 16 kHz (input at other rates is resampled for it), and
+its speech ends where its score has stayed low for a while, so its own bounds are up to a
+few windows off. It decides *whether and where* there is speech; the bounds are then moved
+to the nearest 10 ms energy frames (:mod:`.vad`'s threshold) within ``REFINE_SECONDS`` of
+its edges, which puts them where the sound starts and ends. No speech by the model: None,
+whatever the energy (a steady tone or a fan is loud but not speech).
+
+The model is loaded once per process (a worker builds many shards) and run with one torch
+thread: the builder already runs one worker per core.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from .vad import MIN_RUN_FRAMES, active_frames, runs
+
+MODEL_RATE = 16000
+THRESHOLD = 0.5  # the package's default speech probability
+MIN_SPEECH_MS = 90  # shorter detections are clicks (the package's default 250 ms drops words)
+MIN_SILENCE_MS = 100  # a pause this long separates two speech regions
+REFINE_SECONDS = 0.3  # how far an energy frame may move a model bound
+INSTALL_HINT = "pip install 'wds-pipeline[vad]'"
+
+
+class SileroMissingError(ImportError):
+    def __init__(self) -> None:
+        super().__init__(f"--vad silero needs the silero-vad package: {INSTALL_HINT}")
+
+
+def require() -> str:
+    """The installed silero-vad version, or :class:`SileroMissingError`."""
+    try:
+        import silero_vad  # noqa: F401
+    except ImportError as e:
+        raise SileroMissingError() from e
+    from importlib.metadata import version
+
+    return version("silero-vad")
+
+
+@functools.lru_cache(maxsize=1)
+def _model() -> Any:
+    """The model, loaded on first use in this process and kept: loading takes longer than
+    scoring a clip."""
+    require()
+    import warnings
+
+    from silero_vad import load_silero_vad
+
+    with warnings.catch_warnings():  # the package's loader uses APIs its deps deprecate
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad()
+
+
+def speech_regions(x: np.ndarray, sr: int) -> list[tuple[int, int]]:
+    """``[start, end)`` sample bounds (at ``sr``) of the speech regions the model finds in
+    ``x`` (int16 or float in [-1, 1], 1-D), in order; [] when it finds none."""
+    if len(x) == 0:
+        return []
+    import torch
+    from silero_vad import get_speech_timestamps
+
+    y = np.asarray(x, dtype=np.float32)
+    if x.dtype == np.int16:
+        y = y / 32768.0
+    if sr != MODEL_RATE:
+        import soxr
+
+        y = soxr.resample(y, sr, MODEL_RATE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored below: an in-process build shares the caller's torch
+    try:
+        model = _model()
+        found = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(y)), model, threshold=THRESHOLD,
+            sampling_rate=MODEL_RATE, min_speech_duration_ms=MIN_SPEECH_MS,
+            min_silence_duration_ms=MIN_SILENCE_MS, speech_pad_ms=0)
+    finally:
+        torch.set_num_threads(threads)
+    scale = sr / MODEL_RATE
+    return [(min(len(x), round(t["start"] * scale)), min(len(x), round(t["end"] * scale)))
+            for t in found]
+
+
+def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
+    """``(begin, end)`` sample bounds of the speech in ``x``, or None when the model finds
+    none; the model's outer bounds refined by energy frames (see the module docstring)."""
+    regions = speech_regions(x, sr)
+    if not regions:
+        return None
+    return refine(x, sr, regions[0][0], regions[-1][1])
+
+
+def refine(x: np.ndarray, sr: int, begin: int, end: int) -> tuple[int, int]:
+    """``begin``/``end`` moved to the first/last energy-active run within
+    ``REFINE_SECONDS`` of them; kept where no such run is near."""
+    active, frame = active_frames(x, sr)
+    found = runs(active, MIN_RUN_FRAMES)
+    reach = round(REFINE_SECONDS * sr / frame)
+    lo, hi = begin // frame, -(-end // frame)  # frames holding the bounds
+    near_begin = [r for r in found if r[1] > lo - reach and r[0] < lo + reach]
+    near_end = [r for r in found if r[1] > hi - reach and r[0] < hi + reach]
+    new_begin, new_end = begin, end
+    if near_begin:
+        new_begin = max(min(near_begin[0][0], lo + reach), lo - reach) * frame
+    if near_end:
+        new_end = min(len(x), min(max(near_end[-1][1], hi - reach), hi + reach) * frame)
+    # A short detection can refine to nothing: the model's own bounds then.
+    return (new_begin, new_end) if new_end > new_begin else (begin, end)
