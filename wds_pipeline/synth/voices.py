@@ -224,7 +224,8 @@ def synth_voice(
         else 0.0
     )
     for freq, db, q in voice.timbre:
-        speech = lfilter(*peaking_filter(freq, db, q, sr), speech)
+        if freq < 0.45 * sr:  # above Nyquist the peaking filter's alpha turns negative: unstable
+            speech = lfilter(*peaking_filter(freq, db, q, sr), speech)
     speech += 1e-3 * rng.standard_normal(
         n
     )  # a faint noise floor: real pauses are never digital zero
