@@ -62,20 +62,35 @@ class BuildCounts:
 class VadCounts:
     """What voice activity detection (``--vad``) did to a shard's or a split's inputs."""
 
-    clips_trimmed: int = 0  # clips that lost leading/trailing non-speech
+    clips_trimmed: int = 0  # clips that lost leading/trailing non-speech (or pauses, split)
     clips_dropped: int = 0  # all-silence clips, rejected (also counted in BuildCounts.rejected)
-    samples_removed: int = 0  # at the output rate, trimmed from the clips that were kept
+    samples_removed: int = 0  # at the output rate, non-speech cut from the clips
+    # --vad-split-pause only (in the index only when it is set):
+    recordings_split: int = 0  # inputs cut into two or more speech regions
+    regions: int = 0  # speech regions written as samples
+    regions_too_short: int = 0  # regions dropped by --min-duration (not inputs: no reject)
+    regions_too_long: int = 0  # regions dropped by --max-duration
 
     def add(self, other: VadCounts) -> None:
         self.clips_trimmed += other.clips_trimmed
         self.clips_dropped += other.clips_dropped
         self.samples_removed += other.samples_removed
+        self.recordings_split += other.recordings_split
+        self.regions += other.regions
+        self.regions_too_short += other.regions_too_short
+        self.regions_too_long += other.regions_too_long
 
-    def extras(self, method: str, sample_rate: int) -> dict[str, Any]:
+    def extras(self, method: str, sample_rate: int,
+               split_pause: float | None = None) -> dict[str, Any]:
         """The index's ``extras["vad"]``."""
-        return {"method": method, "clips_trimmed": self.clips_trimmed,
-                "clips_dropped": self.clips_dropped,
-                "seconds_removed": round(self.samples_removed / sample_rate, 6)}
+        d: dict[str, Any] = {"method": method, "clips_trimmed": self.clips_trimmed,
+                             "clips_dropped": self.clips_dropped,
+                             "seconds_removed": round(self.samples_removed / sample_rate, 6)}
+        if split_pause is not None:  # absent otherwise: indexes stay as they were
+            d.update({"split_pause": split_pause, "recordings_split": self.recordings_split,
+                      "regions": self.regions, "regions_too_short": self.regions_too_short,
+                      "regions_too_long": self.regions_too_long})
+        return d
 
 
 @dataclass

@@ -59,9 +59,11 @@ def _model() -> Any:
         return load_silero_vad()
 
 
-def speech_regions(x: np.ndarray, sr: int) -> list[tuple[int, int]]:
+def speech_regions(x: np.ndarray, sr: int, min_silence_ms: int = MIN_SILENCE_MS
+                   ) -> list[tuple[int, int]]:
     """``[start, end)`` sample bounds (at ``sr``) of the speech regions the model finds in
-    ``x`` (int16 or float in [-1, 1], 1-D), in order; [] when it finds none."""
+    ``x`` (int16 or float in [-1, 1], 1-D), in order; [] when it finds none. Regions are
+    separated by pauses of at least ``min_silence_ms``."""
     if len(x) == 0:
         return []
     import torch
@@ -81,7 +83,7 @@ def speech_regions(x: np.ndarray, sr: int) -> list[tuple[int, int]]:
         found = get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(y)), model, threshold=THRESHOLD,
             sampling_rate=MODEL_RATE, min_speech_duration_ms=MIN_SPEECH_MS,
-            min_silence_duration_ms=MIN_SILENCE_MS, speech_pad_ms=0)
+            min_silence_duration_ms=min_silence_ms, speech_pad_ms=0)
     finally:
         torch.set_num_threads(threads)
     scale = sr / MODEL_RATE
@@ -98,19 +100,55 @@ def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
     return refine(x, sr, regions[0][0], regions[-1][1])
 
 
+def split_regions(x: np.ndarray, sr: int, pause: float) -> list[tuple[int, int]]:
+    """``--vad-split-pause``: the model's speech regions separated by pauses of at least
+    ``pause`` seconds, each refined as :func:`speech_span`'s bounds are, but only towards
+    energy runs between its neighbours' model bounds (a short pause must not pull a bound
+    into the next region). [] when the model finds no speech."""
+    regions = speech_regions(x, sr, min_silence_ms=round(pause * 1000))
+    if not regions:
+        return []
+    found, frame = _energy_runs(x, sr)  # once: a long recording has many regions
+    out: list[tuple[int, int]] = []
+    for i, (begin, end) in enumerate(regions):
+        lo = regions[i - 1][1] if i else 0
+        hi = regions[i + 1][0] if i + 1 < len(regions) else len(x)
+        own = [r for r in found if r[0] * frame >= lo and r[1] * frame <= hi]
+        # The model holds a region open until it has heard ``pause`` of silence, so a
+        # region that runs into the end of the recording ends up to that much late.
+        new_begin, new_end = _refined(own, frame, len(x), begin, end, sr,
+                                      inward=REFINE_SECONDS + pause)
+        if out:  # refined bounds of neighbours never overlap
+            new_begin = max(new_begin, out[-1][1])
+        out.append((new_begin, max(new_begin, new_end)))
+    return [r for r in out if r[1] > r[0]]
+
+
+def _energy_runs(x: np.ndarray, sr: int) -> tuple[list[tuple[int, int]], int]:
+    active, frame = active_frames(x, sr)
+    return runs(active, MIN_RUN_FRAMES), frame
+
+
 def refine(x: np.ndarray, sr: int, begin: int, end: int) -> tuple[int, int]:
     """``begin``/``end`` moved to the first/last energy-active run within
     ``REFINE_SECONDS`` of them; kept where no such run is near."""
-    active, frame = active_frames(x, sr)
-    found = runs(active, MIN_RUN_FRAMES)
+    found, frame = _energy_runs(x, sr)
+    return _refined(found, frame, len(x), begin, end, sr)
+
+
+def _refined(found: list[tuple[int, int]], frame: int, n: int, begin: int, end: int,
+             sr: int, inward: float = REFINE_SECONDS) -> tuple[int, int]:
+    """:func:`refine` over the energy runs ``found`` (frame indices) of a signal of ``n``
+    samples; a bound moves up to ``inward`` seconds into the model's region."""
     reach = round(REFINE_SECONDS * sr / frame)
+    inside = round(inward * sr / frame)
     lo, hi = begin // frame, -(-end // frame)  # frames holding the bounds
-    near_begin = [r for r in found if r[1] > lo - reach and r[0] < lo + reach]
-    near_end = [r for r in found if r[1] > hi - reach and r[0] < hi + reach]
+    near_begin = [r for r in found if r[1] > lo - reach and r[0] < lo + inside]
+    near_end = [r for r in found if r[1] > hi - inside and r[0] < hi + reach]
     new_begin, new_end = begin, end
     if near_begin:
-        new_begin = max(min(near_begin[0][0], lo + reach), lo - reach) * frame
+        new_begin = max(min(near_begin[0][0], lo + inside), lo - reach) * frame
     if near_end:
-        new_end = min(len(x), min(max(near_end[-1][1], hi - reach), hi + reach) * frame)
+        new_end = min(n, min(max(near_end[-1][1], hi - inside), hi + reach) * frame)
     # A short detection can refine to nothing: the model's own bounds then.
     return (new_begin, new_end) if new_end > new_begin else (begin, end)

@@ -9,6 +9,10 @@ down (formant ringing and breath after a word are not speech), and never below
 of at least ``MIN_RUN_FRAMES`` frames above the threshold (a click is not speech); the kept
 span runs from the first such run to the last one plus a short hangover, so word endings
 that fade below the threshold are not clipped. Pure numpy; no file access.
+
+:func:`speech_regions` (``--vad-split-pause``) applies the same rules per region: runs
+separated by less than the pause belong to one region, each region gets the preroll and
+the hangover.
 """
 
 from __future__ import annotations
@@ -63,6 +67,30 @@ def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
     begin = max(0, (first - PREROLL_FRAMES) * frame)
     end = min(len(x), (last + HANGOVER_FRAMES) * frame)
     return begin, end
+
+
+def speech_regions(x: np.ndarray, sr: int, pause: float) -> list[tuple[int, int]]:
+    """``[begin, end)`` sample bounds of the speech regions of ``x`` that are separated by at
+    least ``pause`` seconds of non-speech, in order; [] when it is all silence. One region
+    is :func:`speech_span`'s span."""
+    if len(x) == 0:
+        return []
+    active, frame = active_frames(x, sr)
+    found = runs(active, MIN_RUN_FRAMES)
+    gap = max(1, round(pause * sr / frame))  # in frames
+    merged: list[list[int]] = []
+    for start, stop in found:
+        if merged and start - merged[-1][1] < gap:
+            merged[-1][1] = stop
+        else:
+            merged.append([start, stop])
+    regions: list[tuple[int, int]] = []
+    for start, stop in merged:
+        begin = max(0, (start - PREROLL_FRAMES) * frame)
+        if regions:  # a pause shorter than preroll + hangover: never overlap
+            begin = max(begin, regions[-1][1])
+        regions.append((begin, min(len(x), (stop + HANGOVER_FRAMES) * frame)))
+    return regions
 
 
 def runs(active: np.ndarray, min_len: int) -> list[tuple[int, int]]:

@@ -60,6 +60,11 @@ class BuildOptions:
         "with no speech ('all silence'); seconds removed and clips dropped are counted in the "
         "index's extras. energy: signal level, no extra package; silero: the Silero neural "
         "model (pip install 'wds-pipeline[vad]'), which also tells speech from other sounds")
+    vad_split_pause: float | None = option(
+        None, metavar="SECONDS", group=PRE,
+        help="with --vad: also split each input at pauses of at least SECONDS, one sample per "
+        "speech region (keys get -v0000, -v0001...; --min-duration/--max-duration apply per "
+        "region); not with --chunk-seconds")
     chunk_seconds: float | None = option(
         None, metavar="SECONDS", group=PRE,
         help="cut each input into chunks of this length (keys get -c0000, -c0001...)")
@@ -147,6 +152,15 @@ class BuildOptions:
                 silero.require()
             except silero.SileroMissingError as e:
                 raise bad(str(e)) from e
+        if self.vad_split_pause is not None:
+            if not self.vad_split_pause > 0:
+                raise bad(f"--vad-split-pause must be positive, got {self.vad_split_pause}")
+            if self.vad == "none":
+                raise bad("--vad-split-pause splits at the pauses that voice activity detection "
+                          "finds: add --vad energy or --vad silero")
+            if self.chunk_seconds is not None:
+                raise bad("--vad-split-pause and --chunk-seconds both cut inputs into samples: "
+                          "use one of them (--max-duration rejects over-long speech regions)")
         if self.sample_rate <= 0:
             raise bad(f"--sample-rate must be positive, got {self.sample_rate}")
         if self.shard_size < 1:
@@ -189,6 +203,8 @@ class BuildOptions:
             d["min_chunk_seconds"] = None
         if self.vad == "none":
             del d["vad"]  # builds without VAD keep the fingerprint they had before it existed
+        if self.vad_split_pause is None:
+            del d["vad_split_pause"]  # likewise for builds that do not split
         return d
 
 

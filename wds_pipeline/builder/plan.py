@@ -25,6 +25,7 @@ from ..version import __version__
 from .options import BuildConfigError, BuildOptions
 
 CHUNK_SUFFIX_LEN = len("-c0000")
+REGION_SUFFIX_LEN = len("-v0000")  # --vad-split-pause (never with chunks)
 # Per-sample bytes besides the audio payload: 2-4 tar headers + padding + json.
 SAMPLE_OVERHEAD_BYTES = 4 * 512
 
@@ -42,6 +43,7 @@ class WorkerConfig:
     chunk_seconds: float | None
     min_chunk_seconds: float
     vad: str = "none"  # BuildOptions.vad
+    vad_split_pause: float | None = None  # BuildOptions.vad_split_pause
 
     @property
     def sample_rate(self) -> int:
@@ -257,14 +259,16 @@ def inputs_sha256(inputs: tuple[PlannedInput, ...]) -> str:
 # Keys and shard assignment
 
 
-def plan_keys(records: list[SourceRecord], *, chunking: bool, root: str, rows: bool = False
-              ) -> tuple[list[tuple[SourceRecord, str]], list[Reject]]:
+def plan_keys(records: list[SourceRecord], *, chunking: bool, root: str, rows: bool = False,
+              splitting: bool = False) -> tuple[list[tuple[SourceRecord, str]], list[Reject]]:
     """Sorted records with their keys; later duplicates and invalid keys rejected.
-    ``rows``: see :func:`make_plans`."""
+    ``rows``: see :func:`make_plans`. ``chunking``/``splitting``: the worker adds a chunk
+    or a region suffix, whose length the keys must leave free."""
     keyed: list[tuple[SourceRecord, str]] = []
     rejects: list[Reject] = []
     seen: dict[str, str] = {}
-    limit = fmt.MAX_KEY_LENGTH - (CHUNK_SUFFIX_LEN if chunking else 0)
+    limit = fmt.MAX_KEY_LENGTH - (CHUNK_SUFFIX_LEN if chunking else 0) - (
+        REGION_SUFFIX_LEN if splitting else 0)
     for rec in sorted(records, key=lambda r: r.id):
         name = _input_name(root, rec, rows)
         try:
@@ -384,7 +388,8 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
                          rejects=src_rejects, root=root, label_names=scan.label_names)
         label_map = make_label_map(records, scan.label_names)
         keyed, key_rejects = plan_keys(records, chunking=options.chunk_seconds is not None,
-                                       root=root, rows=source_reads)
+                                       root=root, rows=source_reads,
+                                       splitting=options.vad_split_pause is not None)
         if keep_recordings_together:
             keyed = _by_recording(keyed, options.shuffle_seed)
         elif options.shuffle_seed is not None:

@@ -76,7 +76,8 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     cfg = WorkerConfig(preprocess=pre, audio_field=audio_field, zstd_level=options.zstd_level,
                        fbank=fb, min_duration=options.min_duration,
                        max_duration=options.max_duration, chunk_seconds=options.chunk_seconds,
-                       min_chunk_seconds=options.min_chunk_seconds, vad=options.vad)
+                       min_chunk_seconds=options.min_chunk_seconds, vad=options.vad,
+                       vad_split_pause=options.vad_split_pause)
     preprocessing = dict(pre.to_dict())
     if options.chunk_seconds is None:
         preprocessing["min_chunk_seconds"] = None  # unused without chunking
@@ -90,6 +91,8 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     })
     if options.vad != "none":  # absent otherwise: indexes built without VAD stay as they were
         preprocessing["vad"] = options.vad
+    if options.vad_split_pause is not None:  # likewise absent unless splitting
+        preprocessing["vad_split_pause"] = options.vad_split_pause
     if options.vad == "silero":  # another model version finds other bounds: a new plan
         from ..audio import silero
 

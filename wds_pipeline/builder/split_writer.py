@@ -254,7 +254,7 @@ def assemble_index(plan: SplitPlan, outcomes: Mapping[int, ShardOutcome],
     counts.check()
     extras = dict(plan.extras)
     if cfg.vad != "none":
-        extras["vad"] = vad.extras(cfg.vad, cfg.sample_rate)
+        extras["vad"] = vad.extras(cfg.vad, cfg.sample_rate, cfg.vad_split_pause)
     fields = {cfg.audio_field, fmt.JSON}
     if plan.label_map:
         fields.add(fmt.CLS)

@@ -18,7 +18,7 @@ import numpy as np
 # workers start with soundfile/soxr/fsspec already imported.
 from .. import audio, storage
 from .. import format as fmt
-from ..audio.vad import speech_span
+from ..audio.vad import speech_regions, speech_span
 from ..index import BuildCounts, ShardInfo, VadCounts
 from ..records import Reject
 from .plan import PlannedInput, ShardTask, WorkerConfig
@@ -38,8 +38,9 @@ class _Sample:
 
 
 def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
-                 lead: int = 0) -> list[_Sample]:
-    """``lead``: samples (at the output rate) that VAD trimmed off the start of ``x``."""
+                 lead: int = 0, region: int | None = None) -> list[_Sample]:
+    """``lead``: samples (at the output rate) that VAD trimmed off the start of ``x``.
+    ``region``: the index of the speech region ``x`` is (``--vad-split-pause``)."""
     rate = cfg.sample_rate
     pcm = x  # int16 mono at the target rate (audio.load_and_preprocess)
     if cfg.chunk_seconds is not None:
@@ -52,6 +53,8 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
     for ci, (start, piece) in enumerate(pieces):
         piece = np.ascontiguousarray(piece, dtype=np.int16)
         key = f"{p.key}-c{ci:04d}" if cfg.chunk_seconds is not None else p.key
+        if region is not None:  # never with chunks (BuildOptions.validate)
+            key = f"{p.key}-v{region:04d}"
         meta = dict(rec.extra)  # source extras first: the core keys below win on a clash
         meta.update({
             "id": rec.id,
@@ -70,6 +73,8 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
             meta["label"] = rec.label
         if cfg.chunk_seconds is not None:
             meta["chunk"] = ci
+        if region is not None:
+            meta["vad_region"] = region
         if cfg.audio_field == fmt.AUDIO_NPY_ZST:
             audio_bytes = fmt.zstd_compress(fmt.encode_npy(piece), cfg.zstd_level)
         else:
@@ -96,6 +101,53 @@ def _speech_span(method: str, x: np.ndarray, rate: int) -> tuple[int, int] | Non
     return speech_span(x, rate)
 
 
+def _speech_regions(method: str, x: np.ndarray, rate: int,
+                    pause: float) -> list[tuple[int, int]]:
+    if method == "silero":
+        from ..audio import silero
+
+        return silero.split_regions(x, rate, pause)
+    return speech_regions(x, rate, pause)
+
+
+def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: float,
+                    vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
+    """``--vad-split-pause``: one sample per speech region of ``x``. A region outside
+    --min-duration/--max-duration is dropped and counted; the input is a reject only
+    when no region is left (inputs = written + rejected counts inputs, not regions)."""
+    rate = cfg.sample_rate
+    regions = _speech_regions(cfg.vad, x, rate, pause)
+    if not regions:
+        vad.clips_dropped += 1
+        return [], Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
+                                 f"{len(x) / rate:.3f} s)", "filter")
+    removed = len(x) - sum(end - begin for begin, end in regions)
+    if removed:
+        vad.clips_trimmed += 1
+        vad.samples_removed += removed
+    if len(regions) > 1:
+        vad.recordings_split += 1
+    samples: list[_Sample] = []
+    for i, (begin, end) in enumerate(regions):
+        dur = (end - begin) / rate
+        if dur < cfg.min_duration:
+            vad.regions_too_short += 1
+        elif cfg.max_duration is not None and dur > cfg.max_duration:
+            vad.regions_too_long += 1
+        else:  # keys keep the region's index: a dropped region leaves a gap, not a shift
+            samples += _samples_for(p, x[begin:end], cfg, begin, region=i)
+    vad.regions += len(samples)
+    if not samples:
+        longest = max(end - begin for begin, end in regions) / rate
+        limits = f"--min-duration {cfg.min_duration:g} s"
+        if cfg.max_duration is not None:
+            limits += f" and --max-duration {cfg.max_duration:g} s"
+        return [], Reject(p.rel, f"no speech region within {limits} ({len(regions)} "
+                                 f"region(s) split at {pause:g} s pauses, longest "
+                                 f"{longest:.3f} s)", "filter")
+    return samples, None
+
+
 def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordings,
                    vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
     """The samples of one input, or the reason it became none."""
@@ -106,6 +158,8 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
     except _INPUT_ERRORS as e:
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
+    if cfg.vad_split_pause is not None:
+        return _region_samples(p, x, cfg, cfg.vad_split_pause, vad)
     if cfg.vad != "none":
         span = _speech_span(cfg.vad, x, cfg.sample_rate)
         if span is None:
