@@ -24,7 +24,7 @@ BUILD_FLAGS = {
     "--no-shuffle", "--no-strict", "--no-trim-silence", "--normalize", "--overwrite", "--repair",
     "--sample-rate", "--shard-prefix", "--shard-size", "--shuffle-seed", "--strict",
     "--trim-silence", "--wait-for-lock", "--workers", "--zstd-level",
-    "--vad",
+    "--vad", "--vad-split-pause",
     "--executor", "--ray",  # the Ray executor's fields, hand-written on their branch
 }
 SOURCE_FLAGS = {"librispeech": {"--parts"}, "voxceleb": {"--kaldi-split"},

@@ -15,7 +15,7 @@ import soundfile as sf
 from test_builder import build, read_split, write_manifest
 
 from wds_pipeline.audio import silero
-from wds_pipeline.audio.vad import speech_span
+from wds_pipeline.audio.vad import speech_regions, speech_span
 from wds_pipeline.builder import BuildConfigError
 from wds_pipeline.index import load_index
 from wds_pipeline.synth.voices import plan_syllables, synth_voice, voice_params
@@ -200,3 +200,214 @@ def test_silero_without_the_package_names_the_install_command(tmp_path, monkeypa
     assert str(e.value) == ("--vad silero needs the silero-vad package: "
                             "pip install 'wds-pipeline[vad]'")
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------
+# --vad-split-pause: one sample per speech region
+
+REGIONS = {"energy": speech_regions, "silero": silero.split_regions}
+
+
+def utterance(seed: int, duration: float) -> np.ndarray:
+    """Voice ``seed``'s speech from its first syllable's onset to its last one's end (the
+    silences synth_voice leaves around it cut off), so that a recording built from
+    utterances has pauses of exactly the lengths put between them."""
+    speech = synth_voice(seed, duration, SR, np.random.default_rng(seed))
+    syllables = plan_syllables(round(duration * SR), SR, voice_params(seed),
+                               np.random.default_rng(seed))
+    return speech[syllables[0].start:syllables[-1].end]
+
+
+def recording(layout: list[tuple[int, float, float]], *, lead: float = 0.4
+              ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """int16 utterances ``(seed, duration, pause after it)`` after ``lead`` seconds of
+    silence, and each utterance's known ``[begin, end)``. Pauses inside an utterance are
+    the voice's own (at most 0.35 s plus the vowel fades)."""
+    parts, spans, t = [np.zeros(round(lead * SR))], [], round(lead * SR)
+    for seed, duration, pause in layout:
+        u = utterance(seed, duration)
+        spans.append((t, t + len(u)))
+        parts += [u, np.zeros(round(pause * SR))]
+        t += len(u) + round(pause * SR)
+    x = np.concatenate(parts)
+    x += np.random.default_rng(99).standard_normal(len(x)) * 5e-5  # as padded_voice's floor
+    return np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16), spans
+
+
+def talk_layout(seeds: tuple[int, int, int, int]) -> list[tuple[int, float, float]]:
+    """Four utterances: pauses of 0.8 s, 0.2 s and 1.0 s between them, 0.5 s after."""
+    return [(seeds[0], 1.6, 0.8), (seeds[1], 1.2, 0.2), (seeds[2], 1.4, 1.0),
+            (seeds[3], 1.0, 0.5)]
+
+
+def assert_near(found: list[tuple[int, int]], expected: list[tuple[int, int]],
+                label: str) -> None:
+    assert len(found) == len(expected), (label, found, expected)
+    errors = [(b - eb, e - ee) for (b, e), (eb, ee) in zip(found, expected)]
+    print(f"{label}: begin/end errors in samples {errors}")
+    assert all(abs(db) <= TOLERANCE and abs(de) <= TOLERANCE for db, de in errors), errors
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seeds", [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)])
+def test_split_regions_follow_the_known_pauses_within_30_ms(seeds, method):
+    pcm, (a, b, c, d) = recording(talk_layout(seeds))
+    # 0.5 s: the 0.8 s and 1.0 s pauses split, the 0.2 s one and the voices' own do not.
+    assert_near(REGIONS[method](pcm, SR, 0.5), [a, (b[0], c[1]), d], f"{method} {seeds} 0.5 s")
+    # 0.9 s: only the 1.0 s pause splits.
+    assert_near(REGIONS[method](pcm, SR, 0.9), [(a[0], c[1]), d], f"{method} {seeds} 0.9 s")
+    # Longer than every pause: one region, the trimmed span.
+    assert_near(REGIONS[method](pcm, SR, 1.5), [(a[0], d[1])], f"{method} {seeds} 1.5 s")
+
+
+def test_split_regions_of_silence_are_empty():
+    for regions in REGIONS.values() if importlib.util.find_spec("silero_vad") else [
+            speech_regions]:
+        assert regions(np.zeros(SR, dtype=np.int16), SR, 0.5) == []
+        assert regions(np.zeros(0, dtype=np.int16), SR, 0.5) == []
+
+
+def split_corpus(folder: Path) -> tuple[Path, dict[str, tuple[np.ndarray, list]]]:
+    """talk: three regions of 1 s or more at a 0.5 s pause, then a 0.34 s one (too short for
+    the default --min-duration 0.5); one: a single voice; blip: only a 0.34 s utterance;
+    quiet: hiss."""
+    clips = {
+        "talk": recording(talk_layout((1, 2, 3, 4))[:3] + [(7, 1.4, 0.8), (6, 0.6, 0.5)]),
+        "one": recording([(5, 1.4, 0.6)], lead=0.3),
+        "blip": recording([(6, 0.6, 0.5)]),
+    }
+    rows = []
+    for name, (pcm, _) in clips.items():
+        write_wav(folder / f"{name}.wav", pcm)
+        rows.append({"path": f"{name}.wav", "id": name, "speaker": "s1"})
+    hiss = np.random.default_rng(7).standard_normal(2 * SR) * 10 ** (-70 / 20)
+    write_wav(folder / "quiet.wav", np.round(hiss * 32768).astype(np.int16))
+    rows.append({"path": "quiet.wav", "id": "quiet", "speaker": "s1"})
+    return write_manifest(folder, rows), clips
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_build_writes_one_sample_per_region_and_counts_them(tmp_path, method):
+    manifest, clips = split_corpus(tmp_path / "c")
+    res = build("manifest", manifest, tmp_path / "o", vad=method, vad_split_pause=0.5,
+                shard_size=2)
+    split = tmp_path / "o" / "train"
+    idx = load_index(str(split))
+    assert (idx.counts.inputs, idx.counts.written, idx.counts.rejected,
+            idx.counts.samples) == (4, 2, 2, 4)
+    assert res.counts.samples == 4
+    assert idx.preprocessing["vad_split_pause"] == 0.5
+    blip = REGIONS[method](clips["blip"][0], SR, 0.5)
+    assert len(blip) == 1
+    assert [(r.input, r.stage, r.reason) for r in idx.rejected] == [
+        ("blip.wav", "filter", "no speech region within --min-duration 0.5 s (1 region(s) "
+                               f"split at 0.5 s pauses, longest "
+                               f"{(blip[0][1] - blip[0][0]) / SR:.3f} s)"),
+        ("quiet.wav", "filter", f"all silence (--vad {method} found no speech in 2.000 s)")]
+
+    samples = read_split(split)
+    assert sorted(samples) == ["one-v0000", "talk-v0000", "talk-v0001", "talk-v0002"]
+    talk, (a, b, c, d, e) = clips["talk"]
+    one, (o,) = clips["one"]
+    expected = {"talk-v0000": (talk, a), "talk-v0001": (talk, (b[0], c[1])),
+                "talk-v0002": (talk, d), "one-v0000": (one, o)}
+    removed = 0
+    for key, (pcm, known) in expected.items():
+        audio, meta = samples[key]["audio.npy"], samples[key]["json"]
+        first = round(meta["offset"] * SR)  # the region's start in the recording
+        assert_near([(first, first + len(audio))], [known], f"{method} {key}")
+        np.testing.assert_array_equal(audio, pcm[first:first + len(audio)])
+        assert meta["offset"] == round(first / SR, 6)
+        assert (meta["key"], meta["id"], meta["vad_region"]) == (key, key[:-6], int(key[-4:]))
+        assert meta["num_samples"] == len(audio) and "chunk" not in meta
+    # Seconds removed: everything outside the regions found, short regions excepted.
+    for name, (pcm, _) in clips.items():
+        removed += len(pcm) - sum(e - b for b, e in REGIONS[method](pcm, SR, 0.5))
+    assert idx.extras["vad"] == {
+        "method": method, "clips_trimmed": 3, "clips_dropped": 1,
+        "seconds_removed": round(removed / SR, 6), "split_pause": 0.5,
+        "recordings_split": 1, "regions": 4, "regions_too_short": 2, "regions_too_long": 0}
+    assert [len(REGIONS[method](pcm, SR, 0.5)) for pcm, _ in clips.values()] == [4, 1, 1]
+
+    # A rerun and a resume report the same counts (the journal carries them).
+    before = (split / "index.json").read_bytes()
+    assert build("manifest", manifest, tmp_path / "o", vad=method, vad_split_pause=0.5,
+                 shard_size=2).already_complete
+    (split / "index.json").unlink()
+    resumed = build("manifest", manifest, tmp_path / "o", vad=method, vad_split_pause=0.5,
+                    shard_size=2)
+    assert resumed.splits["train"].shards_reused == 2
+    assert (split / "index.json").read_bytes() == before
+
+
+def test_regions_outside_max_duration_are_dropped_and_counted(tmp_path):
+    manifest, clips = split_corpus(tmp_path / "c")
+    talk = speech_regions(clips["talk"][0], SR, 0.5)
+    long = (talk[1][1] - talk[1][0]) / SR  # the merged second and third utterances
+    assert long > 2.2 and all((end - begin) / SR < 2.2 for begin, end in talk if begin != talk[1][0])
+    build("manifest", manifest, tmp_path / "o", vad="energy", vad_split_pause=0.5,
+          max_duration=2.2, min_duration=0.3)
+    idx = load_index(str(tmp_path / "o" / "train"))
+    assert sorted(read_split(tmp_path / "o" / "train")) == [
+        "blip-v0000", "one-v0000", "talk-v0000", "talk-v0002", "talk-v0003"]
+    vad = idx.extras["vad"]
+    assert (vad["regions"], vad["regions_too_short"], vad["regions_too_long"]) == (5, 0, 1)
+    assert (idx.counts.inputs, idx.counts.written, idx.counts.rejected) == (4, 3, 1)
+
+
+# sha256 of shards and index.json of test_build_trims_clips...'s corpus built with --vad energy
+# and shard_size 2 by the code before --vad-split-pause existed (same digest as
+# test_demo_digest.shards_digest computes).
+ENERGY_DIGEST = "6e144fe29b57cbb6472b9f6a95c10d9b45413a775e595569fd1730001b2f60cd"
+
+
+def test_without_split_pause_a_vad_build_is_byte_identical_to_before(tmp_path):
+    from test_demo_digest import shards_digest
+
+    manifest, _ = vad_corpus(tmp_path / "c")
+    build("manifest", manifest, tmp_path / "o", vad="energy", shard_size=2)
+    assert shards_digest(str(tmp_path / "o")) == (ENERGY_DIGEST, 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"vad_split_pause": 0.5}, "--vad-split-pause splits at the pauses that voice activity "
+                               "detection finds: add --vad energy or --vad silero"),
+    ({"vad": "energy", "vad_split_pause": 0.5, "chunk_seconds": 2.0},
+     "--vad-split-pause and --chunk-seconds both cut inputs into samples: use one of them "
+     "(--max-duration rejects over-long speech regions)"),
+    ({"vad": "energy", "vad_split_pause": 0.0}, "--vad-split-pause must be positive, got 0.0"),
+])
+def test_split_pause_refuses_bad_combinations(tmp_path, options, message):
+    manifest, _ = vad_corpus(tmp_path / "c")
+    with pytest.raises(BuildConfigError) as e:
+        build("manifest", manifest, tmp_path / "o", **options)
+    assert str(e.value) == message
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_split_pause_without_vad(tmp_path):
+    import subprocess
+
+    manifest, _ = vad_corpus(tmp_path / "c")
+    proc = subprocess.run([sys.executable, "-m", "wds_pipeline.cli", "build", "manifest",
+                           str(manifest), str(tmp_path / "o"), "--vad-split-pause", "0.5"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "--vad-split-pause splits at the pauses that voice activity detection finds: " \
+           "add --vad energy or --vad silero" in proc.stderr
+
+
+def test_keys_leave_room_for_the_region_suffix(tmp_path):
+    folder = tmp_path / "c"
+    pcm, _ = recording([(5, 1.4, 0.6)], lead=0.3)
+    write_wav(folder / "a.wav", pcm)
+    write_wav(folder / "b.wav", pcm)
+    fits, too_long = "a" * 74, "b" * 75  # 80-character keys with "-v0000"
+    manifest = write_manifest(folder, [{"path": "a.wav", "id": fits, "speaker": "s"},
+                                       {"path": "b.wav", "id": too_long, "speaker": "s"}])
+    build("manifest", manifest, tmp_path / "o", vad="energy", vad_split_pause=0.5)
+    idx = load_index(str(tmp_path / "o" / "train"))
+    assert sorted(read_split(tmp_path / "o" / "train")) == [fits + "-v0000"]
+    assert [(r.input, r.reason) for r in idx.rejected] == [
+        ("b.wav", f"sample key {too_long!r} longer than 74 characters (shorten the ids in "
+                  "the source)")]

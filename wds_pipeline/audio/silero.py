@@ -101,27 +101,41 @@ def speech_span(x: np.ndarray, sr: int) -> tuple[int, int] | None:
 
 
 def split_regions(x: np.ndarray, sr: int, pause: float) -> list[tuple[int, int]]:
-    """``--vad-split-pause``: the model's speech regions separated by pauses of at least
-    ``pause`` seconds, each refined as :func:`speech_span`'s bounds are, but only towards
-    energy runs between its neighbours' model bounds (a short pause must not pull a bound
-    into the next region). [] when the model finds no speech."""
-    regions = speech_regions(x, sr, min_silence_ms=round(pause * 1000))
+    """``--vad-split-pause``: the model's speech regions, each refined as
+    :func:`speech_span`'s bounds are (but only towards energy runs between its neighbours'
+    model bounds: a short pause must not pull a bound into the next region), then joined
+    across refined gaps shorter than ``pause`` seconds. [] when the model finds no speech.
+
+    The model is asked for regions at its usual pause (or ``pause`` when shorter) and the
+    gaps are measured after refinement: its own silence starts late (its score falls a
+    while after the sound does), so asking it for ``pause`` would miss pauses a little
+    longer than that, which the energy backend splits at."""
+    min_silence = min(MIN_SILENCE_MS, round(pause * 1000))
+    regions = speech_regions(x, sr, min_silence_ms=min_silence)
     if not regions:
         return []
     found, frame = _energy_runs(x, sr)  # once: a long recording has many regions
-    out: list[tuple[int, int]] = []
+    refined: list[tuple[int, int]] = []
     for i, (begin, end) in enumerate(regions):
         lo = regions[i - 1][1] if i else 0
         hi = regions[i + 1][0] if i + 1 < len(regions) else len(x)
         own = [r for r in found if r[0] * frame >= lo and r[1] * frame <= hi]
-        # The model holds a region open until it has heard ``pause`` of silence, so a
-        # region that runs into the end of the recording ends up to that much late.
+        # A region that runs into the end of the recording was left open by the model
+        # (no pause after it), up to its pause plus its lag late.
         new_begin, new_end = _refined(own, frame, len(x), begin, end, sr,
-                                      inward=REFINE_SECONDS + pause)
-        if out:  # refined bounds of neighbours never overlap
-            new_begin = max(new_begin, out[-1][1])
-        out.append((new_begin, max(new_begin, new_end)))
-    return [r for r in out if r[1] > r[0]]
+                                      inward=REFINE_SECONDS + min_silence / 1000)
+        if refined:  # refined bounds of neighbours never overlap
+            new_begin = max(new_begin, refined[-1][1])
+        if new_end > new_begin:
+            refined.append((new_begin, new_end))
+    gap = round(pause * sr)
+    merged: list[tuple[int, int]] = []
+    for begin, end in refined:
+        if merged and begin - merged[-1][1] < gap:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((begin, end))
+    return merged
 
 
 def _energy_runs(x: np.ndarray, sr: int) -> tuple[list[tuple[int, int]], int]:
