@@ -411,3 +411,25 @@ def test_keys_leave_room_for_the_region_suffix(tmp_path):
     assert [(r.input, r.reason) for r in idx.rejected] == [
         ("b.wav", f"sample key {too_long!r} longer than 74 characters (shorten the ids in "
                   "the source)")]
+
+
+def test_a_key_too_long_for_a_five_digit_region_suffix_is_a_reject(tmp_path):
+    rate = 8000  # 10001 bursts of 40 ms tone and 20 ms silence: 600 s, kept small at 8 kHz
+    burst = np.concatenate([np.round(8000 * np.sin(2 * np.pi * 440 * np.arange(320) / rate)),
+                            np.zeros(160)]).astype(np.int16)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sf.write(str(folder / "many.wav"), np.tile(burst, 10001), rate, subtype="PCM_16")
+    long_id = "m" * 74  # room for -v0000 (plan_keys), not for -v10000
+    manifest = write_manifest(folder, [{"path": "many.wav", "id": long_id, "speaker": "s"},
+                                       {"path": "many.wav", "id": "short", "speaker": "s"}])
+    build("manifest", manifest, tmp_path / "o", vad="energy", vad_split_pause=0.015,
+          sample_rate=rate, min_duration=0.01)
+    idx = load_index(str(tmp_path / "o" / "train"))
+    keys = set(read_split(tmp_path / "o" / "train"))
+    assert keys == {f"short-v{i:04d}" for i in range(10001)}
+    assert [(r.input, r.reason) for r in idx.rejected] == [
+        ("many.wav", f"10001 speech regions at --vad-split-pause 0.015: key "
+                     f"'{long_id}-v10000' would be longer than 80 characters; shorten the id, "
+                     "use a longer pause or cut the recording")]
+    assert idx.extras["vad"]["regions"] == 10001

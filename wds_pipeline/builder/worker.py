@@ -121,6 +121,12 @@ def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: fl
         vad.clips_dropped += 1
         return [], Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
                                  f"{len(x) / rate:.3f} s)", "filter")
+    last_key = f"{p.key}-v{len(regions) - 1:04d}"
+    if len(last_key) > fmt.MAX_KEY_LENGTH:  # planned with room for 4 digits, not 5
+        return [], Reject(p.rel, f"{len(regions)} speech regions at --vad-split-pause "
+                                 f"{pause:g}: key {last_key!r} would be longer than "
+                                 f"{fmt.MAX_KEY_LENGTH} characters; shorten the id, use a "
+                                 "longer pause or cut the recording", "filter")
     removed = len(x) - sum(end - begin for begin, end in regions)
     if removed:
         vad.clips_trimmed += 1
