@@ -115,6 +115,13 @@ def write_wav(path: Path, pcm: np.ndarray) -> None:
     sf.write(str(path), pcm, SR, subtype="PCM_16")
 
 
+def write_quiet(folder: Path, speaker: str) -> dict[str, str]:
+    """quiet.wav: 2 s of -70 dBFS hiss (no speech), and its manifest row."""
+    hiss = np.random.default_rng(7).standard_normal(2 * SR) * 10 ** (-70 / 20)
+    write_wav(folder / "quiet.wav", np.round(hiss * 32768).astype(np.int16))
+    return {"path": "quiet.wav", "id": "quiet", "speaker": speaker}
+
+
 def vad_corpus(folder: Path) -> tuple[Path, dict[str, tuple[np.ndarray, int, int]]]:
     """Three padded voices and one all-silence file, listed in a manifest."""
     clips = {}
@@ -124,9 +131,7 @@ def vad_corpus(folder: Path) -> tuple[Path, dict[str, tuple[np.ndarray, int, int
         write_wav(folder / f"v{i}.wav", pcm)
         clips[f"v{i}"] = (pcm, begin, end)
         rows.append({"path": f"v{i}.wav", "id": f"v{i}", "speaker": f"s{i}"})
-    hiss = np.random.default_rng(7).standard_normal(2 * SR) * 10 ** (-70 / 20)
-    write_wav(folder / "quiet.wav", np.round(hiss * 32768).astype(np.int16))
-    rows.append({"path": "quiet.wav", "id": "quiet", "speaker": "s0"})
+    rows.append(write_quiet(folder, "s0"))
     return write_manifest(folder, rows), clips
 
 
@@ -280,9 +285,7 @@ def split_corpus(folder: Path) -> tuple[Path, dict[str, tuple[np.ndarray, list]]
     for name, (pcm, _) in clips.items():
         write_wav(folder / f"{name}.wav", pcm)
         rows.append({"path": f"{name}.wav", "id": name, "speaker": "s1"})
-    hiss = np.random.default_rng(7).standard_normal(2 * SR) * 10 ** (-70 / 20)
-    write_wav(folder / "quiet.wav", np.round(hiss * 32768).astype(np.int16))
-    rows.append({"path": "quiet.wav", "id": "quiet", "speaker": "s1"})
+    rows.append(write_quiet(folder, "s1"))
     return write_manifest(folder, rows), clips
 
 
