@@ -263,6 +263,8 @@ def test_split_regions_follow_the_known_pauses_within_30_ms(seeds, method):
     assert_near(REGIONS[method](pcm, SR, 0.9), [(a[0], c[1]), d], f"{method} {seeds} 0.9 s")
     # Longer than every pause: one region, the trimmed span.
     assert_near(REGIONS[method](pcm, SR, 1.5), [(a[0], d[1])], f"{method} {seeds} 1.5 s")
+    if method == "energy":  # one region is exactly the trimmed span of --vad without a split
+        assert speech_regions(pcm, SR, 1.5) == [speech_span(pcm, SR)]
 
 
 def test_split_regions_of_silence_are_empty():
