@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from peak_rss import build_peak_rss
 from shard_tasks import Failing
 from test_builder import build, read_split, tree_bytes
 
@@ -309,23 +310,12 @@ def test_a_dataset_larger_than_memory_streams_through(tmp_path):
 
 
 def _peak_rss(paths: list[str], out: Path) -> int:
-    """Peak resident memory of a build in a fresh process above its memory after the
-    imports (the peak is reset through /proc/self/clear_refs once they are loaded)."""
-    code = ("import sys\n"
-            # torch: load_dataset imports it (~200 MiB) when it is installed
-            "import datasets, torch, wds_pipeline.audio, wds_pipeline.builder.worker\n"
-            "import wds_pipeline.sources.hf\n"
-            "from wds_pipeline.builder import BuildOptions, build_dataset\n"
-            "def status(field):\n"
-            "    for line in open('/proc/self/status'):\n"
-            "        if line.startswith(field):\n"
-            "            return int(line.split()[1]) * 1024\n"
-            "open('/proc/self/clear_refs', 'w').write('5')\n"
-            "before = status('VmRSS:')\n"
-            "build_dataset('hf', 'parquet', sys.argv[1], source_options={'data_files': "
-            "tuple(sys.argv[2:]), 'label_column': 'label'}, options=BuildOptions(workers=1, "
-            "progress=False, shard_size=200))\n"
-            "print(status('VmHWM:') - before)\n")
-    run = subprocess.run([sys.executable, "-c", code, str(out), *paths], check=True,
-                         capture_output=True, text=True)
-    return int(run.stdout.split()[-1])
+    return build_peak_rss(
+        # torch: load_dataset imports it (~200 MiB) when it is installed
+        "import datasets, torch, wds_pipeline.audio, wds_pipeline.builder.worker\n"
+        "import wds_pipeline.sources.hf\n"
+        "from wds_pipeline.builder import BuildOptions, build_dataset",
+        "build_dataset('hf', 'parquet', sys.argv[1], source_options={'data_files': "
+        "tuple(sys.argv[2:]), 'label_column': 'label'}, options=BuildOptions(workers=1, "
+        "progress=False, shard_size=200))",
+        [str(out), *paths])

@@ -5,13 +5,12 @@ untimed words, bad transcripts as recorded rejects, and one decode per long reco
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from peak_rss import build_peak_rss
 from test_builder import build, read_split
 from test_recordings import decode_spans
 
@@ -243,20 +242,9 @@ def test_a_one_hour_session_decodes_once_in_memory_bounded_by_the_recording(
 
 
 def _peak_rss(root: Path, out: Path) -> int:
-    """Peak resident memory of a build in a fresh process, above its memory after the
-    imports: the peak is reset (/proc/self/clear_refs) once the modules are loaded."""
-    code = ("import sys\n"
-            "import wds_pipeline.audio, wds_pipeline.builder.worker, wds_pipeline.sources.sessions\n"
-            "from wds_pipeline.builder import BuildOptions, build_dataset\n"
-            "def status(field):\n"
-            "    for line in open('/proc/self/status'):\n"
-            "        if line.startswith(field):\n"
-            "            return int(line.split()[1]) * 1024\n"
-            "open('/proc/self/clear_refs', 'w').write('5')\n"
-            "before = status('VmRSS:')\n"
-            "build_dataset('sessions', sys.argv[1], sys.argv[2], source_options={'mode': "
-            "'words'}, options=BuildOptions(workers=1, progress=False, min_duration=0.05))\n"
-            "print(status('VmHWM:') - before)\n")
-    run = subprocess.run([sys.executable, "-c", code, str(root), str(out)], check=True,
-                         capture_output=True, text=True)
-    return int(run.stdout.split()[-1])
+    return build_peak_rss(
+        "import wds_pipeline.audio, wds_pipeline.builder.worker, wds_pipeline.sources.sessions\n"
+        "from wds_pipeline.builder import BuildOptions, build_dataset",
+        "build_dataset('sessions', sys.argv[1], sys.argv[2], source_options={'mode': 'words'}, "
+        "options=BuildOptions(workers=1, progress=False, min_duration=0.05))",
+        [str(root), str(out)])
