@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def decode_npy(data: Payload) -> np.ndarray:
     else:
         raise ShardFormatError(f"unsupported .npy version {major}")
     dtype, shape, fortran, offset = _npy_header(bytes(mv[start : start + hlen]), start)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # 1 for a 0-d array; math.prod: np.prod costs ~5 us per call
     need = offset + count * dtype.itemsize
     if len(mv) < need:
         raise ShardFormatError(f".npy payload truncated: {len(mv)} bytes, header needs {need}")
