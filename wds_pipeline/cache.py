@@ -300,6 +300,12 @@ class ShardCache:
             dl = inflight[key] = Download(url)
             return dl, True
 
+    def _download_in_background(self, dl: Download, url: str, key: str, want: Want) -> None:
+        try:
+            self._run_download(dl, url, key, want)
+        except BaseException as e:  # noqa: BLE001 - recorded in dl: its readers raise it
+            log.debug("background download of %s failed: %s", url, e)
+
     def _run_download(self, dl: Download, url: str, key: str, want: Want) -> str:
         """Ensure the entry under its lock (downloading it when needed, publishing the
         progress to ``dl``), then settle ``dl`` and unregister it."""
@@ -401,7 +407,7 @@ class ShardCache:
         key = cache_key(url)
         dl, own = self._join_or_start(key, url)
         if own:
-            threading.Thread(target=self._run_download, args=(dl, url, key, want),
+            threading.Thread(target=self._download_in_background, args=(dl, url, key, want),
                              name=f"shard-download-{key[:16]}", daemon=True).start()
         else:
             self._count(joins=1)
