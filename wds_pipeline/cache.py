@@ -418,6 +418,17 @@ class ShardCache:
             self._count(partial_opens=1)
         return f  # type: ignore[return-value]
 
+    def wait_nearly_downloaded(self, url: str, remaining: int) -> bool:
+        """When a thread of this process is downloading ``url``: wait until at most
+        ``remaining`` bytes are left (or it ended) and return True; else False at once."""
+        inflight = self._downloads()
+        with self._mu:
+            dl = inflight.get(cache_key(url))
+        if dl is None:
+            return False
+        dl.wait_remaining(remaining)
+        return True
+
     def contains(self, url: str) -> bool:
         """Whether a trusted-looking entry (data + sidecar) exists; no hashing, no lock."""
         key = cache_key(url)

@@ -72,6 +72,10 @@ is_transient = storage.is_transient
 # Bytes per copy call of a download that may be read while it runs: how often progress
 # reaches partial readers (the first sample waits for the first such block).
 PARTIAL_COPY_BLOCK = 1 << 20
+# A shard read while it downloads is read at the speed its download gets, so prefetches
+# must not split the link with it: the next shard's download starts when the one before
+# has this little left (enough to hide the open latency of the next).
+PREFETCH_OVERLAP = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,7 @@ class ShardReader:
         self._plan: list[ShardRef] = []
         self._pos = -1
         self._futures: dict[str, Future] = {}
+        self._chain: tuple[str, Future] | None = None  # the last partial_ok prefetch
 
     # ------------------------------------------------------------- public
     def stats(self) -> ReaderStats:
@@ -448,6 +453,7 @@ class ShardReader:
         if self._pool is None or self._pool_pid != os.getpid():
             if self._pool_pid != os.getpid():
                 self._futures = {}
+                self._chain = None
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_threads, thread_name_prefix="shard-prefetch"
             )
@@ -462,10 +468,30 @@ class ShardReader:
             for ref in window:
                 if ref.url in self._futures or self._is_direct(ref.url):
                     continue
-                self._futures[ref.url] = self._executor().submit(self._prefetch_one, ref)
+                chained = ref.partial_ok and self.cache is not None
+                fut = self._executor().submit(self._prefetch_one, ref,
+                                              self._chain if chained else None)
+                self._futures[ref.url] = fut
+                if chained:
+                    self._chain = (ref.url, fut)
                 self._stats.add(prefetches=1)
 
-    def _prefetch_one(self, ref: ShardRef) -> bytes | None:
+    def _after(self, prev: tuple[str, Future]) -> None:
+        """Wait until the previous partial_ok shard's download is nearly done (it is, or
+        will soon be, read while it downloads: it gets the link first)."""
+        url, fut = prev
+        assert self.cache is not None
+        while not fut.done():
+            if self.cache.wait_nearly_downloaded(url, PREFETCH_OVERLAP):
+                return
+            try:  # its download has not registered yet (or ran elsewhere): look again soon
+                fut.result(timeout=0.05)
+            except Exception:  # noqa: BLE001, S110 - its outcome is its reader's business
+                pass
+
+    def _prefetch_one(self, ref: ShardRef, after: tuple[str, Future] | None = None) -> bytes | None:
+        if after is not None:
+            self._after(after)
         if self.cache is not None:
             self.cache.get(
                 ref.url,

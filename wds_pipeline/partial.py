@@ -101,6 +101,12 @@ class Download:
             os.close(fd)
 
     # -- other threads -----------------------------------------------------------
+    def wait_remaining(self, remaining: int) -> None:
+        """Wait until at most ``remaining`` bytes are left to download, or the end."""
+        with self._cond:
+            while not self._ended and (self._fd is None or self._size - self._written > remaining):
+                self._cond.wait()
+
     def result(self) -> str:
         """Wait for the end; the committed path, or the download's error raised."""
         with self._cond:
