@@ -223,3 +223,34 @@ def test_streamed_epoch_over_gcs_equals_local_read(gcs_emulator, tmp_path):
     for i, info in enumerate(idx.shards):
         assert cached_sha(cache, idx.shard_url(i)) == info.sha256
     assert np.all([cache.contains(idx.shard_url(i)) for i in range(len(sizes))])
+
+
+@pytest.mark.fuse
+def test_next_shard_waits_until_the_one_being_read_is_nearly_downloaded(slowfs_factory, tmp_path):
+    from wds_pipeline.fetch import PREFETCH_OVERLAP
+
+    m = slowfs_factory("slow", latency_ms=100, bandwidth_mbps=5)
+    write_synthetic_dataset(os.path.join(m.source, "ds"), [250, 250], frames=big_frames)
+    idx = load_index(os.path.join(m.mountpoint, "ds", "index.json"))
+    refs = [ShardRef(idx.shard_url(i), s.sha256, s.filesize, partial_ok=True)
+            for i, s in enumerate(idx.shards)]
+    cache = ShardCache(str(tmp_path / "cache"))
+    with ShardReader(cache=cache, prefetch=2) as reader:
+        reader.schedule(refs)
+        with reader.open(refs[0]) as f:
+            assert isinstance(f, PartialShard)
+            assert len(f.read(1 << 20)) == 1 << 20
+            opens = tar_opens(m)  # before the progress: a shard opened by then saw it smaller
+            written, size = f.progress()
+            # 16 MB at 5 MB/s: most of it is still on its way, and the link is all its own.
+            assert size - written > PREFETCH_OVERLAP
+            assert opens == ["/ds/shard-000000.tar"]
+            rest = f.read()
+            f.wait_verified()
+        with reader.open(refs[1]) as g:
+            second = g.read()
+            if isinstance(g, PartialShard):
+                g.wait_verified()
+    assert len(rest) + (1 << 20) == idx.shards[0].filesize
+    assert hashlib.sha256(second).hexdigest() == idx.shards[1].sha256
+    assert cache.stats().misses == 2
