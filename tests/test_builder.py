@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from shardgen import sample_crcs
 
 from wds_pipeline import format as fmt
 from wds_pipeline.builder import BuildConfigError, BuildOptions, OutputConflictError, build_dataset
@@ -173,6 +174,17 @@ def test_librispeech_counts_keys_metadata_and_labels(libri, libri_built):
                 "chapter": key.split("-")[1],
             }
             assert s["cls"] == idx.label_map[u["speaker"]]
+
+
+def test_index_holds_each_samples_crc32_and_the_journal_too(libri_built):
+    out, _ = libri_built
+    for split in ("dev-clean", "train-clean-100"):
+        idx = load_index(str(out / split))
+        for i, info in enumerate(idx.shards):
+            assert len(info.sample_crc32) == info.nsamples
+            assert info.sample_crc32 == sample_crcs(idx.shard_url(i), info.sample_offsets)
+            entry = json.loads((out / split / "_build" / f"shard-{i:06d}.json").read_text())
+            assert entry["info"]["sample_crc32"] == info.sample_crc32
 
 
 def test_label_map_is_per_split_sorted_and_stable(libri, libri_built, tmp_path):

@@ -110,3 +110,20 @@ def test_verify_names_each_damaged_shard(tmp_path, how, reason):
     (split,) = report.splits
     assert all(p.startswith("shard-000001.tar: ") for p in split.problems), split.problems
     assert any(reason in p for p in split.problems), split.problems
+
+
+def test_verify_checks_each_samples_crc32_from_the_index(tmp_path):
+    import json
+
+    make_dataset(str(tmp_path), [4, 4, 4])
+    assert verify_dataset(str(tmp_path), progress=False).ok  # the written crcs check out
+    index = tmp_path / "index.json"
+    d = json.loads(index.read_text())
+    d["shardlist"][1]["sample_crc32"][3] ^= 1  # the last sample: up to the end blocks
+    d["shardlist"][2]["sample_crc32"][1] ^= 1
+    index.write_text(json.dumps(d))
+    report = verify_dataset(str(tmp_path), progress=False)
+    (split,) = report.splits
+    assert [p.split(" (byte")[0] for p in split.problems] == [
+        "shard-000001.tar: sample 3", "shard-000002.tar: sample 1"], split.problems
+    assert all("has crc32" in p and "index says" in p for p in split.problems)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shardgen import sample_crcs
 
 from wds_pipeline import format as fmt
 from wds_pipeline.shard_writer import ShardWriter
@@ -93,6 +94,8 @@ def test_shard_writer_records_what_it_wrote(tmp_path):
     data = path.read_bytes()
     assert (info.filesize, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     assert (info.nsamples, info.sample_frames, info.duration) == (3, frames, 5600 / 16000)
+    assert info.sample_crc32 == sample_crcs(str(path), info.sample_offsets)
+    assert len(set(info.sample_crc32)) == 3
     for i, offset in enumerate(info.sample_offsets):
         key, fields = next(fmt.iter_samples(io.BytesIO(data[offset:])))
         assert key == f"k{i}" and sorted(fields) == [fmt.AUDIO_NPY, fmt.CLS]

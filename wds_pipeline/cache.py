@@ -33,6 +33,19 @@ Eviction only ever deletes files inside ``cache_dir``. A file unlinked while a
 reader still has it open stays readable until closed (its blocks are freed
 then), so the OS may briefly hold more than the bound; the directory never does.
 
+Streaming. :meth:`ShardCache.open_partial` returns a :class:`PartialShard` that reads a
+shard while it downloads: the download writes into its temp file as usual and
+publishes, to readers in the same process, how many bytes it has written; a reader
+reads only up to that length and waits for more (or raises the download's error). The
+download itself is unchanged: it still verifies size and sha256 and commits the entry
+atomically (or not at all). The bytes a reader gets before that are unverified: the
+caller checks them (the loader checks each sample against the index's crc32) and
+asks :meth:`PartialShard.wait_verified` for the final verdict. One download per shard
+per process: :meth:`ShardCache.get`, :meth:`ShardCache.open` and
+:meth:`ShardCache.open_partial` called while another thread of this process downloads
+the same shard join that download instead of starting or waiting for another
+(``CacheStats.joins``). Across processes the entry lock serialises as before.
+
 Locking. One ``filelock`` per entry serialises download/verify/evict of that
 entry across threads and processes (the second getter waits, then hits: no
 double download). A global lock serialises reservation and eviction. Order:
@@ -50,6 +63,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -61,12 +75,14 @@ from filelock import FileLock, Timeout
 from . import storage
 from .counters import Counters
 from .format import ShardFormatError
+from .partial import Download, PartialShard
 from .storage import ShardCheck
 
 __all__ = [
     "CacheFullError",
     "CacheStats",
     "FetchFn",
+    "PartialShard",
     "ShardCache",
     "ShardIntegrityError",
     "cache_key",
@@ -128,6 +144,18 @@ class ShardIntegrityError(ShardFormatError):
         )
 
 
+class PartialShardIntegrityError(ShardIntegrityError):
+    """A shard read while it downloaded did not verify once the download ended."""
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self.args = (
+            f"{self.args[0]} It was read while downloading: every sample read from it "
+            "passed its crc32 from the index, so the damage is outside the sample bytes "
+            "(e.g. in the end-of-archive blocks) or the file changed during the download.",
+        )
+
+
 DOWNLOAD_ATTEMPTS = 2  # a second download tells a corrupt source from a corrupted transfer
 
 
@@ -162,6 +190,13 @@ class CacheStats:
     corrupt: int = 0  # cached entries found corrupt and dropped
     refetches: int = 0  # downloads whose hash mismatched and were fetched again
     stale_tmp_removed: int = 0
+    # Calls that joined a download of the same shard already running in this process
+    # (get() counts them as hits too; open() then hits the committed entry).
+    joins: int = 0
+    partial_opens: int = 0  # open_partial() calls served while the shard was downloading
+    # Over those opens: bytes of the shard not yet downloaded when each first returned data
+    # (> 0 means data was read before the download finished).
+    partial_bytes_missing: int = 0
 
 
 class Want(TypedDict):
@@ -231,6 +266,62 @@ class ShardCache:
         for sub in ("data", "meta", "tmp", "locks"):
             os.makedirs(os.path.join(self.cache_dir, sub), exist_ok=True)
         self._stats = Counters(CacheStats())
+        self._init_downloads()
+
+    def _init_downloads(self) -> None:
+        # Downloads running in this process, by entry key (see "Streaming" above).
+        self._mu = threading.Lock()
+        self._inflight: dict[str, Download] = {}
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        for k in ("_mu", "_inflight", "_pid"):
+            d.pop(k)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._init_downloads()
+
+    def _downloads(self) -> dict[str, Download]:
+        if self._pid != os.getpid():  # forked: the parent's download threads are not here
+            self._init_downloads()
+        return self._inflight
+
+    def _join_or_start(self, key: str, url: str) -> tuple[Download, bool]:
+        """The download of ``key`` running in this process, or a new one the caller
+        must run (second item True)."""
+        inflight = self._downloads()
+        with self._mu:
+            dl = inflight.get(key)
+            if dl is not None:
+                return dl, False
+            dl = inflight[key] = Download(url)
+            return dl, True
+
+    def _download_in_background(self, dl: Download, url: str, key: str, want: Want) -> None:
+        try:
+            self._run_download(dl, url, key, want)
+        except BaseException as e:  # noqa: BLE001 - recorded in dl: its readers raise it
+            log.debug("background download of %s failed: %s", url, e)
+
+    def _run_download(self, dl: Download, url: str, key: str, want: Want) -> str:
+        """Ensure the entry under its lock (downloading it when needed, publishing the
+        progress to ``dl``), then settle ``dl`` and unregister it."""
+        try:
+            with self._lock(key):
+                path = self._ensure(url, key, want, dl)
+                dl.settle(path)  # opened under the lock: eviction cannot race it
+            return path
+        except BaseException as e:
+            dl.fail(e)
+            raise
+        finally:
+            with self._mu:
+                if self._inflight.get(key) is dl:
+                    del self._inflight[key]
+            dl.release()
 
     # ------------------------------------------------------------------- paths
     def _data(self, key: str) -> str:
@@ -287,15 +378,56 @@ class ShardCache:
         :meth:`open` to get a handle that stays valid.
         """
         key = cache_key(url)
-        with self._lock(key):
-            return self._ensure(url, key, want)
+        dl, own = self._join_or_start(key, url)
+        if not own:
+            self._count(joins=1, hits=1)  # served without a download of its own
+            return dl.result()
+        return self._run_download(dl, url, key, want)
 
     def open(self, url: str, **want: Unpack[Want]) -> BinaryIO:
         """Like :meth:`get` but returns the file opened while the entry is locked,
         so a concurrent eviction cannot remove it between check and open."""
         key = cache_key(url)
+        inflight = self._downloads()
+        with self._mu:
+            dl = inflight.get(key)
+        if dl is not None:  # a thread of this process is downloading it: wait for that one
+            self._count(joins=1)
+            dl.result()
         with self._lock(key):
             return open(self._ensure(url, key, want), "rb")
+
+    def open_partial(self, url: str, **want: Unpack[Want]) -> BinaryIO:
+        """Like :meth:`open`, but does not wait for a download: when the shard is being
+        downloaded (by this call, which starts it in a background thread, or by another
+        thread of this process, e.g. a prefetch, which it joins) it returns a
+        :class:`PartialShard` reading the bytes as they arrive, unverified. When the
+        shard is already cached (or another process downloaded it meanwhile) it returns
+        the verified file, as :meth:`open` does."""
+        key = cache_key(url)
+        dl, own = self._join_or_start(key, url)
+        if own:
+            threading.Thread(target=self._download_in_background, args=(dl, url, key, want),
+                             name=f"shard-download-{key[:16]}", daemon=True).start()
+        else:
+            self._count(joins=1)
+        f = dl.attach(self._stats)
+        if f is None:  # finished and unregistered meanwhile: the usual locked open
+            return self.open(url, **want)
+        if isinstance(f, PartialShard):
+            self._count(partial_opens=1)
+        return f  # type: ignore[return-value]
+
+    def wait_nearly_downloaded(self, url: str, remaining: int) -> bool:
+        """When a thread of this process is downloading ``url``: wait until at most
+        ``remaining`` bytes are left (or it ended) and return True; else False at once."""
+        inflight = self._downloads()
+        with self._mu:
+            dl = inflight.get(cache_key(url))
+        if dl is None:
+            return False
+        dl.wait_remaining(remaining)
+        return True
 
     def contains(self, url: str) -> bool:
         """Whether a trusted-looking entry (data + sidecar) exists; no hashing, no lock."""
@@ -361,7 +493,7 @@ class ShardCache:
         os.utime(data, ns=(time.time_ns(), st.st_mtime_ns))
         return True
 
-    def _ensure(self, url: str, key: str, want: Want) -> str:
+    def _ensure(self, url: str, key: str, want: Want, dl: Download | None = None) -> str:
         if not {"sha256", "size"} <= set(want) <= set(Want.__annotations__):
             raise TypeError(f"ShardCache: options {sorted(want)} must include sha256 and size "
                             f"and be among {sorted(Want.__annotations__)}")
@@ -380,7 +512,11 @@ class ShardCache:
         def download() -> tuple[ShardCheck, str]:
             tmp = self._reserve(key, url, expected)
             try:
-                check = self._download(url, tmp, fetch, expected, sha256)
+                if dl is not None:
+                    dl.begin(tmp, expected)
+                check = self._download(url, tmp, fetch, expected, sha256, dl)
+                if dl is not None and not check.ok:
+                    dl.abandon(PartialShardIntegrityError.from_check(check, attempts=1))
                 if check.ok:
                     st = os.stat(tmp)
                     os.replace(tmp, self._data(key))
@@ -397,13 +533,15 @@ class ShardCache:
         return download_verified(url, download, on_refetch=lambda: self._count(refetches=1))
 
     def _download(
-        self, url: str, tmp: str, fetch: FetchFn, size: int, sha256: str | None
+        self, url: str, tmp: str, fetch: FetchFn, size: int, sha256: str | None,
+        dl: Download | None = None,
     ) -> ShardCheck:
         # The temp file already exists, truncated to `size` as a reservation.
         with open(tmp, "r+b") as f:
             w = storage.HashingWriter(f, limit=size)
+            sink: Any = w if dl is None else _Published(w, f, dl)
             try:
-                fetch(url, w)  # type: ignore[arg-type]
+                fetch(url, sink)
             except storage.WriteLimitExceeded:
                 pass
             finally:
@@ -497,3 +635,26 @@ class ShardCache:
             with open(tmp, "wb") as f:
                 f.truncate(size)  # sparse: counts against the bound before any byte is written
             return tmp
+
+
+class _Published:
+    """The write end of a download that readers stream from: each write goes through the
+    hashing writer, is flushed to the temp file, and its new length is published."""
+
+    def __init__(self, w: storage.HashingWriter, f: BinaryIO, dl: Download) -> None:
+        self._w, self._f, self._dl = w, f, dl
+
+    def write(self, data: Any) -> int:
+        n = self._w.write(data)
+        self._f.flush()  # readers pread the file: the bytes must leave our buffer first
+        self._dl.advance(self._w.size)
+        return n
+
+    def tell(self) -> int:
+        return self._w.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True

@@ -7,7 +7,10 @@ by one (:meth:`ShardReader.open`). What ``open`` returns depends on the source:
 * a plain local file: the file itself, opened directly (no thread, no copy: the
   page cache already does the job);
 * with a :class:`~wds_pipeline.cache.ShardCache`: the verified cached copy;
-  background threads fill the cache up to ``prefetch`` shards ahead;
+  background threads fill the cache up to ``prefetch`` shards ahead; for a
+  :class:`ShardRef` with ``partial_ok`` (the caller checks every sample itself, e.g.
+  against the index's crc32s) a shard still downloading is returned at once as a
+  :class:`~wds_pipeline.partial.PartialShard` that reads the bytes as they arrive;
 * without a cache: an in-memory copy fetched ahead in the background, or (when
   not prefetched) a streaming reader that reads ``block_size`` blocks.
 
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import storage
 from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
 from .counters import Counters
+from .partial import PartialShard
 from .storage import RetryPolicy, ShardCheck
 
 if TYPE_CHECKING:
@@ -65,11 +69,23 @@ log = logging.getLogger(__name__)
 is_transient = storage.is_transient
 
 
+# Bytes per copy call of a download that may be read while it runs: how often progress
+# reaches partial readers (the first sample waits for the first such block).
+PARTIAL_COPY_BLOCK = 1 << 20
+# A shard read while it downloads is read at the speed its download gets, so prefetches
+# must not split the link with it: the next shard's download starts when the one before
+# has this little left (enough to hide the open latency of the next).
+PREFETCH_OVERLAP = 4 << 20
+
+
 @dataclass(frozen=True)
 class ShardRef:
     url: str
     sha256: str | None = None
     size: int | None = None
+    # The caller verifies each sample it reads (crc32s in the index), so the shard may be
+    # read while the cache still downloads it; the whole-shard check comes at the end.
+    partial_ok: bool = False
 
 
 class ShardReadError(OSError):
@@ -95,6 +111,7 @@ class ReaderStats:
     bytes_fetched: int = 0  # bytes read from remote/FUSE sources
     direct_opens: int = 0  # local plain files opened as is
     cached_opens: int = 0
+    partial_opens: int = 0  # cache entries still downloading, read as they arrive
     memory_opens: int = 0  # served from an in-memory prefetch
     streamed_opens: int = 0
     prefetches: int = 0  # background fetches started
@@ -240,14 +257,16 @@ def copy_shard(
     storage_options: dict[str, Any] | None = None,
     block_size: int = storage.BLOCK_SIZE,
     stats: Counters[ReaderStats] | None = None,
+    copy_block: int | None = None,
 ) -> int:
-    """Copy a whole shard into ``dst`` in ``block_size`` blocks, resuming after
-    transient errors. Returns the byte count. Usable as a ``ShardCache`` fetch."""
+    """Copy a whole shard into ``dst`` in ``copy_block`` blocks (default ``block_size``,
+    which is also the request size of remote reads), resuming after transient errors.
+    Returns the byte count. Usable as a ``ShardCache`` fetch."""
     r = ResumableReader(
         url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats
     )
     try:
-        return storage.copy_stream(r, dst, block_size)
+        return storage.copy_stream(r, dst, copy_block or block_size)
     finally:
         r.close()
 
@@ -289,6 +308,7 @@ class ShardReader:
         self._plan: list[ShardRef] = []
         self._pos = -1
         self._futures: dict[str, Future] = {}
+        self._chain: tuple[str, Future] | None = None  # the last partial_ok prefetch
 
     # ------------------------------------------------------------- public
     def stats(self) -> ReaderStats:
@@ -321,6 +341,8 @@ class ShardReader:
             fut = self._futures.pop(ref.url, None)
         if idx is not None:
             self._top_up(idx + 1)
+        if self.cache is not None and ref.partial_ok:
+            return self._open_partial(ref, offset, fut)
         prefetched: bytes | None = None
         if fut is not None and not fut.cancelled():
             try:
@@ -368,7 +390,36 @@ class ShardReader:
     def _is_direct(self, url: str) -> bool:
         return not storage.is_remote(url) and not storage.is_fuse_path(url)
 
-    def _fetch_fn(self):
+    def _open_partial(self, ref: ShardRef, offset: int, fut: Future | None) -> BinaryIO:
+        # No waiting for the prefetch: open_partial joins its download if it is running.
+        if fut is not None and fut.done() and not fut.cancelled():
+            exc = fut.exception()
+            if isinstance(exc, CacheFullError):
+                return self._stream(ref, offset)
+            if exc is not None:
+                raise exc
+        assert self.cache is not None
+        try:
+            f = self.cache.open_partial(
+                ref.url,
+                sha256=ref.sha256,
+                size=ref.size,
+                fetch=self._fetch_fn(ref),
+                storage_options=self.storage_options,
+            )
+        except CacheFullError as exc:
+            log.info("%s", exc)
+            return self._stream(ref, offset)
+        f.seek(offset)
+        self._stats.add(**{"partial_opens" if isinstance(f, PartialShard) else "cached_opens": 1})
+        return f
+
+    def _fetch_fn(self, ref: ShardRef | None = None):
+        # Partial readers see a download's progress once per copy block: keep it small.
+        block = self.block_size
+        if ref is not None and ref.partial_ok:
+            block = min(block, PARTIAL_COPY_BLOCK)
+
         def fetch(url: str, dst: BinaryIO) -> None:
             copy_shard(
                 url,
@@ -377,6 +428,7 @@ class ShardReader:
                 storage_options=self.storage_options,
                 block_size=self.block_size,
                 stats=self._stats,
+                copy_block=block,
             )
 
         return fetch
@@ -401,6 +453,7 @@ class ShardReader:
         if self._pool is None or self._pool_pid != os.getpid():
             if self._pool_pid != os.getpid():
                 self._futures = {}
+                self._chain = None
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_threads, thread_name_prefix="shard-prefetch"
             )
@@ -415,16 +468,36 @@ class ShardReader:
             for ref in window:
                 if ref.url in self._futures or self._is_direct(ref.url):
                     continue
-                self._futures[ref.url] = self._executor().submit(self._prefetch_one, ref)
+                chained = ref.partial_ok and self.cache is not None
+                fut = self._executor().submit(self._prefetch_one, ref,
+                                              self._chain if chained else None)
+                self._futures[ref.url] = fut
+                if chained:
+                    self._chain = (ref.url, fut)
                 self._stats.add(prefetches=1)
 
-    def _prefetch_one(self, ref: ShardRef) -> bytes | None:
+    def _after(self, prev: tuple[str, Future]) -> None:
+        """Wait until the previous partial_ok shard's download is nearly done (it is, or
+        will soon be, read while it downloads: it gets the link first)."""
+        url, fut = prev
+        assert self.cache is not None
+        while not fut.done():
+            if self.cache.wait_nearly_downloaded(url, PREFETCH_OVERLAP):
+                return
+            try:  # its download has not registered yet (or ran elsewhere): look again soon
+                fut.result(timeout=0.05)
+            except Exception:  # noqa: BLE001, S110 - its outcome is its reader's business
+                pass
+
+    def _prefetch_one(self, ref: ShardRef, after: tuple[str, Future] | None = None) -> bytes | None:
+        if after is not None:
+            self._after(after)
         if self.cache is not None:
             self.cache.get(
                 ref.url,
                 sha256=ref.sha256,
                 size=ref.size,
-                fetch=self._fetch_fn(),
+                fetch=self._fetch_fn(ref),
                 storage_options=self.storage_options,
             )
             return None

@@ -33,9 +33,16 @@ class ShardInfo:
     duration: float  # seconds of audio in this shard
     sample_frames: list[int] = field(default_factory=list)  # audio frames per sample, in order
     sample_offsets: list[int] = field(default_factory=list)  # byte offset of each sample's first header
+    # zlib.crc32 of each sample's bytes [offset, next offset) (the last one up to the
+    # end-of-archive blocks): lets the loader verify samples while a shard downloads.
+    # Optional: indexes written before it have none (empty list), and are read whole-shard.
+    sample_crc32: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.sample_crc32:
+            del d["sample_crc32"]  # an index without crcs keeps its exact bytes
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardInfo:

@@ -2,7 +2,7 @@
 
 Reproducible tar members (:class:`~wds_pipeline.format.ReproducibleTarWriter`) go
 through a sha256 stream (:class:`~wds_pipeline.storage.HashingWriter`), so the
-size, digest, sample offsets and frame counts recorded in :class:`ShardInfo` are
+size, digest, sample offsets, sample crc32s and frame counts recorded in :class:`ShardInfo` are
 those of the bytes written, without reading the file again. Every writer of shards
 (the builder, the synthetic datasets of tests and benchmarks) goes through here.
 """
@@ -50,4 +50,5 @@ class ShardWriter:
             duration=sum(self._frames) / sample_rate,
             sample_frames=list(self._frames),
             sample_offsets=list(self._tar.sample_offsets),
+            sample_crc32=list(self._tar.sample_crc32),
         )

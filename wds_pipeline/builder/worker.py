@@ -230,6 +230,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
                 sha256=hw.hexdigest(),
                 duration=sum(frames) / cfg.sample_rate,
                 sample_frames=frames, sample_offsets=list(writer.sample_offsets),
+                sample_crc32=list(writer.sample_crc32),
             )
             staged.commit()
     counts.check()

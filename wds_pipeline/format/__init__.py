@@ -51,7 +51,15 @@ from .keys import (
     validate_key,
 )
 from .samples import group_samples, iter_samples
-from .tar import BLOCK, TarMember, header_error, iter_buffer_members, iter_tar_members, parse_header
+from .tar import (
+    BLOCK,
+    TarMember,
+    header_error,
+    iter_buffer_members,
+    iter_tar_members,
+    members_end,
+    parse_header,
+)
 from .writer import TAR_MODE, TAR_MTIME, ReproducibleTarWriter, Sink
 
 __all__ = [
@@ -90,6 +98,7 @@ __all__ = [
     "iter_buffer_members",
     "iter_samples",
     "iter_tar_members",
+    "members_end",
     "make_key",
     "parse_header",
     "sample_members",

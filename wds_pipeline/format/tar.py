@@ -21,7 +21,7 @@ import numpy as np
 from .keys import ShardFormatError
 
 __all__ = ["BLOCK", "TarMember", "header_error", "iter_buffer_members", "iter_tar_members",
-           "parse_header"]
+           "members_end", "parse_header"]
 
 BLOCK = 512  # tar block size
 
@@ -221,6 +221,21 @@ def iter_buffer_members(
     _verify_checksums(mv, positions, stored, base, source)
     for name, data, size in members:
         yield name, mv[data : data + size]
+
+
+def members_end(buf: bytes | memoryview, pos: int, source: str = "<buffer>") -> int:
+    """Where the members starting at ``pos`` in ``buf`` end: the offset of the first
+    end-of-archive (zero) block after them, or of the end of ``buf``. Walks the headers'
+    sizes only; used to find the last sample's bytes (its crc32 span)."""
+    mv = memoryview(buf)
+    end = len(mv)
+    while pos + BLOCK <= end:
+        header = bytes(mv[pos : pos + BLOCK])
+        if header == _ZERO_BLOCK:
+            return pos
+        _, size, _ = parse_header(header, pos, source, check=False)
+        pos += BLOCK + (size + BLOCK - 1) // BLOCK * BLOCK
+    return min(pos, end)
 
 
 def _verify_checksums(mv: memoryview, positions: list[int], stored: list[int], base: int, source: str) -> None:

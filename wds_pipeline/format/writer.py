@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -27,7 +28,10 @@ class ReproducibleTarWriter:
 
     Wraps a binary file object it does not own: the caller opens, finalises and
     closes it (see :mod:`wds_pipeline.storage`). Tracks the byte offset of every
-    sample so readers can seek to a sample range without scanning.
+    sample so readers can seek to a sample range without scanning, and the crc32 of
+    every sample's bytes (its headers, payloads and padding, up to the next sample or
+    the end-of-archive blocks) so readers can verify a sample before the whole shard
+    has arrived; ``sample_crc32`` is complete once :meth:`close` ran.
 
     The bytes are those :mod:`tarfile` writes in GNU format (headers from
     ``TarInfo.tobuf``, NUL padding, two end blocks, records of 10 KiB); payloads go
@@ -39,13 +43,22 @@ class ReproducibleTarWriter:
         self._f = fileobj
         self.offset = 0
         self.sample_offsets: list[int] = []
+        self.sample_crc32: list[int] = []
         self.nsamples = 0
+        self._crc = 0
 
     def _write(self, data: Payload) -> None:
         self._f.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.offset += len(data)
 
+    def _end_sample(self) -> None:
+        if len(self.sample_crc32) < self.nsamples:
+            self.sample_crc32.append(self._crc)
+        self._crc = 0
+
     def write_sample(self, key: str, fields: Mapping[str, Payload]) -> None:
+        self._end_sample()
         self.sample_offsets.append(self.offset)
         for name, payload in sample_members(key, fields):
             info = tarfile.TarInfo(name)
@@ -62,6 +75,7 @@ class ReproducibleTarWriter:
 
     def close(self) -> None:
         """Write the end-of-archive blocks; leaves the file object open."""
+        self._end_sample()
         self._write(bytes(2 * BLOCK))
         if self.offset % tarfile.RECORDSIZE:
             self._write(bytes(tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,9 @@ from .. import format as fmt
 from .plan import WorkerPlan
 
 READ_BLOCK = 8 << 20  # bytes per read call: large sequential reads for FUSE/GCS
+# Bytes per read call from a shard still downloading: a block waits for all its bytes, so
+# small blocks let the first samples go while the rest of the shard is on its way.
+PARTIAL_READ_BLOCK = 1 << 20
 
 
 class BlockReader:
@@ -73,6 +77,24 @@ class BlockReader:
             yield view
         finally:
             view.release()
+
+
+def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],
+                      crcs: tuple[int, ...], j: int, k: int, source: str) -> None:
+    """Samples [j, k) of a shard, read into ``buf`` from byte ``start``, against their
+    crc32s from the index; the first mismatch raises, naming the sample."""
+    for idx in range(j, k):
+        lo = offsets[idx] - start
+        hi = offsets[idx + 1] - start if idx + 1 < len(offsets) else fmt.members_end(buf, lo, source)
+        got = zlib.crc32(buf[lo:hi])
+        if got != crcs[idx]:
+            raise fmt.ShardFormatError(
+                f"{source}: sample {idx} (bytes {offsets[idx]}-{start + hi}) has crc32 {got}, "
+                f"the index says {crcs[idx]}: the shard's bytes differ from those indexed "
+                "(damaged in transfer or on the storage, or changed since the build); delete "
+                "its cached copy and read it again, or rebuild the shard and its index "
+                "(wds-pipeline verify checks every shard)"
+            )
 
 
 def _fileno(f) -> int | None:

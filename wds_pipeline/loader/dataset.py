@@ -23,8 +23,9 @@ from .. import format as fmt
 from ..cache import ShardCache, default_cache_dir
 from ..fetch import ShardReader, ShardRef, default_cache_policy
 from ..index import DatasetIndex
+from ..partial import PartialShard
 from .batch import Batch
-from .blocks import READ_BLOCK, BlockReader, sequential_runs
+from .blocks import PARTIAL_READ_BLOCK, READ_BLOCK, BlockReader, check_sample_crcs, sequential_runs
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
 from .decode import Failed, ReadConfig, SampleDecoder
@@ -258,19 +259,30 @@ class ShardStreamDataset(IterableDataset):
         Whole samples are read in blocks of up to READ_BLOCK bytes (the index gives
         every sample's byte offset), then parsed in memory: one read call per block
         instead of two per tar member.
+
+        A shard the cache is still downloading (a :class:`PartialShard`, only when the
+        index has per-sample crc32s) is read in smaller blocks as its bytes arrive; each
+        block's samples are checked against their crc32s before anything in it is parsed,
+        and once the run is read the download's whole-shard sha256 verdict is awaited (a
+        mismatch then, with every sample's crc right, means damage outside the sample
+        bytes; it raises like any corrupt shard).
         """
         pos = pos0
         block = self._block_reader()
         ends = np.asarray(entry.offsets[1:] + (entry.size if entry.size else -1,), dtype=np.int64)
         try:
             with reader.open(self._ref_of(entry), entry.offsets[a]) as f:
+                partial = isinstance(f, PartialShard)
+                span = PARTIAL_READ_BLOCK if partial else READ_BLOCK
                 j = a
                 while j < b:
                     start = entry.offsets[j]
-                    k = int(np.searchsorted(ends, start + READ_BLOCK, side="right"))
+                    k = int(np.searchsorted(ends, start + span, side="right"))
                     k = min(max(k, j + 1), b)  # samples [j, k) in this block
                     want = int(ends[k - 1]) - start if ends[k - 1] >= 0 else -1
                     with block.read(f, start, want, entry.url) as buf:
+                        if partial:
+                            check_sample_crcs(buf, start, entry.offsets, entry.crc32, j, k, entry.url)
                         samples = fmt.group_samples(fmt.iter_buffer_members(buf, base=start, source=entry.url))
                         got = 0
                         fields = None  # a block of zeros yields no sample at all
@@ -289,6 +301,8 @@ class ShardStreamDataset(IterableDataset):
                             f"index lists {k - j}; the shard does not match its index"
                         )
                     j = k
+                if partial:
+                    f.wait_verified()
         except (fmt.ShardFormatError, OSError) as e:
             if self.read_cfg.on_corrupt_shard == "raise":
                 raise fmt.ShardFormatError(
@@ -307,5 +321,6 @@ class ShardStreamDataset(IterableDataset):
 
     @staticmethod
     def _ref_of(entry: ShardEntry) -> ShardRef:
-        return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size)
+        return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size,
+                        partial_ok=bool(entry.crc32))
 

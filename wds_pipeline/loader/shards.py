@@ -23,6 +23,7 @@ class ShardEntry:
     first_gid: int  # global id of its first sample (seeds crops independently of order)
     audio_field: str
     has_fbank: str | None  # the fbank field name when precomputed
+    crc32: tuple[int, ...] = ()  # per-sample crc32s, empty when the index has none
 
 
 def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
@@ -37,6 +38,11 @@ def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
                     f"{len(s.sample_frames)} frame counts / {len(s.sample_offsets)} offsets; "
                     "rebuild the index with `wds-pipeline build`"
                 )
+            if s.sample_crc32 and len(s.sample_crc32) != s.nsamples:
+                raise ValueError(
+                    f"{index.shard_url(i)}: index lists {s.nsamples} samples but "
+                    f"{len(s.sample_crc32)} crc32s; rebuild the index with `wds-pipeline build`"
+                )
             table.append(
                 ShardEntry(
                     meta=ShardMeta(dataset=d, shard=i, nsamples=s.nsamples, frames=tuple(s.sample_frames)),
@@ -47,6 +53,7 @@ def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
                     first_gid=gid,
                     audio_field=index.audio_field,
                     has_fbank=fb,
+                    crc32=tuple(s.sample_crc32),
                 )
             )
             gid += s.nsamples
