@@ -35,8 +35,8 @@ LastBatch = Literal["drop", "pad"]
 
 # Bumped whenever the same inputs would plan a different order, so that a saved loader
 # state is never replayed against another order (version 2: the shuffle buffer warm-up;
-# version 3: worker shares aligned to the batch size).
-PLANNER_VERSION = 3
+# version 3: worker shares aligned to the batch size; version 4: a warm-up of one batch).
+PLANNER_VERSION = 4
 
 @dataclass(frozen=True)
 class ShardMeta:
@@ -248,10 +248,12 @@ def remaining_segments(
 
 
 def warmup_size(capacity: int, batch_size: int | None) -> int:
-    """Samples a worker reads before its buffer first releases one: a fraction of the
-    buffer, at least a batch. Waiting for a full buffer would hold the first batch of
-    every epoch until e.g. 2,500 samples per worker were read, idling the GPU."""
-    return max(1, min(capacity, max(batch_size or 1, capacity // 16)))
+    """Samples a worker reads before its buffer first releases one: one batch (1/16 of the
+    buffer without fixed batches). Waiting for a full buffer would hold the first batch of
+    every epoch until e.g. 2,500 samples per worker were read, idling the GPU; on a cold
+    remote epoch every sample read before the first batch is a download the first step
+    waits for. The buffer then grows to its capacity (see :func:`shuffle_order`)."""
+    return max(1, min(capacity, batch_size or capacity // 16))
 
 
 def shuffle_order(
