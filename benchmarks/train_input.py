@@ -51,7 +51,7 @@ from wds_pipeline.train.trainer import Trainer
 warnings.filterwarnings("ignore", message="This DataLoader will create")
 SR = 16000
 PART = "train-clean-100"
-TARGETS = {"epoch2_data_wait_on_mount": 0.02}  # at most
+TARGETS = {"epoch2_data_wait_on_mount": 0.02, "colab_first_batch_on_mount_s": 2.0}  # at most
 # Shard encodings compared on the mount: name -> (--codec, --compress).
 CODECS = {"npy": ("npy", "none"), "flac": ("flac", "none"), "zstd": ("npy", "zstd")}
 
@@ -121,6 +121,28 @@ def train(index: str, out: str, args, cache_dir: str | None) -> dict:
     t = Trainer(cfg, log=lambda m: None)
     t.fit()
     return {f"epoch{e + 1}": s for e, s in t.epoch_stats.items()}
+
+
+def colab_first_batch(index: str, cache_dir: str) -> dict:
+    """Time to the first batch of a fresh loader built from configs/colab.yaml's loader
+    section (only the cache folder changed) with the cache empty: what a Colab user waits
+    before the first step of a cold epoch."""
+    from dataclasses import replace
+
+    from wds_pipeline import StreamingLoader
+    from wds_pipeline.loader.loader import load_yaml_config
+
+    _, cfg = load_yaml_config(os.path.join(REPO, "configs", "colab.yaml"))
+    cfg = replace(cfg, cache_dir=cache_dir)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    loader = StreamingLoader(index, cfg)
+    it = iter(loader)
+    batch = next(it)
+    first = time.perf_counter() - t0
+    del it, loader
+    return {"first_batch_s": first, "batch_size": len(batch), "num_workers": cfg.num_workers,
+            "shuffle_buffer": cfg.shuffle_buffer}
 
 
 def decode_rate(index: str, shard_bytes: int, workers: int = 1) -> dict:
@@ -222,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                                            os.path.join(args.data_dir, f"r-{codec}"), args, cache)
             runs[f"mount_{codec}"]["epoch1"]["MBps"] = (
                 data[f"{codec}_bytes"] / runs[f"mount_{codec}"]["epoch1"]["seconds"] / 1e6)
+        print("(5) time to first batch, configs/colab.yaml loader, npy shards on the mount, cold cache ...",
+              flush=True)
+        colab = [colab_first_batch(os.path.join(m.mountpoint, "npy", PART, "index.json"), cache)
+                 for _ in range(3)]
+        print("  first batch: " + ", ".join(f"{c['first_batch_s']:.2f} s" for c in colab)
+              + f" (batch {colab[0]['batch_size']}, {colab[0]['num_workers']} workers)", flush=True)
         print("(4) per-file FLAC on the mount, num_workers=0 ...", flush=True)
         paths = [os.path.join(m.mountpoint, p) for p in data["flacs"][: args.baseline_files]]
         runs["per_file_flac_nw0"] = {"epoch1": per_file(paths, args)}
@@ -243,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     print("targets:")
     for k, t in targets.items():
         print(f"  {k}: {t['measured']:.3f} (target <= {t['target_at_most']})  {'met' if t['met'] else 'MISSED'}")
-    write_json(args.json_out, {"setup": setup, "decode_rate": decode, "runs": runs, "targets": targets})
+    first = sorted(c["first_batch_s"] for c in colab)[1]
+    targets["colab_first_batch_on_mount_s"] = {"target_at_most": TARGETS["colab_first_batch_on_mount_s"],
+                                               "measured": first,
+                                               "met": first <= TARGETS["colab_first_batch_on_mount_s"]}
+    print(f"  colab_first_batch_on_mount_s (median of 3): {first:.2f} (target <= "
+          f"{TARGETS['colab_first_batch_on_mount_s']})  {'met' if first <= TARGETS['colab_first_batch_on_mount_s'] else 'MISSED'}")
+    write_json(args.json_out, {"setup": setup, "decode_rate": decode, "runs": runs, "colab_first_batch": colab,
+                               "targets": targets})
     return 0
 
 
