@@ -76,7 +76,8 @@ def fixed_rate_model(num_classes: int, sample_rate: int = SR, rate: float = 300.
 
 def make_corpus(root: str, speakers: int, utterances: int) -> dict:
     """Synthetic speech (3-4 s) in the LibriSpeech layout, then npy and FLAC shards of it."""
-    stamp = os.path.join(root, f".done-{speakers}-{utterances}-{'-'.join(CODECS)}")
+    # crc32: indexes with per-sample checksums (streamed cold reads); older corpora are rebuilt
+    stamp = os.path.join(root, f".done-{speakers}-{utterances}-{'-'.join(CODECS)}-crc32")
     corpus = os.path.join(root, "LibriSpeech")
     if not os.path.exists(stamp):
         shutil.rmtree(root, ignore_errors=True)
