@@ -331,10 +331,16 @@ def _journal_count(split_dir: Path) -> int:
     return len(list(d.glob("*.json"))) if d.is_dir() else 0
 
 
+# Shards of the slow build: enough that a signal sent once the first one is journaled lands
+# mid-build even when the test process is descheduled for a second on a loaded machine (with
+# 30 the build once finished before a Ctrl-C was delivered, and exited 0).
+SLOW_SHARDS = 60
+
+
 def slow_build_args(tmp_path: Path, workers: int) -> tuple[Path, Path, list[str]]:
-    """A 30-shard build whose shards each take tens of ms (zstd level 19)."""
+    """A SLOW_SHARDS-shard build whose shards each take tens of ms (zstd level 19)."""
     rows = []
-    for i in range(30):
+    for i in range(SLOW_SHARDS):
         write_audio(tmp_path / "c" / f"f{i:02d}.flac", 4.0, sr=44100, seed=i)
         rows.append({"path": f"f{i:02d}.flac", "speaker": f"s{i % 3}"})
     manifest = write_manifest(tmp_path / "c", rows)
@@ -362,13 +368,13 @@ def test_sigkilled_build_resumes_to_identical_index(tmp_path):
     proc.wait()
     done = _journal_count(out / "train")
     assert not (out / "train" / "index.json").exists(), "build finished before the kill"
-    assert 1 <= done < 30
+    assert 1 <= done < SLOW_SHARDS
 
     rerun = subprocess.run(CLI + args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     reused = int(rerun.stderr.split("reused from the journal")[0].rsplit(",", 1)[1].split()[0])
     assert reused == done  # every journaled shard was verified and kept
-    assert f"({30 - reused} built, {reused} reused)" in rerun.stdout
+    assert f"({SLOW_SHARDS - reused} built, {reused} reused)" in rerun.stdout
 
     clean = tmp_path / "clean"
     build("manifest", manifest, clean, shard_size=1, compress="zstd", zstd_level=19)

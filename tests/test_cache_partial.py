@@ -179,14 +179,19 @@ def test_index_without_crcs_reads_whole_verified_shards(slow_fuse_mount, tmp_pat
     assert reader.cache.stats().partial_opens == 0
 
 
-@pytest.mark.fuse
-def test_partial_open_joins_the_prefetch_download(slowfs_factory, tmp_path):
+def _two_slow_shards(slowfs_factory, tmp_path, per_shard: int):
+    """Two shards of ``per_shard`` samples on a 5 MB/s mount, refs that may stream, a cache."""
     m = slowfs_factory("slow", latency_ms=100, bandwidth_mbps=5)
-    write_synthetic_dataset(os.path.join(m.source, "ds"), [60, 60], frames=big_frames)
+    write_synthetic_dataset(os.path.join(m.source, "ds"), [per_shard, per_shard], frames=big_frames)
     idx = load_index(os.path.join(m.mountpoint, "ds", "index.json"))
     refs = [ShardRef(idx.shard_url(i), s.sha256, s.filesize, partial_ok=True)
             for i, s in enumerate(idx.shards)]
-    cache = ShardCache(str(tmp_path / "cache"))
+    return m, idx, refs, ShardCache(str(tmp_path / "cache"))
+
+
+@pytest.mark.fuse
+def test_partial_open_joins_the_prefetch_download(slowfs_factory, tmp_path):
+    m, idx, refs, cache = _two_slow_shards(slowfs_factory, tmp_path, 60)
     with ShardReader(cache=cache, prefetch=2) as reader:
         reader.schedule(refs)
         for ref, info in zip(refs, idx.shards):
@@ -229,12 +234,7 @@ def test_streamed_epoch_over_gcs_equals_local_read(gcs_emulator, tmp_path):
 def test_next_shard_waits_until_the_one_being_read_is_nearly_downloaded(slowfs_factory, tmp_path):
     from wds_pipeline.fetch import PREFETCH_OVERLAP
 
-    m = slowfs_factory("slow", latency_ms=100, bandwidth_mbps=5)
-    write_synthetic_dataset(os.path.join(m.source, "ds"), [250, 250], frames=big_frames)
-    idx = load_index(os.path.join(m.mountpoint, "ds", "index.json"))
-    refs = [ShardRef(idx.shard_url(i), s.sha256, s.filesize, partial_ok=True)
-            for i, s in enumerate(idx.shards)]
-    cache = ShardCache(str(tmp_path / "cache"))
+    m, idx, refs, cache = _two_slow_shards(slowfs_factory, tmp_path, 250)
     with ShardReader(cache=cache, prefetch=2) as reader:
         reader.schedule(refs)
         with reader.open(refs[0]) as f:
