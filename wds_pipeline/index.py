@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .format import FORMAT_VERSION
@@ -79,13 +79,8 @@ class VadCounts:
     regions_too_long: int = 0  # regions dropped by --max-duration
 
     def add(self, other: VadCounts) -> None:
-        self.clips_trimmed += other.clips_trimmed
-        self.clips_dropped += other.clips_dropped
-        self.samples_removed += other.samples_removed
-        self.recordings_split += other.recordings_split
-        self.regions += other.regions
-        self.regions_too_short += other.regions_too_short
-        self.regions_too_long += other.regions_too_long
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def extras(self, method: str, sample_rate: int,
                split_pause: float | None = None) -> dict[str, Any]:
