@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .signal import resample
 from .vad import MIN_RUN_FRAMES, active_frames, runs
 
 MODEL_RATE = 16000
@@ -73,9 +74,7 @@ def speech_regions(x: np.ndarray, sr: int, min_silence_ms: int = MIN_SILENCE_MS
     if x.dtype == np.int16:
         y = y / 32768.0
     if sr != MODEL_RATE:
-        import soxr
-
-        y = soxr.resample(y, sr, MODEL_RATE)
+        y = resample(y, sr, MODEL_RATE)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # restored below: an in-process build shares the caller's torch
     try:

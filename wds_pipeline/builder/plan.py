@@ -410,14 +410,14 @@ def make_plans(scan: SourceScan, *, source: str, root: str, out: str, options: B
         groups = assign_shards(planned, shard_size=options.shard_size,
                                max_bytes=options.max_shard_bytes, sizes=sizes)
         stage = staging_dir(split_url)
+        # Only a source that reads its inputs itself needs to be named in its tasks.
+        reader: dict[str, Any] = dict(source=source, source_root=given_root,
+                                      source_options=task_source_options) if source_reads else {}
         tasks = [
             ShardTask(split=split, index=i, name=shard_name(options.shard_prefix, i),
                       split_url=split_url, inputs=tuple(g), fingerprint=fp,
                       inputs_sha256=inputs_sha256(tuple(g)), worker=worker,
-                      staging_dir=stage, storage_options=options.storage_options,
-                      source=source if source_reads else None,
-                      source_root=given_root if source_reads else None,
-                      source_options=task_source_options if source_reads else None)
+                      staging_dir=stage, storage_options=options.storage_options, **reader)
             for i, g in enumerate(groups)
         ]
         # One corpus -> its name; a mix (VoxCeleb1 + 2 in "train") -> the source name.

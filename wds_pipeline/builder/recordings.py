@@ -33,12 +33,15 @@ _Span = tuple[np.ndarray, int, int]  # decoded (frames, channels), rate, first f
 def decode_segment(p: PlannedInput, cfg: WorkerConfig,
                    storage_options: Mapping[str, Any]) -> np.ndarray:
     """One segment decoded on its own: int16 mono at the target rate."""
-    src: str | bytes = p.src
-    if "://" in p.src:
-        src = storage.read_bytes(p.src, **storage_options)
+    src = _local_or_bytes(p.src, storage_options)
     # name= keeps absolute corpus paths out of reject reasons (and so out of the index).
     return audio.load_and_preprocess(src, cfg.preprocess, offset=p.record.offset,
                                      duration=p.record.duration, name=p.rel)
+
+
+def _local_or_bytes(src: str, storage_options: Mapping[str, Any]) -> str | bytes:
+    """What the decoder reads: a local path as is, a URL's bytes fetched through storage."""
+    return storage.read_bytes(src, **storage_options) if "://" in src else src
 
 
 # What a source's ``read_inputs`` yields per planned input, in plan order: its audio bytes,
@@ -112,10 +115,8 @@ class ShardRecordings:
 
     def _decode_span(self, p: PlannedInput) -> _Span | None:
         lo, hi = self._windows[p.src]
-        src: str | bytes = p.src
         try:
-            if "://" in p.src:
-                src = storage.read_bytes(p.src, **self._storage_options)
+            src = _local_or_bytes(p.src, self._storage_options)
             # _MARGIN: rounding the span's length to frames must not cut the last segment short.
             wave, rate = audio.decode_audio(
                 src, offset=lo, duration=None if hi is None else hi - lo + _MARGIN,

@@ -270,13 +270,15 @@ def _shard_audio(ds: Any, s: int, n: int, inputs: Sequence[Any], options: Option
 
     want = iter(inputs)
     p = next(want)
+    target = first  # the row of ``p``
     for row_index, row in enumerate(rows, start=first):
-        if row_index < _row(p):
+        if row_index < target:
             continue
         yield _audio_bytes(row.get(options.audio_column), p, options, storage_options)
         p = next(want, None)
         if p is None:
             return
+        target = _row(p)
     while p is not None:  # the shard ended early
         yield AudioDecodeError(p.rel, "no such row (the dataset shard has fewer rows than at "
                                       "the scan; rebuild with --overwrite)")
