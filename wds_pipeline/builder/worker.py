@@ -110,6 +110,13 @@ def _speech_regions(method: str, x: np.ndarray, rate: int,
     return speech_regions(x, rate, pause)
 
 
+def _all_silence(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, vad: VadCounts) -> Reject:
+    """The reject of an input in which voice activity detection found no speech, counted."""
+    vad.clips_dropped += 1
+    return Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
+                         f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
+
+
 def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: float,
                     vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
     """``--vad-split-pause``: one sample per speech region of ``x``. A region outside
@@ -118,9 +125,7 @@ def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: fl
     rate = cfg.sample_rate
     regions = _speech_regions(cfg.vad, x, rate, pause)
     if not regions:
-        vad.clips_dropped += 1
-        return [], Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
-                                 f"{len(x) / rate:.3f} s)", "filter")
+        return [], _all_silence(p, x, cfg, vad)
     last_key = f"{p.key}-v{len(regions) - 1:04d}"
     if len(last_key) > fmt.MAX_KEY_LENGTH:  # planned with room for 4 digits, not 5
         return [], Reject(p.rel, f"{len(regions)} speech regions at --vad-split-pause "
@@ -169,9 +174,7 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
     if cfg.vad != "none":
         span = _speech_span(cfg.vad, x, cfg.sample_rate)
         if span is None:
-            vad.clips_dropped += 1
-            return [], Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
-                                     f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
+            return [], _all_silence(p, x, cfg, vad)
         removed = len(x) - (span[1] - span[0])
         if removed:
             vad.clips_trimmed += 1
