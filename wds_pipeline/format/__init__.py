@@ -54,6 +54,7 @@ from .samples import group_samples, iter_samples
 from .tar import (
     BLOCK,
     TarMember,
+    buffer_members,
     header_error,
     iter_buffer_members,
     iter_tar_members,
@@ -93,6 +94,7 @@ __all__ = [
     "encode_flac",
     "encode_json",
     "encode_npy",
+    "buffer_members",
     "group_samples",
     "header_error",
     "iter_buffer_members",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .keys import ShardFormatError
 
-__all__ = ["BLOCK", "TarMember", "header_error", "iter_buffer_members", "iter_tar_members",
+__all__ = ["BLOCK", "TarMember", "buffer_members", "header_error", "iter_buffer_members", "iter_tar_members",
            "members_end", "parse_header"]
 
 BLOCK = 512  # tar block size
@@ -180,9 +180,21 @@ def iter_buffer_members(
     """Yield ``(name, payload)`` for the regular files in an in-memory run of tar members.
 
     ``buf`` holds whole members read in one block; ``base`` is its offset in the shard,
-    for error messages. Payloads are zero-copy views into ``buf``. All header checksums
-    of the block are verified together, with numpy, before anything is yielded:
-    per-header checksums in Python were a third of the loader's parsing time.
+    for error messages. Payloads are zero-copy views into ``buf``; see :func:`buffer_members`.
+    """
+    mv = memoryview(buf)
+    for name, data, size in buffer_members(mv, base=base, source=source):
+        yield name, mv[data : data + size]
+
+
+def buffer_members(
+    buf: bytes | memoryview, *, base: int = 0, source: str = "<buffer>"
+) -> list[tuple[str, int, int]]:
+    """``(name, payload offset in buf, payload size)`` of the regular files in an in-memory
+    run of tar members (GNU long names and pax paths applied).
+
+    All header checksums of the run are verified together, with numpy, before anything is
+    returned: per-header checksums in Python were a third of the loader's parsing time.
     """
     mv = memoryview(buf)
     end = len(mv)
@@ -219,8 +231,7 @@ def iter_buffer_members(
         if pos < end:
             raise ShardFormatError(f"{source}: truncated tar header at byte {base + pos}")
     _verify_checksums(mv, positions, stored, base, source)
-    for name, data, size in members:
-        yield name, mv[data : data + size]
+    return members
 
 
 def members_end(buf: bytes | memoryview, pos: int, source: str = "<buffer>") -> int:

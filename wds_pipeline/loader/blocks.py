@@ -1,11 +1,8 @@
-"""Block I/O: a span of whole samples read as one buffer (mmap for real files, one reused
-buffer for streams)."""
+"""Block I/O: a span of whole samples read from a stream into one reused buffer."""
 
 from __future__ import annotations
 
 import contextlib
-import mmap
-import os
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -20,41 +17,15 @@ PARTIAL_READ_BLOCK = 1 << 20
 
 
 class BlockReader:
-    """Reads a span of whole samples as one buffer, with as few copies as possible.
-
-    Real files (local shards, cached shards) are memory-mapped for the span and
-    unmapped afterwards: the sample bytes are copied once, out of the page cache,
-    like the raw-tar ceiling does. Streams (remote, FUSE) are read into one reused
-    buffer, avoiding a fresh multi-megabyte allocation (and its page faults) per block.
-    """
+    """Reads a span of whole samples from a stream (remote, FUSE, a shard still downloading)
+    into one reused buffer, avoiding a fresh multi-megabyte allocation (and its page faults)
+    per block. Whole files on this machine are mapped instead (see ``mapped.py``)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     @contextlib.contextmanager
     def read(self, f: Any, start: int, want: int, source: str) -> Iterator[memoryview]:
-        fd = _fileno(f)
-        if fd is not None:
-            size = os.fstat(fd).st_size
-            end = size if want < 0 else start + want
-            if end > size:
-                raise fmt.ShardFormatError(
-                    f"{source}: truncated: {size} bytes on disk, the index needs {end}; "
-                    "the shard is incomplete or does not match its index"
-                )
-            aligned = start - start % mmap.ALLOCATIONGRANULARITY
-            m = mmap.mmap(fd, end - aligned, offset=aligned, prot=mmap.PROT_READ,
-                          flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
-            view = memoryview(m)[start - aligned :]
-            try:
-                yield view
-            finally:
-                view.release()
-                try:
-                    m.close()
-                except BufferError:
-                    pass  # a view escaped; the mapping is freed when it is collected
-            return
         if want < 0:
             data = f.read()
             yield memoryview(data)
@@ -95,13 +66,6 @@ def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],
                 "its cached copy and read it again, or rebuild the shard and its index "
                 "(wds-pipeline verify checks every shard)"
             )
-
-
-def _fileno(f) -> int | None:
-    try:
-        return f.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def sequential_runs(wp: WorkerPlan, first: int, last: int) -> list[tuple[int, int, int, int]]:

@@ -12,7 +12,7 @@ from torch.utils.data import get_worker_info
 
 from .batch import Batch
 from .buffers import BatchBufferPool, RecycledArrays, SampleArena
-from .decode import Failed, ReadConfig, Sample
+from .decode import ReadConfig, Sample
 from .plan import PlanConfig
 
 SCALE = np.float32(1.0 / 32768.0)  # int16 -> float32 in [-1, 1): exact (a power of two)
@@ -41,25 +41,10 @@ class Collator:
         self._local: dict[torch.dtype, RecycledArrays] = {}
         self._fbank: Any = None
 
-    def __call__(
-        self, pb: Any, held: dict[int, Any], refs: np.ndarray, index: int, epoch: int,
-        skipped: list[str], arena: SampleArena | None,
-    ) -> Batch:
-        rows: list[Sample] = []
-        pad_flags: list[bool] = []
-        release: list[Any] = []  # arena slots to free once this batch is assembled
-        for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
-            s = held[item]
-            refs[item] -= 1
-            if refs[item] == 0:
-                del held[item]
-                release.append(s)
-            if isinstance(s, Failed):
-                if not is_pad:
-                    skipped.append(s.key)
-                continue
-            rows.append(s)
-            pad_flags.append(is_pad)
+    def __call__(self, rows: list[Sample], pad_flags: list[bool], index: int, epoch: int,
+                 skipped: list[str], arena: SampleArena | None) -> Batch:
+        """One batch of ``rows`` (padding rows flagged); ``skipped`` names the samples that
+        failed since the last batch."""
         want = self.read_cfg.fields
         lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
         width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
@@ -92,9 +77,6 @@ class Collator:
                 n = len(r.wave)
                 pcm[row, :n] = r.wave
                 pcm[row, n:] = 0
-        for s in release:
-            if isinstance(s, Sample) and s.slot >= 0 and arena is not None:
-                arena.free.append(s.slot)
         lengths_t = torch.from_numpy(lengths)
         fbank = fbank_lengths = None
         if "fbank" in want:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -28,13 +29,28 @@ from .batch import Batch
 from .blocks import PARTIAL_READ_BLOCK, READ_BLOCK, BlockReader, check_sample_crcs, sequential_runs
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
-from .decode import Failed, ReadConfig, SampleDecoder
+from .decode import Failed, ReadConfig, Sample, SampleDecoder
+from .mapped import MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, resume_point
 from .shards import ShardEntry, shard_table
 
 log = logging.getLogger(__name__)
 
 Stages = tuple[tuple[int, int, int], ...]
+Opened = BinaryIO | OSError  # a shard opened for streaming, or why it did not open
+
+
+@dataclass
+class _Run:
+    """One worker's pass over its batches of an epoch: what is held and mapped."""
+
+    plan: EpochPlan
+    wp: WorkerPlan
+    epoch: int
+    refs: np.ndarray  # uses left per read position (samples held in the shuffle buffer)
+    uses: np.ndarray  # uses left per shard-table entry (mapped shards)
+    held: dict[int, Sample | Failed] = field(default_factory=dict)
+    mapped: dict[int, MappedShard] = field(default_factory=dict)
 
 
 class ShardStreamDataset(IterableDataset):
@@ -87,6 +103,7 @@ class ShardStreamDataset(IterableDataset):
         self.buffer_flags: torch.Tensor | None = None
         self._decoder = SampleDecoder(plan_cfg, read_cfg, self.sample_rate)
         self._collator: Collator | None = None
+        self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
 
     def set_prior_stages(self, epoch: int, stages: Stages) -> None:
         """Elastic resume: ``epoch`` already ran ``stages`` under other layouts."""
@@ -155,7 +172,11 @@ class ShardStreamDataset(IterableDataset):
             np.add.at(refs, pb.items, 1)
         needed = np.flatnonzero(refs)
         first, last = int(needed[0]), int(needed[-1])
-        held: dict[int, Any] = {}
+        # Uses left per shard-table entry, to unmap a mapped shard after its last batch.
+        entry_of_slot = np.asarray(plan.slots, dtype=np.int64)
+        uses = np.bincount(entry_of_slot[wp.read_slots[needed]], weights=refs[needed],
+                           minlength=len(self.table)).astype(np.int64)
+        run = _Run(plan, wp, epoch, refs, uses)
         skipped: list[str] = []
         next_batch = 0
         self._arena = self._make_arena(plan, wp, needed)
@@ -163,27 +184,110 @@ class ShardStreamDataset(IterableDataset):
         if arena is not None:
             arena.in_use = True
         collate = self._get_collator()
+
+        def emit(i: int) -> Batch:
+            rows, pads = self._rows(run, batches[i], skipped)
+            batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
+            for r in rows:  # free the arena slots of samples no later batch needs
+                if r.slot >= 0 and arena is not None and r.released:
+                    arena.free.append(r.slot)
+            skipped.clear()
+            return batch
+
         try:
             reader = self._get_reader()
             runs = sequential_runs(wp, first, last)
             reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
             for slot, a, b, pos0 in runs:
-                entry = self.table[plan.slots[slot]]
-                for pos, sample in self._read_run(reader, entry, a, b, pos0, refs, epoch, skipped):
-                    held[pos] = sample
+                e = plan.slots[slot]
+                f = self._map_run(reader, run, e, a, b)
+                if f is None:  # mapped: the batches it completes are gathered from the file
+                    while next_batch < len(batches) and batches[next_batch].ready_at < pos0 + (b - a):
+                        yield emit(next_batch)
+                        next_batch += 1
+                    continue
+                for pos, sample in self._read_run(f, self.table[e], a, b, pos0, refs, epoch):
+                    run.held[pos] = sample
                     while next_batch < len(batches) and batches[next_batch].ready_at <= pos:
-                        yield collate(batches[next_batch], held, refs,
-                                      positions[start + next_batch], epoch, skipped, arena)
-                        skipped = []
+                        yield emit(next_batch)
                         next_batch += 1
             while next_batch < len(batches):
-                yield collate(batches[next_batch], held, refs, positions[start + next_batch],
-                              epoch, skipped, arena)
-                skipped = []
+                yield emit(next_batch)
                 next_batch += 1
         finally:
             if arena is not None:
                 arena.in_use = False
+
+    def _rows(self, run: _Run, pb: Any, skipped: list[str]) -> tuple[list[Sample], list[bool]]:
+        """The samples of one planned batch, in order; failed ones named in ``skipped``.
+
+        A sample read through the shuffle buffer is taken from ``held`` (and dropped there
+        after its last use); one of a mapped shard is decoded now, from the mapped file."""
+        rows: list[Sample] = []
+        pads: list[bool] = []
+        held, refs, uses, mapped = run.held, run.refs, run.uses, run.mapped
+        slots, index = run.wp.read_slots, run.wp.read_index
+        entries = run.plan.slots
+        for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
+            s = held.get(item)
+            if s is not None:
+                refs[item] -= 1
+                if refs[item] == 0:
+                    del held[item]
+                    if isinstance(s, Sample):
+                        s.released = True
+            else:
+                e = entries[slots[item]]
+                m = mapped[e]
+                s = self._mapped_sample(m, self.table[e], int(index[item]), run.epoch)
+                uses[e] -= 1
+                if uses[e] == 0:
+                    del mapped[e]  # unmapped once its last view is gone
+            if isinstance(s, Failed):
+                if not is_pad:
+                    skipped.append(s.key)
+                continue
+            rows.append(s)
+            pads.append(is_pad)
+        return rows, pads
+
+    def _mapped_sample(self, m: MappedShard, entry: ShardEntry, idx: int, epoch: int) -> Sample | Failed:
+        reason = m.table.errors.get(idx)
+        if reason is not None:
+            return Failed(f"{entry.url}#{idx}", reason)
+        return self._decoder(m.key(idx), m.fields(idx), entry, idx, epoch, None, copy=False)
+
+    def _map_run(self, reader, run: _Run, e: int, a: int, b: int) -> Opened | None:
+        """Map shard ``e`` and locate its samples [a, b) when it is a whole file on this
+        machine (None); else the opened stream to read them from (or why it did not open)."""
+        entry = self.table[e]
+        m = run.mapped.get(e)
+        if m is None:
+            try:
+                f = reader.open(self._ref_of(entry), entry.offsets[a])
+            except OSError as exc:
+                return exc  # raised (or skipped) where the run is read
+            try:
+                fd = f.fileno()  # a shard still downloading has none
+            except (AttributeError, OSError, ValueError):
+                return f
+            with f:
+                m = MappedShard(fd, entry.url, self._tables.get(entry.url, file_stamp(fd), entry.meta.nsamples))
+            run.mapped[e] = m
+        try:
+            m.locate(entry.offsets, a, b, entry.size)
+        except (fmt.ShardFormatError, OSError) as exc:
+            self._corrupt(entry, exc)
+            m.fail(a, b, str(exc))
+        return None
+
+    def _corrupt(self, entry: ShardEntry, e: Exception) -> None:
+        """A damaged shard: raise, or log and go on (its unread samples are then skipped)."""
+        if self.read_cfg.on_corrupt_shard == "raise":
+            raise fmt.ShardFormatError(
+                f"{e} (pass on_corrupt_shard='skip' to skip the rest of this shard)"
+            ) from e
+        log.warning("skipping rest of shard %s: %s", entry.url, e)
 
     def _make_arena(self, plan: EpochPlan, wp: WorkerPlan, needed: np.ndarray) -> SampleArena | None:
         """A preallocated slab for the samples this worker holds, when slots can be uniform.
@@ -245,14 +349,13 @@ class ShardStreamDataset(IterableDataset):
 
     def _read_run(
         self,
-        reader,
+        opened: Opened,
         entry: ShardEntry,
         a: int,
         b: int,
         pos0: int,
         refs: np.ndarray,
         epoch: int,
-        skipped: list[str],
     ) -> Iterator[tuple[int, Any]]:
         """Read samples [a, b) of one shard sequentially; decode only those still needed.
 
@@ -271,7 +374,9 @@ class ShardStreamDataset(IterableDataset):
         block = self._block_reader()
         ends = np.asarray(entry.offsets[1:] + (entry.size if entry.size else -1,), dtype=np.int64)
         try:
-            with reader.open(self._ref_of(entry), entry.offsets[a]) as f:
+            if isinstance(opened, OSError):
+                raise opened
+            with opened as f:
                 partial = isinstance(f, PartialShard)
                 span = PARTIAL_READ_BLOCK if partial else READ_BLOCK
                 j = a
@@ -301,14 +406,10 @@ class ShardStreamDataset(IterableDataset):
                             f"index lists {k - j}; the shard does not match its index"
                         )
                     j = k
-                if partial:
+                if isinstance(f, PartialShard):
                     f.wait_verified()
         except (fmt.ShardFormatError, OSError) as e:
-            if self.read_cfg.on_corrupt_shard == "raise":
-                raise fmt.ShardFormatError(
-                    f"{e} (pass on_corrupt_shard='skip' to skip the rest of this shard)"
-                ) from e
-            log.warning("skipping rest of shard %s: %s", entry.url, e)
+            self._corrupt(entry, e)
             while pos < pos0 + (b - a):
                 if refs[pos] > 0:
                     yield pos, Failed(f"{entry.url}#{a + pos - pos0}", str(e))

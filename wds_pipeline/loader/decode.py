@@ -57,6 +57,7 @@ class Sample:
     feats: np.ndarray | None
     dataset: int
     slot: int = -1  # arena slot holding ``wave``, or -1 for a standalone array
+    released: bool = False  # no later batch needs it: its arena slot is freed once collated
 
 
 @dataclass
@@ -77,16 +78,18 @@ class SampleDecoder:
         self.hop = int(round(sample_rate * (self.fbank_cfg.frame_shift_ms * 0.001)))
 
     def __call__(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int,
-                 arena: SampleArena | None) -> Sample | Failed:
+                 arena: SampleArena | None, *, copy: bool = True) -> Sample | Failed:
+        """``copy=False``: the waveform may stay a view of ``fields`` (a mapped file that
+        outlives the batch), instead of a copy that does not pin a reused read block."""
         try:
-            return self._decode_sample(key, fields, entry, idx, epoch, arena)
+            return self._decode_sample(key, fields, entry, idx, epoch, arena, copy)
         except Exception as e:  # any decoder failure is per-sample data damage
             if self.read_cfg.on_decode_error == "raise":
                 raise SampleDecodeError(f"{entry.url}: sample {key!r} does not decode: {e}") from e
             return Failed(key, f"{type(e).__name__}: {e}")
 
     def _decode_sample(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int,
-                       arena: SampleArena | None) -> Sample:
+                       arena: SampleArena | None, copy: bool) -> Sample:
         want = self.read_cfg.fields
         payload = fields.get(entry.audio_field)
         if payload is None:
@@ -107,7 +110,7 @@ class SampleDecoder:
         if arena is not None and len(wave) <= arena.width and arena.free:
             slot = arena.put(wave)
             wave = arena.data[slot, : len(wave)]
-        elif not wave.flags.owndata:
+        elif copy and not wave.flags.owndata:
             wave = wave.copy()  # do not pin the whole read block in the shuffle buffer
         label = -1
         if "label" in want and fmt.CLS in fields:

@@ -1,0 +1,123 @@
+"""Shards that are whole local files are memory-mapped and their samples located from the
+tar headers (``wds_pipeline/loader/mapped.py``): with numpy for plain headers, member by
+member for anything else. Both must find the same samples, fields and keys, in shards of
+this project's writer and of tarfile-based writers; a shard changed on disk between epochs
+is located again, not read through a stale table."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shardgen import all_keys, make_dataset
+
+from wds_pipeline import StreamingLoader
+from wds_pipeline import format as fmt
+from wds_pipeline.index import load_index
+from wds_pipeline.loader.mapped import MappedShard, SampleTable, file_stamp
+
+
+def _tar(path: Path, samples: list[tuple[str, list[tuple[str, bytes]]]], *, fmt_=tarfile.GNU_FORMAT,
+         encoding: str = "utf-8") -> list[int]:
+    """Write ``samples`` with tarfile; returns each sample's first header offset."""
+    offsets = []
+    with open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=fmt_, encoding=encoding) as t:
+        for key, fields in samples:
+            offsets.append(t.offset)
+            for field, data in fields:
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return offsets
+
+
+def _both(path: Path, offsets: list[int]) -> tuple[MappedShard, MappedShard]:
+    """The shard located by ``locate`` (numpy first) and member by member."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stamp = file_stamp(fd)
+        fast = MappedShard(fd, str(path), SampleTable(len(offsets), stamp))
+        slow = MappedShard(fd, str(path), SampleTable(len(offsets), stamp))
+    finally:
+        os.close(fd)
+    fast.locate(tuple(offsets), 0, len(offsets), stamp[0])
+    slow._locate_block(offsets[0], stamp[0], 0, len(offsets))
+    return fast, slow
+
+
+def _same(fast: MappedShard, slow: MappedShard) -> None:
+    n = fast.table.n
+    assert fast.table.located.all() and slow.table.located.all()
+    assert [fast.key(i) for i in range(n)] == [slow.key(i) for i in range(n)]
+    for i in range(n):
+        a, b = fast.fields(i), slow.fields(i)
+        assert a.keys() == b.keys()
+        assert all(bytes(a[k]) == bytes(b[k]) for k in a)
+
+
+def _npy(n: int) -> bytes:
+    return bytes(fmt.encode_npy(np.arange(n, dtype=np.int16)))
+
+
+def test_our_shards_are_located_with_numpy_and_match_the_member_parser(tmp_path):
+    idx = load_index(make_dataset(str(tmp_path), [7, 5], fbank=True))
+    for i, shard in enumerate(idx.shards):
+        fast, slow = _both(Path(idx.shard_url(i)), shard.sample_offsets)
+        assert not fast.table.keys, "plain headers: located by the numpy path"
+        assert sorted(fast.table.columns) == sorted([fmt.AUDIO_NPY, fmt.CLS, fmt.JSON, fmt.FBANK])
+        _same(fast, slow)
+
+
+def test_tarfile_shards_with_fields_in_any_order_and_gaps_match(tmp_path):
+    # webdataset's writers go through tarfile; members of a sample in varying order, a
+    # sample without a json, payload sizes on and off the 512-byte blocks.
+    samples = [
+        (f"k{i:03d}", [("audio.npy", _npy(100 + 97 * i)), ("cls", str(i).encode()), ("json", b"{}" * i)][:: 1 if i % 2 else -1])
+        for i in range(9)
+    ]
+    samples[4] = ("k004", [("audio.npy", _npy(256)), ("cls", b"4")])
+    for tar_format in (tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT):
+        path = tmp_path / f"t{tar_format}.tar"
+        offsets = _tar(path, samples, fmt_=tar_format)
+        fast, slow = _both(path, offsets)
+        _same(fast, slow)
+        assert fast.fields(4).keys() == {"audio.npy", "cls"}
+        assert bytes(fast.fields(8)["audio.npy"]) == samples[8][1][-1][1]
+
+
+def test_long_names_fall_back_to_the_member_parser(tmp_path):
+    key = "x" * 120  # longer than a ustar name: tarfile writes a GNU long-name member
+    path = tmp_path / "long.tar"
+    offsets = _tar(path, [(key, [("audio.npy", _npy(10)), ("cls", b"1")]), ("short", [("cls", b"2")])])
+    fast, slow = _both(path, offsets)
+    assert fast.table.keys, "located member by member"
+    _same(fast, slow)
+    assert fast.key(0) == key
+
+
+def test_a_name_that_is_not_utf8_is_a_named_shard_error(tmp_path):
+    # A valid header checksum over a Latin-1 name: only the member parser's decode sees it.
+    path = tmp_path / "latin1.tar"
+    offsets = _tar(path, [("k\xe9y", [("cls", b"1")])], encoding="latin-1")
+    fd = os.open(path, os.O_RDONLY)
+    shard = MappedShard(fd, str(path), SampleTable(1, file_stamp(fd)))
+    os.close(fd)
+    with pytest.raises(fmt.ShardFormatError, match=r"latin1\.tar: corrupt tar header at byte 0"):
+        shard.locate(tuple(offsets), 0, 1, None)
+
+
+def test_a_shard_rewritten_between_epochs_is_located_again(tmp_path):
+    idx = make_dataset(str(tmp_path), [4, 4])
+    loader = StreamingLoader(idx, batch_size=2, num_workers=0, shuffle=False)
+    assert {k for b in loader for k in b.keys} == all_keys(idx)
+    shard = tmp_path / "shard-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[150] = ord("x")  # the first header's checksum field: same size, new mtime
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(1, 1))  # a new stamp even on a coarse-mtime filesystem
+    with pytest.raises(fmt.ShardFormatError, match=r"shard-000001\.tar: corrupt tar header at byte 0"):
+        list(loader)

@@ -1,0 +1,288 @@
+"""Random access to shards that are whole files on this machine (local shards, complete
+cached copies of remote ones).
+
+Such a shard is memory-mapped once and its samples are located from their tar headers
+(:class:`SampleTable`); a batch is then gathered straight from the page cache into the
+batch buffer. Streams (a shard still downloading, a remote file read without a cache) go
+through the shuffle buffer instead (``dataset.py``): there a sample must be copied out of
+the bytes read before the next read reuses them. Here the file's pages are the buffer, so
+a held sample is two integers, not a copy: less memory traffic per sample, and a fresh
+worker touches no shuffle slab before its first batch.
+
+Tables are kept between epochs (:class:`TableCache`), keyed by the file's identity, so a
+later epoch parses no tar header again.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import format as fmt
+from .blocks import READ_BLOCK
+
+# Samples whose locations are kept across epochs, per worker: about 200 bytes each.
+TABLE_CACHE_SAMPLES = 250_000
+
+class SampleTable:
+    """Where each sample of one shard file lies, filled for the spans read so far.
+
+    Columnar: per field, each sample's payload offset in the file and size (-1: absent),
+    so a block of regular headers is located with a few numpy operations. ``errors[i]``
+    says why sample ``i`` cannot be read (the rest of its shard from a damaged block on,
+    as a stream would stop there too)."""
+
+    def __init__(self, n: int, stamp: tuple[int, int, int]) -> None:
+        self.stamp = stamp  # (size, mtime_ns, inode) of the file it describes
+        self.n = n
+        self.located = np.zeros(n, dtype=bool)
+        self.key_pos = np.full(n, -1, dtype=np.int64)  # the key's bytes in the file...
+        self.key_len = np.zeros(n, dtype=np.int64)
+        self.keys: dict[int, str] = {}  # ...or the key itself (long names)
+        self.columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.errors: dict[int, str] = {}
+
+    def column(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        col = self.columns.get(field)
+        if col is None:
+            col = self.columns[field] = (np.full(self.n, -1, dtype=np.int64), np.zeros(self.n, dtype=np.int64))
+        return col
+
+
+class TableCache:
+    """Sample tables of the shard files a worker has mapped, least recently used dropped
+    first once they describe more than ``limit`` samples."""
+
+    def __init__(self, limit: int = TABLE_CACHE_SAMPLES) -> None:
+        self.limit = limit
+        self._tables: OrderedDict[str, SampleTable] = OrderedDict()
+        self._samples = 0
+
+    def get(self, url: str, stamp: tuple[int, int, int], n: int) -> SampleTable:
+        table = self._tables.get(url)
+        if table is not None and table.stamp == stamp and table.n == n:
+            self._tables.move_to_end(url)
+            return table
+        if table is not None:
+            self._drop(url)
+        table = SampleTable(n, stamp)
+        self._tables[url] = table
+        self._samples += n
+        while self._samples > self.limit and len(self._tables) > 1:
+            self._drop(next(iter(self._tables)))
+        return table
+
+    def _drop(self, url: str) -> None:
+        self._samples -= self._tables.pop(url).n
+
+
+class MappedShard:
+    """One shard file mapped read-only, with the table of its samples."""
+
+    def __init__(self, fd: int, url: str, table: SampleTable) -> None:
+        self.url = url
+        self.table = table
+        size = table.stamp[0]
+        self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+        self.view = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
+        self.raw = np.frombuffer(self.view, dtype=np.uint8)
+
+    def locate(self, offsets: tuple[int, ...], a: int, b: int, index_size: int | None) -> None:
+        """Fill the table for samples [a, b), block by block as a stream would read them.
+
+        A damaged block raises :class:`~wds_pipeline.format.ShardFormatError` naming the
+        shard; samples of earlier blocks stay located."""
+        table = self.table
+        if table.located[a:b].all():
+            return
+        size = len(self.view)
+        ends = np.asarray(offsets[1:] + (index_size if index_size else size,), dtype=np.int64)
+        # The whole run at once when it is regular and intact (numpy calls per member
+        # position, not per block); block by block otherwise, to stop where a stream would.
+        if ends[b - 1] <= size and not table.located[a:b].any():
+            starts = np.asarray(offsets[a:b], dtype=np.int64)
+            if locate_regular(self.raw, table, starts, ends[a:b], a, self.url):
+                return
+        j = a
+        while j < b:
+            start = offsets[j]
+            k = int(np.searchsorted(ends, start + READ_BLOCK, side="right"))
+            k = min(max(k, j + 1), b)  # samples [j, k) in this block
+            end = int(ends[k - 1])
+            if end > size:
+                raise fmt.ShardFormatError(
+                    f"{self.url}: truncated: {size} bytes on disk, the index needs {end}; "
+                    "the shard is incomplete or does not match its index"
+                )
+            if not table.located[j:k].all():
+                starts = np.asarray(offsets[j:k], dtype=np.int64)
+                if not locate_regular(self.raw, table, starts, ends[j:k], j, self.url):
+                    self._locate_block(start, end, j, k)
+            j = k
+
+    def _locate_block(self, start: int, end: int, j: int, k: int) -> None:
+        """Any tar layout (long names, pax headers, other writers' members), member by
+        member; the precise error for a damaged block comes from here."""
+        members = fmt.buffer_members(self.view[start:end], base=start, source=self.url)
+        table = self.table
+        found: list[tuple[str, list[tuple[str, int, int]]]] = []
+        for name, data, size in members:
+            key, field_name = fmt.split_member_name(name)
+            if not found or found[-1][0] != key:
+                found.append((key, []))
+            found[-1][1].append((field_name, start + data, size))
+        if len(found) != k - j:
+            raise fmt.ShardFormatError(
+                f"{self.url}: found {len(found)} samples at byte {start} where the "
+                f"index lists {k - j}; the shard does not match its index"
+            )
+        for i, (key, spans) in enumerate(found, start=j):
+            table.keys[i] = key
+            for field_name, off, size in spans:
+                offs, sizes = table.column(field_name)
+                offs[i], sizes[i] = off, size
+        table.located[j:k] = True
+
+    def fail(self, a: int, b: int, reason: str) -> None:
+        """Samples [a, b) not yet located cannot be read (on_corrupt_shard='skip')."""
+        for i in np.flatnonzero(~self.table.located[a:b]):
+            self.table.errors[a + int(i)] = reason
+
+    def key(self, i: int) -> str:
+        table = self.table
+        key = table.keys.get(i)
+        if key is None:
+            pos = int(table.key_pos[i])
+            key = bytes(self.view[pos : pos + int(table.key_len[i])]).decode("utf-8")
+        return key
+
+    def fields(self, i: int) -> dict[str, memoryview]:
+        """Sample ``i``'s payloads by field: zero-copy views of the mapped file."""
+        view = self.view
+        out = {}
+        for name, (offs, sizes) in self.table.columns.items():
+            off = int(offs[i])
+            if off >= 0:
+                out[name] = view[off : off + int(sizes[i])]
+        return out
+
+
+_NAME = np.arange(100)
+_HEADER = np.arange(fmt.BLOCK)
+_MAX_MEMBERS = 64  # per sample; more is not a shard this format writes
+
+
+def _octal(fields: np.ndarray) -> np.ndarray | None:
+    """Numeric header fields (one row each): octal digits, then only NULs or spaces.
+    None when any row is otherwise (base-256 sizes, leading spaces): the member-by-member
+    parser reads those."""
+    digits = fields.astype(np.int64) - 48
+    is_digit = (digits >= 0) & (digits <= 7)
+    count = np.where(is_digit.all(axis=1), fields.shape[1], is_digit.argmin(axis=1))
+    column = np.arange(fields.shape[1])
+    inside = column < count[:, None]
+    rest = fields[~inside]
+    if (count == 0).any() or ((rest != 0) & (rest != 32)).any():
+        return None
+    powers = np.where(inside, count[:, None] - 1 - column, 0)
+    return (np.where(inside, digits, 0) * (np.int64(8) ** powers)).sum(axis=1)
+
+
+def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends: np.ndarray,
+                   j: int, source: str) -> bool:
+    """Locate samples ``j, j+1, ...`` (headers at ``starts``, bytes up to ``ends``) with
+    numpy, one member of every sample at a time, when every header is a plain ustar one
+    (regular file, short name without a folder, octal size, valid checksum) and every
+    sample's members fill its bytes exactly. False, with nothing written, on anything
+    else: the member-by-member parser then handles it, or names the damage."""
+    n = len(starts)
+    pos = starts.copy()
+    last = ends[-1] >= len(raw)  # the shard's last sample: end blocks follow it
+    members: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    active = np.ones(n, dtype=bool)
+    key_len = None
+    first_names = None
+    for _ in range(_MAX_MEMBERS):
+        idx = np.flatnonzero(active)
+        if not len(idx):
+            break
+        p = pos[idx]
+        if (p + fmt.BLOCK > len(raw)).any():
+            return False
+        headers = raw[p[:, None] + _HEADER]
+        zero = ~headers.any(axis=1)
+        if zero.any():  # end-of-archive blocks: only right after the shard's last sample
+            if not (last and zero.sum() == 1 and idx[zero][0] == n - 1 and members):
+                return False
+            active[n - 1] = False
+            keep = ~zero
+            idx, p, headers = idx[keep], p[keep], headers[keep]
+            if not len(idx):
+                break
+        size = _octal(headers[:, 124:136])
+        checksum = _octal(headers[:, 148:156])
+        if size is None or checksum is None:
+            return False
+        typeflag = headers[:, 156]
+        if ((typeflag != 48) & (typeflag != 0)).any() or headers[:, 345].any():
+            return False  # not a regular file, or a ustar prefix (folder) in the name
+        computed = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+        if (checksum != computed).any():
+            return False
+        names = headers[:, :100]
+        length = np.where(names.all(axis=1), 100, (names == 0).argmax(axis=1))
+        dot_mask = (names == 46) & (_NAME < length[:, None])
+        has_dot = dot_mask.any(axis=1)
+        in_name = _NAME < length[:, None]
+        if not has_dot.all() or ((names == 47) & in_name).any() or ((names >= 128) & in_name).any():
+            return False  # a member without a field, in a folder, or a name beyond ASCII
+        dot = dot_mask.argmax(axis=1)
+        if first_names is None:
+            if len(idx) != n:
+                return False
+            key_len, first_names = dot, names
+        elif key_len is None or ((dot != key_len[idx]) | ((names != first_names[idx]) & (_NAME < dot[:, None])).any(axis=1)).any():
+            return False  # members of one sample must share its key
+        members.append((idx, p + fmt.BLOCK, size, dot, names))
+        nxt = p + fmt.BLOCK + (size + fmt.BLOCK - 1) // fmt.BLOCK * fmt.BLOCK
+        over = nxt > ends[idx]
+        if over.any():
+            return False
+        pos[idx] = nxt
+        done = nxt == ends[idx]
+        active[idx[done]] = False
+    else:
+        return False
+    if active.any() or key_len is None or first_names is None:
+        return False
+    for idx, data, size, dot, names in members:
+        # One field name per distinct suffix: usually a single one per member position.
+        length = np.where(names.all(axis=1), 100, (names == 0).argmax(axis=1))
+        suffix = np.where((_NAME > dot[:, None]) & (_NAME < length[:, None]), names, 0).astype(np.uint8)
+        same = (suffix == suffix[0]).all(axis=1)
+        groups = [(suffix[0], same)]
+        if not same.all():  # members in another order in some samples: group them by name
+            rest = np.flatnonzero(~same)
+            by_name: dict[bytes, list[int]] = {}
+            for r in rest.tolist():
+                by_name.setdefault(suffix[r].tobytes(), []).append(r)
+            for rows in by_name.values():
+                sel = np.zeros(len(idx), dtype=bool)
+                sel[rows] = True
+                groups.append((suffix[rows[0]], sel))
+        for row, sel in groups:
+            offs, sizes = table.column(bytes(row[row != 0]).decode("utf-8", "replace"))
+            offs[idx[sel] + j] = data[sel]
+            sizes[idx[sel] + j] = size[sel]
+    table.key_pos[j : j + n] = starts
+    table.key_len[j : j + n] = key_len
+    table.located[j : j + n] = True
+    return True
+
+
+def file_stamp(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ino
