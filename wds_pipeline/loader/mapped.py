@@ -39,9 +39,9 @@ class SampleTable:
         self.stamp = stamp  # (size, mtime_ns, inode) of the file it describes
         self.n = n
         self.located = np.zeros(n, dtype=bool)
-        self.key_pos = np.full(n, -1, dtype=np.int64)  # the key's bytes in the file...
+        self.key_pos = np.full(n, -1, dtype=np.int64)  # the key's bytes in the file
         self.key_len = np.zeros(n, dtype=np.int64)
-        self.keys: dict[int, str] = {}  # ...or the key itself (long names)
+        self.keys: dict[int, str] = {}  # keys decoded so far (long names: from the parser)
         self.columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.errors: dict[int, str] = {}
 
@@ -156,7 +156,7 @@ class MappedShard:
         key = table.keys.get(i)
         if key is None:
             pos = int(table.key_pos[i])
-            key = bytes(self.view[pos : pos + int(table.key_len[i])]).decode("utf-8")
+            key = table.keys[i] = bytes(self.view[pos : pos + int(table.key_len[i])]).decode("utf-8")
         return key
 
     def fields(self, i: int) -> dict[str, memoryview]:
