@@ -23,10 +23,18 @@ source (a digest per key): a format that loses or changes a sample gets no figur
 Formats and settings are interleaved and repeated; medians and paired ratios (per
 repeat, against wds_pipeline's default) are reported.
 
+Conversion is timed the same way: every writer converts the whole set ``--convert-repeats``
+times, in an order that rotates each repeat, each from the same generated audio
+(``wds_pipeline.testing.clip``); reported are the median seconds, samples/s and MB/s of
+audio, the CPU seconds of the process and its children (LitData converts in a worker
+process), and the median over repeats of each writer's rate / wds_pipeline's in the same
+repeat. The last repeat's output is what the loaders read.
+
 Needs the peers, in their own environment (see benchmarks/README.md)::
 
     .peers-venv/bin/python benchmarks/peers.py            # full run, ~5 min on 2 cores
     .peers-venv/bin/python benchmarks/peers.py --quick    # tiny smoke run
+    .peers-venv/bin/python benchmarks/peers.py --only convert   # conversion alone, ~1.5 min
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import argparse
 import gc
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -177,6 +186,67 @@ WRITERS: dict[str, Callable[[str, int, str], None]] = {
     "lhotse-flac": lambda name, n, out: write_lhotse(name, n, out, audio_format="flac"),
     "hf": write_hf,
 }
+
+
+# ------------------------------------------------------------- conversion
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (LitData's worker)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def convert_once(fmt: str, name: str, n: int, out: str) -> dict[str, float]:
+    """One timed conversion of the whole set into a fresh folder ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    gc.collect()  # the previous writer's garbage is not collected on this one's clock
+    cpu, t = _cpu_seconds(), time.perf_counter()
+    WRITERS[fmt](name, n, out)
+    return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu_seconds() - cpu}
+
+
+def convert_all(sets: dict[str, int], writers: list[str], data_dir: str, repeats: int,
+                frames_of: dict[str, int]) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """Every writer on every set, ``repeats`` times, the order rotating each repeat;
+    returns the summary per ``set/writer`` and the folder each writer's output is in."""
+    for fmt in writers:  # untimed: each writer's first call imports and sets up what it uses
+        convert_once(fmt, "clips", 8, os.path.join(data_dir, "warm-up", fmt))
+    shutil.rmtree(os.path.join(data_dir, "warm-up"), ignore_errors=True)
+    runs: dict[str, list[dict[str, float]]] = {}
+    paths: dict[tuple[str, str], str] = {}
+    for rep in range(repeats):
+        order = writers[rep % len(writers):] + writers[: rep % len(writers)]
+        for name, n in sets.items():
+            for fmt in order:
+                out = paths[(name, fmt)] = os.path.join(data_dir, f"{name}-{n}", fmt)
+                r = convert_once(fmt, name, n, out)
+                runs.setdefault(f"{name}/{fmt}", []).append(r)
+                print(f"convert rep {rep} {name}/{fmt}: {r['seconds']:.2f} s ({n / r['seconds']:,.0f}/s)",
+                      flush=True)
+    summary: dict[str, Any] = {}
+    for name, n in sets.items():
+        base = [r["seconds"] for r in runs.get(f"{name}/wds_pipeline", [])]
+        for fmt in writers:
+            rs = runs[f"{name}/{fmt}"]
+            secs = statistics.median(r["seconds"] for r in rs)
+            summary[f"{name}/{fmt}"] = {
+                "seconds": secs, "samples_per_s": n / secs, "mb_per_s": frames_of[name] * 2 / 1e6 / secs,
+                "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+                # rate / wds_pipeline's rate in the same repeat = its seconds / these seconds
+                "over_wds_pipeline": statistics.median(b / r["seconds"] for r, b in zip(rs, base)) if base else None,
+                "bytes": dir_size(paths[(name, fmt)]), "runs": rs,
+            }
+    return summary, paths
+
+
+def print_conversion(conversion: dict[str, Any]) -> None:
+    print(f"\n{'conversion (median)':24}{'seconds':>9}{'samples/s':>11}{'MB/s':>8}{'CPU s':>8}"
+          f"{'MB on disk':>11}{'vs wds_pipeline':>17}")
+    for key, c in conversion.items():
+        ratio = f"{c['over_wds_pipeline']:.2f}x" if c["over_wds_pipeline"] else "-"
+        print(f"{key:24}{c['seconds']:>9.2f}{c['samples_per_s']:>11,.0f}{c['mb_per_s']:>8,.0f}"
+              f"{c['cpu_seconds']:>8.2f}{c['bytes'] / 1e6:>11,.0f}{ratio:>17}")
 
 
 # ----------------------------------------------------------------- loaders
@@ -371,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utts", type=int, default=500)
     ap.add_argument("--workers", default="0,2")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--convert-repeats", type=int, default=3, help="timed conversions of each set per writer")
+    ap.add_argument("--only", choices=("all", "convert"), default="all",
+                    help="convert: time the writers only (results in results/peers-convert.json)")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "wds_pipeline_bench", "peers"))
     ap.add_argument("--json-out", default=None, help="default: results/peers.json (a temp file with --quick)")
@@ -379,10 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only check that every peer imports (exit 2 if not)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.clips, args.utts, args.repeats = 130, 70, 1
+        args.clips, args.utts, args.repeats, args.convert_repeats = 130, 70, 1, 1
         args.data_dir += "-quick"
-    # A smoke run never replaces the reported figures.
-    out = os.path.join(tempfile.gettempdir(), "peers-quick") if args.quick else os.path.join(RESULTS, "peers")
+    # A smoke run never replaces the reported figures, nor a conversion-only run the full ones.
+    stem = "peers-convert" if args.only == "convert" else "peers"
+    out = os.path.join(tempfile.gettempdir(), stem + "-quick") if args.quick else os.path.join(RESULTS, stem)
     args.json_out = args.json_out or out + ".json"
     args.png_out = args.png_out or out + ".png"
     warnings.filterwarnings("ignore")
@@ -399,29 +473,24 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"clips": args.clips, "utts": args.utts}
     load = os.getloadavg()
     setup: dict[str, Any] = {**machine(), "batch": BATCH, "workers": workers, "repeats": args.repeats,
+                             "convert_repeats": args.convert_repeats,
                              "sets": {"clips": f"{args.clips} x 3 s", "utts": f"{args.utts} x 1-15 s"},
                              "load_before": [round(x, 2) for x in load], "reported": "median of interleaved repeats"}
     for mod in ("litdata", "streaming", "lhotse", "datasets", "webdataset"):
         setup[mod] = getattr(__import__(mod), "__version__", "?")
     print("setup:", setup, flush=True)
 
-    conversion: dict[str, dict[str, Any]] = {}
-    refs: dict[str, dict[str, str]] = {}
-    paths: dict[tuple[str, str], str] = {}
-    frames_of: dict[str, int] = {}
-    for name, n in sets.items():
-        refs[name] = {k: digest(a) for k, a, _ in samples(name, n)}
-        frames_of[name] = sum(len(a) for _, a, _ in samples(name, n))
-        for fmt in sorted({data_of(f) for f in formats}):
-            out = os.path.join(args.data_dir, f"{name}-{n}", fmt)
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            WRITERS[fmt](name, n, out)
-            dt = time.perf_counter() - t
-            paths[(name, fmt)] = out
-            conversion[f"{name}/{fmt}"] = {"seconds": dt, "samples_per_s": n / dt, "bytes": dir_size(out)}
-            print(f"wrote {name}/{fmt}: {dt:.1f} s, {dir_size(out) / 1e6:.0f} MB", flush=True)
+    frames_of = {name: sum(len(a) for _, a, _ in samples(name, n)) for name, n in sets.items()}
+    writers = sorted({data_of(f) for f in formats})
+    conversion, paths = convert_all(sets, writers, args.data_dir, args.convert_repeats, frames_of)
+    print_conversion(conversion)
+    if args.only == "convert":
+        write_json(args.json_out, {"setup": {**setup, "load_after": [round(x, 2) for x in os.getloadavg()]},
+                                   "conversion": conversion})
+        print(f"wrote {args.json_out}")
+        return 0
 
+    refs = {name: {k: digest(a) for k, a, _ in samples(name, n)} for name, n in sets.items()}
     checks: dict[str, str | None] = {}
     for name in sets:
         for fmt in formats:

@@ -100,3 +100,60 @@ def test_shard_writer_records_what_it_wrote(tmp_path):
         key, fields = next(fmt.iter_samples(io.BytesIO(data[offset:])))
         assert key == f"k{i}" and sorted(fields) == [fmt.AUDIO_NPY, fmt.CLS]
         assert len(fmt.decode_field(fmt.AUDIO_NPY, fields[fmt.AUDIO_NPY])) == frames[i]
+
+
+def _tarfile_gnu_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, fmt.TAR_MTIME, fmt.TAR_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+
+
+# Over 100 bytes of UTF-8, tarfile writes a GNU long-name member first.
+NAMES = ["a", "k.cls", "spk0001-utt0001.audio.npy", "x" * 99, "x" * 100, "x" * 101, "d/" * 40 + "k.json",
+         "k" * 300 + ".json", "clé-ü.json", "é" * 50, "é" * 49 + "ab", "日本語" * 11 + ".npy",
+         "emoji-\U0001f600.json", "bad-\udcff.json", "k.json.npy.zst"]
+SIZES = [0, 1, 7, 511, 512, 513, 1024, 96_044, 10**9, 8**11 - 1, 8**11, 2 * 8**11 + 5]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_member_headers_are_the_bytes_tarfile_makes(name):
+    for size in SIZES:
+        assert fmt.member_header(name, size) == _tarfile_gnu_header(name, size), (name, size)
+
+
+def test_a_shard_is_the_bytes_tarfile_writes(tmp_path):
+    """The whole stream (headers, small members joined with their padding, large ones
+    written alone, end blocks, record padding) against tarfile writing the same members."""
+    rng = np.random.default_rng(3)
+    samples = [(f"s{i}", {fmt.AUDIO_NPY: fmt.encode_npy(rng.integers(-9, 9, n, dtype=np.int16)),
+                          fmt.CLS: fmt.encode_cls(i), fmt.JSON: fmt.encode_json({"i": i, "pad": "p" * n})})
+               for i, n in enumerate([0, 1, 250, 256, 40_000, 48_000, 70_000])]
+    with open(tmp_path / "ours.tar", "wb") as f:
+        w = fmt.ReproducibleTarWriter(f)
+        for key, fields in samples:
+            w.write_sample(key, fields)
+        w.close()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for key, fields in samples:
+            for name, data in fmt.sample_members(key, fields):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "", ""
+                t.addfile(info, io.BytesIO(bytes(data)))
+    assert (tmp_path / "ours.tar").read_bytes() == buf.getvalue()
+    assert w.sample_offsets[0] == 0 and len(w.sample_offsets) == len(w.sample_crc32) == len(samples)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(5, dtype=np.int16), np.zeros(0, dtype=np.int16), np.array(3.5), np.arange(48_000, dtype="<i2"),
+    np.arange(12, dtype=np.float16).reshape(3, 4), np.arange(12, dtype=np.float32).reshape(3, 4).T,
+    np.arange(6, dtype=">i4"), np.zeros((2, 0, 3), dtype=np.uint8), np.arange(4, dtype=np.int16)[::2],
+    np.zeros(3, dtype=[("a", "<i2"), ("b", "<f4")]), np.arange(10**6, dtype=np.int64),
+])
+def test_encode_npy_is_np_save(array):
+    for _ in range(2):  # the second call takes the cached header
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        assert bytes(fmt.encode_npy(array)) == buf.getvalue()

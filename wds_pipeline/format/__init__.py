@@ -61,7 +61,7 @@ from .tar import (
     members_end,
     parse_header,
 )
-from .writer import TAR_MODE, TAR_MTIME, ReproducibleTarWriter, Sink
+from .writer import TAR_MODE, TAR_MTIME, ReproducibleTarWriter, Sink, member_header
 
 __all__ = [
     "AUDIO_FIELDS",
@@ -100,6 +100,7 @@ __all__ = [
     "iter_buffer_members",
     "iter_samples",
     "iter_tar_members",
+    "member_header",
     "members_end",
     "make_key",
     "parse_header",

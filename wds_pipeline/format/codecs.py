@@ -24,14 +24,23 @@ def encode_npy(array: np.ndarray) -> bytearray:
     array = np.ascontiguousarray(array)
     if array.dtype.hasobject:
         raise ValueError("object arrays are not stored: .npy fields are read with allow_pickle=False")
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    head = header.getvalue()
+    head = _npy_save_header(array.dtype, array.shape)
     out = bytearray(len(head) + array.nbytes)
     out[: len(head)] = head
     if array.nbytes:
         out[len(head) :] = memoryview(array).cast("B")  # type: ignore[arg-type]
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _npy_save_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header ``np.save`` writes for a C-contiguous array: numpy builds it (so the
+    bytes follow its version), once per dtype and shape; fixed-length clips share one.
+    That took as long as copying a 3 s clip's samples."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"shape": shape, "fortran_order": False,
+                                                  "descr": np.lib.format.dtype_to_descr(dtype)})
+    return header.getvalue()
 
 
 @functools.lru_cache(maxsize=4096)
