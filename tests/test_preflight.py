@@ -96,3 +96,26 @@ def test_cli_json_and_exit_status(data, tmp_path):
     assert p.returncode == 1 and "FAIL  train data" in p.stdout and "has 100 bytes" in p.stdout
     p = run_cli("train", "--config", bad, "--set", "run.preflight=true")  # stops on a fail
     assert p.returncode == 1 and "preflight failed" in p.stderr
+
+
+def test_loader_rate_is_measured_across_short_epochs_not_only_at_start_up():
+    # On an H200 the demo's own preflight failed: its epoch is 4 batches, so the old
+    # measurement timed 3 batches right after worker start-up. A real loader that slow at
+    # start cannot be arranged on this CPU machine, hence a stand-in iterable: what is
+    # checked is how many batches and epochs the measurement consumes.
+    from wds_pipeline.train.preflight import _loader_rate
+
+    class Epochs:
+        def __init__(self, per_epoch: int) -> None:
+            self.per_epoch, self.epochs, self.pulled = per_epoch, 0, 0
+
+        def __iter__(self):
+            self.epochs += 1
+            for i in range(self.per_epoch):
+                self.pulled += 1
+                yield i
+
+    loader = Epochs(4)
+    assert _loader_rate(loader, batches=10, min_seconds=0.0) > 0
+    assert loader.pulled == 11 and loader.epochs == 3  # the first batch, then 10 timed
+    assert _loader_rate(Epochs(0), batches=10, min_seconds=0.0) == float("inf")

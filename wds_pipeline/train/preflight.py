@@ -280,7 +280,7 @@ def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[Da
     from ..loader import StreamingLoader
     from .trainer import load_factory, resolve_device, resolve_precision
 
-    loader = StreamingLoader(train, cfg.loader, persistent_workers=False)
+    loader = StreamingLoader(train, cfg.loader, persistent_workers=True)
     total = sum(i.total_duration for i in loader.indexes)
     typical = total / max(1, loader.num_samples)
     device = resolve_device(cfg.run.device)
@@ -355,21 +355,26 @@ def _model_rate(model, opt, cfg, sr, typical, batch_size, device, amp, steps: in
     return steps / (time.perf_counter() - t0)
 
 
-def _loader_rate(loader, batches: int) -> float:
-    """Batches per second after the first one (worker start-up is paid once per run)."""
-    it = iter(loader)
+def _loader_rate(loader, batches: int, min_seconds: float = 1.0) -> float:
+    """Batches per second once batches flow: timed from the first batch over at least
+    ``batches`` more and ``min_seconds``, through further epochs when one is shorter (the
+    workers persist, as in training). A handful of batches right after start-up measured
+    worker start-up instead, and on a fast GPU failed the demo's own preflight."""
     n = 0
     t0 = None
-    for _ in it:
-        if t0 is None:
-            t0 = time.perf_counter()
-            continue
-        n += 1
-        if n >= batches:
-            break
-    if t0 is None or n == 0:
-        return float("inf")
-    return n / (time.perf_counter() - t0)
+    while True:
+        got = False
+        for _ in loader:
+            got = True
+            now = time.perf_counter()
+            if t0 is None:
+                t0 = now
+                continue
+            n += 1
+            if n >= batches and now - t0 >= min_seconds:
+                return n / (now - t0)
+        if not got:
+            return float("inf") if n == 0 else n / (time.perf_counter() - (t0 or 0.0))
 
 
 def _slow_loader_cause(cfg: TrainConfig, loader) -> str:
