@@ -51,6 +51,9 @@ class _Run:
     uses: np.ndarray  # uses left per shard-table entry (mapped shards)
     held: dict[int, Sample | Failed] = field(default_factory=dict)
     mapped: dict[int, MappedShard] = field(default_factory=dict)
+    mapped_bytes: int = 0  # size of the shards mapped now: an upper bound of their touched pages
+    # Mapped samples of the batch being gathered whose pages go once it is collated.
+    release: list[tuple[MappedShard, tuple[int, ...], int]] = field(default_factory=list)
 
 
 class ShardStreamDataset(IterableDataset):
@@ -104,6 +107,8 @@ class ShardStreamDataset(IterableDataset):
         self._decoder = SampleDecoder(plan_cfg, read_cfg, self.sample_rate)
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
+        # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
+        self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
 
     def set_prior_stages(self, epoch: int, stages: Stages) -> None:
         """Elastic resume: ``epoch`` already ran ``stages`` under other layouts."""
@@ -188,6 +193,9 @@ class ShardStreamDataset(IterableDataset):
         def emit(i: int) -> Batch:
             rows, pads = self._rows(run, batches[i], skipped)
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
+            for m, offsets, idx in run.release:
+                m.release(offsets[idx], offsets[idx + 1] if idx + 1 < len(offsets) else 1 << 62)
+            run.release.clear()
             for r in rows:  # free the arena slots of samples no later batch needs
                 if r.slot >= 0 and arena is not None and r.released:
                     arena.free.append(r.slot)
@@ -225,7 +233,7 @@ class ShardStreamDataset(IterableDataset):
         after its last use); one of a mapped shard is decoded now, from the mapped file."""
         rows: list[Sample] = []
         pads: list[bool] = []
-        held, refs, uses, mapped = run.held, run.refs, run.uses, run.mapped
+        held, refs, uses, mapped, release = run.held, run.refs, run.uses, run.mapped, run.release
         slots, index = run.wp.read_slots, run.wp.read_index
         entries = run.plan.slots
         for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
@@ -240,9 +248,17 @@ class ShardStreamDataset(IterableDataset):
                 e = entries[slots[item]]
                 m = mapped[e]
                 s = self._mapped_sample(m, self.table[e], int(index[item]), run.epoch)
+                refs[item] -= 1
+                if refs[item] == 0 and run.mapped_bytes > self._mapped_budget:
+                    # Over the worker's share of shuffle_buffer_bytes, mapped pages count
+                    # as held bytes: this sample's leave this process's RSS once the batch
+                    # holds it. Per sample (a syscall each, ~15% of a fast epoch), since
+                    # the shuffle buffer keeps a few samples of every range for long.
+                    release.append((m, self.table[e].offsets, int(index[item])))
                 uses[e] -= 1
                 if uses[e] == 0:
                     del mapped[e]  # unmapped once its last view is gone
+                    run.mapped_bytes -= len(m.view)
             if isinstance(s, Failed):
                 if not is_pad:
                     skipped.append(s.key)
@@ -274,6 +290,7 @@ class ShardStreamDataset(IterableDataset):
             with f:
                 m = MappedShard(fd, entry.url, self._tables.get(entry.url, file_stamp(fd), entry.meta.nsamples))
             run.mapped[e] = m
+            run.mapped_bytes += len(m.view)
         try:
             m.locate(entry.offsets, a, b, entry.size)
         except (fmt.ShardFormatError, OSError) as exc:

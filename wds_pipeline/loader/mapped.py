@@ -146,6 +146,20 @@ class MappedShard:
                 offs[i], sizes[i] = off, size
         table.located[j:k] = True
 
+    def release(self, start: int, end: int) -> None:
+        """Drop this process's mapping of the whole pages in bytes [start, end) once their
+        samples are in batches: the pages stay in the page cache, but no longer count in
+        this worker's RSS, which would otherwise grow with every sample of every shard
+        still mapped (twice the old shuffle buffer's footprint in the loader benchmark).
+        Read again, they fault back in from the page cache."""
+        if self._mmap is None:
+            return
+        start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = min(end, len(self._mmap))
+        end -= end % mmap.PAGESIZE
+        if end > start:
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def fail(self, a: int, b: int, reason: str) -> None:
         """Samples [a, b) not yet located cannot be read (on_corrupt_shard='skip')."""
         for i in np.flatnonzero(~self.table.located[a:b]):
