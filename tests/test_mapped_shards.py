@@ -162,3 +162,36 @@ def test_over_its_byte_budget_a_worker_drops_the_pages_of_batched_samples(tmp_pa
     # clips and a batch of 8 are 2.3 MB).
     assert kept_peak > total // 2
     assert dropped_peak < total // 4
+
+
+@pytest.mark.parametrize("crop", [None, 0.05])
+def test_plain_npy_samples_skip_the_decoder_with_identical_results(tmp_path, crop):
+    # Asking for "text" too sends every sample through the decoder: the slices of the
+    # mapped PCM must equal what it returns, crops and labels included.
+    idx = make_dataset(str(tmp_path), [9, 7])
+    opts = dict(batch_size=4, num_workers=0, last_batch="pad", seed=5, crop_seconds=crop)
+
+    def read(fields):
+        loader, out = StreamingLoader(idx, fields=fields, **opts), {}
+        for b in loader:
+            for r, key in enumerate(b.keys):
+                out[key] = (int(b.labels[r]), b.waveform[r, : int(b.lengths[r])].numpy().copy())
+        return out, list(loader.dataset._tables._tables.values())
+
+    (fast, tables), (decoded, _) = read(("waveform", "label")), read(("waveform", "label", "text"))
+    assert fast.keys() == decoded.keys() == all_keys(idx)
+    assert all(fast[k][0] == decoded[k][0] and np.array_equal(fast[k][1], decoded[k][1]) for k in fast)
+    assert len(tables) == 2 and all((t.pcm_off >= 0).all() for t in tables)  # the fast path ran
+
+
+def test_npy_headers_the_fast_path_cannot_vouch_for_go_through_the_decoder(tmp_path):
+    # float32 audio, a 2-D array and a big-endian one are left to the decoder, which
+    # refuses them per sample (skipped and named), exactly as before.
+    arrays = [np.arange(8, dtype=np.int16), np.arange(8, dtype=np.float32),
+              np.zeros((2, 4), dtype=np.int16), np.arange(8, dtype=">i2")]
+    path = tmp_path / "odd.tar"
+    offsets = _tar(path, [(f"k{i}", [("audio.npy", bytes(fmt.encode_npy(a))), ("cls", b"3")])
+                          for i, a in enumerate(arrays)])
+    fast, _ = _both(path, offsets)
+    assert fast.table.pcm_off.tolist()[0] >= 0 and fast.table.pcm_off.tolist()[1:] == [-1, -1, -1]
+    assert fast.table.label.tolist() == [3, 3, 3, 3]

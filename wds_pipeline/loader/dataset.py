@@ -30,8 +30,8 @@ from .blocks import PARTIAL_READ_BLOCK, READ_BLOCK, BlockReader, check_sample_cr
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
 from .decode import Failed, ReadConfig, Sample, SampleDecoder
-from .mapped import MappedShard, TableCache, file_stamp
-from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, resume_point
+from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
+from .plan import EpochPlan, PlanConfig, WorkerPlan, crop_start, plan_epoch_after, resume_point
 from .shards import ShardEntry, shard_table
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ class ShardStreamDataset(IterableDataset):
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
+        # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
+        self._plain = set(read_cfg.fields) <= {"waveform", "label"}
+        self._want_label = "label" in read_cfg.fields
 
     def set_prior_stages(self, epoch: int, stages: Stages) -> None:
         """Elastic resume: ``epoch`` already ran ``stages`` under other layouts."""
@@ -268,9 +271,21 @@ class ShardStreamDataset(IterableDataset):
         return rows, pads
 
     def _mapped_sample(self, m: MappedShard, entry: ShardEntry, idx: int, epoch: int) -> Sample | Failed:
-        reason = m.table.errors.get(idx)
+        t = m.table
+        reason = t.errors.get(idx)
         if reason is not None:
             return Failed(f"{entry.url}#{idx}", reason)
+        if self._plain and entry.audio_field == fmt.AUDIO_NPY and t.pcm_off[idx] >= 0:
+            label = int(t.label[idx]) if self._want_label else -1
+            if label != NOT_PARSED:
+                # The decoder's result without decoding: a slice of the mapped PCM, cropped
+                # as the decoder crops (the table checked the .npy header as strictly).
+                start, n = int(t.pcm_off[idx]) // 2, int(t.pcm_frames[idx])
+                crop = self.plan_cfg.crop_frames
+                if crop and n > crop:
+                    start += crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, n - crop)
+                    n = crop
+                return Sample(m.key(idx), m.pcm[start : start + n], label, None, None, entry.meta.dataset)
         return self._decoder(m.key(idx), m.fields(idx), entry, idx, epoch, None, copy=False)
 
     def _map_run(self, reader, run: _Run, e: int, a: int, b: int) -> Opened | None:

@@ -44,6 +44,11 @@ class SampleTable:
         self.keys: dict[int, str] = {}  # keys decoded so far (long names: from the parser)
         self.columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.errors: dict[int, str] = {}
+        # Plain 1-D int16 .npy audio: where its PCM starts in the file and its frame count
+        # (-1: read it through the decoder); the class label parsed (NO_LABEL: parse it there).
+        self.pcm_off = np.full(n, -1, dtype=np.int64)
+        self.pcm_frames = np.zeros(n, dtype=np.int64)
+        self.label = np.full(n, NOT_PARSED, dtype=np.int64)
 
     def column(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.columns.get(field)
@@ -89,6 +94,7 @@ class MappedShard:
         self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
         self.view = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
         self.raw = np.frombuffer(self.view, dtype=np.uint8)
+        self.pcm = np.frombuffer(self.view, dtype=np.int16, count=size // 2)  # see SampleTable.pcm_off
 
     def locate(self, offsets: tuple[int, ...], a: int, b: int, index_size: int | None) -> None:
         """Fill the table for samples [a, b), block by block as a stream would read them.
@@ -293,8 +299,70 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
             sizes[idx[sel] + j] = size[sel]
     table.key_pos[j : j + n] = starts
     table.key_len[j : j + n] = key_len
+    _index_pcm(raw, table, j, n)
+    _index_labels(raw, table, j, n)
     table.located[j : j + n] = True
     return True
+
+
+NOT_PARSED = -2  # SampleTable.label of a sample whose class label the decoder must read
+_NPY_V1 = np.frombuffer(b"\x93NUMPY\x01\x00", dtype=np.uint8)
+_I2_DICT = np.frombuffer(b"{'descr': '<i2', 'fortran_order': False, 'shape': (", dtype=np.uint8)
+_SHAPE = 10 + len(_I2_DICT)  # where the frame count's digits start in the payload
+_HEAD = np.arange(_SHAPE + 14)
+
+
+def _decimal(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(value, count) of the leading decimal digits of each row of bytes."""
+    d = digits.astype(np.int64) - 48
+    is_digit = (d >= 0) & (d <= 9)
+    count = np.where(is_digit.all(axis=1), d.shape[1], is_digit.argmin(axis=1))
+    column = np.arange(d.shape[1])
+    inside = column < count[:, None]
+    powers = np.where(inside, count[:, None] - 1 - column, 0)
+    return (np.where(inside, d, 0) * (np.int64(10) ** powers)).sum(axis=1), count
+
+
+def _index_pcm(raw: np.ndarray, table: SampleTable, j: int, n: int) -> None:
+    """Samples j..j+n whose audio.npy is version 1.0, '<i2', C order, 1-D, its shape equal
+    to its byte count: record where the PCM starts, so a batch takes a slice of the mapped
+    file instead of decoding the member (checked as strictly as the decoder does)."""
+    col = table.columns.get(fmt.AUDIO_NPY)
+    if col is None:
+        return
+    offs, sizes = col[0][j : j + n], col[1][j : j + n]
+    rows = np.flatnonzero((offs >= 0) & (offs + len(_HEAD) <= len(raw)))
+    if not len(rows):
+        return
+    off, size = offs[rows], sizes[rows]
+    head = raw[off[:, None] + _HEAD]
+    hlen = head[:, 8].astype(np.int64) + 256 * head[:, 9].astype(np.int64)
+    frames, count = _decimal(head[:, _SHAPE:])
+    after = head[np.arange(len(rows)), np.minimum(_SHAPE + count, len(_HEAD) - 2)]
+    close = head[np.arange(len(rows)), np.minimum(_SHAPE + count + 1, len(_HEAD) - 1)]
+    data = size - 10 - hlen
+    ok = ((head[:, :8] == _NPY_V1).all(axis=1) & (head[:, 10:_SHAPE] == _I2_DICT).all(axis=1)
+          & (count > 0) & (after == 44) & (close == 41) & (data >= 0) & (data == 2 * frames)
+          & ((off + 10 + hlen) % 2 == 0))
+    table.pcm_off[j + rows[ok]] = off[ok] + 10 + hlen[ok]
+    table.pcm_frames[j + rows[ok]] = frames[ok]
+
+
+def _index_labels(raw: np.ndarray, table: SampleTable, j: int, n: int) -> None:
+    """Class labels written as plain decimal digits (``cls``), parsed for samples j..j+n;
+    -1 where a sample has no ``cls``, as the decoder gives."""
+    col = table.columns.get(fmt.CLS)
+    if col is None:
+        table.label[j : j + n] = -1
+        return
+    offs, sizes = col[0][j : j + n], col[1][j : j + n]
+    table.label[j : j + n] = np.where(offs < 0, -1, NOT_PARSED)
+    rows = np.flatnonzero((offs >= 0) & (sizes > 0) & (sizes <= 18) & (offs + 18 <= len(raw)))
+    if not len(rows):
+        return
+    value, count = _decimal(raw[offs[rows][:, None] + np.arange(18)])
+    ok = count == sizes[rows]
+    table.label[j + rows[ok]] = value[ok]
 
 
 def file_stamp(fd: int) -> tuple[int, int, int]:
