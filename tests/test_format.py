@@ -157,3 +157,19 @@ def test_encode_npy_is_np_save(array):
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
         assert bytes(fmt.encode_npy(array)) == buf.getvalue()
+
+
+def test_sample_checksum_is_zlibs_crc32_whole_and_chained():
+    """The index's sample_crc32 is zlib's crc32 (readers elsewhere check it with zlib):
+    the accelerated crc32 must give the same values, whole and continued across writes."""
+    import zlib
+
+    from wds_pipeline.format.checksum import crc32
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 511, 5 * 1024 + 1, 96128, 1 << 20):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32(data) == zlib.crc32(data)
+        cut = n // 3
+        assert crc32(data[cut:], crc32(data[:cut])) == zlib.crc32(data)
+        assert crc32(memoryview(data)) == zlib.crc32(data)

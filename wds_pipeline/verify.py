@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import statistics
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from . import format as fmt
 from . import storage
+from .format.checksum import crc32
 from .index import INDEX_NAME, DatasetIndex, ShardInfo, join_url, read_index
 
 # ---------------------------------------------------------------------------
@@ -292,8 +292,8 @@ def _crc_problems(url: str, info: ShardInfo, so: Mapping[str, Any], name: str) -
                 else:  # the last sample ends where the end-of-archive blocks start
                     data = f.read()
                     data = data[: fmt.members_end(data, 0, url)]
-                if zlib.crc32(data) != info.sample_crc32[i]:
-                    bad.append(f"{name}: sample {i} (byte {start}) has crc32 {zlib.crc32(data)}, "
+                if crc32(data) != info.sample_crc32[i]:
+                    bad.append(f"{name}: sample {i} (byte {start}) has crc32 {crc32(data)}, "
                                f"index says {info.sample_crc32[i]}")
     except (fmt.ShardFormatError, OSError) as e:
         bad.append(f"{name}: crc32 check failed: {e}")

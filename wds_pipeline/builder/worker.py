@@ -16,11 +16,12 @@ import numpy as np
 
 # audio and storage at module level: the fork server preloads this module, so
 # workers start with soundfile/soxr/fsspec already imported.
-from .. import audio, storage
+from .. import audio, storage  # noqa: F401 (storage: preloaded, see above)
 from .. import format as fmt
 from ..audio.vad import speech_regions, speech_span
 from ..index import BuildCounts, ShardInfo, VadCounts
 from ..records import Reject
+from ..shard_writer import ShardWriter
 from .plan import PlannedInput, ShardTask, WorkerConfig
 from .recordings import ShardRecordings, source_reader
 from .split_writer import ShardOutcome, journal_shard, staged_shard
@@ -206,9 +207,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     vad = VadCounts()
     info: ShardInfo | None = None
     with staged_shard(task) as staged:
-        hw = storage.HashingWriter(staged.file)
-        writer = fmt.ReproducibleTarWriter(hw)
-        frames: list[int] = []
+        writer = ShardWriter(staged.file)
         recordings = ShardRecordings(task.inputs, cfg, task.storage_options,
                                      source_reader(task))
         for p in task.inputs:
@@ -217,8 +216,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
                 rejects.append(reject)
                 continue
             for s in samples:
-                writer.write_sample(s.key, s.fields)
-                frames.append(s.frames)
+                writer.write_sample(s.key, s.fields, s.frames)
             counts.written += 1
             counts.samples += len(samples)
         writer.close()
@@ -228,13 +226,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         # journal's sha256 before trusting it, and rebuilds it otherwise.
         counts.rejected = len(rejects)
         if writer.nsamples:
-            info = ShardInfo(
-                url=task.name, nsamples=writer.nsamples, filesize=hw.size,
-                sha256=hw.hexdigest(),
-                duration=sum(frames) / cfg.sample_rate,
-                sample_frames=frames, sample_offsets=list(writer.sample_offsets),
-                sample_crc32=list(writer.sample_crc32),
-            )
+            info = writer.info(task.name, cfg.sample_rate)
             staged.commit()
     counts.check()
     outcome = ShardOutcome(task.split, task.index, info, sorted(rejects), counts,

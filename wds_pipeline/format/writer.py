@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import tarfile
-import zlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .checksum import crc32
 from .keys import Payload, sample_members
 from .tar import BLOCK
 
@@ -90,7 +90,7 @@ class ReproducibleTarWriter:
 
     def _write(self, data: Payload) -> None:
         self._f.write(data)
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         self.offset += len(data)
 
     def _end_sample(self) -> None:

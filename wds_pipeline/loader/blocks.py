@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from .. import format as fmt
+from ..format.checksum import crc32
 from .plan import WorkerPlan
 
 READ_BLOCK = 8 << 20  # bytes per read call: large sequential reads for FUSE/GCS
@@ -57,7 +57,7 @@ def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],
     for idx in range(j, k):
         lo = offsets[idx] - start
         hi = offsets[idx + 1] - start if idx + 1 < len(offsets) else fmt.members_end(buf, lo, source)
-        got = zlib.crc32(buf[lo:hi])
+        got = crc32(buf[lo:hi])
         if got != crcs[idx]:
             raise fmt.ShardFormatError(
                 f"{source}: sample {idx} (bytes {offsets[idx]}-{start + hi}) has crc32 {got}, "
