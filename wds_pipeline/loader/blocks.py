@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from .. import format as fmt
 from ..format.checksum import crc32
 from .plan import WorkerPlan
@@ -48,6 +50,19 @@ class BlockReader:
             yield view
         finally:
             view.release()
+
+
+def sample_blocks(offsets: tuple[int, ...], ends: np.ndarray, a: int, b: int,
+                  span: int) -> Iterator[tuple[int, int]]:
+    """Samples [a, b) in blocks of whole samples, as a stream reads them: ``(j, k)`` per
+    block, the samples starting at ``offsets[j]`` whose bytes (up to ``ends``) fit in
+    ``span`` bytes, and at least one sample per block however large it is."""
+    j = a
+    while j < b:
+        k = int(np.searchsorted(ends, offsets[j] + span, side="right"))
+        k = min(max(k, j + 1), b)
+        yield j, k
+        j = k
 
 
 def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],

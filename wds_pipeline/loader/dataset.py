@@ -26,7 +26,14 @@ from ..fetch import ShardReader, ShardRef, default_cache_policy
 from ..index import DatasetIndex
 from ..partial import PartialShard
 from .batch import Batch
-from .blocks import PARTIAL_READ_BLOCK, READ_BLOCK, BlockReader, check_sample_crcs, sequential_runs
+from .blocks import (
+    PARTIAL_READ_BLOCK,
+    READ_BLOCK,
+    BlockReader,
+    check_sample_crcs,
+    sample_blocks,
+    sequential_runs,
+)
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
 from .decode import Failed, ReadConfig, Sample, SampleDecoder
@@ -411,11 +418,8 @@ class ShardStreamDataset(IterableDataset):
             with opened as f:
                 partial = isinstance(f, PartialShard)
                 span = PARTIAL_READ_BLOCK if partial else READ_BLOCK
-                j = a
-                while j < b:
+                for j, k in sample_blocks(entry.offsets, ends, a, b, span):
                     start = entry.offsets[j]
-                    k = int(np.searchsorted(ends, start + span, side="right"))
-                    k = min(max(k, j + 1), b)  # samples [j, k) in this block
                     want = int(ends[k - 1]) - start if ends[k - 1] >= 0 else -1
                     with block.read(f, start, want, entry.url) as buf:
                         if partial:
@@ -437,7 +441,6 @@ class ShardStreamDataset(IterableDataset):
                             f"{entry.url}: found {got} samples at byte {start} where the "
                             f"index lists {k - j}; the shard does not match its index"
                         )
-                    j = k
                 if isinstance(f, PartialShard):
                     f.wait_verified()
         except (fmt.ShardFormatError, OSError) as e:

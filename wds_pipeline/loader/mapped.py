@@ -22,7 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import format as fmt
-from .blocks import READ_BLOCK
+from .blocks import READ_BLOCK, sample_blocks
 
 # Samples whose locations are kept across epochs, per worker: about 200 bytes each.
 TABLE_CACHE_SAMPLES = 250_000
@@ -112,11 +112,8 @@ class MappedShard:
             starts = np.asarray(offsets[a:b], dtype=np.int64)
             if locate_regular(self.raw, table, starts, ends[a:b], a, self.url):
                 return
-        j = a
-        while j < b:
+        for j, k in sample_blocks(offsets, ends, a, b, READ_BLOCK):
             start = offsets[j]
-            k = int(np.searchsorted(ends, start + READ_BLOCK, side="right"))
-            k = min(max(k, j + 1), b)  # samples [j, k) in this block
             end = int(ends[k - 1])
             if end > size:
                 raise fmt.ShardFormatError(
@@ -127,7 +124,6 @@ class MappedShard:
                 starts = np.asarray(offsets[j:k], dtype=np.int64)
                 if not locate_regular(self.raw, table, starts, ends[j:k], j, self.url):
                     self._locate_block(start, end, j, k)
-            j = k
 
     def _locate_block(self, start: int, end: int, j: int, k: int) -> None:
         """Any tar layout (long names, pax headers, other writers' members), member by
@@ -191,7 +187,6 @@ class MappedShard:
 
 
 _NAME = np.arange(100)
-_HEADER = np.arange(fmt.BLOCK)
 _MAX_MEMBERS = 64  # per sample; more is not a shard this format writes
 
 
@@ -219,8 +214,13 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
     sample's members fill its bytes exactly. False, with nothing written, on anything
     else: the member-by-member parser then handles it, or names the damage."""
     n = len(starts)
+    if (starts % fmt.BLOCK).any():
+        return False  # headers sit on 512-byte blocks in any tar
     pos = starts.copy()
     last = ends[-1] >= len(raw)  # the shard's last sample: end blocks follow it
+    # The file as rows of 512-byte blocks: a header is one row (a row gather, not a
+    # fancy index per byte).
+    blocks = raw[: len(raw) // fmt.BLOCK * fmt.BLOCK].reshape(-1, fmt.BLOCK)
     members: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     active = np.ones(n, dtype=bool)
     key_len = None
@@ -232,7 +232,7 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
         p = pos[idx]
         if (p + fmt.BLOCK > len(raw)).any():
             return False
-        headers = raw[p[:, None] + _HEADER]
+        headers = blocks[p // fmt.BLOCK]
         zero = ~headers.any(axis=1)
         if zero.any():  # end-of-archive blocks: only right after the shard's last sample
             if not (last and zero.sum() == 1 and idx[zero][0] == n - 1 and members):
