@@ -62,7 +62,12 @@ from loader_throughput import PeakMemory  # noqa: E402 (RSS and PSS of the proce
 
 SR = 16000
 BATCH = 64
-FORMATS = ("wds_pipeline", "wds_pipeline-int16", "webdataset", "litdata", "mosaic", "lhotse-wav", "lhotse-flac", "hf")
+FORMATS = ("wds_pipeline", "wds_pipeline-int16", "wds_pipeline-int16+f32", "webdataset", "litdata", "litdata+f32",
+           "mosaic", "lhotse-wav", "lhotse-flac", "hf")
+# "+f32": the same loader, and the timed loop then makes the float32 waveform in [-1, 1) a
+# model takes, as a user's loop would (``wave.float().mul_(1 / 32768)``): every format read
+# to the same end point as wds_pipeline's default float32 output.
+TO_FLOAT32 = "+f32"
 
 
 # ------------------------------------------------------------------ the data
@@ -138,11 +143,11 @@ def write_litdata(name: str, n: int, out: str) -> None:
                      num_workers=1, mode="overwrite", start_method="fork")
 
 
-def write_mosaic(name: str, n: int, out: str) -> None:
+def write_mosaic(name: str, n: int, out: str, hashes: tuple[str, ...] = ()) -> None:
     from streaming import MDSWriter
 
     cols = {"key": "str", "audio": "ndarray:int16", "label": "int"}
-    with MDSWriter(out=out, columns=cols, size_limit="64mb", progress_bar=False) as w:
+    with MDSWriter(out=out, columns=cols, size_limit="64mb", progress_bar=False, hashes=list(hashes)) as w:
         for key, a, label in samples(name, n):
             w.write({"key": key, "audio": a, "label": label})
 
@@ -185,6 +190,9 @@ WRITERS: dict[str, Callable[[str, int, str], None]] = {
     "mosaic": write_mosaic, "lhotse-wav": write_lhotse,
     "lhotse-flac": lambda name, n, out: write_lhotse(name, n, out, audio_format="flac"),
     "hf": write_hf,
+    # Conversion only (not read): MDSWriter hashing each shard with sha256 as wds_pipeline's
+    # writer does (plus a crc32 per sample there), for a comparison at equal integrity.
+    "mosaic-sha256": lambda name, n, out: write_mosaic(name, n, out, hashes=("sha256",)),
 }
 
 
@@ -331,6 +339,7 @@ def load_hf(path: str, workers: int) -> Iterable[Any]:
 
 
 def loader_for(fmt: str, path: str, workers: int) -> Iterable[Any]:
+    fmt = fmt.removesuffix(TO_FLOAT32)
     if fmt == "wds_pipeline-int16":
         return load_wds_pipeline(path, workers, "int16")
     return {"wds_pipeline": load_wds_pipeline, "webdataset": load_webdataset, "litdata": load_litdata,
@@ -339,6 +348,7 @@ def loader_for(fmt: str, path: str, workers: int) -> Iterable[Any]:
 
 
 def data_of(fmt: str) -> str:
+    fmt = fmt.removesuffix(TO_FLOAT32)
     return "wds_pipeline" if fmt.startswith("wds_pipeline") else fmt
 
 
@@ -348,6 +358,7 @@ def data_of(fmt: str) -> str:
 def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> dict[str, Any]:
     """Two epochs of one fresh loader: epoch 1 with construction on the clock."""
     out: dict[str, Any] = {}
+    to_float32 = fmt.endswith(TO_FLOAT32)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         loader = loader_for(fmt, path, workers)
@@ -356,7 +367,10 @@ def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> d
             first = None
             start = t0 if epoch == 1 else time.perf_counter()
             for k, wave, _ in loader:
-                wave.shape  # noqa: B018 (the step takes the tensor; float32 is made here)
+                if to_float32:
+                    wave = wave.float().mul_(1 / 32768)
+                else:
+                    wave.shape  # noqa: B018 (the step takes the tensor; wds_pipeline's float32 is made here)
                 if first is None:
                     first = time.perf_counter() - start
                 keys.extend(k)
@@ -427,6 +441,7 @@ def available(formats: Iterable[str]) -> dict[str, str]:
             "lhotse-wav": "lhotse", "lhotse-flac": "lhotse", "hf": "datasets"}
     missing = {}
     for f in formats:
+        f = f.removesuffix(TO_FLOAT32)
         if f in mods:
             try:
                 __import__(mods[f])
@@ -483,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     print("setup:", setup, flush=True)
 
     frames_of = {name: sum(len(a) for _, a, _ in samples(name, n)) for name, n in sets.items()}
-    writers = sorted({data_of(f) for f in formats})
+    writers = sorted({data_of(f) for f in formats} | ({"mosaic-sha256"} if "mosaic" in formats else set()))
     conversion, paths = convert_all(sets, writers, args.data_dir, args.convert_repeats, frames_of)
     print_conversion(conversion)
     if args.only == "convert":
@@ -496,7 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     checks: dict[str, str | None] = {}
     for name in sets:
         for fmt in formats:
-            checks[f"{name}/{fmt}"] = verify(fmt, paths[(name, data_of(fmt))], refs[name])
+            base = fmt.removesuffix(TO_FLOAT32)
+            if base != fmt and f"{name}/{base}" in checks:  # the same loader: checked once
+                checks[f"{name}/{fmt}"] = checks[f"{name}/{base}"]
+            else:
+                checks[f"{name}/{fmt}"] = verify(fmt, paths[(name, data_of(fmt))], refs[name])
             print(f"arrays {name}/{fmt}: {checks[f'{name}/{fmt}'] or 'identical'}", flush=True)
 
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -552,15 +571,15 @@ def summarize(runs: dict[str, list[dict[str, Any]]], checks: dict[str, str | Non
 
 
 def print_table(table: dict[str, dict[str, Any]], formats: list[str]) -> None:
-    print(f"\n{'samples/s (median)':22}" + "".join(f"{f:>20}" for f in formats))
+    print(f"\n{'samples/s (median)':22}" + "".join(f"{f:>24}" for f in formats))
     for col, cells in table.items():
         row = []
         for f in formats:
             c = cells[f]
             if c["samples_per_s"] is None:
-                row.append(f"{'n/a':>20}")
+                row.append(f"{'n/a':>24}")
             else:
-                row.append(f"{c['samples_per_s']:>11,.0f} ({c['over_wds_pipeline']:.2f}x)")
+                row.append(f"{c['samples_per_s']:>15,.0f} ({c['over_wds_pipeline']:.2f}x)")
         print(f"{col:22}" + "".join(row))
 
 
