@@ -441,3 +441,23 @@ def test_workers_persist_across_epochs_by_default(ds):
     assert loader.dataloader.persistent_workers
     for _ in range(2):
         assert Counter(keys_of(list(loader))) == Counter(all_keys(ds))
+
+
+def test_the_batch_buffer_shelf_keeps_at_most_max_bytes_of_free_buffers(monkeypatch):
+    """A process that once read long padded batches must not keep six of their buffers
+    resident for good; buffers a caller still holds are never dropped nor reused."""
+    from wds_pipeline.loader.buffers import RecycledArrays
+
+    monkeypatch.setattr(RecycledArrays, "_shelves", {})
+    monkeypatch.setattr(RecycledArrays, "MAX_BYTES", 10 << 20)
+    pool = RecycledArrays(np.float32)
+    shelf = RecycledArrays._shelves[np.dtype(np.float32)]
+    held = [pool.take((1, 1 << 20)) for _ in range(3)]  # 5 MB each with headroom, all in use
+    for i, t in enumerate(held):
+        t.fill_(float(i))
+    assert len(shelf) == 3  # over MAX_BYTES, but every buffer is held
+    assert [float(t[0, 0]) for t in held] == [0.0, 1.0, 2.0]
+    del held, t
+    again = pool.take((1, 1 << 20))  # reuses one; the free rest is trimmed to MAX_BYTES
+    assert len(shelf) == 2 and sum(a.nbytes for a in shelf) <= 10 << 20
+    assert any(again.data_ptr() == a.ctypes.data for a in shelf)

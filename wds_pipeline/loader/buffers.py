@@ -104,6 +104,10 @@ class RecycledArrays:
     """
 
     SIZE = 6  # buffers kept per dtype; when all are in use a batch gets fresh memory
+    # Bytes kept per dtype: a process that once read padded 15 s utterances (76 MB float32
+    # buffers) would otherwise keep 6 of them resident for good. At least two buffers are
+    # kept (the batch the loop holds and the next one), whatever their size.
+    MAX_BYTES = 256 << 20
     _shelves: ClassVar[dict[np.dtype, list[np.ndarray]]] = {}
 
     def __init__(self, dtype: type[np.generic]) -> None:
@@ -126,7 +130,20 @@ class RecycledArrays:
                 arrays[free[0]] = arr  # replaces a free buffer that is too small
             elif len(arrays) < self.SIZE:
                 arrays.append(arr)
+        if len(arrays) > 2:
+            self._trim(keep=arr)
         return torch.from_numpy(arr[:numel]).view(shape)
+
+    def _trim(self, keep: np.ndarray) -> None:
+        """Drop free buffers (smallest first) while the shelf holds more than MAX_BYTES in
+        over two buffers; ``keep`` (just taken) stays. A buffer in use is never dropped."""
+        arrays = self.arrays
+        while len(arrays) > 2 and sum(a.nbytes for a in arrays) > self.MAX_BYTES:
+            free = [i for i in range(len(arrays))
+                    if arrays[i] is not keep and sys.getrefcount(arrays[i]) == 2]
+            if not free:
+                return
+            del arrays[min(free, key=lambda i: arrays[i].nbytes)]
 
 
 class Float32Pool(RecycledArrays):
