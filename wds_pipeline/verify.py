@@ -292,8 +292,9 @@ def _crc_problems(url: str, info: ShardInfo, so: Mapping[str, Any], name: str) -
                 else:  # the last sample ends where the end-of-archive blocks start
                     data = f.read()
                     data = data[: fmt.members_end(data, 0, url)]
-                if crc32(data) != info.sample_crc32[i]:
-                    bad.append(f"{name}: sample {i} (byte {start}) has crc32 {crc32(data)}, "
+                got = crc32(data)
+                if got != info.sample_crc32[i]:
+                    bad.append(f"{name}: sample {i} (byte {start}) has crc32 {got}, "
                                f"index says {info.sample_crc32[i]}")
     except (fmt.ShardFormatError, OSError) as e:
         bad.append(f"{name}: crc32 check failed: {e}")

@@ -60,7 +60,7 @@ class _Run:
     mapped: dict[int, MappedShard] = field(default_factory=dict)
     mapped_bytes: int = 0  # size of the shards mapped now: an upper bound of their touched pages
     # Mapped samples of the batch being gathered whose pages go once it is collated.
-    release: list[tuple[MappedShard, tuple[int, ...], int]] = field(default_factory=list)
+    release: list[tuple[MappedShard, int, int]] = field(default_factory=list)  # (shard, start, end)
 
 
 class ShardStreamDataset(IterableDataset):
@@ -203,8 +203,8 @@ class ShardStreamDataset(IterableDataset):
         def emit(i: int) -> Batch:
             rows, pads = self._rows(run, batches[i], skipped)
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
-            for m, offsets, idx in run.release:
-                m.release(offsets[idx], offsets[idx + 1] if idx + 1 < len(offsets) else 1 << 62)
+            for m, lo, hi in run.release:
+                m.release(lo, hi)
             run.release.clear()
             for r in rows:  # free the arena slots of samples no later batch needs
                 if r.slot >= 0 and arena is not None and r.released:
@@ -264,7 +264,8 @@ class ShardStreamDataset(IterableDataset):
                     # as held bytes: this sample's leave this process's RSS once the batch
                     # holds it. Per sample (a syscall each, ~15% of a fast epoch), since
                     # the shuffle buffer keeps a few samples of every range for long.
-                    release.append((m, self.table[e].offsets, int(index[item])))
+                    offsets, i = self.table[e].offsets, int(index[item])
+                    release.append((m, offsets[i], offsets[i + 1] if i + 1 < len(offsets) else 1 << 62))
                 uses[e] -= 1
                 if uses[e] == 0:
                     del mapped[e]  # unmapped once its last view is gone

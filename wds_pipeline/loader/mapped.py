@@ -190,20 +190,25 @@ _NAME = np.arange(100)
 _MAX_MEMBERS = 64  # per sample; more is not a shard this format writes
 
 
+def _leading_digits(rows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value, count) of the leading digits in ``base`` (8 or 10) of each row of bytes."""
+    d = rows.astype(np.int64) - 48
+    is_digit = (d >= 0) & (d < base)
+    count = np.where(is_digit.all(axis=1), d.shape[1], is_digit.argmin(axis=1))
+    inside = np.arange(d.shape[1]) < count[:, None]
+    powers = np.where(inside, count[:, None] - 1 - np.arange(d.shape[1]), 0)
+    return (np.where(inside, d, 0) * (np.int64(base) ** powers)).sum(axis=1), count
+
+
 def _octal(fields: np.ndarray) -> np.ndarray | None:
     """Numeric header fields (one row each): octal digits, then only NULs or spaces.
     None when any row is otherwise (base-256 sizes, leading spaces): the member-by-member
     parser reads those."""
-    digits = fields.astype(np.int64) - 48
-    is_digit = (digits >= 0) & (digits <= 7)
-    count = np.where(is_digit.all(axis=1), fields.shape[1], is_digit.argmin(axis=1))
-    column = np.arange(fields.shape[1])
-    inside = column < count[:, None]
-    rest = fields[~inside]
+    value, count = _leading_digits(fields, 8)
+    rest = fields[np.arange(fields.shape[1]) >= count[:, None]]
     if (count == 0).any() or ((rest != 0) & (rest != 32)).any():
         return None
-    powers = np.where(inside, count[:, None] - 1 - column, 0)
-    return (np.where(inside, digits, 0) * (np.int64(8) ** powers)).sum(axis=1)
+    return value
 
 
 def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends: np.ndarray,
@@ -312,17 +317,6 @@ _SHAPE = 10 + len(_I2_DICT)  # where the frame count's digits start in the paylo
 _HEAD = np.arange(_SHAPE + 14)
 
 
-def _decimal(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(value, count) of the leading decimal digits of each row of bytes."""
-    d = digits.astype(np.int64) - 48
-    is_digit = (d >= 0) & (d <= 9)
-    count = np.where(is_digit.all(axis=1), d.shape[1], is_digit.argmin(axis=1))
-    column = np.arange(d.shape[1])
-    inside = column < count[:, None]
-    powers = np.where(inside, count[:, None] - 1 - column, 0)
-    return (np.where(inside, d, 0) * (np.int64(10) ** powers)).sum(axis=1), count
-
-
 def _index_pcm(raw: np.ndarray, table: SampleTable, j: int, n: int) -> None:
     """Samples j..j+n whose audio.npy is version 1.0, '<i2', C order, 1-D, its shape equal
     to its byte count: record where the PCM starts, so a batch takes a slice of the mapped
@@ -337,7 +331,7 @@ def _index_pcm(raw: np.ndarray, table: SampleTable, j: int, n: int) -> None:
     off, size = offs[rows], sizes[rows]
     head = raw[off[:, None] + _HEAD]
     hlen = head[:, 8].astype(np.int64) + 256 * head[:, 9].astype(np.int64)
-    frames, count = _decimal(head[:, _SHAPE:])
+    frames, count = _leading_digits(head[:, _SHAPE:], 10)
     after = head[np.arange(len(rows)), np.minimum(_SHAPE + count, len(_HEAD) - 2)]
     close = head[np.arange(len(rows)), np.minimum(_SHAPE + count + 1, len(_HEAD) - 1)]
     data = size - 10 - hlen
@@ -360,7 +354,7 @@ def _index_labels(raw: np.ndarray, table: SampleTable, j: int, n: int) -> None:
     rows = np.flatnonzero((offs >= 0) & (sizes > 0) & (sizes <= 18) & (offs + 18 <= len(raw)))
     if not len(rows):
         return
-    value, count = _decimal(raw[offs[rows][:, None] + np.arange(18)])
+    value, count = _leading_digits(raw[offs[rows][:, None] + np.arange(18)], 10)
     ok = count == sizes[rows]
     table.label[j + rows[ok]] = value[ok]
 

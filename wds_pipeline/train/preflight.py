@@ -373,8 +373,8 @@ def _loader_rate(loader, batches: int, min_seconds: float = 1.0) -> float:
             n += 1
             if n >= batches and now - t0 >= min_seconds:
                 return n / (now - t0)
-        if not got:
-            return float("inf") if n == 0 else n / (time.perf_counter() - (t0 or 0.0))
+        if not got:  # an empty epoch: no more batches will come
+            return n / (time.perf_counter() - t0) if t0 is not None and n else float("inf")
 
 
 def _slow_loader_cause(cfg: TrainConfig, loader) -> str:
