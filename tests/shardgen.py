@@ -5,12 +5,21 @@ from __future__ import annotations
 import tarfile
 import zlib
 
+import xxhash
+
 from wds_pipeline import format as fmt
 from wds_pipeline.index import load_index
+from wds_pipeline.storage import Digest
 from wds_pipeline.testing import clip
 from wds_pipeline.testing import write_synthetic_dataset as make_dataset
 
-__all__ = ["all_keys", "clip", "make_dataset", "sample_crcs"]
+__all__ = ["all_keys", "clip", "make_dataset", "sample_crcs", "xxh3"]
+
+
+def xxh3(data: bytes) -> Digest:
+    """The digest an index records for ``data``, computed with the xxhash package itself:
+    an oracle independent of the project's hashing code."""
+    return Digest("xxh3_128", xxhash.xxh3_128(data).hexdigest())
 
 
 def all_keys(index_path: str) -> set[str]:

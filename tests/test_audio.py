@@ -424,7 +424,13 @@ def test_preprocess_config_to_dict_and_validation() -> None:
 def test_int16_fast_path_matches_the_float_path(tmp_path):
     import soundfile as sf
 
-    from wds_pipeline.audio import PreprocessConfig, decode_audio, load_and_preprocess, preprocess, to_int16
+    from wds_pipeline.audio import (
+        PreprocessConfig,
+        decode_audio,
+        load_and_preprocess,
+        preprocess,
+        to_int16,
+    )
 
     rng = np.random.default_rng(3)
     x = (np.sin(np.arange(44100 * 2) * 2 * np.pi * 997 / 44100) * 12000 + rng.normal(0, 500, 88200)).astype(np.int16)

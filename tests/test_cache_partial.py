@@ -2,7 +2,7 @@
 
 With per-sample crc32s in the index the loader does not wait for a whole remote/FUSE
 shard: it reads the cache's temp file as it fills, checks every sample against its crc
-before decoding it, and still gets the whole-shard sha256 verdict at the end. Real
+before decoding it, and still gets the whole-shard digest verdict at the end. Real
 parts only: the slowfs FUSE mount (Drive stand-in), the GCS emulator, DataLoader
 workers. Nothing is timed: "before the download finished" is what the cache recorded
 when the first bytes were read.
@@ -17,15 +17,18 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from shardgen import xxh3
 from test_remote_e2e import assert_same_samples, epoch, synthetic_expected, tar_opens
 
 from wds_pipeline import StreamingLoader
 from wds_pipeline import format as fmt
-from wds_pipeline.cache import ShardCache
+from wds_pipeline.cache import ShardCache, ShardIntegrityError
 from wds_pipeline.fetch import ShardReader, ShardRef
 from wds_pipeline.index import load_index
 from wds_pipeline.partial import PartialShard
+from wds_pipeline.storage import Digest
 from wds_pipeline.testing import write_synthetic_dataset
+from wds_pipeline.verify import verify_index
 
 BIG = 32_000  # frames per clip: 64 KB of int16 audio
 
@@ -57,9 +60,9 @@ def flip_byte(path: str, offset: int) -> None:
         f.write(bytes([b[0] ^ 0xFF]))
 
 
-def cached_sha(cache: ShardCache, url: str) -> str:
+def cached_sha(cache: ShardCache, url: str) -> Digest:
     with open(cache.path_for(url), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return xxh3(f.read())
 
 
 @pytest.mark.fuse
@@ -93,7 +96,7 @@ def test_first_batch_is_read_before_its_shard_finished_downloading(slowfs_factor
     # The download went on to the end, verified and committed the entry: once.
     url = load_index(index).shard_url(0)
     st = cache.stats()
-    assert cache.contains(url) and cached_sha(cache, url) == info.sha256
+    assert cache.contains(url) and cached_sha(cache, url) == info.digest
     assert (st.misses, st.bytes_downloaded) == (1, info.filesize)
     assert tar_opens(m) == ["/ds/shard-000000.tar"]
 
@@ -119,7 +122,7 @@ def test_streamed_cold_epoch_in_workers_equals_local_read(slow_fuse_mount, tmp_p
     cache = ShardCache(str(tmp_path / "cache"))
     for i, info in enumerate(idx.shards):
         assert cache.contains(idx.shard_url(i))
-        assert cached_sha(cache, idx.shard_url(i)) == info.sha256
+        assert cached_sha(cache, idx.shard_url(i)) == info.digest
     assert os.listdir(tmp_path / "cache" / "tmp") == []
 
 
@@ -184,7 +187,7 @@ def _two_slow_shards(slowfs_factory, tmp_path, per_shard: int):
     m = slowfs_factory("slow", latency_ms=100, bandwidth_mbps=5)
     write_synthetic_dataset(os.path.join(m.source, "ds"), [per_shard, per_shard], frames=big_frames)
     idx = load_index(os.path.join(m.mountpoint, "ds", "index.json"))
-    refs = [ShardRef(idx.shard_url(i), s.sha256, s.filesize, partial_ok=True)
+    refs = [ShardRef(idx.shard_url(i), s.digest, s.filesize, partial_ok=True)
             for i, s in enumerate(idx.shards)]
     return m, idx, refs, ShardCache(str(tmp_path / "cache"))
 
@@ -199,7 +202,7 @@ def test_partial_open_joins_the_prefetch_download(slowfs_factory, tmp_path):
                 data = f.read()
                 if isinstance(f, PartialShard):
                     f.wait_verified()
-            assert hashlib.sha256(data).hexdigest() == info.sha256
+            assert xxh3(data) == info.digest
     st = cache.stats()
     assert st.misses == 2 and st.bytes_downloaded == sum(s.filesize for s in idx.shards)
     assert st.joins >= 1  # the first shard's prefetch was running when it was opened
@@ -226,7 +229,7 @@ def test_streamed_epoch_over_gcs_equals_local_read(gcs_emulator, tmp_path):
     cache = ShardCache(str(tmp_path / "cache"))
     idx = load_index(f"{remote}/index.json", **gcs_emulator.storage_options)
     for i, info in enumerate(idx.shards):
-        assert cached_sha(cache, idx.shard_url(i)) == info.sha256
+        assert cached_sha(cache, idx.shard_url(i)) == info.digest
     assert np.all([cache.contains(idx.shard_url(i)) for i in range(len(sizes))])
 
 
@@ -252,5 +255,49 @@ def test_next_shard_waits_until_the_one_being_read_is_nearly_downloaded(slowfs_f
             if isinstance(g, PartialShard):
                 g.wait_verified()
     assert len(rest) + (1 << 20) == idx.shards[0].filesize
-    assert hashlib.sha256(second).hexdigest() == idx.shards[1].sha256
+    assert xxh3(second) == idx.shards[1].digest
     assert cache.stats().misses == 2
+
+
+def downgrade_to_format_1(index_path: str) -> None:
+    """Rewrite an index as format 1 recorded shards: a sha256 digest (hashlib's, here)."""
+    with open(index_path) as f:
+        d = json.load(f)
+    for s in d["shardlist"]:
+        del s["xxh3_128"]
+        with open(os.path.join(os.path.dirname(index_path), s["url"]), "rb") as f:
+            s["sha256"] = hashlib.sha256(f.read()).hexdigest()
+    d["wds_pipeline"]["format_version"] = 1
+    with open(index_path, "w") as f:
+        json.dump(d, f)
+
+
+@pytest.mark.fuse
+def test_a_format_1_index_with_sha256_digests_is_read_through_the_cache_and_verified(
+        slowfs_factory, tmp_path):
+    """Shards built before XXH3-128 digests keep working: the cache checks each download
+    with the algorithm its index entry names, and a changed byte is still caught."""
+    m = slowfs_factory("v1", latency_ms=5, bandwidth_mbps=200)
+    sizes = [6, 5]
+    write_synthetic_dataset(os.path.join(m.source, "ds"), sizes, frames=big_frames)
+    downgrade_to_format_1(os.path.join(m.source, "ds", "index.json"))
+    index = os.path.join(m.mountpoint, "ds", "index.json")
+    idx = load_index(index)
+    assert idx.format_version == 1 and [s.digest.algorithm for s in idx.shards] == ["sha256"] * 2
+    assert verify_index(index, progress=False).ok
+
+    loader = loader_for(index, tmp_path / "cache")
+    _, waves = epoch(loader)
+    assert_same_samples(waves, synthetic_expected(sizes, big_frames))
+    cache = loader.dataset._reader.cache
+    assert cache.stats().misses == 2 and cache.stats().refetches == 0
+    for i, info in enumerate(idx.shards):
+        with open(cache.path_for(idx.shard_url(i)), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == info.digest.hex
+
+    flip_byte(os.path.join(m.source, "ds", "shard-000001.tar"), idx.shards[1].filesize // 2)
+    problems = verify_index(index, progress=False).problems
+    assert problems[0].startswith("shard-000001.tar: digest mismatch (file sha256 "), problems
+    with pytest.raises(ShardIntegrityError, match="expected sha256:"):
+        ShardCache(str(tmp_path / "cache2")).get(idx.shard_url(1), digest=idx.shards[1].digest,
+                                                 size=idx.shards[1].filesize)

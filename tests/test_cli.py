@@ -7,8 +7,8 @@ import json
 import re
 import shutil
 import subprocess
-import tarfile
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -220,7 +220,7 @@ def test_verify_detects_a_flipped_byte(capsys, damaged):
     code, out, _ = run(capsys, "verify", damaged, "--no-progress")
     assert code == 1
     assert "dev-clean: FAILED (1 problems)" in out
-    assert "shard-000001.tar: sha256 mismatch" in out
+    assert "shard-000001.tar: digest mismatch" in out
     assert "train-clean-100: OK" in out and "verify FAILED for dev-clean" in out
 
 
@@ -252,7 +252,7 @@ def test_verify_detects_a_corrupt_header(capsys, damaged):
     tar.write_bytes(bytes(data))
     code, out, _ = run(capsys, "verify", damaged / "dev-clean", "--no-progress")
     assert code == 1
-    assert "shard-000000.tar: sha256 mismatch" in out
+    assert "shard-000000.tar: digest mismatch" in out
     assert "shard-000000.tar: unreadable after 0 samples" in out and "checksum" in out
 
 

@@ -12,7 +12,10 @@ from wds_pipeline.demo import demo_steps, run_demo
 # shards/, in sorted path order, for the demo's synth + build steps with one worker.
 # Re-recorded when index.json gained the per-sample "sample_crc32" lists: the shards and
 # every other index byte are unchanged (checked by diffing indexes built before and after).
-RECORDED_DIGEST = "32d88fcdad5fd4adca23f9b16bd947df2971eeedf107c2fa55cc5c1357a4014e"
+# Re-recorded for shard format 2 (XXH3-128 shard digests instead of sha256): every shard
+# tar is byte-identical to format 1's, and the indexes differ only in the digest key and
+# value, format_version and the build fingerprint (which includes the format version).
+RECORDED_DIGEST = "4505a1f3ec93081f931e70ed7d33bb66dce8f6350ac1a69fbab8793ae381257f"
 RECORDED_FILES = 29
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -12,6 +11,7 @@ import urllib.parse
 import uuid
 
 import pytest
+from shardgen import xxh3
 
 from wds_pipeline.cache import ShardCache, ShardIntegrityError
 from wds_pipeline.fetch import (
@@ -22,6 +22,7 @@ from wds_pipeline.fetch import (
     default_cache_policy,
     is_transient,
 )
+from wds_pipeline.storage import Digest
 
 FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05, timeout=30.0)
 
@@ -29,7 +30,7 @@ FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05, tim
 def _upload(emu, name: str, data: bytes) -> ShardRef:
     path = f"{emu.bucket}/{name}"
     emu.fs.pipe_file(path, data)
-    return ShardRef(url=f"gs://{path}", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    return ShardRef(url=f"gs://{path}", digest=xxh3(data), size=len(data))
 
 
 def _http_url(proxy, emu, name: str) -> str:
@@ -69,7 +70,7 @@ def test_gcs_connection_dropped_mid_shard_bytes_exact(gcs_emulator, fault_proxy,
 def test_http_drops_resume_at_delivered_offset(gcs_emulator, fault_proxy, shard_bytes):
     name = f"resume-{uuid.uuid4().hex}/x-000.tar"
     ref0 = _upload(gcs_emulator, name, shard_bytes)
-    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.sha256, ref0.size)
+    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.digest, ref0.size)
     fault_proxy.drop_next(3, after_bytes=1_500_000)  # three cuts, 1.5 MB apart
     with ShardReader(retry=FAST_RETRY, block_size=1 << 20, prefetch=0) as reader:
         got = _read_all(reader.open(ref))
@@ -83,7 +84,7 @@ def test_http_drops_resume_at_delivered_offset(gcs_emulator, fault_proxy, shard_
 def test_open_at_offset_streams_from_there(gcs_emulator, fault_proxy, shard_bytes):
     name = f"offset-{uuid.uuid4().hex}/x-000.tar"
     ref0 = _upload(gcs_emulator, name, shard_bytes)
-    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.sha256, ref0.size)
+    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.digest, ref0.size)
     fault_proxy.drop_next(1, after_bytes=1_000_000)
     with ShardReader(retry=FAST_RETRY, block_size=1 << 20, prefetch=0) as reader:
         assert _read_all(reader.open(ref, offset=3_000_000)) == shard_bytes[3_000_000:]
@@ -92,7 +93,7 @@ def test_open_at_offset_streams_from_there(gcs_emulator, fault_proxy, shard_byte
 def test_retry_budget_exhausted_names_shard_and_offset(gcs_emulator, fault_proxy, shard_bytes):
     name = f"dead-{uuid.uuid4().hex}/x-000.tar"
     ref0 = _upload(gcs_emulator, name, shard_bytes)
-    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.sha256, ref0.size)
+    ref = ShardRef(_http_url(fault_proxy, gcs_emulator, name), ref0.digest, ref0.size)
     with ShardReader(retry=FAST_RETRY, block_size=1 << 20, prefetch=0) as reader:
         f = reader.open(ref)
         head = f.read(1 << 20)
@@ -111,20 +112,20 @@ def test_cache_mismatch_refetched_once_then_reported(
     gcs_emulator, fault_proxy, tmp_path, shard_bytes
 ):
     ref = _upload(gcs_emulator, f"bad-{uuid.uuid4().hex}/x-000.tar", shard_bytes)
-    wrong = ShardRef(ref.url, sha256="f" * 64, size=ref.size)
+    wrong = ShardRef(ref.url, digest=Digest("xxh3_128", "f" * 32), size=ref.size)
     cache = ShardCache(str(tmp_path / "cache"))
     so = gcs_emulator.storage_options_via(fault_proxy)
     reader = ShardReader(cache=cache, storage_options=so, retry=FAST_RETRY, prefetch=0)
     with reader, pytest.raises(ShardIntegrityError) as ei:
         reader.open(wrong)
-    assert ref.url in str(ei.value) and "f" * 64 in str(ei.value) and ref.sha256 in str(ei.value)
+    assert ref.url in str(ei.value) and "f" * 32 in str(ei.value) and str(ref.digest) in str(ei.value)
     assert cache.stats().refetches == 1
     assert cache.stats().bytes_downloaded == 2 * len(shard_bytes), "downloaded exactly twice"
 
 
 def test_memory_prefetch_mismatch_refetched_once_then_reported(gcs_emulator, shard_bytes):
     ref = _upload(gcs_emulator, f"badmem-{uuid.uuid4().hex}/x-000.tar", shard_bytes)
-    wrong = ShardRef(ref.url, sha256="e" * 64, size=ref.size)
+    wrong = ShardRef(ref.url, digest=Digest("xxh3_128", "e" * 32), size=ref.size)
     with ShardReader(
         storage_options=gcs_emulator.storage_options, retry=FAST_RETRY, prefetch=1
     ) as reader:
@@ -140,7 +141,7 @@ def test_streamed_read_verifies_at_eof(gcs_emulator):
     with ShardReader(storage_options=gcs_emulator.storage_options, prefetch=0) as reader:
         assert _read_all(reader.open(ref)) == data
         with pytest.raises(ShardIntegrityError):
-            _read_all(reader.open(ShardRef(ref.url, "d" * 64, ref.size)))
+            _read_all(reader.open(ShardRef(ref.url, Digest("xxh3_128", "d" * 32), ref.size)))
 
 
 def _wait_until(cond, what: str, limit: float = 60.0) -> None:
@@ -232,7 +233,7 @@ class _WorkerShards:
         reader.schedule(mine)
         for ref in mine:
             with reader.open(ref) as f:
-                yield ref.url, hashlib.sha256(f.read()).hexdigest(), os.getpid()
+                yield ref.url, xxh3(f.read()), os.getpid()
         reader.close()
 
 
@@ -249,5 +250,5 @@ def test_works_inside_dataloader_workers(gcs_emulator, tmp_path):
     ds = DS(refs, gcs_emulator.storage_options, str(tmp_path / "cache"))
     loader = torch.utils.data.DataLoader(ds, num_workers=2, batch_size=None)
     got = list(loader)
-    assert sorted((u, h) for u, h, _ in got) == sorted((r.url, r.sha256) for r in refs)
+    assert sorted((u, h) for u, h, _ in got) == sorted((r.url, r.digest) for r in refs)
     assert len({pid for _, _, pid in got}) == 2

@@ -6,13 +6,13 @@ is a loose sanity check that the configured open latency is really there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from shardgen import xxh3
 
 from wds_pipeline import storage
 from wds_pipeline.cache import ShardCache
@@ -30,7 +30,7 @@ FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
 def _put(m, name: str, data: bytes) -> ShardRef:
     with open(os.path.join(m.source, name), "wb") as f:
         f.write(data)
-    return ShardRef(os.path.join(m.mountpoint, name), hashlib.sha256(data).hexdigest(), len(data))
+    return ShardRef(os.path.join(m.mountpoint, name), xxh3(data), len(data))
 
 
 def test_slowfs_is_detected_as_fuse(slow_fuse_mount):

@@ -9,12 +9,11 @@ is mocked; nothing is timed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
+from shardgen import xxh3
 from test_builder import build, make_clip_corpus, write_audio, write_manifest
 
 from wds_pipeline import StreamingLoader, storage
@@ -93,7 +94,10 @@ def tar_opens(mount) -> list[str]:
 class CacheWatcher:
     """Samples the bytes under a cache dir (data, meta, tmp: what the bound counts) in a
     thread. Scanning data/ before tmp/ can only under-count a file renamed tmp -> data
-    mid-scan, never count it twice."""
+    mid-scan, never count it twice. Each scan holds the cache's global lock, under which
+    the cache evicts and reserves: without it a scan could count an entry in data/, then
+    the reservation that evicted it in tmp/, and report a peak the cache never had (seen
+    once under load: three shards' bytes against a bound of two and a half)."""
 
     def __init__(self, cache_dir: str, interval: float = 0.002) -> None:
         self.cache_dir = cache_dir
@@ -103,6 +107,13 @@ class CacheWatcher:
         self._stop = threading.Event()
 
     def usage(self) -> int:
+        lock = os.path.join(self.cache_dir, "locks", ".global.lock")
+        if not os.path.exists(lock):
+            return self._scan()  # no download has reserved anything yet
+        with FileLock(lock, preserve_lock_file=True):
+            return self._scan()
+
+    def _scan(self) -> int:
         total = 0
         for sub in ("data", "meta", "tmp"):
             try:
@@ -416,9 +427,9 @@ def test_build_into_drive_like_folder_is_complete_index_last_and_verifies(
     backing = Path(m.source) / "drive" / "shards" / "train"
     index = json.loads((backing / "index.json").read_text())
     assert [s["url"] for s in index["shardlist"]] == [f"shard-{i:06d}.tar" for i in range(4)]
-    for s in index["shardlist"]:  # complete: size and sha256 as the index says
+    for s in index["shardlist"]:  # complete: size and digest as the index says
         data = (backing / s["url"]).read_bytes()
-        assert len(data) == s["filesize"] and hashlib.sha256(data).hexdigest() == s["sha256"]
+        assert len(data) == s["filesize"] and xxh3(data).hex == s["xxh3_128"]
     # nothing half-written left anywhere: no commit temp files, no staged tars
     leftovers = [
         str(p)

@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from shardgen import xxh3
 
 from wds_pipeline import storage
+from wds_pipeline.storage import Digest
 
 
 def _blob(n: int, seed: int = 0) -> bytes:
@@ -46,10 +48,9 @@ def test_round_trip_on_every_backend(backend, tmp_path):
     assert not src.exists(), "commit_file moves the source by default"
     assert storage.exists(f"{base}/a/x-000.tar", **so)
     assert storage.file_size(f"{base}/a/x-000.tar", **so) == len(data)
-    assert storage.sha256_file(f"{base}/a/x-000.tar", **so) == (
-        hashlib.sha256(data).hexdigest(),
-        len(data),
-    )
+    assert storage.digest_file(f"{base}/a/x-000.tar", **so) == (xxh3(data), len(data))
+    assert storage.digest_file(f"{base}/a/x-000.tar", "sha256", **so) == (
+        Digest("sha256", hashlib.sha256(data).hexdigest()), len(data))
     assert storage.read_bytes(f"{base}/a/x-000.tar", **so) == data
     assert storage.listdir(f"{base}/a", **so) == ["index.json", "x-000.tar"]
 
@@ -253,8 +254,8 @@ def test_hashing_writer_hashes_counts_and_refuses_past_its_limit(tmp_path):
         w = storage.HashingWriter(f)
         w.write(data[:10])
         w.write(memoryview(data)[10:])
-    assert (w.size, w.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
-    assert storage.sha256_file(str(tmp_path / "out")) == (w.hexdigest(), len(data))
+    assert (w.size, w.digest()) == (len(data), xxh3(data))
+    assert storage.digest_file(str(tmp_path / "out")) == (w.digest(), len(data))
 
     with open(tmp_path / "bounded", "wb") as f:
         w = storage.HashingWriter(f, limit=1000)
@@ -268,15 +269,28 @@ def test_hashing_writer_hashes_counts_and_refuses_past_its_limit(tmp_path):
 def test_check_file_names_each_mismatch(tmp_path):
     p = tmp_path / "s.tar"
     p.write_bytes(b"a" * 1000)
-    sha = hashlib.sha256(b"a" * 1000).hexdigest()
-    assert storage.check_file(str(p), expected_sha256=sha, expected_size=1000).ok
-    assert storage.check_file(str(p), expected_sha256=None, expected_size=None).ok
-    bad = storage.check_file(str(p), expected_sha256="f" * 64, expected_size=1200)
-    assert not bad.ok and (bad.sha256, bad.size) == (sha, 1000)
+    xx = xxh3(b"a" * 1000)
+    assert storage.check_file(str(p), expected=xx, expected_size=1000).ok
+    assert storage.check_file(str(p), expected=None, expected_size=None).ok
+    bad = storage.check_file(str(p), expected=Digest("xxh3_128", "f" * 32), expected_size=1200)
+    assert not bad.ok and (bad.digest, bad.size) == (xx, 1000)
     assert bad.problems("s.tar") == [
         "s.tar: size 1000 bytes, index says 1200 (truncated)",
-        (f"s.tar: sha256 mismatch (file {sha[:16]}..., index {'f' * 16}...): "
+        (f"s.tar: digest mismatch (file xxh3_128 {xx.hex[:16]}..., index xxh3_128 {'f' * 16}...): "
          "the shard changed after the build"),
     ]
+    # A format-1 entry (sha256) is checked with sha256.
+    sha = Digest("sha256", hashlib.sha256(b"a" * 1000).hexdigest())
+    assert storage.check_file(str(p), expected=sha, expected_size=1000).digest == sha
+    assert not storage.check_file(str(p), expected=Digest("sha256", "0" * 64), expected_size=1000).ok
     with pytest.raises(FileNotFoundError):
-        storage.check_file(str(tmp_path / "missing.tar"), expected_sha256=sha, expected_size=1)
+        storage.check_file(str(tmp_path / "missing.tar"), expected=xx, expected_size=1)
+
+
+def test_digest_names_its_algorithm_and_refuses_unknown_ones():
+    d = Digest("xxh3_128", "ab" * 16)
+    assert Digest.parse(str(d)) == d and str(d) == "xxh3_128:" + "ab" * 16
+    with pytest.raises(ValueError, match="unknown shard digest 'md5'.*upgrade wds-pipeline"):
+        Digest("md5", "00")
+    with pytest.raises(ValueError, match="not a digest"):
+        Digest.parse("abcdef")

@@ -362,8 +362,9 @@ def test_regions_outside_max_duration_are_dropped_and_counted(tmp_path):
 
 # sha256 of shards and index.json of test_build_trims_clips...'s corpus built with --vad energy
 # and shard_size 2 by the code before --vad-split-pause existed (same digest as
-# test_demo_digest.shards_digest computes).
-ENERGY_DIGEST = "059061bbd02cf33243eb35aa203c2ffb2f8e5a002af895aebe196ea24699ba66"
+# test_demo_digest.shards_digest computes). Re-recorded for shard format 2 (XXH3-128 shard
+# digests): both shard tars are byte-identical to format 1's; only index.json changed.
+ENERGY_DIGEST = "cea6490843a22a05c286e51d38523fcf02b289e315906412ea5884ab8cdbeb76"
 
 
 def test_without_split_pause_a_vad_build_is_byte_identical_to_before(tmp_path):

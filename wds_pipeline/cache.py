@@ -8,12 +8,12 @@ between DataLoader workers and processes on one machine.
 Layout under ``cache_dir``::
 
     data/<sha1(url)[:16]>-<basename>        verified shard bytes
-    meta/<same>.json                        sidecar: url, size, sha256, stamp
+    meta/<same>.json                        sidecar: url, size, digest, stamp
     tmp/<same>.<uuid>.part                  download in progress (never trusted)
     locks/<same>.lock, locks/.global.lock   filelock files (empty)
 
 Verification policy. A download is hashed while it streams in and checked
-against the expected sha256/size; only then is it renamed into ``data/`` and the
+against the expected digest/size; only then is it renamed into ``data/`` and the
 sidecar written (sidecar last, so a crash in between leaves an entry that is
 not trusted). On a hit the size is checked against the expected size and the
 file's stamp (inode, size, mtime_ns) against the one recorded when it was last
@@ -37,7 +37,7 @@ Streaming. :meth:`ShardCache.open_partial` returns a :class:`PartialShard` that 
 shard while it downloads: the download writes into its temp file as usual and
 publishes, to readers in the same process, how many bytes it has written; a reader
 reads only up to that length and waits for more (or raises the download's error). The
-download itself is unchanged: it still verifies size and sha256 and commits the entry
+download itself is unchanged: it still verifies size and digest and commits the entry
 atomically (or not at all). The bytes a reader gets before that are unverified: the
 caller checks them (the loader checks each sample against the index's crc32) and
 asks :meth:`PartialShard.wait_verified` for the final verdict. One download per shard
@@ -76,7 +76,7 @@ from . import storage
 from .counters import Counters
 from .format import ShardFormatError
 from .partial import Download, PartialShard
-from .storage import ShardCheck
+from .storage import Digest, ShardCheck
 
 __all__ = [
     "CacheFullError",
@@ -97,7 +97,7 @@ T = TypeVar("T")
 
 FetchFn = Callable[[str, BinaryIO], None]
 
-META_VERSION = 1
+META_VERSION = 2  # 2: '<algorithm>:<hex>' digests (1: sha256 hex; such entries are re-fetched)
 META_RESERVE = 4096  # bytes set aside per entry for its sidecar
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -108,26 +108,26 @@ class CacheFullError(OSError):
 
 
 class ShardIntegrityError(ShardFormatError):
-    """A shard's bytes do not match the sha256/size recorded in the index."""
+    """A shard's bytes do not match the digest/size recorded in the index."""
 
     def __init__(
         self,
         url: str,
         *,
-        expected_sha256: str | None,
-        actual_sha256: str,
+        expected: Digest | None,
+        actual: Digest | None,
         expected_size: int | None,
         actual_size: int,
         attempts: int,
     ) -> None:
         self.url = url
-        self.expected_sha256 = expected_sha256
-        self.actual_sha256 = actual_sha256
+        self.expected = expected
+        self.actual = actual
         self.expected_size = expected_size
         self.actual_size = actual_size
         super().__init__(
-            f"shard {url} failed verification after {attempts} downloads: expected sha256 "
-            f"{expected_sha256} ({expected_size} bytes), got sha256 {actual_sha256} "
+            f"shard {url} failed verification after {attempts} downloads: expected "
+            f"{expected} ({expected_size} bytes), got {actual or 'more bytes than expected'} "
             f"({actual_size} bytes). The source file changed or is corrupt: rebuild the shard "
             "or its index entry so both agree (wds-pipeline verify checks all shards)."
         )
@@ -136,8 +136,8 @@ class ShardIntegrityError(ShardFormatError):
     def from_check(cls, check: ShardCheck, attempts: int) -> ShardIntegrityError:
         return cls(
             check.url,
-            expected_sha256=check.expected_sha256,
-            actual_sha256=check.sha256,
+            expected=check.expected,
+            actual=check.digest,
             expected_size=check.expected_size,
             actual_size=check.size,
             attempts=attempts,
@@ -202,12 +202,12 @@ class CacheStats:
 class Want(TypedDict):
     """What :meth:`ShardCache.get` and :meth:`ShardCache.open` take besides the URL.
 
-    sha256/size: what the index expects (None: not checked; size None: asked of the
+    digest/size: what the index expects (None: not checked; size None: asked of the
     source). fetch(url, dst): writes the shard's bytes sequentially to ``dst``
     (default: an fsspec copy in 8 MiB blocks). verify: re-hash on every hit.
     """
 
-    sha256: str | None
+    digest: Digest | None
     size: int | None
     fetch: NotRequired[FetchFn | None]
     storage_options: NotRequired[dict[str, Any] | None]
@@ -218,7 +218,7 @@ class Want(TypedDict):
 class _Meta:
     url: str
     size: int
-    sha256: str
+    digest: str  # str(Digest): '<algorithm>:<hex>'
     stamp: list[int]  # [st_ino, st_size, st_mtime_ns] when last hashed
     version: int = META_VERSION
 
@@ -465,7 +465,7 @@ class ShardCache:
                 pass
 
     def _check_hit(
-        self, url: str, key: str, sha256: str | None, size: int | None, verify: bool
+        self, url: str, key: str, digest: Digest | None, size: int | None, verify: bool
     ) -> bool:
         data = self._data(key)
         try:
@@ -475,13 +475,13 @@ class ShardCache:
         m = self._read_meta(key)
         if m is None or m.url != url:
             return False  # no trust record (crash before the sidecar) or foreign entry
-        if sha256 is not None and m.sha256 != sha256:
+        if digest is not None and m.digest != str(digest):
             return False  # the index now expects other content
         if (size is not None and st.st_size != size) or st.st_size != m.size:
             return False
         if verify or _stamp(st) != m.stamp:
             self._count(rehashes=1)
-            if not storage.check_file(data, expected_sha256=m.sha256, expected_size=m.size).ok:
+            if not storage.check_file(data, expected=Digest.parse(m.digest), expected_size=m.size).ok:
                 self._count(corrupt=1)
                 return False
             st2 = os.stat(data)
@@ -494,12 +494,12 @@ class ShardCache:
         return True
 
     def _ensure(self, url: str, key: str, want: Want, dl: Download | None = None) -> str:
-        if not {"sha256", "size"} <= set(want) <= set(Want.__annotations__):
-            raise TypeError(f"ShardCache: options {sorted(want)} must include sha256 and size "
+        if not {"digest", "size"} <= set(want) <= set(Want.__annotations__):
+            raise TypeError(f"ShardCache: options {sorted(want)} must include digest and size "
                             f"and be among {sorted(Want.__annotations__)}")
-        sha256, size = want["sha256"], want["size"]
+        digest, size = want["digest"], want["size"]
         storage_options = want.get("storage_options") or {}
-        if self._check_hit(url, key, sha256, size, want.get("verify", False)):
+        if self._check_hit(url, key, digest, size, want.get("verify", False)):
             self._count(hits=1)
             return self._data(key)
         self._count(misses=1)
@@ -514,14 +514,14 @@ class ShardCache:
             try:
                 if dl is not None:
                     dl.begin(tmp, expected)
-                check = self._download(url, tmp, fetch, expected, sha256, dl)
+                check = self._download(url, tmp, fetch, expected, digest, dl)
                 if dl is not None and not check.ok:
                     dl.abandon(PartialShardIntegrityError.from_check(check, attempts=1))
                 if check.ok:
                     st = os.stat(tmp)
                     os.replace(tmp, self._data(key))
                     self._write_meta(
-                        key, _Meta(url=url, size=check.size, sha256=check.sha256, stamp=_stamp(st))
+                        key, _Meta(url=url, size=check.size, digest=str(check.digest), stamp=_stamp(st))
                     )
                 return check, self._data(key)
             finally:
@@ -533,12 +533,12 @@ class ShardCache:
         return download_verified(url, download, on_refetch=lambda: self._count(refetches=1))
 
     def _download(
-        self, url: str, tmp: str, fetch: FetchFn, size: int, sha256: str | None,
+        self, url: str, tmp: str, fetch: FetchFn, size: int, digest: Digest | None,
         dl: Download | None = None,
     ) -> ShardCheck:
         # The temp file already exists, truncated to `size` as a reservation.
         with open(tmp, "r+b") as f:
-            w = storage.HashingWriter(f, limit=size)
+            w = storage.HashingWriter(f, algorithm=storage.algorithm_for(digest), limit=size)
             sink: Any = w if dl is None else _Published(w, f, dl)
             try:
                 fetch(url, sink)
@@ -547,12 +547,12 @@ class ShardCache:
             finally:
                 self._count(bytes_downloaded=w.size)
             if w.overflow:
-                return storage.check_shard(url, "<more bytes than expected>", size + 1,
-                                           expected_sha256=sha256, expected_size=size)
+                return storage.check_shard(url, None, size + 1,
+                                           expected=digest, expected_size=size)
             f.truncate(w.size)
             f.flush()
             os.fsync(f.fileno())
-        return storage.check_shard(url, w.hexdigest(), w.size, expected_sha256=sha256,
+        return storage.check_shard(url, w.digest(), w.size, expected=digest,
                                    expected_size=size)
 
     def _try_evict(self, name: str, *, count: bool = True) -> int:

@@ -56,7 +56,7 @@ examples:
   wds-pipeline verify shards                      # re-hash + decode everything
   wds-pipeline verify shards/dev-clean --no-decode
 
-Checks per shard: exists, size and sha256 as in the index, tar headers intact, sample
+Checks per shard: exists, size and digest (XXH3-128; sha256 in format 1) as in the index, tar headers intact, sample
 count, byte offsets and frame counts as in the index, every field decodes, keys valid
 and unique in the split. Exit 1 with a per-shard report on any mismatch.
 """

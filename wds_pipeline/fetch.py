@@ -29,7 +29,6 @@ an error reaches this layer; fsspec's http backend and FUSE mounts do not.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -44,7 +43,7 @@ from . import storage
 from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
 from .counters import Counters
 from .partial import PartialShard
-from .storage import RetryPolicy, ShardCheck
+from .storage import Digest, RetryPolicy, ShardCheck
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -81,7 +80,7 @@ PREFETCH_OVERLAP = 4 << 20
 @dataclass(frozen=True)
 class ShardRef:
     url: str
-    sha256: str | None = None
+    digest: Digest | None = None
     size: int | None = None
     # The caller verifies each sample it reads (crc32s in the index), so the shard may be
     # read while the cache still downloads it; the whole-shard check comes at the end.
@@ -129,7 +128,7 @@ class ResumableReader(io.RawIOBase):
     """A raw, seekable, read-only stream over a shard that survives transient errors.
 
     Wrap it in ``io.BufferedReader(r, buffer_size=block_size)`` for small reads.
-    If it is read from offset 0 to EOF without seeking and ``sha256``/``size`` are
+    If it is read from offset 0 to EOF without seeking and ``digest``/``size`` are
     given, the content is verified at EOF (:class:`ShardIntegrityError`).
     """
 
@@ -141,7 +140,7 @@ class ResumableReader(io.RawIOBase):
         retry: RetryPolicy = DEFAULT_RETRY,
         storage_options: dict[str, Any] | None = None,
         block_size: int = storage.BLOCK_SIZE,
-        sha256: str | None = None,
+        digest: Digest | None = None,
         size: int | None = None,
         stats: Counters[ReaderStats] | None = None,
     ) -> None:
@@ -153,8 +152,9 @@ class ResumableReader(io.RawIOBase):
         self.block_size = block_size
         self._src: Any = None
         self._stats = stats or Counters(ReaderStats())
-        self._expect = (sha256, size)
-        self._hash = hashlib.sha256() if offset == 0 and (sha256 or size is not None) else None
+        self._expect = (digest, size)
+        self._hash = (storage.new_hash(storage.algorithm_for(digest)) if offset == 0 and (digest or size is not None)
+                      else None)
 
     def readable(self) -> bool:
         return True
@@ -237,9 +237,10 @@ class ResumableReader(io.RawIOBase):
 
     def _verify_at_eof(self) -> None:
         h, self._hash = self._hash, None
-        sha, size = self._expect
-        digest = h.hexdigest() if h is not None else ""
-        check = storage.check_shard(self.url, digest, self.pos, expected_sha256=sha,
+        expected, size = self._expect
+        digest = (storage.Digest(storage.algorithm_for(expected), h.hexdigest())
+                  if h is not None else None)
+        check = storage.check_shard(self.url, digest, self.pos, expected=expected,
                                     expected_size=size)
         if not check.ok:
             raise ShardIntegrityError.from_check(check, attempts=1)
@@ -353,7 +354,7 @@ class ShardReader:
             try:
                 f = self.cache.open(
                     ref.url,
-                    sha256=ref.sha256,
+                    digest=ref.digest,
                     size=ref.size,
                     fetch=self._fetch_fn(),
                     storage_options=self.storage_options,
@@ -402,7 +403,7 @@ class ShardReader:
         try:
             f = self.cache.open_partial(
                 ref.url,
-                sha256=ref.sha256,
+                digest=ref.digest,
                 size=ref.size,
                 fetch=self._fetch_fn(ref),
                 storage_options=self.storage_options,
@@ -440,7 +441,7 @@ class ShardReader:
             retry=self.retry,
             storage_options=self.storage_options,
             block_size=self.block_size,
-            sha256=ref.sha256,
+            digest=ref.digest,
             size=ref.size,
             stats=self._stats,
         )
@@ -495,7 +496,7 @@ class ShardReader:
         if self.cache is not None:
             self.cache.get(
                 ref.url,
-                sha256=ref.sha256,
+                digest=ref.digest,
                 size=ref.size,
                 fetch=self._fetch_fn(ref),
                 storage_options=self.storage_options,
@@ -515,8 +516,9 @@ class ShardReader:
                 stats=self._stats,
             )
             data = buf.getvalue()
-            check = storage.check_shard(ref.url, hashlib.sha256(data).hexdigest(), len(data),
-                                        expected_sha256=ref.sha256, expected_size=ref.size)
+            digest = storage.digest_bytes(data, storage.algorithm_for(ref.digest))
+            check = storage.check_shard(ref.url, digest, len(data),
+                                        expected=ref.digest, expected_size=ref.size)
             return check, data
 
         return download_verified(ref.url, download)

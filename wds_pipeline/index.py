@@ -7,7 +7,7 @@ extra per-shard keys; wids ignores both.
 
 The index is the contract between the builder and every reader: the loader plans
 epochs from it (per-sample frame counts and byte offsets), the cache verifies
-shards against its sha256 and size, ``verify`` re-checks everything in it.
+shards against their digest and size, ``verify`` re-checks everything in it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .format import FORMAT_VERSION
+from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from .records import Reject
+from .storage.integrity import DIGEST_ALGORITHMS, Digest
 
 WIDS_KIND = "wids-shard-index-v1"
 INDEX_NAME = "index.json"
@@ -29,7 +30,9 @@ class ShardInfo:
     url: str  # relative to the index's folder (or absolute)
     nsamples: int
     filesize: int
-    sha256: str
+    # Of the whole file. Serialised as one key named for its algorithm,
+    # ``"xxh3_128": "<hex>"`` (format 1 indexes: ``"sha256"``).
+    digest: Digest
     duration: float  # seconds of audio in this shard
     sample_frames: list[int] = field(default_factory=list)  # audio frames per sample, in order
     sample_offsets: list[int] = field(default_factory=list)  # byte offset of each sample's first header
@@ -38,16 +41,29 @@ class ShardInfo:
     # Optional: indexes written before it have none (empty list), and are read whole-shard.
     sample_crc32: list[int] = field(default_factory=list)
 
+    @property
+    def expected_digest(self) -> Digest | None:
+        """What reads check the shard against (an empty hex in a hand-made index: nothing)."""
+        return self.digest if self.digest.hex else None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["digest"]
+        d[self.digest.algorithm] = self.digest.hex
         if not self.sample_crc32:
             del d["sample_crc32"]  # an index without crcs keeps its exact bytes
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
+        named = [a for a in DIGEST_ALGORITHMS if a in d]
+        if len(named) != 1:
+            raise ValueError(
+                f"shard {d.get('url')!r}: the index entry names {len(named)} digests "
+                f"({named}); expected exactly one of {sorted(DIGEST_ALGORITHMS)}. The index "
+                "is damaged or from a newer wds-pipeline: rebuild it or upgrade")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        return cls(**known, digest=Digest(named[0], str(d[named[0]])))
 
 
 @dataclass
@@ -184,10 +200,11 @@ class DatasetIndex:
                 "(build the dataset with `wds-pipeline build`)"
             )
         version = ours.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
             raise ValueError(
                 f"{source}: shard format version {version} is not supported by this "
-                f"wds_pipeline (supports {FORMAT_VERSION}); upgrade wds-pipeline or rebuild"
+                f"wds_pipeline (reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}); "
+                "upgrade wds-pipeline or rebuild"
             )
         return cls(
             name=d.get("name", ""),

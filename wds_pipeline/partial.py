@@ -138,7 +138,7 @@ class PartialShard(io.RawIOBase):
     """A seekable, read-only stream over a shard that is still downloading.
 
     Reads return only bytes already written, waiting for more when needed. When the
-    download attempt it reads from failed (an error, or a sha256/size mismatch at the
+    download attempt it reads from failed (an error, or a digest/size mismatch at the
     end), the bytes that attempt wrote stay readable and a read past them raises its
     error. The bytes are unverified: check them, then call :meth:`wait_verified` for the
     verdict on the whole shard. It has no ``fileno`` (the file on disk is not complete yet).

@@ -1,7 +1,7 @@
 """One shard as the builder writes it, and the index entry that describes it.
 
 Reproducible tar members (:class:`~wds_pipeline.format.ReproducibleTarWriter`) go
-through a sha256 stream (:class:`~wds_pipeline.storage.HashingWriter`), so the
+through a digest stream (:class:`~wds_pipeline.storage.HashingWriter`), so the
 size, digest, sample offsets, sample crc32s and frame counts recorded in :class:`ShardInfo` are
 those of the bytes written, without reading the file again. Every writer of shards
 (the builder, the synthetic datasets of tests and benchmarks) goes through here.
@@ -46,7 +46,7 @@ class ShardWriter:
             url=url,
             nsamples=self._tar.nsamples,
             filesize=self._hashed.size,
-            sha256=self._hashed.hexdigest(),
+            digest=self._hashed.digest(),
             duration=sum(self._frames) / sample_rate,
             sample_frames=list(self._frames),
             sample_offsets=list(self._tar.sample_offsets),

@@ -3,7 +3,7 @@
 ``OUT`` may be a dataset root (holding ``<split>/index.json``), one split folder,
 or an ``index.json`` URL, on any fsspec filesystem.
 
-verify re-hashes every shard (sha256 + size against the index), re-reads it
+verify re-hashes every shard (digest + size against the index), re-reads it
 member by member (tar checksums, truncation), decodes every field of every
 sample, and checks sample counts, byte offsets, frame counts, field sets and
 that keys are valid and unique within the split.
@@ -211,7 +211,7 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
     name = info.url
     problems: list[str] = []
     try:
-        check = storage.check_file(url, expected_sha256=info.sha256,
+        check = storage.check_file(url, expected=info.expected_digest,
                                    expected_size=info.filesize, **so)
     except FileNotFoundError:
         return 0, [f"{name}: missing ({url} does not exist)"]
@@ -267,8 +267,8 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
         problems.append(f"{name}: sample {bad} starts at byte {offsets[bad]}, index says "
                         f"{info.sample_offsets[bad]}")
     elif info.sample_crc32 and check.ok:
-        # Bytes that match the sha256 must match their crcs too, or streamed reads of this
-        # shard would fail; a sha256 mismatch is already reported as such.
+        # Bytes that match the digest must match their crcs too, or streamed reads of this
+        # shard would fail; a digest mismatch is already reported as such.
         problems.extend(_crc_problems(url, info, so, name))
     if decode and n == info.nsamples and info.sample_frames and frames != info.sample_frames:
         bad = next(j for j, (a, b) in enumerate(zip(frames, info.sample_frames)) if a != b)

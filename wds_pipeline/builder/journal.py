@@ -4,7 +4,7 @@ After a worker publishes ``OUT/<split>/<prefix>-NNNNNN.tar`` it writes
 ``OUT/<split>/_build/<prefix>-NNNNNN.json`` atomically: the shard's ShardInfo, its
 rejects and counts, the split's plan fingerprint and a hash of the shard's input
 ids. A rerun reuses a shard only when all of these match and the file on storage
-still has the journal's size and sha256, so the final index is byte-identical to
+still has the journal's size and digest, so the final index is byte-identical to
 that of an uninterrupted run.
 """
 
@@ -180,10 +180,11 @@ def entry_reusable(entry: JournalEntry, task: Any) -> bool:
     if entry.info is None:
         return True
     try:
-        sha, size = storage.sha256_file(task.url, **task.storage_options)
+        digest, size = storage.digest_file(task.url, entry.info.digest.algorithm,
+                                           **task.storage_options)
     except FileNotFoundError:
         return False
-    return sha == entry.info.sha256 and size == entry.info.filesize
+    return digest == entry.info.digest and size == entry.info.filesize
 
 
 _TEMP_FILE = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # storage.commit_file temp names

@@ -223,7 +223,7 @@ def process_shard(task: ShardTask) -> ShardOutcome:
         staged.file.close()
         # No fsync here: after a power cut a shard named by the journal could be
         # short or empty, but resume re-hashes every journaled shard against the
-        # journal's sha256 before trusting it, and rebuilds it otherwise.
+        # journal's digest before trusting it, and rebuilds it otherwise.
         counts.rejected = len(rejects)
         if writer.nsamples:
             info = writer.info(task.name, cfg.sample_rate)

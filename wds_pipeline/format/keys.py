@@ -1,4 +1,4 @@
-"""Shard format v1: version, field names, sample keys and member names.
+"""Shard format v2: version, field names, sample keys and member names.
 
 The full specification is in ``docs/format.md``. In short, a shard is a POSIX tar
 whose members are ``<key>.<field>``; one sample per utterance; keys contain no dots
@@ -11,7 +11,10 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-FORMAT_VERSION = 1
+# 2: shards record an XXH3-128 digest (``xxh3_128``) where 1 recorded ``sha256``; the
+# tar layout is the same. Readers take both (the index names the algorithm it used).
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 AUDIO_NPY = "audio.npy"
 AUDIO_NPY_ZST = "audio.npy.zst"

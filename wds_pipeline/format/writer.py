@@ -35,7 +35,7 @@ _FIXED_SUM = sum(_AFTER_NAME) + sum(_AFTER_SIZE) + 8 * 32 + sum(_AFTER_CHKSUM)
 _MAX_OCTAL_SIZE = 8**11  # 11 octal digits; larger sizes take GNU base-256
 _ZEROS = bytes(BLOCK)
 # Payloads up to this size are joined with their header and padding into one write:
-# three writes per member (each through sha256, crc32 and the file) cost more than the copy.
+# three writes per member (each through the digest, crc32 and the file) cost more than the copy.
 _JOIN_MAX = 64 * 1024
 
 

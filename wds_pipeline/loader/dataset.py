@@ -406,7 +406,7 @@ class ShardStreamDataset(IterableDataset):
         A shard the cache is still downloading (a :class:`PartialShard`, only when the
         index has per-sample crc32s) is read in smaller blocks as its bytes arrive; each
         block's samples are checked against their crc32s before anything in it is parsed,
-        and once the run is read the download's whole-shard sha256 verdict is awaited (a
+        and once the run is read the download's whole-shard digest verdict is awaited (a
         mismatch then, with every sample's crc right, means damage outside the sample
         bytes; it raises like any corrupt shard).
         """
@@ -458,6 +458,6 @@ class ShardStreamDataset(IterableDataset):
 
     @staticmethod
     def _ref_of(entry: ShardEntry) -> ShardRef:
-        return ShardRef(url=entry.url, sha256=entry.sha256, size=entry.size,
+        return ShardRef(url=entry.url, digest=entry.digest, size=entry.size,
                         partial_ok=bool(entry.crc32))
 

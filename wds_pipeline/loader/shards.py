@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .. import format as fmt
 from ..index import DatasetIndex
+from ..storage import Digest
 from .plan import ShardMeta
 
 
@@ -17,7 +18,7 @@ class ShardEntry:
 
     meta: ShardMeta
     url: str
-    sha256: str | None
+    digest: Digest | None
     size: int | None
     offsets: tuple[int, ...]
     first_gid: int  # global id of its first sample (seeds crops independently of order)
@@ -47,7 +48,7 @@ def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
                 ShardEntry(
                     meta=ShardMeta(dataset=d, shard=i, nsamples=s.nsamples, frames=tuple(s.sample_frames)),
                     url=index.shard_url(i),
-                    sha256=s.sha256 or None,
+                    digest=s.expected_digest,
                     size=s.filesize or None,
                     offsets=tuple(s.sample_offsets),
                     first_gid=gid,

@@ -7,9 +7,12 @@ contents goes through here, on any fsspec filesystem.
     write_bytes_atomic(url, data, *, retry=None, **so) ; read_bytes(url, *, retry=None, **so)
     exists / file_size / remove / makedirs / listdir(url, *, fresh=False, retry=None, **so)
     RetryPolicy, STORAGE_RETRY, retrying(what, url, fn, retry) ; is_transient(exc) ; StorageError
-    HashingWriter(f, *, limit=None) ; sha256_stream(f) ; sha256_file(url, **so) -> (hex, size)
-    check_shard(url, sha, size, *, expected_sha256, expected_size) -> ShardCheck
-    check_file(url, *, expected_sha256, expected_size, **so) -> ShardCheck
+    Digest(algorithm, hex) ; SHARD_DIGEST ; new_hash(algorithm)
+    HashingWriter(f, *, algorithm, limit=None) ; digest_stream(f, algorithm)
+    digest_bytes(data, algorithm) ; digest_file(url, algorithm, **so) -> (Digest, size)
+    algorithm_for(expected) -> the algorithm a check against ``expected`` hashes with
+    check_shard(url, digest, size, *, expected, expected_size) -> ShardCheck
+    check_file(url, *, expected, expected_size, **so) -> ShardCheck
     mount_of(path) -> MountInfo ; is_fuse_path(path) -> bool
 
 "Local" means the URL resolves to fsspec's LocalFileSystem, which includes FUSE
@@ -24,13 +27,19 @@ from __future__ import annotations
 
 from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, open_read, url_to_fs
 from .integrity import (
+    DIGEST_ALGORITHMS,
+    SHARD_DIGEST,
+    Digest,
     HashingWriter,
     ShardCheck,
     WriteLimitExceeded,
+    algorithm_for,
     check_file,
     check_shard,
-    sha256_file,
-    sha256_stream,
+    digest_bytes,
+    digest_file,
+    digest_stream,
+    new_hash,
 )
 from .mounts import NETWORK_FSTYPES, MountInfo, find_mount, is_fuse_path, mount_of, parse_mounts
 from .ops import (
@@ -55,20 +64,27 @@ from .retry import (
 
 __all__ = [
     "BLOCK_SIZE",
+    "DIGEST_ALGORITHMS",
     "NETWORK_FSTYPES",
+    "SHARD_DIGEST",
     "STORAGE_RETRY",
     "TRANSIENT_ERRNOS",
     "TRANSIENT_HTTP_CODES",
+    "Digest",
     "HashingWriter",
     "MountInfo",
     "RetryPolicy",
     "ShardCheck",
     "StorageError",
     "WriteLimitExceeded",
+    "algorithm_for",
     "check_file",
     "check_shard",
     "commit_file",
     "copy_stream",
+    "digest_bytes",
+    "digest_file",
+    "digest_stream",
     "exists",
     "file_size",
     "find_mount",
@@ -79,13 +95,12 @@ __all__ = [
     "local_path",
     "makedirs",
     "mount_of",
+    "new_hash",
     "open_read",
     "parse_mounts",
     "read_bytes",
     "remove",
     "retrying",
-    "sha256_file",
-    "sha256_stream",
     "url_to_fs",
     "write_bytes_atomic",
 ]
