@@ -30,12 +30,12 @@ the median seconds, samples/s and MB/s of audio, the CPU seconds of the process 
 children (LitData converts in a worker process), the median over repeats of each writer's
 rate / wds_pipeline's in the same repeat, and the fastest repeat of each (single runs swing
 2-4x with the page cache's writeback and the kernel's supply of huge pages). MosaicML is
-also timed with ``hashes=["sha256"]``, the integrity wds_pipeline's writer always records
-(it adds a crc32 per sample). The last repeat's output is what the loaders read.
+also timed with ``hashes=["xxh3_128"]``, the shard digest wds_pipeline's writer always
+records (it adds a crc32 per sample). The last repeat's output is what the loaders read.
 
 Needs the peers, in their own environment (see benchmarks/README.md)::
 
-    .peers-venv/bin/python benchmarks/peers.py            # full run, ~25 min on 2 cores
+    .peers-venv/bin/python benchmarks/peers.py            # full run, ~35 min on 2 cores
     .peers-venv/bin/python benchmarks/peers.py --quick    # tiny smoke run
     .peers-venv/bin/python benchmarks/peers.py --only convert   # conversion alone, ~4 min
 """
@@ -193,9 +193,9 @@ WRITERS: dict[str, Callable[[str, int, str], None]] = {
     "mosaic": write_mosaic, "lhotse-wav": write_lhotse,
     "lhotse-flac": lambda name, n, out: write_lhotse(name, n, out, audio_format="flac"),
     "hf": write_hf,
-    # Conversion only (not read): MDSWriter hashing each shard with sha256 as wds_pipeline's
+    # Conversion only (not read): MDSWriter hashing each shard with XXH3-128 as wds_pipeline's
     # writer does (plus a crc32 per sample there), for a comparison at equal integrity.
-    "mosaic-sha256": lambda name, n, out: write_mosaic(name, n, out, hashes=("sha256",)),
+    "mosaic-xxh3": lambda name, n, out: write_mosaic(name, n, out, hashes=("xxh3_128",)),
 }
 
 
@@ -473,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=4000, help="3 s clips in the clips set")
     ap.add_argument("--utts", type=int, default=2000, help="1-15 s utterances in the utterances set")
     ap.add_argument("--workers", default="0,2")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved repeats of every loader (medians and paired ratios over them)")
     ap.add_argument("--convert-repeats", type=int, default=5,
                     help="timed conversions of each set per writer (hf and lhotse: one)")
     ap.add_argument("--only", choices=("all", "convert"), default="all",
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     print("setup:", setup, flush=True)
 
     frames_of = {name: sum(len(a) for _, a, _ in samples(name, n)) for name, n in sets.items()}
-    writers = sorted({data_of(f) for f in formats} | ({"mosaic-sha256"} if "mosaic" in formats else set()))
+    writers = sorted({data_of(f) for f in formats} | ({"mosaic-xxh3"} if "mosaic" in formats else set()))
     conversion, paths = convert_all(sets, writers, args.data_dir, args.convert_repeats, frames_of)
     print_conversion(conversion)
     if args.only == "convert":
