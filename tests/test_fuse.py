@@ -135,3 +135,32 @@ def test_cache_over_fuse_reads_source_once(slow_fuse_mount, tmp_path):
         "epoch 2 read the cache only"
     )
     assert cache.stats().misses == 3 and cache.stats().hits >= 3
+
+
+@pytest.mark.fuse
+def test_verify_downloads_each_shard_on_a_mount_once(slowfs_factory):
+    """verify's three passes (digest, members, crc32s) read one download of each shard on a
+    Drive-like mount; they used to open and read it three times."""
+    from test_remote_e2e import tar_opens
+
+    from wds_pipeline.index import load_index
+    from wds_pipeline.testing import write_synthetic_dataset
+    from wds_pipeline.verify import verify_index
+
+    m = slowfs_factory("verify", latency_ms=5, bandwidth_mbps=200)
+    write_synthetic_dataset(os.path.join(m.source, "ds"), [4, 3])
+    index = os.path.join(m.mountpoint, "ds", "index.json")
+    verdict = verify_index(index, progress=False)
+    assert (verdict.ok, verdict.samples) == (True, 7), verdict.problems
+    assert sorted(tar_opens(m)) == ["/ds/shard-000000.tar", "/ds/shard-000001.tar"]
+
+    # The crc32s are checked from that one read too: damage that leaves size, digest and
+    # tar headers intact (a rewritten index entry) is still found.
+    idx = load_index(index)
+    idx.shards[1].sample_crc32[2] ^= 1
+    with open(os.path.join(m.source, "ds", "index.json"), "w") as f:
+        f.write(idx.to_json())
+    assert verify_index(index, progress=False).problems == [
+        f"shard-000001.tar: sample 2 (byte {idx.shards[1].sample_offsets[2]}) has crc32 "
+        f"{idx.shards[1].sample_crc32[2] ^ 1}, index says {idx.shards[1].sample_crc32[2]}"]
+    assert len(tar_opens(m)) == 4
