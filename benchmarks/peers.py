@@ -37,7 +37,7 @@ Needs the peers, in their own environment (see benchmarks/README.md)::
 
     .peers-venv/bin/python benchmarks/peers.py            # full run, ~35 min on 2 cores
     .peers-venv/bin/python benchmarks/peers.py --quick    # tiny smoke run
-    .peers-venv/bin/python benchmarks/peers.py --only convert   # conversion alone, ~4 min
+    .peers-venv/bin/python benchmarks/peers.py --only convert   # conversion alone, ~5 min
 """
 
 from __future__ import annotations
