@@ -439,3 +439,21 @@ def test_a_key_too_long_for_a_five_digit_region_suffix_is_a_reject(tmp_path):
                      f"'{long_id}-v10000' would be longer than 80 characters; shorten the id, "
                      "use a longer pause or cut the recording")]
     assert idx.extras["vad"]["regions"] == 10001
+
+
+def test_runs_within_a_span_are_the_runs_a_scan_finds():
+    import random
+
+    from wds_pipeline.audio.silero import runs_within
+
+    rng = random.Random(7)
+    for _ in range(300):
+        found, pos = [], 0
+        for _ in range(rng.randrange(0, 12)):
+            start = pos + rng.randrange(0, 5)
+            pos = start + rng.randrange(1, 6)
+            found.append((start, pos))
+        frame = rng.choice([1, 160, 320])
+        lo, hi = sorted(rng.randrange(0, (pos + 3) * frame + 1) for _ in range(2))
+        scan = [r for r in found if r[0] * frame >= lo and r[1] * frame <= hi]
+        assert runs_within(found, [r[0] for r in found], [r[1] for r in found], lo, hi, frame) == scan

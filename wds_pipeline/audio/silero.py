@@ -14,6 +14,7 @@ thread: the builder already runs one worker per core.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from typing import Any
 
@@ -114,11 +115,12 @@ def split_regions(x: np.ndarray, sr: int, pause: float) -> list[tuple[int, int]]
     if not regions:
         return []
     found, frame = _energy_runs(x, sr)  # once: a long recording has many regions
+    starts, ends = [r[0] for r in found], [r[1] for r in found]
     refined: list[tuple[int, int]] = []
     for i, (begin, end) in enumerate(regions):
         lo = regions[i - 1][1] if i else 0
         hi = regions[i + 1][0] if i + 1 < len(regions) else len(x)
-        own = [r for r in found if r[0] * frame >= lo and r[1] * frame <= hi]
+        own = runs_within(found, starts, ends, lo, hi, frame)
         # A region that runs into the end of the recording was left open by the model
         # (no pause after it), up to its pause plus its lag late.
         new_begin, new_end = _refined(own, frame, len(x), begin, end, sr,
@@ -135,6 +137,15 @@ def split_regions(x: np.ndarray, sr: int, pause: float) -> list[tuple[int, int]]
         else:
             merged.append((begin, end))
     return merged
+
+
+def runs_within(found: list[tuple[int, int]], starts: list[int], ends: list[int], lo: int,
+                hi: int, frame: int) -> list[tuple[int, int]]:
+    """The runs of ``found`` (frame indices; ``starts``/``ends`` their columns) that lie
+    within samples [lo, hi]. The runs are in order and disjoint, so starts and ends both
+    increase and those runs are one slice, found by bisection (a scan of every run for
+    every region was quadratic in a long recording)."""
+    return found[bisect.bisect_left(starts, -(-lo // frame)) : bisect.bisect_right(ends, hi // frame)]
 
 
 def _energy_runs(x: np.ndarray, sr: int) -> tuple[list[tuple[int, int]], int]:
