@@ -153,8 +153,9 @@ class ResumableReader(io.RawIOBase):
         self._src: Any = None
         self._stats = stats or Counters(ReaderStats())
         self._expect = (digest, size)
-        self._hash = (storage.new_hash(storage.algorithm_for(digest)) if offset == 0 and (digest or size is not None)
-                      else None)
+        self._algorithm = storage.algorithm_for(digest)
+        verify = offset == 0 and (digest is not None or size is not None)
+        self._hash = storage.new_hash(self._algorithm) if verify else None
 
     def readable(self) -> bool:
         return True
@@ -238,8 +239,7 @@ class ResumableReader(io.RawIOBase):
     def _verify_at_eof(self) -> None:
         h, self._hash = self._hash, None
         expected, size = self._expect
-        digest = (storage.Digest(storage.algorithm_for(expected), h.hexdigest())
-                  if h is not None else None)
+        digest = storage.Digest(self._algorithm, h.hexdigest()) if h is not None else None
         check = storage.check_shard(self.url, digest, self.pos, expected=expected,
                                     expected_size=size)
         if not check.ok:
@@ -516,9 +516,8 @@ class ShardReader:
                 stats=self._stats,
             )
             data = buf.getvalue()
-            digest = storage.digest_bytes(data, storage.algorithm_for(ref.digest))
-            check = storage.check_shard(ref.url, digest, len(data),
-                                        expected=ref.digest, expected_size=ref.size)
+            check = storage.check_bytes(ref.url, data, expected=ref.digest,
+                                        expected_size=ref.size)
             return check, data
 
         return download_verified(ref.url, download)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import format as fmt
 from . import storage
+from .fetch import default_cache_policy
 from .format.checksum import crc32
 from .index import INDEX_NAME, DatasetIndex, ShardInfo, join_url, read_index
 
@@ -214,10 +215,9 @@ def _read_shard(url: str, info: ShardInfo, so: Mapping[str, Any]
     """The shard's digest and size against its index entry, and how to open it again for
     the member and crc passes: from memory for remote and FUSE shards (read once), from
     the file for local ones (the passes after the first read the page cache)."""
-    if storage.is_remote(url) or storage.is_fuse_path(url):
+    if default_cache_policy(url):  # where the loader caches, a read is a download
         blob = storage.read_bytes(url, **so)
-        digest = storage.digest_bytes(blob, storage.algorithm_for(info.expected_digest))
-        check = storage.check_shard(url, digest, len(blob), expected=info.expected_digest,
+        check = storage.check_bytes(url, blob, expected=info.expected_digest,
                                     expected_size=info.filesize)
         return check, lambda: io.BytesIO(blob)
     check = storage.check_file(url, expected=info.expected_digest, expected_size=info.filesize,

@@ -13,6 +13,7 @@ contents goes through here, on any fsspec filesystem.
     algorithm_for(expected) -> the algorithm a check against ``expected`` hashes with
     check_shard(url, digest, size, *, expected, expected_size) -> ShardCheck
     check_file(url, *, expected, expected_size, **so) -> ShardCheck
+    check_bytes(url, data, *, expected, expected_size) -> ShardCheck
     mount_of(path) -> MountInfo ; is_fuse_path(path) -> bool
 
 "Local" means the URL resolves to fsspec's LocalFileSystem, which includes FUSE
@@ -34,6 +35,7 @@ from .integrity import (
     ShardCheck,
     WriteLimitExceeded,
     algorithm_for,
+    check_bytes,
     check_file,
     check_shard,
     digest_bytes,
@@ -78,6 +80,7 @@ __all__ = [
     "StorageError",
     "WriteLimitExceeded",
     "algorithm_for",
+    "check_bytes",
     "check_file",
     "check_shard",
     "commit_file",

@@ -33,6 +33,7 @@ __all__ = [
     "ShardCheck",
     "WriteLimitExceeded",
     "algorithm_for",
+    "check_bytes",
     "check_file",
     "check_shard",
     "digest_bytes",
@@ -55,12 +56,15 @@ DIGEST_ALGORITHMS: dict[str, Callable[[], _Hash]] = {
 SHARD_DIGEST = "xxh3_128"  # what new shards record
 
 
-def new_hash(algorithm: str) -> _Hash:
-    try:
-        return DIGEST_ALGORITHMS[algorithm]()
-    except KeyError:
+def _known(algorithm: str) -> str:
+    if algorithm not in DIGEST_ALGORITHMS:
         raise ValueError(f"unknown shard digest {algorithm!r}: this wds_pipeline reads "
-                         f"{sorted(DIGEST_ALGORITHMS)}; upgrade wds-pipeline") from None
+                         f"{sorted(DIGEST_ALGORITHMS)}; upgrade wds-pipeline")
+    return algorithm
+
+
+def new_hash(algorithm: str) -> _Hash:
+    return DIGEST_ALGORITHMS[_known(algorithm)]()
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Digest:
     hex: str
 
     def __post_init__(self) -> None:
-        new_hash(self.algorithm)  # unknown algorithms fail where they are read
+        _known(self.algorithm)  # unknown algorithms fail where they are read
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
@@ -214,6 +218,14 @@ def check_shard(url: str, digest: Digest | None, size: int, *, expected: Digest 
                 expected_size: int | None) -> ShardCheck:
     """Compare the digest and size of bytes already hashed with an index entry."""
     return ShardCheck(url, digest, size, expected, expected_size)
+
+
+def check_bytes(url: str, data: Any, *, expected: Digest | None,
+                expected_size: int | None) -> ShardCheck:
+    """Hash a whole shard held in memory (with the entry's algorithm) and compare it with
+    an index entry."""
+    return check_shard(url, digest_bytes(data, algorithm_for(expected)), len(data),
+                       expected=expected, expected_size=expected_size)
 
 
 def check_file(url: str, *, expected: Digest | None, expected_size: int | None,
