@@ -135,3 +135,41 @@ def slowfs_factory(tmp_path) -> Iterator[Callable[..., Any]]:
 def slow_fuse_mount(slowfs_factory) -> Any:
     """Drive stand-in: 100 ms per open, 20 MB/s shared; ``.source`` is the backing dir."""
     return slowfs_factory("drive", latency_ms=100, bandwidth_mbps=20)
+
+
+def _mount_tmpfs(path: str, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` at ``path``; the reason it cannot, or None."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"mount -t tmpfs failed: {e}"
+    return None if r.returncode == 0 else f"mount -t tmpfs failed: {r.stderr.strip()}"
+
+
+@pytest.fixture
+def tmpfs_factory(tmp_path) -> Iterator[Callable[..., str]]:
+    """``tmpfs_factory(size="256k", name="full")`` -> the path of a fresh tmpfs mount of
+    that size under ``tmp_path`` (a real small disk that fills up: ENOSPC on writes past
+    ``size``); every mount is unmounted at teardown. Skips, with the reason, where
+    tmpfs cannot be mounted (not root)."""
+    import subprocess
+
+    mounted: list[str] = []
+
+    def make(size: str = "256k", name: str = "full") -> str:
+        path = tmp_path / name
+        path.mkdir(exist_ok=True)
+        reason = _mount_tmpfs(str(path), size)
+        if reason:
+            pytest.skip(reason)
+        mounted.append(str(path))
+        return str(path)
+
+    yield make
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", path], capture_output=True, timeout=30)

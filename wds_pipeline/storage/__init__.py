@@ -3,6 +3,7 @@ contents goes through here, on any fsspec filesystem.
 
     url_to_fs(url, **so) -> (fs, path) ; is_remote(url) ; local_path(url)
     open_read(url, **so) -> raw reader (plain file locally, fsspec otherwise)
+    write_all(f, data) -> every byte written or ShortWriteError (never a silent short write)
     commit_file(local_path, url, *, keep_source=False, **so)        # atomic publish
     write_bytes_atomic(url, data, *, retry=None, **so) ; read_bytes(url, *, retry=None, **so)
     exists / file_size / remove / makedirs / listdir(url, *, fresh=False, retry=None, **so)
@@ -26,7 +27,16 @@ the URL and the last error.
 
 from __future__ import annotations
 
-from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, open_read, url_to_fs
+from .access import (
+    BLOCK_SIZE,
+    ShortWriteError,
+    copy_stream,
+    is_remote,
+    local_path,
+    open_read,
+    url_to_fs,
+    write_all,
+)
 from .integrity import (
     DIGEST_ALGORITHMS,
     SHARD_DIGEST,
@@ -77,6 +87,7 @@ __all__ = [
     "MountInfo",
     "RetryPolicy",
     "ShardCheck",
+    "ShortWriteError",
     "StorageError",
     "WriteLimitExceeded",
     "algorithm_for",
@@ -105,5 +116,6 @@ __all__ = [
     "remove",
     "retrying",
     "url_to_fs",
+    "write_all",
     "write_bytes_atomic",
 ]

@@ -14,7 +14,10 @@ import fsspec
 import fsspec.core
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["BLOCK_SIZE", "copy_stream", "is_remote", "local_path", "open_read", "url_to_fs"]
+__all__ = [
+    "BLOCK_SIZE", "ShortWriteError", "copy_stream", "is_remote", "local_path", "open_read",
+    "url_to_fs", "write_all",
+]
 
 # Large blocks: on Drive/FUSE every request costs a round trip, and on GCS every
 # read_block is an HTTP range request. 8 MiB amortises both.
@@ -74,5 +77,36 @@ def copy_stream(src: Any, dst: Any, block_size: int = BLOCK_SIZE) -> int:
         n = src.readinto(buf)
         if not n:
             return total
-        dst.write(view[:n])
+        write_all(dst, view[:n])
         total += n
+
+
+class ShortWriteError(OSError):
+    """A write stored fewer bytes than it was given and no error said why (a full
+    FUSE mount can do this): the file is incomplete and must not be published."""
+
+
+def write_all(f: Any, data: Any) -> int:
+    """Write every byte of ``data`` to ``f`` or raise; returns the byte count.
+
+    A raw (unbuffered) file's ``write`` may store only a prefix and return its length:
+    on a nearly full disk or a FUSE mount it does, and ``writelines`` and a plain
+    ``f.write`` ignore that, so a truncated file would be published as complete. Each
+    short write is retried from where it stopped (the OS then reports the real error,
+    ENOSPC, on the next call); a write that makes no progress is a
+    :class:`ShortWriteError`. Every write of file contents in the package goes
+    through here.
+    """
+    view = memoryview(data).cast("B")
+    total = len(view)
+    done = 0
+    while done < total:
+        n = f.write(view[done:])
+        if n is None:  # buffered writers return None only in non-blocking mode
+            n = total - done
+        if n <= 0:
+            name = getattr(f, "name", "<stream>")
+            raise ShortWriteError(
+                f"short write to {name}: {done} of {total} bytes stored (disk full?)")
+        done += n
+    return total

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 
 import xxhash
 
-from .access import BLOCK_SIZE, open_read
+from .access import BLOCK_SIZE, open_read, write_all
 from .retry import RetryPolicy, retrying
 
 __all__ = [
@@ -133,7 +133,7 @@ class HashingWriter:
                 f"more than the expected {self._limit} bytes were written; the source is "
                 "bigger than its index entry says"
             )
-        self._f.write(b)
+        write_all(self._f, b)
         self._hash.update(b)
         self.size += len(b)
         return len(b)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, url_to_fs
+from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, url_to_fs, write_all
 from .retry import RetryPolicy, retrying
 
 __all__ = [
@@ -108,8 +108,9 @@ def write_bytes_atomic(
     parent = os.path.dirname(dest)
 
     def _blocks(f: Any) -> None:
-        view = memoryview(data)
-        f.writelines(view[i : i + BLOCK_SIZE] for i in range(0, len(view), BLOCK_SIZE))
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), BLOCK_SIZE):
+            write_all(f, view[i : i + BLOCK_SIZE])
 
     def _write() -> None:
         os.makedirs(parent, exist_ok=True)
