@@ -428,3 +428,143 @@ def test_state_dict_diff_names_each_difference():
         "now tensor(shape=(2,), dtype=torch.float32)",
     ]
     assert state_dict_diff(saved, saved) == []
+
+
+# ------------------------------------------- kills at every point of a save (issue 19.2)
+
+_RESAVE_CHILD = """
+import sys, torch
+from wds_pipeline.train.checkpoint import CheckpointManager
+state = {"blob": torch.randn(int(sys.argv[2])), "tag": "new"}
+CheckpointManager(sys.argv[1], keep_last=1).save(state, step=6, epoch=1)
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_during_a_resave_of_the_same_step_keeps_it_loadable(slowfs_factory):
+    """The issue's repro: keep_last=1, step 6 saved again (the epoch-end save after a
+    step-6 save), killed while the new .pt streams onto a slow mount. The run must resume
+    from step 6, not start over (the old code had deleted the sidecar first)."""
+    m = slowfs_factory("resave", latency_ms=0, bandwidth_mbps=10)
+    url = os.path.join(m.mountpoint, "ckpts")
+    backing = os.path.join(m.source, "ckpts")
+    first = _state(6)
+    CheckpointManager(url, keep_last=1).save(first, step=6, epoch=0)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", _RESAVE_CHILD, url, str(10_000_000)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    staged = None
+    deadline = time.monotonic() + 120
+    try:
+        while staged is None and time.monotonic() < deadline and child.poll() is None:
+            for name in os.listdir(backing):
+                if name.startswith(".ckpt-000000006.pt.tmp-"):
+                    if os.path.getsize(os.path.join(backing, name)) > (1 << 20):
+                        staged = name
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        out = child.communicate(timeout=60)[0].decode(errors="replace")
+    assert staged is not None, f"never saw the re-save in progress; child said: {out}"
+    assert "finished" not in out
+    assert _pair(6) <= _files(backing)  # the committed checkpoint was not deleted
+    found = CheckpointManager(url, keep_last=1).load_latest()
+    assert found is not None, "the only checkpoint was lost: a rerun would start from step 0"
+    state, info = found
+    assert (info.step, info.epoch) == (6, 0)
+    _assert_equal(first, state)
+    # The rerun's next save cleans the dead temp file away and keeps only its own.
+    CheckpointManager(url, keep_last=1).save(_state(7), step=7, epoch=1)
+    assert _files(backing) == _pair(7)
+
+
+_KILL_CHILD = """
+import sys, torch
+from wds_pipeline.train.checkpoint import CheckpointManager
+step, tag = int(sys.argv[2]), sys.argv[3]
+CheckpointManager(sys.argv[1], keep_last=1).save({"w": torch.full((4,), float(step)), "tag": tag},
+                                                 step=step, epoch=step)
+print("finished", flush=True)
+"""
+
+# (step saved by the killed child, point of its save, (step, tag) a rerun resumes from)
+_KILL_POINTS = [
+    (7, "before-pt", (6, "old6")),
+    (7, "pt-committed", (6, "old6")),
+    (7, "sidecar-committed", (7, "new7")),
+    (7, "pruned-sidecar", (7, "new7")),
+    (6, "resave-vouches-both", (6, "old6")),
+    (6, "before-pt", (6, "old6")),
+    (6, "pt-committed", (6, "new6")),
+    (6, "sidecar-committed", (6, "new6")),
+]
+
+
+@pytest.mark.parametrize("step,point,expected", _KILL_POINTS,
+                         ids=[f"{'resave' if s == 6 else 'new'}-{p}" for s, p, _ in _KILL_POINTS])
+def test_sigkill_at_each_point_of_a_save_leaves_a_loadable_checkpoint(tmp_path, step, point, expected):
+    """keep_last=1 with step 6 committed; a child saves step 7 (a new step) or step 6 again
+    and SIGKILLs itself at one point of the save (the hook makes the point exact; the kill is
+    real). The rerun resumes from the latest intact step and no intact checkpoint is gone."""
+    folder = tmp_path / "c"
+    mgr = CheckpointManager(str(folder), keep_last=1)
+    mgr.save({"w": torch.full((4,), 5.0), "tag": "old5"}, step=5, epoch=5)
+    mgr.save({"w": torch.full((4,), 6.0), "tag": "old6"}, step=6, epoch=6)
+    assert _files(folder) == _pair(6)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               WDS_PIPELINE_CHECKPOINT_KILL_AT=point)
+    child = subprocess.run([sys.executable, "-c", _KILL_CHILD, str(folder), str(step),
+                            f"new{step}"], env=env, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, (child.returncode, child.stdout, child.stderr)
+    if expected == (6, "old6"):
+        assert _pair(6) <= _files(folder)  # nothing committed was deleted
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointWarning)  # an orphan .pt is reported
+        found = CheckpointManager(str(folder), keep_last=1).load_latest()
+    assert found is not None, f"no checkpoint left after a kill at {point}: {_files(folder)}"
+    state, info = found
+    assert (info.step, state["tag"], info.epoch) == (*expected, int(expected[1][3:]))
+    assert torch.equal(state["w"], torch.full((4,), float(expected[0])))
+    # The rerun goes on from there: its next save leaves exactly its own checkpoint.
+    CheckpointManager(str(folder), keep_last=1).save({"tag": "next"}, step=info.step + 1, epoch=0)
+    assert _files(folder) == _pair(info.step + 1)
+
+
+# ------------------------------------------ a hostile checkpoint (issue 19, smaller point)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this checkpoint ran code",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_advising_weights_only_false(tmp_path):
+    import io
+
+    folder = tmp_path / "c"
+    mgr = CheckpointManager(str(folder))
+    mgr.save(_state(1), step=1, epoch=0)
+    buf = io.BytesIO()
+    torch.save({"model": _RunsCode()}, buf)
+    data = buf.getvalue()
+    (folder / "ckpt-000000002.pt").write_bytes(data)
+    info = CheckpointInfo(url=f"{folder}/ckpt-000000002.pt", step=2, epoch=0,
+                          sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    (folder / "ckpt-000000002.json").write_bytes(info.to_sidecar())
+    with pytest.warns(CheckpointWarning) as rec:
+        _, used = mgr.load_latest()
+    assert used.step == 1
+    (text,) = [str(w.message) for w in rec]
+    expected = (f"{folder}/ckpt-000000002.pt (refused by the safe loader: Trying to load "
+                "unsupported GLOBAL posix.system whose module posix is blocked.; checkpoints "
+                "this code writes hold only tensors and plain values, so this file was not "
+                "written by it and may run code when unpickled: delete it, do not load it)")
+    assert expected in text and "\n" not in text
+    assert "False" not in text  # torch's "retry with weights_only set to False" is not repeated
+    (folder / "ckpt-000000001.pt").unlink()  # the hostile one alone: an error, same wording
+    with pytest.raises(CheckpointError) as err:
+        mgr.load_latest()
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert "False" not in str(err.value)

@@ -11,7 +11,16 @@ version). The sidecar is written only after the .pt is committed, so it is the
 commit marker: a .pt without one is an interrupted save and is never resumed from.
 Both files are written atomically (temp name + fsync + rename on local disk and FUSE,
 one completed upload on object stores); temp names start with "." and never match
-the checkpoint pattern.
+the checkpoint pattern. Nothing committed is deleted before its replacement is: saving a
+step again first rewrites its sidecar to vouch for the old bytes *and* the new ones
+("previous"), then replaces the .pt, then drops the old entry, so a kill at any point
+leaves the step loadable (old or new contents); older steps are pruned only after the
+new checkpoint is committed.
+
+One run at a time per folder: :meth:`CheckpointManager.lock` takes the folder lock of
+``storage/lock.py`` (``.wds-pipeline-train.lock``: holder named, taken over when its
+process on this host is gone or its lease is not renewed, a lease object on gs://);
+a holder that lost it is refused by :meth:`CheckpointManager.save`.
 
 Resume takes the highest *step* (never file times) whose sidecar parses and whose
 .pt has the recorded size and sha256 and loads with ``torch.load(weights_only=True)``;
@@ -26,7 +35,9 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
+import signal
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,12 +47,14 @@ import torch
 
 from .. import storage
 from ..fetch import RetryPolicy
+from ..storage import lock as folder_lock
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "DEFAULT_SAVE_RETRY",
     "CheckpointError",
     "CheckpointInfo",
+    "CheckpointLockedError",
     "CheckpointManager",
     "CheckpointWarning",
 ]
@@ -57,6 +70,10 @@ _PT_RE = re.compile(r"^ckpt-(\d{9,})\.pt$")
 _JSON_RE = re.compile(r"^ckpt-(\d{9,})\.json$")
 # storage's atomic writers stage into ".<final name>.tmp-<uuid hex>".
 _TMP_RE = re.compile(r"^\.ckpt-\d{9,}\.(?:pt|json)\.tmp-[0-9a-f]{32}$")
+LOCK_NAME = ".wds-pipeline-train.lock"
+# Test hook: a save SIGKILLs its own process at the named point (see _kill_point), so that
+# tests kill a real save at each step of its sequence deterministically.
+KILL_AT_ENV = "WDS_PIPELINE_CHECKPOINT_KILL_AT"
 
 
 def _names(step: int) -> tuple[str, str]:
@@ -67,6 +84,10 @@ def _names(step: int) -> tuple[str, str]:
 class CheckpointError(RuntimeError):
     """Checkpoints exist at the URL but none can be resumed from, or the state
     cannot be stored loadably."""
+
+
+class CheckpointLockedError(CheckpointError):
+    """Another training run holds the checkpoint folder."""
 
 
 class CheckpointWarning(UserWarning):
@@ -81,9 +102,16 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     sha256: str = ""
     size: int = 0
+    # While a step is saved again: the entry of the bytes being replaced, which this
+    # sidecar still vouches for until the new .pt is committed.
+    previous: CheckpointInfo | None = None
+
+    def _entry(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "metrics": self.metrics, "sha256": self.sha256,
+                "size": self.size}
 
     def to_sidecar(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": _FORMAT_NAME,
             "version": CHECKPOINT_FORMAT_VERSION,
             "file": self.url.rsplit("/", 1)[-1],
@@ -93,6 +121,8 @@ class CheckpointInfo:
             "sha256": self.sha256,
             "size": self.size,
         }
+        if self.previous is not None:
+            doc["previous"] = self.previous._entry()
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -111,16 +141,15 @@ class CheckpointInfo:
                 f"{CHECKPOINT_FORMAT_VERSION}"
             )
         name = pt_url.rsplit("/", 1)[-1]
+
+        def entry(d: Any, previous: CheckpointInfo | None = None) -> CheckpointInfo:
+            return cls(url=pt_url, step=int(doc["step"]), epoch=int(d["epoch"]),
+                       metrics={str(k): float(v) for k, v in dict(d["metrics"]).items()},
+                       sha256=str(d["sha256"]), size=int(d["size"]), previous=previous)
+
         try:
-            metrics = {str(k): float(v) for k, v in dict(doc["metrics"]).items()}
-            info = cls(
-                url=pt_url,
-                step=int(doc["step"]),
-                epoch=int(doc["epoch"]),
-                metrics=metrics,
-                sha256=str(doc["sha256"]),
-                size=int(doc["size"]),
-            )
+            prev = entry(doc["previous"]) if doc.get("previous") is not None else None
+            info = entry(doc, prev)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"missing or malformed field ({type(exc).__name__}: {exc})") from None
         if info.step != step or doc.get("file") != name:
@@ -171,6 +200,7 @@ class CheckpointManager:
         self.mode = mode
         self.storage_options = dict(storage_options or {})
         self.retry = retry
+        self._lock: folder_lock.HeldLock | None = None
 
     def __repr__(self) -> str:
         best = f", keep_best={self.keep_best}, metric={self.metric!r}, mode={self.mode!r}"
@@ -268,15 +298,21 @@ class CheckpointManager:
             sha256=hashlib.sha256(data).hexdigest(),
             size=len(data),
         )
+        if self._lock is not None:
+            self._lock.check()  # another run took the folder over: write nothing more
         try:
-            # Re-saving a step: retire the old sidecar first so it never vouches for
-            # the new .pt bytes (or the old ones) while they are being replaced.
-            if side in self._listing():
-                storage.remove(self._join(side), retry=self.retry, **self.storage_options)
-            storage.write_bytes_atomic(info.url, data, retry=self.retry, **self.storage_options)
-            storage.write_bytes_atomic(
-                self._join(side), info.to_sidecar(), retry=self.retry, **self.storage_options
-            )
+            old = self._committed(step) if side in self._listing() else None
+            if old is not None:
+                # Saving a committed step again: its sidecar first vouches for both the
+                # old and the new bytes, so the step stays loadable while the .pt is
+                # replaced (deleting the old sidecar first lost the run on a kill).
+                self._write(side, CheckpointInfo(**{**vars(info), "previous": old}).to_sidecar())
+                _kill_point("resave-vouches-both")
+            _kill_point("before-pt")
+            self._write(pt, data)
+            _kill_point("pt-committed")
+            self._write(side, info.to_sidecar())
+            _kill_point("sidecar-committed")
         except storage.StorageError:
             raise  # already names the URL, the attempts and the last error
         except OSError as exc:
@@ -287,6 +323,35 @@ class CheckpointManager:
             ) from exc
         self._prune(info)
         return info
+
+    def _write(self, name: str, data: bytes) -> None:
+        storage.write_bytes_atomic(self._join(name), data, retry=self.retry, **self.storage_options)
+
+    def _committed(self, step: int) -> CheckpointInfo | None:
+        """The sidecar entry of ``step`` (without its own ``previous``), None if unreadable."""
+        pt, side = _names(step)
+        try:
+            raw = storage.read_bytes(self._join(side), retry=self.retry, **self.storage_options)
+            info = CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step)
+        except (ValueError, FileNotFoundError):
+            return None
+        return CheckpointInfo(**{**vars(info), "previous": None})
+
+    # --------------------------------------------------------------------- lock
+
+    def lock(self, *, wait_seconds: float = 0.0, log: Any = lambda _msg: None) -> None:
+        """Hold the folder for this run until :meth:`unlock`: two runs in one folder would
+        resume from and delete each other's checkpoints. Waits up to ``wait_seconds`` for
+        the holder, then raises :class:`CheckpointLockedError` naming it."""
+        if self._lock is None:
+            self._lock = folder_lock.acquire(
+                self.url, self.storage_options, name=LOCK_NAME, wait_seconds=wait_seconds,
+                what="training run", log=log, refusal=_locked_error, lost_error=_lost_error)
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _prune(self, new: CheckpointInfo) -> None:
         names = self._listing()
@@ -317,6 +382,7 @@ class CheckpointManager:
             # Sidecar first: a checkpoint half-deleted by a crash is then an
             # ignored orphan .pt, never a sidecar vouching for a missing file.
             if self._remove(side):
+                _kill_point("pruned-sidecar")
                 self._remove(pt)
         # Leftovers of interrupted saves: .pt files without a sidecar and temp files.
         committed = {_names(i.step)[0] for i in infos}
@@ -392,7 +458,10 @@ class CheckpointManager:
             skipped.append((side_url, f"sidecar unreadable: {exc}"))
             return None
         data = storage.read_bytes(pt_url, retry=self.retry, **self.storage_options)
-        if len(data) != info.size:
+        prev = info.previous
+        if prev is not None and (len(data), hashlib.sha256(data).hexdigest()) == (prev.size, prev.sha256):
+            info = prev  # a re-save of this step was cut before its new .pt was committed
+        elif len(data) != info.size:
             what = "truncated" if len(data) < info.size else "wrong size"
             skipped.append((pt_url, f"{len(data)} bytes, its sidecar says {info.size} ({what})"))
             return None
@@ -402,7 +471,7 @@ class CheckpointManager:
         try:
             state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
         except Exception as exc:  # a file that hashes right but does not load
-            skipped.append((pt_url, f"torch.load failed: {type(exc).__name__}: {exc}"))
+            skipped.append((pt_url, _load_failure(exc)))
             return None
         return state, info
 
@@ -418,6 +487,47 @@ class CheckpointManager:
 
 def _skipped_text(skipped: list[tuple[str, str]]) -> str:
     return "skipped damaged checkpoint(s): " + "; ".join(f"{u} ({why})" for u, why in skipped)
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _locked_error(url: str, rec: folder_lock.LockRecord | None) -> CheckpointLockedError:
+    who = rec.describe() if rec else "a run whose lock record is being written"
+    folder = url.rsplit("/", 1)[0]
+    return CheckpointLockedError(
+        f"checkpoint folder {folder} is in use by another training run ({who}): two runs "
+        "would resume from and delete each other's checkpoints. Wait for it to finish, pass "
+        "--wait-for-lock SECONDS to wait, or set another checkpoint.dir; if no such run is "
+        f"alive, delete {url} (it is also taken over when not renewed for "
+        f"{folder_lock.LEASE_SECONDS:.0f} s).")
+
+
+def _lost_error(url: str, who: str) -> CheckpointLockedError:
+    return CheckpointLockedError(
+        f"lost the lock {url} to {who}: another run now writes this checkpoint folder, so "
+        "this one stops without saving; rerun when that run has finished")
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """The one line of a torch.load error that says what failed ("...GLOBAL os.system..."),
+    without torch's advice to retry with weights_only off: that would run the file's code."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    found = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+    if found is None:
+        found = next((ln for ln in lines if "weights_only" not in ln), "")
+    return found.split(" was not an allowed global")[0] or type(exc).__name__
+
+
+def _load_failure(exc: BaseException) -> str:
+    reason = _torch_reason(exc)
+    if "GLOBAL" in reason:
+        return (f"refused by the safe loader: {reason}; checkpoints this code writes hold only "
+                "tensors and plain values, so this file was not written by it and may run code "
+                "when unpickled: delete it, do not load it")
+    return f"torch.load failed: {type(exc).__name__}: {reason}"
 
 
 # -------------------------------------------------------------- serialisation
@@ -457,10 +567,7 @@ def _serialize(state: dict[str, Any]) -> bytes:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         where = _first_unplain(state)
-        lines = str(exc).splitlines() or [""]
-        # torch's message is long; its "Unsupported global: GLOBAL x.y" line is the fact.
-        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0])
-        reason = reason.split(" was not an allowed global")[0]
+        reason = _torch_reason(exc)  # torch's message is long; its GLOBAL line is the fact
         raise CheckpointError(
             "checkpoint state would not load with torch.load(weights_only=True)"
             + (f": {where} is not a tensor or plain value" if where else "")

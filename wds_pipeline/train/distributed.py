@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,26 +66,57 @@ def broadcast(info: DistInfo, obj: Any) -> Any:
     return box[0]
 
 
+def _tensor_digests(model: nn.Module) -> dict[str, str]:
+    """sha256 of each parameter and buffer, by its state-dict name: buffers (BatchNorm
+    statistics, counters) are saved and resumed with the weights, so they count too."""
+    out = {}
+    named = [*model.named_parameters(), *model.named_buffers()]
+    for name, t in sorted(named, key=lambda kv: kv[0]):
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        out[name] = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + raw).hexdigest()
+    return out
+
+
 def weights_digest(model: nn.Module) -> str:
-    """sha256 over the parameters (buffers such as BatchNorm statistics are per rank under
-    DDP between broadcasts; :func:`sync_buffers` makes them rank 0's)."""
+    """sha256 over every parameter and buffer (names, dtypes, shapes and bytes). Under DDP
+    buffers differ by rank after the last forward until :func:`sync_buffers`."""
     h = hashlib.sha256()
-    for name, t in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for name, d in _tensor_digests(model).items():
+        h.update(f"{name}\0{d}\0".encode())
     return h.hexdigest()
 
 
 def check_same_weights(info: DistInfo, model: nn.Module) -> str:
-    """The weights' sha256, after checking every rank holds the same; raises if not.
-    Single process: nothing to compare, returns ""."""
+    """The sha256 of the weights and buffers, after checking every rank holds the same;
+    raises naming the tensors that differ if not. Single process: returns ""."""
     if not info.enabled:
         return ""
-    digests = gather(info, weights_digest(model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}; gradients were not "
+    mine = _tensor_digests(model)
+    everyone = gather(info, mine)
+    differ = sorted(n for n in set().union(*everyone) if len({d.get(n) for d in everyone}) > 1)
+    if differ:
+        buffers = {n for n, _ in model.named_buffers()}
+        names = ", ".join(f"{n} ({'buffer' if n in buffers else 'parameter'})" for n in differ[:8])
+        more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
+        raise RuntimeError(f"ranks ended with different weights: {names}{more} differ between "
+                           f"the {info.world_size} ranks; gradients or buffers were not "
                            "synchronised (is every rank running the same number of steps?)")
-    return digests[0]
+    return weights_digest(model)
+
+
+def run_on_main(info: DistInfo, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on rank 0 only; when it raises, every rank raises that error (a
+    collective: all ranks call it at the same point), so that no rank waits in a later
+    collective for a rank 0 that gave up."""
+    err: BaseException | None = None
+    if info.is_main:
+        try:
+            fn()
+        except Exception as e:
+            err = e
+    err = broadcast(info, err)
+    if err is not None:
+        raise err
 
 
 def sync_buffers(info: DistInfo, model: nn.Module) -> None:
