@@ -4,13 +4,16 @@ Every open/create pays a fixed latency (Drive: 50-200 ms per open) and all reads
 and writes share one bandwidth budget (Drive: 5-20 MB/s). Optionally every Nth
 open/read/write/create/rename/fsync fails with EIO or ENOTCONN ("Transport
 endpoint is not connected"), the errors Colab users see, at most ``fail_limit``
-times (a link that drops and comes back). Read-write: the builder writes shards
+times (a link that drops and comes back). ``fail_path`` narrows the faults to paths
+containing that text (``metrics.jsonl``: only that file's operations are counted and
+failed), so a test can break one file's writes while everything else works. Read-write: the builder writes shards
 into it (create/write/rename/unlink/mkdir/truncate/fsync/release).
 
 CLI::
 
     python -m tools.slowfs SOURCE MOUNTPOINT --latency-ms 100 --bandwidth-mbps 20 \
         [--fail-every N --fail-on open,read --fail-errno ENOTCONN --fail-limit K] \
+        [--fail-path TEXT] \
         [--access-log FILE]
 
 From Python (tests, benchmarks)::
@@ -114,6 +117,7 @@ class FaultPlan:
     on: frozenset[str] = frozenset({"open", "read"})
     code: int = errno.EIO
     limit: int = 0  # inject at most this many faults (0: no limit)
+    path: str = ""  # only operations on paths containing this text count ("": every path)
 
     def __post_init__(self) -> None:
         unknown = self.on - FAULT_OPS
@@ -123,10 +127,12 @@ class FaultPlan:
         self._failed = 0
         self._lock = threading.Lock()
 
-    def check(self, *ops: str) -> None:
+    def check(self, *ops: str, path: str = "") -> None:
         """Count one operation known by any of ``ops`` (a create is also an "open",
-        counted once) and fail it when its turn comes."""
+        counted once) on ``path`` and fail it when its turn comes."""
         if not self.every or self.on.isdisjoint(ops):
+            return
+        if self.path and self.path not in path:
             return
         with self._lock:
             if self.limit and self._failed >= self.limit:
@@ -237,7 +243,7 @@ def make_operations(
             return 0
 
         def rename(self, old, new):
-            faults.check("rename")
+            faults.check("rename", path=f"{old} {new}")
             os.rename(self._full(old), self._full(new))
             return 0
 
@@ -251,24 +257,24 @@ def make_operations(
         # -- data
         def open(self, path, flags):
             self._latency()
-            faults.check("open")
+            faults.check("open", path=path)
             self._log("open", path)
             return os.open(self._full(path), flags & ~(os.O_CREAT | os.O_EXCL))
 
         def create(self, path, mode, fi=None):
             self._latency()
-            faults.check("open", "create")
+            faults.check("open", "create", path=path)
             self._log("create", path)
             return os.open(self._full(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
 
         def read(self, path, size, offset, fh):
-            faults.check("read")
+            faults.check("read", path=path)
             data = os.pread(fh, size, offset)
             pacer.pace(len(data))
             return data
 
         def write(self, path, data, offset, fh):
-            faults.check("write")
+            faults.check("write", path=path)
             pacer.pace(len(data))
             return os.pwrite(fh, data, offset)
 
@@ -276,7 +282,7 @@ def make_operations(
             return 0
 
         def fsync(self, path, datasync, fh):
-            faults.check("fsync")
+            faults.check("fsync", path=path)
             os.fdatasync(fh) if datasync else os.fsync(fh)
             return 0
 
@@ -298,6 +304,7 @@ def serve(
     fail_errno: str = "EIO",
     fail_limit: int = 0,
     access_log: str | None = None,
+    fail_path: str = "",
 ) -> None:
     """Mount and serve in the foreground until unmounted."""
     import mfusepy as fuse
@@ -311,6 +318,7 @@ def serve(
             on=frozenset(s.strip() for s in fail_on.split(",") if s.strip()),
             code=getattr(errno, fail_errno),
             limit=fail_limit,
+            path=fail_path,
         ),
         access_log=access_log,
     )
@@ -378,6 +386,7 @@ def mount_slowfs(
     fail_limit: int = 0,
     access_log: str | None = None,
     start_timeout: float = 30.0,
+    fail_path: str = "",
 ) -> Iterator[SlowMount]:
     """Mount ``source`` at ``mountpoint`` via slowfs in a subprocess; unmount on exit."""
     reason = fuse_unavailable_reason()
@@ -410,6 +419,8 @@ def mount_slowfs(
     ]
     if access_log:
         cmd += ["--access-log", access_log]
+    if fail_path:
+        cmd += ["--fail-path", fail_path]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + start_timeout
@@ -464,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         "--fail-limit", type=int, default=0, help="inject at most K faults (0 = no limit)"
     )
     p.add_argument(
+        "--fail-path",
+        default="",
+        help="count and fail only operations on paths containing this text (default: all)",
+    )
+    p.add_argument(
         "--access-log", default=None, help="append 'open PATH' / 'create PATH' lines here"
     )
     a = p.parse_args(argv)
@@ -477,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         fail_errno=a.fail_errno,
         fail_limit=a.fail_limit,
         access_log=a.access_log,
+        fail_path=a.fail_path,
     )
     return 0
 

@@ -40,9 +40,6 @@ def add_commands(sub, raw) -> None:
     p.add_argument("--no-preflight", action="store_true", help="skip the preflight checks")
     p.add_argument("--force", action="store_true",
                    help="resume weights even if the checkpoint was made for other data/settings")
-    p.add_argument("--wait-for-lock", type=_seconds, default=0.0, metavar="SECONDS",
-                   help="when another run holds checkpoint.dir, wait up to SECONDS for it (default: "
-                        "refuse at once, naming it)")
     p.set_defaults(handler=cmd_train)
     p = sub.add_parser("preflight", help="check data, storage, speed and memory before training",
                        epilog=PREFLIGHT_EPILOG, formatter_class=raw)
@@ -59,16 +56,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set optim.lr=0.001 (repeatable)")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
-
-
 def _load(args: argparse.Namespace) -> TrainConfig:
     from .config import load_config
 
@@ -79,10 +66,11 @@ def _load(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args, parser) -> int:
-    from .checkpoint import CheckpointError
     from .preflight import run_preflight
     from .trainer import ResumeMismatch, Trainer
 
+    cfg: TrainConfig | None = None
+    trainer: Trainer | None = None
     try:
         cfg = _load(args)
         if args.dry_run:
@@ -98,22 +86,43 @@ def cmd_train(args, parser) -> int:
             if not report.ok:
                 print("preflight failed: fix the lines marked FAIL (or pass --no-preflight)", file=sys.stderr)
                 return 1
-        trainer = Trainer(cfg, force=args.force, wait_for_lock=args.wait_for_lock)
+        trainer = Trainer(cfg, force=args.force)
         try:
             summary = trainer.fit()
         finally:
             trainer.close()
-    except (ConfigError, ResumeMismatch, CheckpointError) as e:  # the command as given cannot run
-        # CheckpointError: every checkpoint damaged, or the folder held by another run; the
-        # message names the files and the fix, one line.
+    except (ConfigError, ResumeMismatch) as e:  # the command as given cannot run
         print(f"wds-pipeline train: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # data or storage: the message names the file
         print(f"wds-pipeline train: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        from ..cli import EXIT_INTERRUPTED
+
+        print(f"\nwds-pipeline train: interrupted; {_kept(cfg, trainer)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if trainer.dist.is_main:
         print(summary.to_text())
     return 0
+
+
+def _kept(cfg: TrainConfig | None, trainer) -> str:
+    """What an interrupted train leaves behind, and how to go on from it."""
+    if cfg is None:
+        return "training had not started"
+    if trainer is None:
+        return f"training had not started; {cfg.checkpoint_dir} is as it was"
+    latest = trainer.last_checkpoint
+    try:  # the folder itself: Ctrl-C may land inside a save, after its commit
+        found = trainer.checkpoints.list()
+        latest = found[-1].url if found else latest
+    except Exception:  # the message must not fail: the trainer's own record will do
+        pass
+    if latest:
+        return f"the last checkpoint is kept ({latest}); rerun the same command to resume from it"
+    return (f"no checkpoint was written yet in {cfg.checkpoint_dir}; rerun the same command to start "
+            "again")
 
 
 def cmd_preflight(args, parser) -> int:
@@ -124,6 +133,10 @@ def cmd_preflight(args, parser) -> int:
     except (ConfigError, ValueError) as e:
         print(f"wds-pipeline preflight: {e}", file=sys.stderr)
         return 2
-    report = run_preflight(cfg)
+    try:
+        report = run_preflight(cfg)
+    except ConfigError as e:  # found once the model is built (a factory taking **kwargs)
+        print(f"wds-pipeline preflight: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_text())
     return 0 if report.ok else 1

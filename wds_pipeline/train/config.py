@@ -152,6 +152,44 @@ class TrainConfig:
 
 BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
 
+# Loader options with a lower bound, checked here so that a bad value is refused naming
+# its key and file, before any loader or DataLoader raises a bare ValueError.
+LOADER_MINIMUMS: dict[str, int] = {
+    "batch_size": 1, "max_batch_seconds": 0, "num_buckets": 1, "max_batch_size": 1,
+    "shuffle_buffer": 1, "shuffle_buffer_bytes": 1, "num_workers": 0, "prefetch_factor": 1,
+    "cache_limit": 1, "shard_prefetch": 0,
+}
+
+
+def check_loader(loader: LoaderConfig, source: str) -> None:
+    """Range checks of the loader block (``max_batch_seconds`` must be > 0, the rest >= their
+    minimum); a ConfigError naming ``loader.<key>`` and ``source``."""
+    for key, low in LOADER_MINIMUMS.items():
+        value = getattr(loader, key)
+        if value is None:
+            continue
+        if key == "max_batch_seconds" and not value > 0:
+            raise ConfigError(f"{source}: loader.{key} must be > 0 seconds, got {value}")
+        if key != "max_batch_seconds" and value < low:
+            raise ConfigError(f"{source}: loader.{key} must be >= {low}, got {value}")
+    if loader.batch_size is None and loader.max_batch_seconds is None:
+        raise ConfigError(f"{source}: loader.batch_size is null and loader.max_batch_seconds is not set; "
+                          "give one of them")
+
+
+def check_model(model: ModelConfig, source: str) -> None:
+    """The factory loads and takes every option given (when its signature says which)."""
+    from .models import load_factory, unknown_model_option
+
+    try:
+        fn = load_factory(model.factory)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    bad = unknown_model_option(fn, model.options)
+    if bad is not None:
+        raise ConfigError(f"{source}: model.{bad[0]}: not an option of {model.factory}; valid options: "
+                          + (", ".join(bad[1]) or "none"))
+
 
 def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
     """A mapping (a YAML document) -> TrainConfig; errors name the key and ``source``."""
@@ -179,9 +217,12 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
     model = dict(blocks["model"])
     model_cfg = from_mapping(ModelConfig, {"factory": model.pop("factory", DEFAULT_MODEL),
                                            "options": model}, f"{source}: model")
+    check_model(model_cfg, source)
+    loader_cfg = from_mapping(LoaderConfig, loader, f"{source}: loader")
+    check_loader(loader_cfg, source)
     return TrainConfig(
         data=from_mapping(DataConfig, blocks["data"], f"{source}: data"),
-        loader=from_mapping(LoaderConfig, loader, f"{source}: loader"),
+        loader=loader_cfg,
         model=model_cfg,
         optim=from_mapping(OptimConfig, blocks["optim"], f"{source}: optim"),
         checkpoint=from_mapping(CheckpointConfig, blocks["checkpoint"], f"{source}: checkpoint"),
@@ -190,17 +231,32 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
     )
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def load_config(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML config and apply ``block.key=value`` overrides."""
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; --config takes a YAML file (e.g. configs/local.yaml)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                          "save the config as UTF-8") from None
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(str(e))})") from None
     doc = doc or {}
     for assignment in overrides:
         set_dotted(doc, assignment)

@@ -8,6 +8,12 @@ Any factory with the same call signature can replace it.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -57,8 +63,100 @@ class SpeakerTDNN(nn.Module):
         return self.classifier(self.embed(waveform, lengths))
 
 
-def speaker_tdnn(num_classes: int, sample_rate: int = 16000, **options) -> SpeakerTDNN:
-    """The default ``model.factory``; options: num_mel_bins, channels, embed_dim, dither."""
-    return SpeakerTDNN(num_classes, sample_rate=sample_rate, **options)
+def speaker_tdnn(num_classes: int, sample_rate: int = 16000, *, num_mel_bins: int = 80,
+                 channels: int = 256, embed_dim: int = 128, dither: float = 1.0) -> SpeakerTDNN:
+    """The default ``model.factory``. Its options are named here, not passed on as
+    ``**options``, so a misspelt ``model.chanels`` is refused with the valid names."""
+    return SpeakerTDNN(num_classes, sample_rate=sample_rate, num_mel_bins=num_mel_bins,
+                       channels=channels, embed_dim=embed_dim, dither=dither)
 
 
+# The arguments the trainer passes itself: no model option may set them.
+FACTORY_ARGUMENTS = ("num_classes", "sample_rate")
+
+
+def load_factory(spec: str) -> Callable[..., nn.Module]:
+    """``"package.module:function"`` -> the function; a ConfigError naming model.factory."""
+    from ..typedconfig import ConfigError
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"model.factory {spec!r} cannot be loaded ({e}); give 'package.module:function'") \
+            from None
+    if not callable(fn):
+        raise ConfigError(f"model.factory {spec!r} is not callable")
+    return fn
+
+
+def unknown_model_option(fn: Callable[..., Any], options: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The first option ``fn`` does not take and the names it does, or None (all taken, or
+    ``fn`` takes ``**kwargs`` and only calling it can tell)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    valid = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                 inspect.Parameter.KEYWORD_ONLY)
+             and p.name not in FACTORY_ARGUMENTS]
+    unknown = sorted(k for k in options if k not in valid or k in FACTORY_ARGUMENTS)
+    return (unknown[0], valid) if unknown else None
+
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def build_model(spec: str, options: dict[str, Any], *, num_classes: int, sample_rate: int,
+                where: str = "") -> nn.Module:
+    """Call the factory; an option it does not take is a ConfigError naming ``model.<key>``
+    (and ``where``, the config file), not a TypeError traceback from inside the model."""
+    from ..typedconfig import ConfigError
+
+    fn = load_factory(spec)
+    prefix = f"{where}: " if where else ""
+    bad = unknown_model_option(fn, options)
+    if bad is not None:
+        raise ConfigError(f"{prefix}model.{bad[0]}: not an option of {spec}; valid options: "
+                          + (", ".join(bad[1]) or "none"))
+    try:
+        return fn(num_classes=num_classes, sample_rate=sample_rate, **options)
+    except TypeError as e:  # a factory taking **kwargs passes them on to a class that refuses one
+        m = _UNEXPECTED.search(str(e))
+        if m is None or m.group(1) not in options:
+            raise
+        raise ConfigError(f"{prefix}model.{m.group(1)}: not an option of {spec} ({e})") from None
+
+
+
+
+def state_dict_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why weights ``saved`` cannot be loaded where ``current`` is (other names or shapes),
+    or None when they can."""
+    missing, extra = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing or extra:
+        return (f"{len(missing)} missing and {len(extra)} unexpected parameters, e.g. "
+                f"{(missing or extra)[0]!r}")
+    for name, tensor in current.items():
+        old = tuple(getattr(saved[name], "shape", ()))
+        if old != tuple(tensor.shape):
+            return f"{name} has shape {list(old)} in the checkpoint, {list(tensor.shape)} here"
+    return None
+
+
+def unloadable_weights(saved: dict[str, Any], current: dict[str, Any], *, where: str,
+                       classes: tuple[int, int]) -> str | None:
+    """A one-line error when checkpoint weights ``saved`` (from ``where``) cannot be loaded into
+    a model whose state is ``current``; ``classes``: (the checkpoint's, the data's) counts."""
+    problem = state_dict_mismatch(saved, current)
+    if problem is None:
+        return None
+    old, new = classes
+    if old != new:
+        return (f"{where}: the checkpoint's model has {old} classes but the training data has {new}: "
+                "its weights cannot be loaded, even with --force; point checkpoint.dir elsewhere to "
+                "train a new model")
+    return (f"{where}: the checkpoint's weights do not fit this model ({problem}); resume with the "
+            "model options it was trained with, or point checkpoint.dir elsewhere")

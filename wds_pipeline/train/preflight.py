@@ -278,7 +278,8 @@ def _configured_batch(cfg: TrainConfig, typical_seconds: float) -> int:
 
 def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[DatasetIndex]) -> None:
     from ..loader import StreamingLoader
-    from .trainer import load_factory, resolve_device, resolve_precision
+    from .models import build_model
+    from .trainer import resolve_device, resolve_precision
 
     loader = StreamingLoader(train, cfg.loader, persistent_workers=True)
     total = sum(i.total_duration for i in loader.indexes)
@@ -292,8 +293,8 @@ def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[Da
     else:
         r.add("GPU", "warn", "no CUDA device: training runs on the CPU",
               "on Colab: Runtime > Change runtime type > GPU")
-    model = load_factory(cfg.model.factory)(num_classes=max(1, loader.num_classes),
-                                            sample_rate=loader.sample_rate, **cfg.model.options).to(device)
+    model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=max(1, loader.num_classes),
+                        sample_rate=loader.sample_rate, where=cfg.source).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch_size = _configured_batch(cfg, typical)
     fits = _fits(model, opt, cfg, loader.sample_rate, typical, batch_size, device, amp)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import math
 import sys
 import time
@@ -26,18 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..loader import StreamingLoader
-from .checkpoint import CheckpointManager
+from .checkpoint import DEFAULT_SAVE_RETRY, CheckpointManager
 from .config import TrainConfig
-from .distributed import (
-    broadcast,
-    check_same_weights,
-    gather,
-    init_distributed,
-    run_on_main,
-    sync_buffers,
-)
-from .metrics import MetricsLog, timed
+from .distributed import broadcast, check_same_weights, gather, init_distributed, sync_buffers
+from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
+from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
+from .schedule import LRSchedule, apply_configured_optim, rescale_reason
 from .statediff import state_dict_diff
 from .validate import validate
 
@@ -66,6 +60,7 @@ class TrainSummary:
     num_classes: int = 0
     ranks: int = 1
     weights_digest: str = ""
+    metrics_failures: dict[str, int] = field(default_factory=dict)  # writes lost, per sink
 
     def to_text(self) -> str:
         valid = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.valid.items())) or "none"
@@ -80,20 +75,16 @@ class TrainSummary:
             f"metrics: {self.metrics_file}"
             + (f"; TensorBoard: tensorboard --logdir {self.tensorboard_dir}" if self.tensorboard_dir else ""),
         ]
+        if self.metrics_failures:
+            lines.append("metrics not written (storage errors; training went on): " + ", ".join(
+                f"{n} {sink}" for sink, n in sorted(self.metrics_failures.items())))
         if self.resumed_from:
             lines.insert(1, f"resumed from {self.resumed_from}")
         return "\n".join(lines)
 
 
-def load_factory(spec: str) -> Callable[..., nn.Module]:
-    module, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"model.factory {spec!r} cannot be loaded ({e}); give 'package.module:function'") from None
-    if not callable(fn):
-        raise ValueError(f"model.factory {spec!r} is not callable")
-    return fn
+__all__ = ["ResumeMismatch", "TrainSummary", "Trainer", "load_factory", "lr_factor", "resolve_device",
+           "resolve_precision"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,22 +108,17 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def lr_factor(step: int, *, warmup: int, total: int, floor: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total``
+    (a fresh run's :class:`LRSchedule`)."""
+    return LRSchedule.fresh(warmup=warmup, total=total, floor=floor).factor(step)
 
 
 class Trainer:
     """``Trainer(cfg).fit()`` trains, validating and checkpointing as configured."""
 
-    def __init__(self, cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] | None = None,
-                 wait_for_lock: float = 0.0):
+    def __init__(self, cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.force = force
-        self.wait_for_lock = wait_for_lock  # seconds to wait for another run holding checkpoint.dir
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         run = cfg.run
         if run.num_threads:
@@ -155,9 +141,8 @@ class Trainer:
                 f"{cfg.data.train[0]}: the training data has no class labels (empty label_map); "
                 "build it with speaker or label columns"
             )
-        factory = load_factory(cfg.model.factory)
-        self.model = factory(num_classes=self.loader.num_classes, sample_rate=self.loader.sample_rate,
-                             **cfg.model.options).to(self.device)
+        self.model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=self.loader.num_classes,
+                                 sample_rate=self.loader.sample_rate, where=cfg.source).to(self.device)
         # Same initial weights on every rank (seeded above); then each rank its own random
         # stream (dither, dropout), so ranks do not draw identical noise.
         torch.manual_seed(run.seed + 1_000_003 * self.dist.rank)
@@ -167,13 +152,14 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        per_epoch = max(1, math.ceil(self.loader.plan(0).num_batches / o.grad_accum))
+        # Optimizer steps of a whole epoch in this layout (planned before any resume).
+        self.per_epoch = max(1, math.ceil(self.loader.plan(0).num_batches / o.grad_accum))
         # The schedule spans the configured epochs; max_steps only stops early, so a run
         # stopped at max_steps and continued later follows the same trajectory.
-        self.total_steps = per_epoch * run.epochs
-        warmup, total, floor = o.warmup_steps, self.total_steps, o.min_lr_ratio
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, floor=floor))
+        self.total_steps = self.per_epoch * run.epochs
+        self.schedule = LRSchedule.fresh(warmup=o.warmup_steps, total=self.total_steps, floor=o.min_lr_ratio)
+        # Reads self.schedule at every step: a resume may re-anchor it (see schedule.py).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.schedule.factor(s))
         self.scaler = (torch.amp.GradScaler("cuda")
                        if self.amp_dtype is torch.float16 and self.device.type == "cuda" else None)
         c = cfg.checkpoint
@@ -184,7 +170,9 @@ class Trainer:
         self.valid_metrics: dict[str, float] = {}
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
-        self.metrics_mirror: Callable[[], None] | None = None
+        self.metrics_mirror: Callable[[], object] | None = None
+        # Metrics files are retried as checkpoints are (a Drive blip lasts seconds to a minute).
+        self.metrics_retry = DEFAULT_SAVE_RETRY
         self.weights_digest = ""
         # Per epoch of this process: samples, seconds, samples_per_s, data_wait.
         self.epoch_stats: dict[int, dict[str, float]] = {}
@@ -214,6 +202,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "lr_schedule": self.schedule.to_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": capture_rng_state(),  # rank 0's; every rank's in rng_per_rank
             "rng_per_rank": gather(self.dist, capture_rng_state()),
@@ -239,6 +228,7 @@ class Trainer:
                 + "\nresume with the same data and loader settings, point checkpoint.dir elsewhere "
                 "for a new run, or pass --force to load the weights anyway"
             )
+        self._check_model_shapes(state, where)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -257,6 +247,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best = {k: float(v) for k, v in state.get("best", {}).items()}
         self.valid_metrics = {k: float(v) for k, v in state.get("valid", {}).items()}
+        self._resume_schedule(state, where, forced=bool(diffs))
 
     def save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
         """Every rank calls this at the same step (the state gathers each rank's RNG); rank 0
@@ -282,20 +273,17 @@ class Trainer:
                  f"batch {state['loader']['batches_yielded']} of the epoch)")
 
     def fit(self) -> TrainSummary:
-        """Train while holding checkpoint.dir (rank 0 takes its lock; every rank fails alike
-        when another run holds it): two runs in one folder delete each other's checkpoints."""
-        run_on_main(self.dist, lambda: self.checkpoints.lock(wait_seconds=self.wait_for_lock, log=self.log))
-        try:
-            return self._fit()
-        finally:
-            self.checkpoints.unlock()
-
-    def _fit(self) -> TrainSummary:
         cfg, run = self.cfg, self.cfg.run
-        metrics = MetricsLog(run.out_dir if self.dist.is_main else None, tensorboard=run.tensorboard)
-        self.metrics_mirror = self._mirror_metrics(metrics) if self.dist.is_main else None
+        metrics = MetricsLog(run.out_dir if self.dist.is_main else None, tensorboard=run.tensorboard,
+                             retry=self.metrics_retry, log=self.log)
+        mirror = metrics_mirror_url(cfg.checkpoint_dir, run.out_dir) if self.dist.is_main else None
         if run.resume:
             self.resume()
+        so = cfg.checkpoint.storage_options
+        if mirror is not None and self.resumed_from is not None and not restore_metrics(
+                metrics, mirror, upto_step=self.step, log=self.log, **so):
+            mirror = None  # its history could not be read: never overwrite it with less
+        self.metrics_mirror = (lambda: metrics.mirror(mirror, **so)) if mirror is not None else None
         keys_log = None
         if run.keys_log:
             path = f"{run.keys_log}.rank{self.dist.rank}" if self.dist.enabled else run.keys_log
@@ -373,7 +361,7 @@ class Trainer:
             checkpoint_dir=self.cfg.checkpoint_dir, last_checkpoint=self.last_checkpoint,
             metrics_file=metrics.path, tensorboard_dir=metrics.tensorboard_dir,
             num_classes=self.loader.num_classes, ranks=self.dist.world_size,
-            weights_digest=self.weights_digest,
+            weights_digest=self.weights_digest, metrics_failures=dict(metrics.failed),
         )
 
     def _forward_backward(self, batch, accum: int, *, sync: bool = True) -> tuple[float, int]:
@@ -451,21 +439,37 @@ class Trainer:
         return tqdm(total=len(self.loader), desc=f"epoch {epoch}", unit="batch", leave=False,
                     file=sys.stderr, dynamic_ncols=True)
 
-    def _mirror_metrics(self, metrics: MetricsLog) -> Callable[[], None] | None:
-        """metrics.jsonl beside the checkpoints: a copy is uploaded with every checkpoint when
-        they live elsewhere (a gs:// bucket cannot be appended to)."""
-        import os
+    # -- resume details ------------------------------------------------------------
+    def _check_model_shapes(self, state: dict[str, Any], where: str) -> None:
+        """Refuse, in one line, weights that cannot be loaded into this model (--force onto
+        data with another number of classes), before anything is loaded."""
+        problem = unloadable_weights(state["model"], self.model.state_dict(), where=where,
+                                     classes=(len(state.get("label_names") or []), self.loader.num_classes))
+        if problem is not None:
+            raise ResumeMismatch(problem)
 
-        from .. import storage
-        from ..index import join_url
+    def _steps_left(self) -> int:
+        """Optimizer steps from the loader's position to the end of run.epochs, in this layout."""
+        epoch, epochs = self.loader.epoch, self.cfg.run.epochs
+        if epoch >= epochs:
+            return 0
+        return math.ceil(len(self.loader) / self.cfg.optim.grad_accum) + self.per_epoch * (epochs - 1 - epoch)
 
-        ckpt_dir = self.cfg.checkpoint_dir
-        if not storage.is_remote(ckpt_dir) and os.path.abspath(os.path.dirname(ckpt_dir.rstrip("/"))) == \
-                os.path.abspath(self.cfg.run.out_dir):
-            return None  # already side by side: <out_dir>/metrics.jsonl and <out_dir>/checkpoints
-        dest = join_url(ckpt_dir, "metrics.jsonl")
-        so = self.cfg.checkpoint.storage_options
-        return lambda: storage.write_bytes_atomic(dest, metrics.read_bytes(), **so)
+    def _resume_schedule(self, state: dict[str, Any], where: str, *, forced: bool) -> None:
+        """Continue the checkpoint's LR schedule, re-anchored when the steps left changed (see
+        schedule.py); a changed optim.lr / weight_decay is applied with a warning."""
+        o, epochs = self.cfg.optim, self.cfg.run.epochs
+        if state.get("lr_schedule"):
+            self.schedule = LRSchedule.from_dict(state["lr_schedule"], warmup=o.warmup_steps, floor=o.min_lr_ratio)
+        reason = "--force onto other data" if forced else rescale_reason(state, self.loader.state(), epochs)
+        if reason:
+            left = self._steps_left()
+            self.schedule = self.schedule.continued(self.step, left)
+            self.log(f"learning-rate schedule: {reason}: the rest of it spans the {left} optimizer steps "
+                     f"left in run.epochs={epochs} (floor at step {self.schedule.end_step})")
+        for warning in apply_configured_optim(self.optimizer, self.scheduler, lr=o.lr, weight_decay=o.weight_decay,
+                                              factor=self.schedule.factor(self.step), where=where, step=self.step):
+            self.log(f"warning: {warning}")
 
 
 def _rates(acc: dict[str, float]) -> dict[str, float]:
