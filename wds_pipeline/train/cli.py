@@ -40,6 +40,9 @@ def add_commands(sub, raw) -> None:
     p.add_argument("--no-preflight", action="store_true", help="skip the preflight checks")
     p.add_argument("--force", action="store_true",
                    help="resume weights even if the checkpoint was made for other data/settings")
+    p.add_argument("--wait-for-lock", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="when another run holds checkpoint.dir, wait up to SECONDS for it (default: "
+                        "refuse at once, naming it)")
     p.set_defaults(handler=cmd_train)
     p = sub.add_parser("preflight", help="check data, storage, speed and memory before training",
                        epilog=PREFLIGHT_EPILOG, formatter_class=raw)
@@ -56,6 +59,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set optim.lr=0.001 (repeatable)")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
 def _load(args: argparse.Namespace) -> TrainConfig:
     from .config import load_config
 
@@ -66,6 +79,7 @@ def _load(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args, parser) -> int:
+    from .checkpoint import CheckpointError
     from .preflight import run_preflight
     from .trainer import ResumeMismatch, Trainer
 
@@ -86,12 +100,14 @@ def cmd_train(args, parser) -> int:
             if not report.ok:
                 print("preflight failed: fix the lines marked FAIL (or pass --no-preflight)", file=sys.stderr)
                 return 1
-        trainer = Trainer(cfg, force=args.force)
+        trainer = Trainer(cfg, force=args.force, wait_for_lock=args.wait_for_lock)
         try:
             summary = trainer.fit()
         finally:
             trainer.close()
-    except (ConfigError, ResumeMismatch) as e:  # the command as given cannot run
+    except (ConfigError, ResumeMismatch, CheckpointError) as e:  # the command as given cannot run
+        # CheckpointError: every checkpoint damaged, or the folder held by another run; the
+        # message names the files and the fix, one line.
         print(f"wds-pipeline train: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # data or storage: the message names the file

@@ -27,7 +27,14 @@ from torch import nn
 from ..loader import StreamingLoader
 from .checkpoint import DEFAULT_SAVE_RETRY, CheckpointManager
 from .config import TrainConfig
-from .distributed import broadcast, check_same_weights, gather, init_distributed, sync_buffers
+from .distributed import (
+    broadcast,
+    check_same_weights,
+    gather,
+    init_distributed,
+    run_on_main,
+    sync_buffers,
+)
 from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
 from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
@@ -116,9 +123,11 @@ def lr_factor(step: int, *, warmup: int, total: int, floor: float) -> float:
 class Trainer:
     """``Trainer(cfg).fit()`` trains, validating and checkpointing as configured."""
 
-    def __init__(self, cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] | None = None):
+    def __init__(self, cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] | None = None,
+                 wait_for_lock: float = 0.0):
         self.cfg = cfg
         self.force = force
+        self.wait_for_lock = wait_for_lock  # seconds to wait for another run holding checkpoint.dir
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         run = cfg.run
         if run.num_threads:
@@ -273,6 +282,15 @@ class Trainer:
                  f"batch {state['loader']['batches_yielded']} of the epoch)")
 
     def fit(self) -> TrainSummary:
+        """Train while holding checkpoint.dir (rank 0 takes its lock; every rank fails alike
+        when another run holds it): two runs in one folder delete each other's checkpoints."""
+        run_on_main(self.dist, lambda: self.checkpoints.lock(wait_seconds=self.wait_for_lock, log=self.log))
+        try:
+            return self._fit()
+        finally:
+            self.checkpoints.unlock()
+
+    def _fit(self) -> TrainSummary:
         cfg, run = self.cfg, self.cfg.run
         metrics = MetricsLog(run.out_dir if self.dist.is_main else None, tensorboard=run.tensorboard,
                              retry=self.metrics_retry, log=self.log)
