@@ -632,6 +632,41 @@ def test_manifest_file_level_errors_name_the_fix(audio_dir: Path):
         manifest.scan(str(no_path), manifest.Options(split="Train"))
 
 
+QUOTE_FIX = ('close the quote, or write a quote inside a quoted value as two (""), or leave '
+             "the value unquoted")
+
+
+@pytest.mark.parametrize("body,line,what", [
+    # never closed, on the last row too (no newline at the end)
+    ('a.wav,"hi\nc.wav,x\ne.wav,y\n', 2,
+     "is never closed (the file ends inside it, at line 4)"),
+    ('a.wav,x\nc.wav,"hi', 3, "is never closed (the file ends inside it, at line 3)"),
+    # closed rows later: the rows in between read as rows of their own
+    ('a.wav,"hi\nc.wav,x\ne.wav,y"\nf.wav,z\n', 2,
+     "runs on to line 4, swallowing line 3 ('c.wav,x'), which reads as a row of its own"),
+    # a path naming an existing file counts as a row even without an audio extension
+    ('a.wav,"hi\nclip.raw,x"\n', 2,
+     "runs on to line 3, swallowing line 3 ('clip.raw,x\"'), which reads as a row of its own"),
+])
+def test_manifest_csv_stray_quote_is_an_error_naming_its_line(audio_dir: Path, body, line,
+                                                             what):
+    write_text(audio_dir / "clip.raw", "not audio, but a file")
+    m = write_text(audio_dir / "q.csv", "path,text\n" + body)
+    with pytest.raises(ValueError) as e:
+        manifest.scan(str(m))
+    assert str(e.value) == (f"manifest {m} line {line}: a quoted value opened in this row "
+                            f"{what}; {QUOTE_FIX}")
+
+
+def test_manifest_csv_values_spanning_lines_are_kept(audio_dir: Path):
+    m = write_text(audio_dir / "q.csv", 'path,text\na.wav,"line one,\nline two"\n'
+                   'c.wav,"x\n""quoted"", and c.wav too"\ne.wav,z\n')
+    scan = manifest.scan(str(m))
+    assert {r.id: r.text for r in scan.records} == {
+        "a": "line one,\nline two", "c": 'x\n"quoted", and c.wav too', "e": "z"}
+    assert scan.rejects == []
+
+
 # ---------------------------------------------------------------------------
 # Entries that are neither files nor folders
 

@@ -79,6 +79,10 @@ corpus, finds the shards complete and resumes training from its last checkpoint.
 """
 
 
+EXTERNAL_HELP = ("read shard URLs that leave the dataset folder (absolute paths, other URLs, "
+                 "'..'); refused by default, as by the loader: only for an index you trust")
+
+
 def build_option_table(source: str) -> OptionTable:
     """The flags and --config keys of `build SOURCE`: BuildOptions' and the source's Options."""
     from .builder import BuildOptions
@@ -122,6 +126,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="dataset root, split folder or index.json URL")
     p.add_argument("--examples", type=int, default=3, help="sample keys to show (default 3)")
     p.add_argument("--rejects", type=int, default=5, help="reject reasons to show (default 5)")
+    p.add_argument("--allow-external-shards", action="store_true", help=EXTERNAL_HELP)
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("verify", help="re-hash and decode every shard", epilog=VERIFY_EPILOG,
@@ -130,6 +135,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true",
                    help="skip decoding fields (hash, tar structure and counts only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-external-shards", action="store_true", help=EXTERNAL_HELP)
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("synth", help="write a synthetic corpus in a real layout",
@@ -238,8 +244,8 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for s in result.splits.values():
         c = s.counts
         print(f"{s.split}: {c.inputs} inputs, {c.written} written, {c.rejected} rejected, "
-              f"{c.samples} samples, {s.duration / 3600:.3f} hours, {s.shards} shards "
-              f"({s.shards_built} built, {s.shards_reused} reused) -> {s.index_url}")
+              f"{c.samples} samples, {s.duration / 3600:.3f} hours, {s.shards_text()} "
+              f"-> {s.index_url}")
     print(result.summary())
     if result.counts.rejected:
         print(f"rejected inputs and reasons are listed in each index.json "
@@ -257,10 +263,14 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .index import ExternalShardsError, IndexFormatError
     from .verify import inspect_dataset
 
     try:
-        summaries = inspect_dataset(args.out, examples=args.examples)
+        summaries = inspect_dataset(args.out, examples=args.examples,
+                                    allow_external_shards=args.allow_external_shards)
+    except (IndexFormatError, ExternalShardsError) as e:
+        return _usage(str(e))
     except FileNotFoundError as e:
         print(f"wds-pipeline: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -272,11 +282,15 @@ def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .index import ExternalShardsError, IndexFormatError
     from .verify import verify_dataset
 
     try:
         report = verify_dataset(args.out, decode=not args.no_decode,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress,
+                                allow_external_shards=args.allow_external_shards)
+    except (IndexFormatError, ExternalShardsError) as e:
+        return _usage(str(e))
     except FileNotFoundError as e:
         print(f"wds-pipeline: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -13,16 +13,29 @@ shards against their digest and size, ``verify`` re-checks everything in it.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
-from .records import Reject
+from .records import Reject, RejectStage
 from .storage.integrity import DIGEST_ALGORITHMS, Digest
 
 WIDS_KIND = "wids-shard-index-v1"
 INDEX_NAME = "index.json"
+REBUILD = "the index is damaged or was edited by hand: rebuild it with the same `wds-pipeline build` command"
+
+
+class IndexFormatError(ValueError):
+    """An index that is not what wds-pipeline writes: not JSON, another kind of file, or a
+    key of the wrong type or value. The message names the file and the key path
+    (``shardlist[3].url``) and what was expected. The CLI maps it to a one-line error."""
+
+
+class ExternalShardsError(ValueError):
+    """An index whose shard URLs leave its folder (see :meth:`DatasetIndex.refuse_external_shards`)."""
 
 
 @dataclass
@@ -55,15 +68,27 @@ class ShardInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
+    def from_dict(cls, d: Any, *, source: str = "index", path: str = "shard entry") -> ShardInfo:
+        """``d`` as read from JSON; :class:`IndexFormatError` (naming ``source`` and the
+        key path below ``path``) when a key has the wrong type."""
+        check = _Checker(source)
+        check.obj(d, path)
         named = [a for a in DIGEST_ALGORITHMS if a in d]
         if len(named) != 1:
-            raise ValueError(
-                f"shard {d.get('url')!r}: the index entry names {len(named)} digests "
+            raise IndexFormatError(
+                f"{source}: {path} (shard {d.get('url')!r}) names {len(named)} digests "
                 f"({named}); expected exactly one of {sorted(DIGEST_ALGORITHMS)}. The index "
                 "is damaged or from a newer wds-pipeline: rebuild it or upgrade")
+        check.text(d.get("url", MISSING), f"{path}.url", nonempty=True)
+        check.whole(d.get("nsamples", MISSING), f"{path}.nsamples")
+        check.whole(d.get("filesize", MISSING), f"{path}.filesize")
+        check.text(d[named[0]], f"{path}.{named[0]}")
+        check.number(d.get("duration", MISSING), f"{path}.duration")
+        for key in ("sample_frames", "sample_offsets", "sample_crc32"):
+            if key in d:
+                check.wholes(d[key], f"{path}.{key}")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known, digest=Digest(named[0], str(d[named[0]])))
+        return cls(**known, digest=Digest(named[0], d[named[0]]))
 
 
 @dataclass
@@ -152,6 +177,21 @@ class DatasetIndex:
                 out.append(url)
         return out
 
+    def refuse_external_shards(self) -> None:
+        """Raise :class:`ExternalShardsError` when a shard URL leaves the index's folder:
+        an index from elsewhere could otherwise make a reader open any file or URL. The
+        one rule and message of every reader (the loader, ``verify``, ``inspect``)."""
+        outside = self.external_shard_urls()
+        if not outside:
+            return
+        more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        raise ExternalShardsError(
+            f"{join_url(self.base_url, INDEX_NAME) if self.base_url else self.name}: shard "
+            f"URL(s) {', '.join(map(repr, outside[:3]))}{more} point outside the dataset "
+            "folder; an index from elsewhere could make the loader read any file. If you "
+            "trust this index, pass allow_external_shards=True (StreamingLoader) or "
+            "--allow-external-shards (wds-pipeline verify, inspect)")
+
     def shard_url(self, i: int) -> str:
         url = self.shards[i].url
         if "://" in url or url.startswith("/") or not self.base_url:
@@ -190,38 +230,69 @@ class DatasetIndex:
         return json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, base_url: str = "", source: str = "index") -> DatasetIndex:
+    def from_dict(cls, d: Any, *, base_url: str = "", source: str = "index") -> DatasetIndex:
+        """``d`` as read from JSON. Every key is checked for its type (and counts, rates and
+        label ids for their range) before use: :class:`IndexFormatError` naming ``source``,
+        the key path and what was expected, never a TypeError from deep inside a reader."""
+        check = _Checker(source)
+        check.obj(d, "the top level")
         if d.get("__kind__") != WIDS_KIND or d.get("wids_version") != 1:
-            raise ValueError(f"{source}: not a wids-shard-index-v1 descriptor")
+            raise IndexFormatError(f"{source}: not a wids-shard-index-v1 descriptor "
+                                   f"('__kind__' {d.get('__kind__')!r}, 'wids_version' "
+                                   f"{d.get('wids_version')!r})")
         ours = d.get("wds_pipeline")
         if not isinstance(ours, dict):
-            raise ValueError(  # noqa: TRY004 - readers catch ValueError for any bad index
+            raise IndexFormatError(
                 f"{source}: no 'wds_pipeline' block; this index was not written by wds-pipeline "
                 "(build the dataset with `wds-pipeline build`)"
             )
         version = ours.get("format_version")
-        if version not in READABLE_FORMAT_VERSIONS:
-            raise ValueError(
-                f"{source}: shard format version {version} is not supported by this "
+        if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
+            raise IndexFormatError(
+                f"{source}: shard format version {version!r} is not supported by this "
                 f"wds_pipeline (reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}); "
                 "upgrade wds-pipeline or rebuild"
             )
+        shardlist = check.items(d.get("shardlist", MISSING), "shardlist")
+        shards = [ShardInfo.from_dict(s, source=source, path=f"shardlist[{i}]")
+                  for i, s in enumerate(shardlist)]
+        w = "wds_pipeline"
+        fields_ = [check.text(f, f"{w}.fields[{i}]", nonempty=True)
+                   for i, f in enumerate(check.items(ours.get("fields", MISSING), f"{w}.fields"))]
+        audio_field = check.text(ours.get("audio_field", MISSING), f"{w}.audio_field",
+                                 nonempty=True)
+        if audio_field not in fields_:
+            check.fail(f"{w}.audio_field", audio_field, f"one of {w}.fields {fields_}")
+        label_map = check.obj(ours.get("label_map", {}), f"{w}.label_map")
+        for name, label in label_map.items():
+            check.whole(label, f"{w}.label_map[{name!r}]")
+        counts = check.obj(ours.get("counts", {}), f"{w}.counts")
+        for key, value in counts.items():
+            if key not in BuildCounts.__dataclass_fields__:
+                check.fail(f"{w}.counts.{key}", value,
+                           f"only the keys {list(BuildCounts.__dataclass_fields__)}")
+            check.whole(value, f"{w}.counts.{key}")
+        rejected = check.items(ours.get("rejected", []), f"{w}.rejected")
+        for i, r in enumerate(rejected):
+            _check_reject(check, r, f"{w}.rejected[{i}]")
         return cls(
-            name=d.get("name", ""),
-            shards=[ShardInfo.from_dict(s) for s in d["shardlist"]],
-            sample_rate=int(ours["sample_rate"]),
-            fields=list(ours["fields"]),
-            audio_field=ours["audio_field"],
-            audio_dtype=ours.get("audio_dtype", "int16"),
-            dataset=ours.get("dataset", ""),
-            split=ours.get("split", ""),
-            label_map=dict(ours.get("label_map", {})),
-            preprocessing=dict(ours.get("preprocessing", {})),
-            counts=BuildCounts(**ours.get("counts", {})),
-            rejected=[Reject.from_dict(r) for r in ours.get("rejected", [])],
-            extras=dict(ours.get("extras", {})),
-            build_fingerprint=ours.get("build_fingerprint", ""),
-            tool_version=ours.get("tool_version", ""),
+            name=check.text(d.get("name", ""), "name"),
+            shards=shards,
+            sample_rate=check.whole(ours.get("sample_rate", MISSING), f"{w}.sample_rate",
+                                    minimum=1),
+            fields=fields_,
+            audio_field=audio_field,
+            audio_dtype=check.text(ours.get("audio_dtype", "int16"), f"{w}.audio_dtype"),
+            dataset=check.text(ours.get("dataset", ""), f"{w}.dataset"),
+            split=check.text(ours.get("split", ""), f"{w}.split"),
+            label_map=dict(label_map),
+            preprocessing=dict(check.obj(ours.get("preprocessing", {}), f"{w}.preprocessing")),
+            counts=BuildCounts(**counts),
+            rejected=[Reject.from_dict(r) for r in rejected],
+            extras=dict(check.obj(ours.get("extras", {}), f"{w}.extras")),
+            build_fingerprint=check.text(ours.get("build_fingerprint", ""),
+                                         f"{w}.build_fingerprint"),
+            tool_version=check.text(ours.get("tool_version", ""), f"{w}.tool_version"),
             format_version=version,
             base_url=base_url,
         )
@@ -230,9 +301,85 @@ class DatasetIndex:
     def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index") -> DatasetIndex:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: index is not valid JSON ({e}); was the upload truncated?") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IndexFormatError(
+                f"{source}: index is not valid JSON ({e}); was the upload truncated?") from None
         return cls.from_dict(d, base_url=base_url, source=source)
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}
+
+
+MISSING: Any = object()  # a required key that is absent
+
+
+def _describe(value: Any) -> str:
+    if value is MISSING:
+        return "missing"
+    kind = _JSON_TYPES.get(type(value), type(value).__name__)
+    if value is None or isinstance(value, (dict, list)):
+        return kind
+    text = json.dumps(value) if isinstance(value, (str, int, float)) else repr(value)
+    return f"{kind} ({text[:40]}{'...' if len(text) > 40 else ''})"
+
+
+class _Checker:
+    """Type checks of JSON values, each failing with the file, key path and expectation."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, value: Any, expected: str) -> NoReturn:
+        where = path if path == "the top level" else f"key '{path}'"
+        raise IndexFormatError(f"{self.source}: {where} is {_describe(value)}, expected "
+                               f"{expected}; {REBUILD}")
+
+    def obj(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(path, value, "an object")
+        return value
+
+    def items(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            self.fail(path, value, "a list")
+        return value
+
+    def text(self, value: Any, path: str, *, nonempty: bool = False) -> str:
+        if not isinstance(value, str) or (nonempty and not value):
+            self.fail(path, value, "a non-empty string" if nonempty else "a string")
+        return value
+
+    def whole(self, value: Any, path: str, *, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(path, value, f"a whole number >= {minimum}")
+        return value
+
+    def number(self, value: Any, path: str) -> float:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value < 0):
+            self.fail(path, value, "a number >= 0")
+        return float(value)
+
+    def wholes(self, value: Any, path: str) -> None:
+        for i, v in enumerate(self.items(value, path)):
+            self.whole(v, f"{path}[{i}]")
+
+
+def _check_reject(check: _Checker, r: Any, path: str) -> None:
+    check.obj(r, path)
+    stages = typing.get_args(RejectStage)
+    for key, value in r.items():
+        if key in ("input", "reason"):
+            check.text(value, f"{path}.{key}")
+        elif key == "stage":
+            if value not in stages:
+                check.fail(f"{path}.stage", value, f"one of {list(stages)}")
+        else:
+            check.fail(f"{path}.{key}", value, "only the keys input, reason, stage")
+    for key in ("input", "reason"):
+        if key not in r:
+            check.fail(f"{path}.{key}", MISSING, "a string")
 
 
 def join_url(base: str, name: str) -> str:

@@ -27,7 +27,7 @@ from . import format as fmt
 from . import storage
 from .fetch import default_cache_policy
 from .format.checksum import crc32
-from .index import INDEX_NAME, DatasetIndex, ShardInfo, join_url, read_index
+from .index import INDEX_NAME, DatasetIndex, IndexFormatError, ShardInfo, join_url, read_index
 
 # ---------------------------------------------------------------------------
 # Finding the indexes
@@ -125,10 +125,16 @@ class SplitSummary:
         return "\n".join(lines)
 
 
-def inspect_dataset(out: str, *, examples: int = 3, **storage_options: Any) -> list[SplitSummary]:
+def inspect_dataset(out: str, *, examples: int = 3, allow_external_shards: bool = False,
+                    **storage_options: Any) -> list[SplitSummary]:
+    """Raises :class:`~.index.IndexFormatError` for a malformed index and
+    :class:`~.index.ExternalShardsError` for shard URLs leaving the dataset (unless
+    ``allow_external_shards``), as the loader does."""
     summaries = []
     for url in find_indexes(out, **storage_options):
         ix = read_index(url, **storage_options)
+        if not allow_external_shards:
+            ix.refuse_external_shards()
         s = SplitSummary(url, ix)
         if ix.shards and examples > 0:
             try:
@@ -238,6 +244,7 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
     problems.extend(check.problems(name))
     required = set(ix.fields) - {fmt.CLS}
     allowed = set(ix.fields)
+    labels = set(ix.label_map.values())
     offsets: list[int] = []
     frames: list[int] = []
     n = 0
@@ -270,6 +277,11 @@ def _check_shard(ix: DatasetIndex, i: int, seen: dict[str, str], so: Mapping[str
                             continue
                         if fname == ix.audio_field:
                             nframes = len(value)
+                        elif fname == fmt.CLS and value not in labels:
+                            # The model's output layer has one unit per label_map id: any
+                            # other class index fails in the loss (a device assert on CUDA).
+                            problems.append(f"{where}: label {value} is not a class of the "
+                                            f"index's label_map ({_label_range(labels)})")
                         elif fname == fmt.JSON and isinstance(value, dict) and \
                                 value.get("key", key) != key:
                             problems.append(f"{where}: json key {value.get('key')!r} differs")
@@ -321,12 +333,25 @@ def _crc_problems(url: str, opener: Opener, info: ShardInfo, name: str) -> list[
     return bad
 
 
+def _label_range(labels: set[int]) -> str:
+    if not labels:
+        return "it has none"
+    return f"{len(labels)} classes, ids {min(labels)}-{max(labels)}"
+
+
 def verify_index(index_url: str, *, decode: bool = True, progress: bool = True,
-                 **storage_options: Any) -> SplitVerdict:
+                 allow_external_shards: bool = False, **storage_options: Any) -> SplitVerdict:
+    """Raises :class:`~.index.IndexFormatError` for a malformed index and
+    :class:`~.index.ExternalShardsError` for shard URLs leaving the dataset (unless
+    ``allow_external_shards``): the loader refuses both, so verify does not call them OK."""
     try:
         ix = read_index(index_url, **storage_options)
+    except IndexFormatError:
+        raise
     except (ValueError, OSError) as e:
         return SplitVerdict(index_url, "?", problems=[f"index: {e}"])
+    if not allow_external_shards:
+        ix.refuse_external_shards()
     verdict = SplitVerdict(index_url, ix.split or ix.name, shards=len(ix.shards))
     seen: dict[str, str] = {}
     for i in tqdm(range(len(ix.shards)), desc=f"verify {verdict.split}", unit="shard",
@@ -341,6 +366,8 @@ def verify_index(index_url: str, *, decode: bool = True, progress: bool = True,
 
 
 def verify_dataset(out: str, *, decode: bool = True, progress: bool = True,
-                   **storage_options: Any) -> VerifyReport:
-    return VerifyReport([verify_index(u, decode=decode, progress=progress, **storage_options)
+                   allow_external_shards: bool = False, **storage_options: Any) -> VerifyReport:
+    return VerifyReport([verify_index(u, decode=decode, progress=progress,
+                                      allow_external_shards=allow_external_shards,
+                                      **storage_options)
                          for u in find_indexes(out, **storage_options)])

@@ -235,9 +235,25 @@ class SplitResult:
     shards_reused: int  # skipped: journal entry and file verified
     duration: float  # seconds of audio written
     already_complete: bool = False
+    # Planned shards whose every input was rejected: no file, not in the index.
+    shards_empty: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def shards_text(self) -> str:
+        return shards_text(self.shards, self.shards_built, self.shards_reused,
+                           self.shards_empty)
+
+
+def shards_text(shards: int, built: int, reused: int, empty: int) -> str:
+    """The shard counts of a build: in the index, built, reused and, when some planned
+    shards held only rejected inputs, how many of those (neither built nor indexed)."""
+    text = f"{shards} shards ({built} built, {reused} reused)"
+    if empty:
+        text += (f", {empty} planned shard{'s' if empty > 1 else ''} not written "
+                 "(every input rejected)")
+    return text
 
 
 @dataclass
@@ -268,9 +284,10 @@ class BuildResult:
         shards = sum(s.shards for s in self.splits.values())
         built = sum(s.shards_built for s in self.splits.values())
         reused = sum(s.shards_reused for s in self.splits.values())
+        empty = sum(s.shards_empty for s in self.splits.values())
         line = (f"{c.inputs} inputs, {c.written} written, {c.rejected} rejected; "
-                f"{c.samples} samples, {self.hours:.3f} hours, {shards} shards "
-                f"({built} built, {reused} reused)")
+                f"{c.samples} samples, {self.hours:.3f} hours, "
+                f"{shards_text(shards, built, reused, empty)}")
         if self.already_complete:
             line += "; already complete"
         return line

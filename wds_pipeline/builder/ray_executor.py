@@ -63,7 +63,10 @@ class RayExecutor(Executor):
             return False
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
         if self.address.startswith("local:"):
-            kwargs.update(num_cpus=int(self.address.removeprefix("local:")),
+            # address="local": a fresh instance whatever RAY_ADDRESS or a `ray start`
+            # address file says (with no address, ray.init would connect to that cluster
+            # and refuse num_cpus).
+            kwargs.update(address="local", num_cpus=int(self.address.removeprefix("local:")),
                           include_dashboard=False)
         else:
             kwargs["address"] = self.address

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -200,9 +201,41 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
                        durations=durations, keep_recordings_together=together,
                        source_reads=source_reads, task_source_options=resolved)
 
+    check_out_apart(source, root, out, [p.split_url for p in plans])
     with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
                 log=log) as lock:
         return _build_plans(plans, out, options, cfg, preprocessing, lock, log, executor)
+
+
+def _local_path(url: str) -> str | None:
+    """The real local path of ``url`` (symlinks resolved), or None for a remote URL."""
+    if url.startswith("file://"):
+        url = url.removeprefix("file://")
+    elif "://" in url:
+        return None
+    return os.path.realpath(url)
+
+
+def check_out_apart(source: str, root: str, out: str, split_urls: list[str]) -> None:
+    """Refuse, before anything is written, an OUT whose split folders land on the corpus
+    folder SRC: OUT equal to SRC (shards and ``_build/`` among the audio), or a split
+    folder OUT/<split> that is SRC itself (SRC one part of a corpus, OUT its parent). A
+    rerun would read those outputs as inputs, and the first build counts the files as
+    rejects. OUT strictly inside SRC is fine: the plan drops what the scan saw of it. A
+    manifest (a file) reads only the paths it lists."""
+    src = _local_path(root)
+    dst = _local_path(out)
+    if src is None or dst is None or not os.path.isdir(src):
+        return
+    tail = (f"the {source} corpus SRC {root}: the build would write its shards and _build/ "
+            "into the corpus and a rerun would read them as inputs; choose another OUT, e.g. "
+            "a folder beside SRC or inside it (SRC/shards)")
+    if dst == src:
+        raise BuildConfigError(f"OUT {out} is {tail}")
+    for url in split_urls:
+        if _local_path(url) == src:
+            raise BuildConfigError(f"OUT {out} would write the split folder {url}, which is "
+                                   f"{tail}")
 
 
 def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: WorkerConfig,
@@ -254,9 +287,13 @@ def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: W
             continue
         w = writers[plan.split]
         index = w.write_index(cfg, preprocessing, lock)
-        reused = sum(1 for o in w.outcomes.values() if o.reused)
+        # A planned shard whose every input was rejected has no file and no index entry:
+        # counted apart, so that built + reused is the number of shards in the index.
+        kept = [o for o in w.outcomes.values() if o.info is not None]
+        reused = sum(1 for o in kept if o.reused)
         results[plan.split] = SplitResult(
             split=plan.split, index_url=w.index_url, counts=index.counts,
-            shards=len(index.shards), shards_built=len(plan.shards) - reused,
-            shards_reused=reused, duration=index.total_duration)
+            shards=len(index.shards), shards_built=len(kept) - reused,
+            shards_reused=reused, duration=index.total_duration,
+            shards_empty=len(plan.shards) - len(kept))
     return BuildResult(out=out, splits=dict(sorted(results.items())))

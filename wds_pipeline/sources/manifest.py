@@ -42,6 +42,9 @@ KNOWN_COLUMNS: tuple[str, ...] = (
     "split",
 )
 _SPLIT_OK = re.compile(r"^[a-z0-9_-]+$")
+# What a swallowed row's path looks like (see check_multiline_row); the decoders read more.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4", ".aac",
+                    ".aif", ".aiff", ".au", ".sph", ".wma")
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,13 @@ def read_csv(text: str, manifest: str) -> tuple[list[Row], list[str]]:
         raise ValueError(
             f"manifest {manifest}: the header row {header!r} has no 'path' column; the first row must name the columns"
         )
+    lines = io.StringIO(text, newline="").readlines()  # as the reader counts them
     rows: list[Row] = []
     start = reader.line_num + 1
     for fields in reader:
         # Quoted fields may span lines, so a row's number is where it starts.
         lineno, start = start, reader.line_num + 1
+        check_quotes(lines, lineno, reader.line_num, header, manifest)
         if not any(f.strip() for f in fields):
             continue
         values = {
@@ -132,6 +137,49 @@ def read_csv(text: str, manifest: str) -> tuple[list[Row], list[str]]:
         }
         rows.append(Row(lineno, values, overflow=max(0, len(fields) - len(header))))
     return rows, header
+
+
+def check_quotes(lines: list[str], first: int, last: int, header: list[str],
+                 manifest: str) -> None:
+    """Raise for the row on lines ``first``..``last`` (1-based) when it holds a stray
+    quote rather than a value with a line break: a quote opened and never closed (the
+    file ends inside it), or one that swallowed lines that read as rows of their own. A
+    quoted value may span lines in CSV, but in a manifest of one-line rows one unbalanced
+    quote would otherwise turn every later row into text, silently: those inputs would
+    never be counted, built or rejected."""
+    fix = ("close the quote, or write a quote inside a quoted value as two (\"\"), "
+           "or leave the value unquoted")
+    if last == len(lines):  # only the last row can reach the end of the file
+        try:
+            for _ in csv.reader(lines[first - 1:last], strict=True):
+                pass
+        except csv.Error as e:
+            # The lenient reader ends the value at the end of the file; a strict one
+            # says so. Its other complaints (text after a closing quote) are tolerated.
+            if "unexpected end of data" in str(e):
+                raise ValueError(
+                    f"manifest {manifest} line {first}: a quoted value opened in this row is "
+                    f"never closed (the file ends inside it, at line {last}); {fix}") from None
+    folder = os.path.dirname(manifest)
+    for n in range(first + 1, last + 1):
+        if looks_like_row(lines[n - 1], header, folder):
+            raise ValueError(
+                f"manifest {manifest} line {first}: a quoted value opened in this row runs on "
+                f"to line {last}, swallowing line {n} ({lines[n - 1].strip()[:60]!r}), which "
+                f"reads as a row of its own; {fix}")
+
+
+def looks_like_row(line: str, header: list[str], folder: str) -> bool:
+    """Whether ``line`` alone reads as a manifest row: the header's number of columns, and
+    in the path column an existing file or a name with an audio extension."""
+    fields = next(csv.reader([line]), [])
+    if len(fields) != len(header):
+        return False
+    path = fields[header.index("path")].strip()
+    if not path or any(c.isspace() for c in path):
+        return False
+    return (path.lower().endswith(AUDIO_EXTENSIONS)
+            or os.path.isfile(os.path.join(folder, path)))
 
 
 def read_jsonl(text: str, manifest: str) -> tuple[list[Row], list[Reject], set[str]]:
