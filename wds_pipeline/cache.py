@@ -28,7 +28,10 @@ set on each hit) that nobody holds, then creates its temp file truncated to the
 shard's size, so concurrent downloads count against the bound before writing.
 A shard that can never fit, or that cannot fit because every entry is in use,
 raises :class:`CacheFullError` (an ``OSError`` with ``ENOSPC``); the
-:class:`~wds_pipeline.fetch.ShardReader` then streams that shard uncached.
+:class:`~wds_pipeline.fetch.ShardReader` then streams that shard uncached. The disk
+under ``cache_dir`` filling up before the bound is reached is handled the same way:
+the partial entry is dropped and :class:`CacheDiskFullError` (a ``CacheFullError``)
+sends that shard to be read uncached (``CacheStats.disk_full``; a warning the first time).
 Eviction only ever deletes files inside ``cache_dir``. A file unlinked while a
 reader still has it open stays readable until closed (its blocks are freed
 then), so the OS may briefly hold more than the bound; the directory never does.
@@ -79,6 +82,7 @@ from .partial import Download, PartialShard
 from .storage import Digest, ShardCheck
 
 __all__ = [
+    "CacheDiskFullError",
     "CacheFullError",
     "CacheStats",
     "FetchFn",
@@ -105,6 +109,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 class CacheFullError(OSError):
     """The shard cannot be cached within ``limit_bytes`` (too big, or the cache is
     full of entries in use). Read it uncached or raise the limit."""
+
+
+class CacheDiskFullError(CacheFullError):
+    """The disk under the cache filled up while caching a shard (before ``limit_bytes``
+    was reached): the partial entry was dropped; read the shard uncached."""
 
 
 class ShardIntegrityError(ShardFormatError):
@@ -197,6 +206,8 @@ class CacheStats:
     # Over those opens: bytes of the shard not yet downloaded when each first returned data
     # (> 0 means data was read before the download finished).
     partial_bytes_missing: int = 0
+    # Downloads given up because the disk under the cache was full: read uncached instead.
+    disk_full: int = 0
 
 
 class Want(TypedDict):
@@ -266,6 +277,7 @@ class ShardCache:
         for sub in ("data", "meta", "tmp", "locks"):
             os.makedirs(os.path.join(self.cache_dir, sub), exist_ok=True)
         self._stats = Counters(CacheStats())
+        self._warned_disk_full = False
         self._init_downloads()
 
     def _init_downloads(self) -> None:
@@ -451,11 +463,7 @@ class ShardCache:
         return m if m.version == META_VERSION else None
 
     def _write_meta(self, key: str, m: _Meta) -> None:
-        path = self._meta(key)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(m), f)
-        os.replace(tmp, path)
+        storage.write_bytes_atomic(self._meta(key), json.dumps(asdict(m)).encode("utf-8"))
 
     def _drop(self, key: str) -> None:
         for p in (self._meta(key), self._data(key)):  # sidecar first: untrust, then delete
@@ -486,7 +494,13 @@ class ShardCache:
                 return False
             st2 = os.stat(data)
             m.stamp = _stamp(st2)
-            self._write_meta(key, m)
+            try:
+                self._write_meta(key, m)
+            except OSError as exc:
+                if not storage.is_disk_full(exc):
+                    raise
+                # The bytes verified: serve them; the old stamp only costs a re-hash next time.
+                log.debug("%s", exc)
             st = st2
         # LRU clock: atime set explicitly (relatime/noatime make automatic atime
         # useless); mtime is kept so the stamp stays valid.
@@ -510,8 +524,9 @@ class ShardCache:
         expected = size
 
         def download() -> tuple[ShardCheck, str]:
-            tmp = self._reserve(key, url, expected)
+            tmp: str | None = None
             try:
+                tmp = self._reserve(key, url, expected)
                 if dl is not None:
                     dl.begin(tmp, expected)
                 check = self._download(url, tmp, fetch, expected, digest, dl)
@@ -524,20 +539,46 @@ class ShardCache:
                         key, _Meta(url=url, size=check.size, digest=str(check.digest), stamp=_stamp(st))
                     )
                 return check, self._data(key)
+            except OSError as exc:
+                if isinstance(exc, CacheFullError) or not storage.is_disk_full(exc):
+                    raise
+                self._drop(key)  # a committed file without its sidecar is not an entry
+                raise self._disk_full(url, expected, exc) from exc
             finally:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
 
         return download_verified(url, download, on_refetch=lambda: self._count(refetches=1))
+
+    def _disk_full(self, url: str, size: int, exc: OSError) -> CacheDiskFullError:
+        """The error that sends a shard the cache's disk has no room for to be read
+        uncached, as when ``limit_bytes`` is reached; counted, and a warning the first time."""
+        self._count(disk_full=1)
+        why = getattr(exc, "reason", "") or exc.strerror or str(exc)
+        err = CacheDiskFullError(
+            errno.ENOSPC,
+            f"the disk under cache {self.cache_dir} is full ({why}): shard {url} ({size} "
+            "bytes) will be read uncached - free space there, or pass a cache_limit below "
+            "the free space (or another cache_dir)",
+        )
+        if not self._warned_disk_full:
+            self._warned_disk_full = True
+            log.warning("%s", err.strerror)
+        else:
+            log.info("%s", err.strerror)
+        return err
 
     def _download(
         self, url: str, tmp: str, fetch: FetchFn, size: int, digest: Digest | None,
         dl: Download | None = None,
     ) -> ShardCheck:
-        # The temp file already exists, truncated to `size` as a reservation.
-        with open(tmp, "r+b") as f:
+        # The temp file already exists, truncated to `size` as a reservation. Unbuffered:
+        # each block goes to the file through storage.write_all (short writes and a full
+        # disk are seen at once), and partial readers can pread it as soon as it is written.
+        with open(tmp, "r+b", buffering=0) as f:
             w = storage.HashingWriter(f, algorithm=storage.algorithm_for(digest), limit=size)
             sink: Any = w if dl is None else _Published(w, f, dl)
             try:
@@ -550,7 +591,6 @@ class ShardCache:
                 return storage.check_shard(url, None, size + 1,
                                            expected=digest, expected_size=size)
             f.truncate(w.size)
-            f.flush()
             os.fsync(f.fileno())
         return storage.check_shard(url, w.digest(), w.size, expected=digest,
                                    expected_size=size)
@@ -645,8 +685,7 @@ class _Published:
         self._w, self._f, self._dl = w, f, dl
 
     def write(self, data: Any) -> int:
-        n = self._w.write(data)
-        self._f.flush()  # readers pread the file: the bytes must leave our buffer first
+        n = self._w.write(data)  # unbuffered file: the bytes are in it once this returns
         self._dl.advance(self._w.size)
         return n
 

@@ -7,12 +7,15 @@ The steps are a list over a shared context, so a new capability appends a step.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import storage
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -99,12 +102,11 @@ def write_holdout_manifest(part_dir: str, out: str) -> int:
         for i, path in enumerate(files):
             split = "valid" if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 else "train"
             rows.append((os.path.relpath(path, os.path.dirname(out)), spk, spk, split))
-    tmp = out + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "speaker", "label", "split"])
-        w.writerows(rows)
-    os.replace(tmp, out)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["path", "speaker", "label", "split"])
+    w.writerows(rows)
+    storage.write_bytes_atomic(out, text.getvalue().encode("utf-8"))
     return len(rows)
 
 
@@ -134,8 +136,7 @@ def _sessions(ctx: DemoContext) -> None:
     root = os.path.join(ctx.corpus, "sessions")
     if not os.path.exists(os.path.join(root, ".complete")):
         s = synth_sessions(root, sessions=2, seconds=30.0)
-        with open(os.path.join(root, ".complete"), "w"):
-            pass
+        storage.write_bytes_atomic(os.path.join(root, ".complete"), b"")
         print(f"  sessions: {len(s['sessions'])} recordings, {s['seconds'] / 60:.1f} min, WhisperX JSON beside each")
     r = build_dataset("sessions", root, os.path.join(ctx.shards, "sessions"),
                       options=BuildOptions(shard_size=64, min_duration=0.05, workers=ctx.workers),
@@ -193,8 +194,7 @@ def _write_config(ctx: DemoContext, doc: dict[str, Any]) -> str:
     import yaml
 
     path = os.path.join(ctx.workdir, "train.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(doc, f, sort_keys=False)
+    storage.write_bytes_atomic(path, yaml.safe_dump(doc, sort_keys=False).encode("utf-8"))
     return path
 
 

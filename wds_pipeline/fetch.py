@@ -14,6 +14,11 @@ by one (:meth:`ShardReader.open`). What ``open`` returns depends on the source:
 * without a cache: an in-memory copy fetched ahead in the background, or (when
   not prefetched) a streaming reader that reads ``block_size`` blocks.
 
+A shard the cache cannot hold (:class:`~wds_pipeline.cache.CacheFullError`: over its
+``limit_bytes``, or its disk filled up) is streamed uncached; a shard whose download
+ran out of disk while it was being read as a partial shard is read on from its source
+at the byte reached (``ReaderStats.disk_full_uncached`` counts both disk-full cases).
+
 Every remote or FUSE read goes through :class:`ResumableReader`: a transient
 error (dropped connection, HTTP 5xx/429, ENOTCONN/EIO from Drive) closes the
 source, waits with exponential backoff and jitter, reopens and seeks to the byte
@@ -40,7 +45,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import storage
-from .cache import CacheFullError, ShardCache, ShardIntegrityError, download_verified
+from .cache import (
+    CacheDiskFullError,
+    CacheFullError,
+    ShardCache,
+    ShardIntegrityError,
+    download_verified,
+)
 from .counters import Counters
 from .partial import PartialShard
 from .storage import Digest, RetryPolicy, ShardCheck
@@ -114,6 +125,9 @@ class ReaderStats:
     memory_opens: int = 0  # served from an in-memory prefetch
     streamed_opens: int = 0
     prefetches: int = 0  # background fetches started
+    # Shards read (wholly or from some byte on) from their source because the disk under
+    # the cache was full.
+    disk_full_uncached: int = 0
 
 
 def default_cache_policy(url: str) -> bool:
@@ -348,6 +362,9 @@ class ShardReader:
         if fut is not None and not fut.cancelled():
             try:
                 prefetched = fut.result()
+            except CacheDiskFullError:
+                # Its cache disk just ran out: downloading it again would fill it again.
+                return self._uncached(ref, offset, disk_full=True)
             except CacheFullError:
                 prefetched = None  # handled below: read uncached
         if self.cache is not None:
@@ -361,7 +378,7 @@ class ShardReader:
                 )
             except CacheFullError as exc:
                 log.info("%s", exc)
-                return self._stream(ref, offset)
+                return self._uncached(ref, offset, disk_full=isinstance(exc, CacheDiskFullError))
             f.seek(offset)
             self._stats.add(cached_opens=1)
             return f
@@ -396,7 +413,7 @@ class ShardReader:
         if fut is not None and fut.done() and not fut.cancelled():
             exc = fut.exception()
             if isinstance(exc, CacheFullError):
-                return self._stream(ref, offset)
+                return self._uncached(ref, offset, disk_full=isinstance(exc, CacheDiskFullError))
             if exc is not None:
                 raise exc
         assert self.cache is not None
@@ -410,10 +427,30 @@ class ShardReader:
             )
         except CacheFullError as exc:
             log.info("%s", exc)
-            return self._stream(ref, offset)
+            return self._uncached(ref, offset, disk_full=isinstance(exc, CacheDiskFullError))
         f.seek(offset)
+        if isinstance(f, PartialShard):
+            # Its download may still run out of cache disk: then read on from the source.
+            f.read_rest_from(lambda pos: self._source_from(ref, pos),
+                             when=lambda e: isinstance(e, CacheDiskFullError))
         self._stats.add(**{"partial_opens" if isinstance(f, PartialShard) else "cached_opens": 1})
         return f
+
+    def _uncached(self, ref: ShardRef, offset: int, *, disk_full: bool) -> BinaryIO:
+        """Stream a shard the cache cannot hold (its limit, or a full disk under it)."""
+        if disk_full:
+            self._stats.add(disk_full_uncached=1)
+        return self._stream(ref, offset)
+
+    def _source_from(self, ref: ShardRef, offset: int) -> ResumableReader:
+        """The rest of a partial shard whose download ran out of cache disk, read straight
+        from its source (the loader checks each sample's crc32 as before)."""
+        log.info("shard %s: the cache's disk is full; reading it from byte %d on uncached",
+                 ref.url, offset)
+        self._stats.add(disk_full_uncached=1)
+        return ResumableReader(ref.url, offset=offset, retry=self.retry,
+                               storage_options=self.storage_options,
+                               block_size=self.block_size, stats=self._stats)
 
     def _fetch_fn(self, ref: ShardRef | None = None):
         # Partial readers see a download's progress once per copy block: keep it small.

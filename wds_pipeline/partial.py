@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .counters import Counters
@@ -142,6 +143,10 @@ class PartialShard(io.RawIOBase):
     end), the bytes that attempt wrote stay readable and a read past them raises its
     error. The bytes are unverified: check them, then call :meth:`wait_verified` for the
     verdict on the whole shard. It has no ``fileno`` (the file on disk is not complete yet).
+
+    :meth:`read_rest_from` names errors that are no verdict on the bytes (the cache's
+    disk filled up): after one of those the stream reads on from a source stream at the
+    byte reached, and :meth:`wait_verified` does not raise it.
     """
 
     def __init__(self, dl: Download, fd: int, attempt: int, stats: Counters[Any]) -> None:
@@ -154,6 +159,16 @@ class PartialShard(io.RawIOBase):
         self._stats = stats
         self._pos = 0
         self._first = True
+        self._open_rest: Callable[[int], Any] | None = None
+        self._rest_when: Callable[[BaseException], bool] = lambda e: False
+        self._rest: Any = None  # the source stream read from once the download gave up
+
+    def read_rest_from(self, open_at: Callable[[int], Any],
+                       when: Callable[[BaseException], bool]) -> None:
+        """When the download fails with an error ``when`` accepts, read the bytes it did
+        not write from ``open_at(offset)`` (a raw stream of the same shard from that byte)
+        instead of raising it."""
+        self._open_rest, self._rest_when = open_at, when
 
     def readable(self) -> bool:
         return True
@@ -203,11 +218,23 @@ class PartialShard(io.RawIOBase):
         if self._fd is None:
             raise ValueError(f"read of closed partial shard {self.url}")
         view = memoryview(b).cast("B")
-        end = self._readable_end()
-        n = min(len(view), end - self._pos)
-        if n <= 0:
-            return 0
-        got = os.preadv(self._fd, [view[:n]], self._pos)
+        if self._rest is None:
+            try:
+                end = self._readable_end()
+            except Exception as exc:
+                if self._open_rest is None or not self._rest_when(exc):
+                    raise
+                self._rest = self._open_rest(self._pos)
+            else:
+                n = min(len(view), end - self._pos)
+                if n <= 0:
+                    return 0
+                got = os.preadv(self._fd, [view[:n]], self._pos)
+                self._pos += got
+                return got
+        if self._rest.tell() != self._pos:
+            self._rest.seek(self._pos)
+        got = self._rest.readinto(view) or 0
         self._pos += got
         return got
 
@@ -219,11 +246,14 @@ class PartialShard(io.RawIOBase):
             while not dl._ended and self._attempt not in dl._failed:
                 dl._cond.wait()
             err = dl._failed.get(self._attempt)
-        if err is not None:
+        if err is not None and not (self._open_rest is not None and self._rest_when(err)):
             raise err
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            rest.close()
         super().close()

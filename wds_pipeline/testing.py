@@ -59,13 +59,21 @@ def write_synthetic_dataset(
     shards = []
     for s, n in enumerate(shard_sizes):
         shard_name = f"shard-{s:06d}.tar"
-        with open(os.path.join(root, shard_name), "wb") as f:
-            writer = ShardWriter(f)
-            for i in range(n):
-                k = frames(s, i)
-                key = f"{name}-s{s}-u{i:04d}"
-                writer.write_sample(key, _fields(s, i, k, key, label, corrupt, sample_rate, fbank), k)
-            writer.close()
+        # Written as the builder writes: a temp file (every byte through storage.write_all)
+        # renamed into place, so a full disk fails here instead of leaving a short shard.
+        tmp = os.path.join(root, f".{shard_name}.partial")
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                writer = ShardWriter(f)
+                for i in range(n):
+                    k = frames(s, i)
+                    key = f"{name}-s{s}-u{i:04d}"
+                    writer.write_sample(key, _fields(s, i, k, key, label, corrupt, sample_rate, fbank), k)
+                writer.close()
+            storage.commit_file(tmp, os.path.join(root, shard_name), durable=False)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         shards.append(writer.info(shard_name, sample_rate))
     index = DatasetIndex(
         name=name,

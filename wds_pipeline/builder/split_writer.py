@@ -113,8 +113,12 @@ def staged_shard(task: ShardTask) -> Iterator[StagedShard]:
     # mkstemp makes the file 0600 and the commit renames it: give it the mode any new file
     # gets, so that other users (a Colab runtime user) can read the shards.
     os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as raw:
+        # Opened by name, unbuffered: every write goes straight to storage.write_all (the
+        # shard writer's HashingWriter), which sees short writes and names this file when
+        # its disk is full.
+        with open(tmp, "wb", buffering=0) as raw:
             yield StagedShard(task, raw, tmp)
     finally:
         if os.path.exists(tmp):

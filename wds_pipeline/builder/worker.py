@@ -221,9 +221,8 @@ def process_shard(task: ShardTask) -> ShardOutcome:
             counts.samples += len(samples)
         writer.close()
         staged.file.close()
-        # No fsync here: after a power cut a shard named by the journal could be
-        # short or empty, but resume re-hashes every journaled shard against the
-        # journal's digest before trusting it, and rebuilds it otherwise.
+        # The commit fsyncs the temp file before renaming it (storage.commit_file), and
+        # resume re-hashes every journaled shard against the journal's digest anyway.
         counts.rejected = len(rejects)
         if writer.nsamples:
             info = writer.info(task.name, cfg.sample_rate)

@@ -6,6 +6,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ..storage.access import write_all
 from .checksum import crc32
 from .keys import Payload, sample_members
 from .tar import BLOCK
@@ -13,7 +14,8 @@ from .tar import BLOCK
 __all__ = ["TAR_MODE", "TAR_MTIME", "ReproducibleTarWriter", "Sink", "member_header"]
 
 class Sink(Protocol):
-    """Where a shard's bytes go: a file, or a wrapper such as ``storage.HashingWriter``."""
+    """Where a shard's bytes go: a file, or a wrapper such as ``storage.HashingWriter``
+    (written through ``storage.write_all``, so a short write is retried or raised)."""
 
     def write(self, data: Any, /) -> Any: ...
 
@@ -89,7 +91,7 @@ class ReproducibleTarWriter:
         self._crc = 0
 
     def _write(self, data: Payload) -> None:
-        self._f.write(data)
+        write_all(self._f, data)  # a raw file may store a prefix only: never drop the rest
         self._crc = crc32(data, self._crc)
         self.offset += len(data)
 

@@ -3,7 +3,10 @@ contents goes through here, on any fsspec filesystem.
 
     url_to_fs(url, **so) -> (fs, path) ; is_remote(url) ; local_path(url)
     open_read(url, **so) -> raw reader (plain file locally, fsspec otherwise)
-    write_all(f, data) -> every byte written or ShortWriteError (never a silent short write)
+    write_all(f, data, *, name=None) -> every byte written, or DiskFullError/ShortWriteError
+        naming the file (never a silent short write): the one way file contents are written
+    is_disk_full(exc) ; disk_full_error(target, exc) ; DiskFullError ; ShortWriteError
+    fsync_file(path) ; fsync_dir(path)      # before / after a rename into place
     commit_file(local_path, url, *, keep_source=False, **so)        # atomic publish
     write_bytes_atomic(url, data, *, retry=None, **so) ; read_bytes(url, *, retry=None, **so)
     exists / file_size / remove / makedirs / listdir(url, *, fresh=False, retry=None, **so)
@@ -29,8 +32,12 @@ from __future__ import annotations
 
 from .access import (
     BLOCK_SIZE,
+    DISK_FULL_ERRNOS,
+    DiskFullError,
     ShortWriteError,
     copy_stream,
+    disk_full_error,
+    is_disk_full,
     is_remote,
     local_path,
     open_read,
@@ -58,6 +65,8 @@ from .ops import (
     commit_file,
     exists,
     file_size,
+    fsync_dir,
+    fsync_file,
     listdir,
     makedirs,
     read_bytes,
@@ -77,12 +86,14 @@ from .retry import (
 __all__ = [
     "BLOCK_SIZE",
     "DIGEST_ALGORITHMS",
+    "DISK_FULL_ERRNOS",
     "NETWORK_FSTYPES",
     "SHARD_DIGEST",
     "STORAGE_RETRY",
     "TRANSIENT_ERRNOS",
     "TRANSIENT_HTTP_CODES",
     "Digest",
+    "DiskFullError",
     "HashingWriter",
     "MountInfo",
     "RetryPolicy",
@@ -99,9 +110,13 @@ __all__ = [
     "digest_bytes",
     "digest_file",
     "digest_stream",
+    "disk_full_error",
     "exists",
     "file_size",
     "find_mount",
+    "fsync_dir",
+    "fsync_file",
+    "is_disk_full",
     "is_fuse_path",
     "is_remote",
     "is_transient",

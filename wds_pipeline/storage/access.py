@@ -8,6 +8,7 @@ buffering layer, one ``read`` per block).
 
 from __future__ import annotations
 
+import errno
 from typing import IO, Any
 
 import fsspec
@@ -15,8 +16,9 @@ import fsspec.core
 from fsspec.implementations.local import LocalFileSystem
 
 __all__ = [
-    "BLOCK_SIZE", "ShortWriteError", "copy_stream", "is_remote", "local_path", "open_read",
-    "url_to_fs", "write_all",
+    "BLOCK_SIZE", "DISK_FULL_ERRNOS", "DiskFullError", "ShortWriteError", "copy_stream",
+    "disk_full_error", "is_disk_full", "is_remote", "local_path", "open_read", "url_to_fs",
+    "write_all",
 ]
 
 # Large blocks: on Drive/FUSE every request costs a round trip, and on GCS every
@@ -81,12 +83,49 @@ def copy_stream(src: Any, dst: Any, block_size: int = BLOCK_SIZE) -> int:
         total += n
 
 
-class ShortWriteError(OSError):
+# errno values that mean "this disk (or this user's share of it) has no room left".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFullError(OSError):
+    """A write failed because its disk is full (``ENOSPC``/``EDQUOT``); the message names
+    the file. Nothing incomplete was published under a final name: free space (or point
+    the output elsewhere) and rerun. ``reason``: the OS's words (or "short write");
+    ``detail``: how far the write got, when known."""
+
+    reason: str = ""
+    detail: str = ""
+
+
+class ShortWriteError(DiskFullError):
     """A write stored fewer bytes than it was given and no error said why (a full
     FUSE mount can do this): the file is incomplete and must not be published."""
 
 
-def write_all(f: Any, data: Any) -> int:
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an error that means the disk written to is full (a short write included)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_error(target: str, exc: OSError, *, done: int | None = None,
+                    total: int | None = None,
+                    hint: str = "free space on that disk and rerun") -> DiskFullError:
+    """A :class:`DiskFullError` (a :class:`ShortWriteError` when ``exc`` is one) naming
+    ``target``, what was being written; keeps what ``exc`` said about the cause and how
+    far the write got, and ends with ``hint`` (what the user does about it)."""
+    reason = getattr(exc, "reason", "") or exc.strerror or str(exc)
+    detail = getattr(exc, "detail", "")
+    if done is not None and total is not None:
+        detail = f"{done} of {total} bytes written"
+    cls = type(exc) if isinstance(exc, DiskFullError) else DiskFullError
+    code = exc.errno if exc.errno in DISK_FULL_ERRNOS else errno.ENOSPC
+    err = cls(code, f"disk full writing {target} ({reason}{'; ' + detail if detail else ''}); "
+                    f"{hint}")
+    err.reason, err.detail = reason, detail
+    return err
+
+
+def write_all(f: Any, data: Any, *, name: str | None = None) -> int:
     """Write every byte of ``data`` to ``f`` or raise; returns the byte count.
 
     A raw (unbuffered) file's ``write`` may store only a prefix and return its length:
@@ -94,19 +133,32 @@ def write_all(f: Any, data: Any) -> int:
     ``f.write`` ignore that, so a truncated file would be published as complete. Each
     short write is retried from where it stopped (the OS then reports the real error,
     ENOSPC, on the next call); a write that makes no progress is a
-    :class:`ShortWriteError`. Every write of file contents in the package goes
+    :class:`ShortWriteError`. A full disk raises :class:`DiskFullError` naming the file
+    (``name``, else ``f.name``). Every write of file contents in the package goes
     through here.
     """
     view = memoryview(data).cast("B")
     total = len(view)
     done = 0
     while done < total:
-        n = f.write(view[done:])
+        try:
+            n = f.write(view[done:])
+        except OSError as exc:
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise disk_full_error(_name_of(f, name), exc, done=done, total=total) from exc
+            raise
         if n is None:  # buffered writers return None only in non-blocking mode
             n = total - done
         if n <= 0:
-            name = getattr(f, "name", "<stream>")
-            raise ShortWriteError(
-                f"short write to {name}: {done} of {total} bytes stored (disk full?)")
+            short = ShortWriteError(errno.ENOSPC, "a write stored no bytes")
+            short.reason = "short write: a write stored no bytes"
+            raise disk_full_error(_name_of(f, name), short, done=done, total=total)
         done += n
     return total
+
+
+def _name_of(f: Any, name: str | None) -> str:
+    if name is not None:
+        return name
+    n = getattr(f, "name", None)
+    return n if isinstance(n, str) else "<stream>"

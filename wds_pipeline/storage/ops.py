@@ -11,11 +11,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .access import BLOCK_SIZE, copy_stream, is_remote, local_path, url_to_fs, write_all
+from .access import (
+    BLOCK_SIZE,
+    copy_stream,
+    disk_full_error,
+    is_disk_full,
+    is_remote,
+    local_path,
+    url_to_fs,
+    write_all,
+)
 from .retry import RetryPolicy, retrying
 
 __all__ = [
     "commit_file",
+    "fsync_dir",
+    "fsync_file",
     "exists",
     "file_size",
     "listdir",
@@ -26,49 +37,89 @@ __all__ = [
 ]
 
 
+# How a failed publish ends its message: the final name was never touched.
+PUBLISHED_NOTHING = "nothing was published under that name; free space on that disk and rerun"
+
+
 def _tmp_name(dest: str) -> str:
     d, name = os.path.split(dest)
     return os.path.join(d, f".{name}.tmp-{uuid.uuid4().hex}")
 
 
-def _replace_atomically(dest: str, write: Callable[[Any], object]) -> None:
+def _replace_atomically(dest: str, write: Callable[[Any], object], durable: bool = True) -> None:
     """``write(f)`` into a temp file next to ``dest``, fsync, then ``os.replace`` it onto
-    ``dest``; on any failure the temp file is removed."""
+    ``dest`` and fsync the folder; on any failure the temp file is removed. ``f`` is a
+    raw (unbuffered) file: write to it with :func:`write_all`. A full disk raises
+    :class:`~wds_pipeline.storage.DiskFullError` naming ``dest``. ``durable=False``
+    skips both fsyncs (scratch files only: a power cut may then leave the name empty)."""
     tmp = _tmp_name(dest)
     try:
         with open(tmp, "wb", buffering=0) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:  # a full disk or a dropped FUSE link can surface only here
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise disk_full_error(dest, exc, hint=PUBLISHED_NOTHING) from exc
         raise
+    if durable:
+        fsync_dir(os.path.dirname(dest))
 
 
-def _copy_then_replace(src_path: str, dest: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename in folder ``path`` durable (a power cut could otherwise undo it).
+    Best effort: some filesystems (FUSE mounts among them) cannot fsync a folder, and
+    the rename itself is already visible to every reader."""
+    try:
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    """Flush a finished (closed) file's bytes to its disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_then_replace(src_path: str, dest: str, durable: bool = True) -> None:
     with open(src_path, "rb", buffering=0) as src:
-        _replace_atomically(dest, lambda dst: copy_stream(src, dst))
+        _replace_atomically(dest, lambda dst: copy_stream(src, dst), durable)
 
 
 def commit_file(
-    local_path_: str, url: str, *, keep_source: bool = False, **storage_options: Any
+    local_path_: str, url: str, *, keep_source: bool = False, durable: bool = True,
+    **storage_options: Any
 ) -> None:
     """Publish the finished local file ``local_path_`` at ``url``, atomically.
 
     Readers see either nothing or the complete file, never a prefix:
 
-    * local or FUSE destination on the same filesystem as the source: ``os.replace``;
+    * local or FUSE destination on the same filesystem as the source: fsync, then
+      ``os.replace``;
     * local or FUSE destination elsewhere: copy in 8 MiB blocks to
       ``<dir>/.<name>.tmp-<uuid>``, fsync, then ``os.replace`` onto the final name;
     * remote (``gs://``, ...): ``fs.put_file`` - a GCS object only becomes visible
       when its upload completes.
 
     The source is moved (deleted after a successful publish) unless ``keep_source``.
-    Transient errors are retried; a failed commit leaves no temp file behind.
+    Transient errors are retried; a failed commit leaves no temp file behind; a full
+    disk raises :class:`~wds_pipeline.storage.DiskFullError` naming ``url``.
+    ``durable=False`` skips the fsyncs (scratch files: synthetic test datasets).
     """
     src = os.path.abspath(local_path_)
     if not os.path.isfile(src):
@@ -83,21 +134,36 @@ def commit_file(
     parent = os.path.dirname(dest)
     retrying("creating folder", parent, lambda: os.makedirs(parent, exist_ok=True))
     if not keep_source and os.stat(src).st_dev == os.stat(parent).st_dev:
+        # The bytes reach the disk before the name does: after a power cut the final
+        # name holds the whole file or is absent, never a prefix.
+        if durable:
+            try:
+                fsync_file(src)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(dest, exc, hint=PUBLISHED_NOTHING) from exc
+                raise
         os.replace(src, dest)
+        if durable:
+            fsync_dir(parent)
         return
-    retrying("copying to", url, lambda: _copy_then_replace(src, dest))
+    retrying("copying to", url, lambda: _copy_then_replace(src, dest, durable))
     if not keep_source:
         os.unlink(src)
 
 
 def write_bytes_atomic(
-    url: str, data: bytes, *, retry: RetryPolicy | None = None, **storage_options: Any
+    url: str, data: bytes, *, retry: RetryPolicy | None = None, durable: bool = True,
+    **storage_options: Any
 ) -> None:
     """Write ``data`` at ``url`` so that readers never see a partial file.
 
-    Local/FUSE: temp file beside it, fsync, rename; remote: one upload, which an
-    object store only makes visible once complete. Each attempt rewrites the whole
-    file, so a retry after a transient error never leaves a mix of two attempts.
+    Local/FUSE: temp file beside it, every byte written (:func:`write_all`), fsync,
+    rename, fsync of the folder; remote: one upload, which an object store only makes
+    visible once complete. Each attempt rewrites the whole file, so a retry after a
+    transient error never leaves a mix of two attempts. A full disk raises
+    :class:`~wds_pipeline.storage.DiskFullError` naming ``url``. ``durable=False``: no
+    fsyncs, for scratch files regenerated at will (synthetic corpora).
     """
     if is_remote(url):
         fs, path = url_to_fs(url, **storage_options)
@@ -114,7 +180,7 @@ def write_bytes_atomic(
 
     def _write() -> None:
         os.makedirs(parent, exist_ok=True)
-        _replace_atomically(dest, _blocks)
+        _replace_atomically(dest, _blocks, durable)
 
     retrying("writing", url, _write, retry)
 

@@ -1,10 +1,22 @@
-"""Audio and text file writers for the synthetic corpora (deterministic bytes)."""
+"""Audio and text file writers for the synthetic corpora (deterministic bytes).
+
+Each file is encoded in memory and written with ``storage.write_bytes_atomic`` (every
+byte checked, renamed into place), like every other write of the package. Without the
+fsync (``durable=False``): these are scratch corpora, regenerated at will, and an fsync
+per file would dominate writing thousands of small files.
+"""
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
+
+from .. import storage
+
+
+def _publish(path: str, data: bytes) -> None:
+    storage.write_bytes_atomic(path, data, durable=False)
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:
@@ -14,16 +26,17 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
 def write_soundfile(path: str, pcm: np.ndarray, sr: int, fmt: str) -> None:
     import soundfile as sf
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, pcm, sr, format=fmt, subtype="PCM_16")
+    buf = io.BytesIO()
+    sf.write(buf, pcm, sr, format=fmt, subtype="PCM_16")
+    _publish(path, buf.getvalue())
 
 
 def write_m4a(path: str, pcm: np.ndarray, sr: int) -> None:
     """AAC in an M4A (``ipod`` muxer) like VoxCeleb2; ``bitexact`` keeps version strings out."""
     import av
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with av.open(path, mode="w", format="ipod", options={"fflags": "+bitexact"}) as container:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="ipod", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(
             "aac", rate=sr, options={"flags": "+bitexact", "aac_coder": "fast"}
         )
@@ -36,9 +49,8 @@ def write_m4a(path: str, pcm: np.ndarray, sr: int) -> None:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    _publish(path, buf.getvalue())
 
 
 def write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
+    _publish(path, text.encode("utf-8"))

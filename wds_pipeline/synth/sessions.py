@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..sources.sessions import DEFAULT_TRANSCRIPT
-from .files import to_pcm16, write_soundfile
+from .files import to_pcm16, write_soundfile, write_text
 from .voices import synth_voice
 
 SAMPLE_RATE = 16000
@@ -54,9 +54,8 @@ def synth_sessions(root: str, *, sessions: int = 2, seconds: float = 30.0,
                                    untimed_per_session, diarized=len(speakers) > 1,
                                    word_gap=word_gap)
         write_soundfile(os.path.join(folder, AUDIO_NAME), pcm, SAMPLE_RATE, "WAV")
-        with open(os.path.join(folder, os.path.splitext(AUDIO_NAME)[0] + ".json"), "w",
-                  encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
+        write_text(os.path.join(folder, os.path.splitext(AUDIO_NAME)[0] + ".json"),
+                   json.dumps(doc, indent=1))
         truth[name] = {"words": words}
     return {"files": 2 * sessions, "seconds": sessions * seconds, "splits": ["train"],
             "sessions": truth, "transcript_default": DEFAULT_TRANSCRIPT}
