@@ -238,6 +238,22 @@ def test_cli_ray_from_a_build_config(ray_cluster, corpus, local_build, tmp_path)
     assert tree_bytes(out) == local_build
 
 
+def test_ray_local_n_starts_its_own_instance_with_ray_address_set(ray_cluster, corpus,
+                                                                  local_build, tmp_path):
+    """`--ray local:N` on a machine whose environment names a running cluster (RAY_ADDRESS,
+    as `ray start` tells its users to set): a fresh local instance of N CPUs, not a
+    connection to that cluster refused for asking for CPUs (issue 19, point 11)."""
+    out = tmp_path / "out"
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster, RAY_USAGE_STATS_ENABLED="0")
+    run = subprocess.run(CLI + ["build", "librispeech", str(corpus), str(out), "--ray",
+                                "local:2", "--shard-size", str(SHARD_SIZE), "--no-progress"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "building 6 shards on Ray (local:2)" in run.stderr
+    assert "12 inputs, 11 written, 1 rejected" in run.stdout
+    assert tree_bytes(out) == local_build
+
+
 def test_ray_flag_without_ray_installed_names_the_install_command(corpus, tmp_path):
     # Ray is installed here, so the child process hides it: a None entry in sys.modules
     # makes `import ray` raise ImportError exactly as on a machine without it.
