@@ -57,8 +57,11 @@ examples:
   wds-pipeline verify shards/dev-clean --no-decode
 
 Checks per shard: exists, size and digest (XXH3-128; sha256 in format 1) as in the index, tar headers intact, sample
-count, byte offsets and frame counts as in the index, every field decodes, keys valid
-and unique in the split. Exit 1 with a per-shard report on any mismatch.
+count, byte offsets and frame counts as in the index, every field decodes, class labels
+are ids of the index's label_map, keys valid and unique in the split. Exit 1 with a
+per-shard report on any mismatch; exit 2 with one line naming the file and key for an
+index that is not what wds-pipeline writes, or whose shard URLs leave the dataset folder
+(as the loader, verify refuses those unless --allow-external-shards).
 """
 
 SYNTH_EPILOG = """\

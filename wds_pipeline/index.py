@@ -68,10 +68,11 @@ class ShardInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, *, source: str = "index", path: str = "shard entry") -> ShardInfo:
-        """``d`` as read from JSON; :class:`IndexFormatError` (naming ``source`` and the
-        key path below ``path``) when a key has the wrong type."""
-        check = _Checker(source)
+    def from_dict(cls, d: Any, *, source: str = "index", path: str = "shard entry",
+                  fix: str = REBUILD) -> ShardInfo:
+        """``d`` as read from JSON; :class:`IndexFormatError` (naming ``source``, the key
+        path below ``path``, then ``fix``) when a key has the wrong type."""
+        check = _Checker(source, fix)
         check.obj(d, path)
         named = [a for a in DIGEST_ALGORITHMS if a in d]
         if len(named) != 1:
@@ -327,13 +328,14 @@ def _describe(value: Any) -> str:
 class _Checker:
     """Type checks of JSON values, each failing with the file, key path and expectation."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, fix: str = REBUILD):
         self.source = source
+        self.fix = fix
 
     def fail(self, path: str, value: Any, expected: str) -> NoReturn:
         where = path if path == "the top level" else f"key '{path}'"
         raise IndexFormatError(f"{self.source}: {where} is {_describe(value)}, expected "
-                               f"{expected}; {REBUILD}")
+                               f"{expected}{f'; {self.fix}' if self.fix else ''}")
 
     def obj(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):

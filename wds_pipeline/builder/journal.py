@@ -62,7 +62,8 @@ class JournalEntry:
             return cls(
                 fingerprint=d["fingerprint"], split=d["split"], shard=d["shard"],
                 inputs_sha256=d["inputs_sha256"],
-                info=ShardInfo.from_dict(d["info"]) if d["info"] else None,
+                info=(ShardInfo.from_dict(d["info"], source="entry", path="info", fix="")
+                      if d["info"] else None),
                 rejects=[Reject.from_dict(r) for r in d["rejects"]],
                 counts=BuildCounts(**d["counts"]),
                 vad=VadCounts(**d["vad"]) if d.get("vad") is not None else None,
