@@ -82,21 +82,35 @@ def test_checkpoint_before_the_first_metrics_line_with_checkpoints_elsewhere(dat
 # -- Errno 107 on metrics writes (point 7) -----------------------------------------------
 
 
+def tensorboard_scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
 def test_transient_enotconn_on_metrics_writes_is_retried_and_nothing_is_lost(data, tmp_path, slowfs_factory):
-    """The Colab layout (out_dir on Drive, checkpoints under it) on a FUSE mount whose first two
-    writes to metrics.jsonl fail with ENOTCONN: the trainer retries, exits 0, and the file holds
-    every record exactly once."""
-    m = slowfs_factory("drive", latency_ms=1, bandwidth_mbps=None, fail_every=1, fail_on="write",
-                       fail_errno="ENOTCONN", fail_limit=2, fail_path="metrics.jsonl")
+    """The Colab layout (out_dir on Drive, checkpoints under it) on a FUSE mount where every
+    second write under out_dir fails with ENOTCONN, 3 times: the first TensorBoard event, the
+    second metrics.jsonl record, the second event. The trainer retries, exits 0, and both files
+    hold every record exactly once."""
+    pytest.importorskip("tensorboard")
+    m = slowfs_factory("drive", latency_ms=1, bandwidth_mbps=None, fail_every=2, fail_on="write",
+                       fail_errno="ENOTCONN", fail_limit=3, fail_path="run/")
     out = Path(m.mountpoint) / "run"
-    doc = small_config(data, str(out), run={"max_steps": 6, "log_every": 1})
+    doc = small_config(data, str(out), run={"max_steps": 6, "log_every": 1, "tensorboard": True})
     del doc["checkpoint"]["dir"]  # <out_dir>/checkpoints, on the mount too
     cfg = write_config(str(tmp_path / "c.yaml"), doc)
     p = run_cli("train", "--config", cfg, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert kinds(records(out / "metrics.jsonl")) == train_steps(1, 6) + [("epoch", 6)]
+    recs = records(out / "metrics.jsonl")
+    assert kinds(recs) == train_steps(1, 6) + [("epoch", 6)]
     assert "warning" not in p.stderr and "not written" not in p.stdout
     assert checkpoint_steps(str(out / "checkpoints")) == [4, 6]
+    losses = [(r["step"], r["loss"]) for r in recs if r["kind"] == "train"]
+    assert tensorboard_scalars(out / "tensorboard", "train/loss") == [
+        (step, pytest.approx(loss, rel=1e-6)) for step, loss in losses]
 
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.01, timeout=10.0)

@@ -155,24 +155,22 @@ BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
 # Loader options with a lower bound, checked here so that a bad value is refused naming
 # its key and file, before any loader or DataLoader raises a bare ValueError.
 LOADER_MINIMUMS: dict[str, int] = {
-    "batch_size": 1, "max_batch_seconds": 0, "num_buckets": 1, "max_batch_size": 1,
-    "shuffle_buffer": 1, "shuffle_buffer_bytes": 1, "num_workers": 0, "prefetch_factor": 1,
-    "cache_limit": 1, "shard_prefetch": 0,
+    "batch_size": 1, "num_buckets": 1, "max_batch_size": 1, "shuffle_buffer": 1,
+    "shuffle_buffer_bytes": 1, "num_workers": 0, "prefetch_factor": 1, "cache_limit": 1,
+    "shard_prefetch": 0,
 }
 
 
 def check_loader(loader: LoaderConfig, source: str) -> None:
-    """Range checks of the loader block (``max_batch_seconds`` must be > 0, the rest >= their
-    minimum); a ConfigError naming ``loader.<key>`` and ``source``."""
+    """Range checks of the loader block; a ConfigError naming ``loader.<key>`` and ``source``."""
     for key, low in LOADER_MINIMUMS.items():
         value = getattr(loader, key)
-        if value is None:
-            continue
-        if key == "max_batch_seconds" and not value > 0:
-            raise ConfigError(f"{source}: loader.{key} must be > 0 seconds, got {value}")
-        if key != "max_batch_seconds" and value < low:
+        if value is not None and value < low:
             raise ConfigError(f"{source}: loader.{key} must be >= {low}, got {value}")
-    if loader.batch_size is None and loader.max_batch_seconds is None:
+    seconds = loader.max_batch_seconds
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"{source}: loader.max_batch_seconds must be > 0 seconds, got {seconds}")
+    if loader.batch_size is None and seconds is None:
         raise ConfigError(f"{source}: loader.batch_size is null and loader.max_batch_seconds is not set; "
                           "give one of them")
 

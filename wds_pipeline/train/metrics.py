@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import socket
@@ -122,7 +123,9 @@ class MetricsLog:
             self._attempt("metrics.jsonl", out_dir, lambda: os.makedirs(out_dir, exist_ok=True))
         self._tb: AppendFile | None = None
         if out_dir and tensorboard and _tensorboard_available():
-            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+            # TensorBoard's own naming; the last part keeps two logs of one process apart.
+            name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}."
+                    f"{next(_EVENT_FILES)}")
             self._tb = AppendFile(os.path.join(out_dir, "tensorboard", name),
                                   header=_tb_record(_tb_event(file_version="brain.Event:2")))
 
@@ -148,7 +151,7 @@ class MetricsLog:
             event = _tb_record(_tb_event(step=step, scalars=scalars))
             self._attempt("TensorBoard", tb.path, lambda: tb.append(event))
 
-    def read_bytes(self) -> bytes | None:
+    def read_bytes(self, retry: RetryPolicy | None = None) -> bytes | None:
         """The records written so far (None: no metrics.jsonl yet)."""
         if not self.path:
             return None
@@ -160,7 +163,7 @@ class MetricsLog:
             except FileNotFoundError:
                 return None
 
-        return storage.retrying("reading", self.path, read, self.retry)
+        return storage.retrying("reading", self.path, read, retry or self.retry)
 
     def replace(self, data: bytes) -> None:
         """Make ``data`` the whole of metrics.jsonl (a history restored from a mirror)."""
@@ -171,11 +174,13 @@ class MetricsLog:
     def mirror(self, url: str, **storage_options: Any) -> bool:
         """Upload metrics.jsonl to ``url`` (beside checkpoints kept elsewhere); False when
         there is nothing to upload yet or the upload failed (warned once, counted)."""
+        once = RetryPolicy(attempts=1)  # each attempt once: _attempt retries the whole upload
+
         def upload() -> bool:
-            data = self.read_bytes()
+            data = self.read_bytes(once)
             if not data:  # no record yet (a checkpoint before the first log line)
                 return False
-            storage.write_bytes_atomic(url, data, retry=self.retry, **storage_options)
+            storage.write_bytes_atomic(url, data, retry=once, **storage_options)
             return True
 
         return bool(self._attempt("metrics mirror", url, upload))
@@ -199,6 +204,9 @@ class MetricsLog:
             return None
         self._degraded.discard(sink)
         return result
+
+
+_EVENT_FILES = itertools.count()
 
 
 def _tensorboard_available() -> bool:
