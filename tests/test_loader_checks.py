@@ -112,3 +112,36 @@ def test_a_folder_without_any_index_still_says_build_first(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no index found; build the dataset first"):
         StreamingLoader(str(tmp_path / "empty"), batch_size=2, num_workers=0)
+
+
+
+def _labelled(tmp_path: Path, odd: dict[tuple[int, int], int]) -> tuple[str, set[str]]:
+    """A 5-class dataset (label map ids 0..4), 2 shards of 4, with the ``cls`` of the
+    (shard, sample)s in ``odd`` replaced: (index, those samples' keys)."""
+    idx = make_dataset(str(tmp_path), [4, 4], speakers=5, label=lambda s, i: odd.get((s, i), (s + i) % 5))
+    return idx, {f"synthetic-s{s}-u{i:04d}" for s, i in odd}
+
+
+# 999: digits the mapped shards' fast path parses itself; -7: read by the decoder.
+@pytest.mark.parametrize("label", [999, 5, -7])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_label_outside_the_label_map_is_refused_naming_shard_and_key(tmp_path, workers, label):
+    from wds_pipeline.loader.decode import SampleDecodeError
+
+    idx, _ = _labelled(tmp_path, {(1, 2): label})
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, on_decode_error="raise")
+    with pytest.raises(SampleDecodeError,
+                       match=rf"shard-000001\.tar: sample 'synthetic-s1-u0002' does not decode: cls {label} "
+                             r"is not a class of this dataset \(its label map's ids 0\.\.4\)"):
+        list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_label_outside_the_label_map_is_skipped_and_counted(tmp_path, workers):
+    idx, bad = _labelled(tmp_path, {(1, 2): 999, (0, 1): -7})
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, last_batch="pad")
+    batches = list(loader)
+    real = Counter(k for b in batches for k, p in zip(b.keys, b.is_padding.tolist()) if not p)
+    assert real == Counter(all_keys(idx) - bad)
+    assert sorted(loader.skipped) == sorted(bad) and loader.skipped_count == 2
+    assert all(((b.labels >= 0) & (b.labels < loader.num_classes)).all() for b in batches)

@@ -8,6 +8,7 @@ buffers and the sample arena); this module runs the plan and streams shards thro
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -40,6 +41,12 @@ from .decode import Failed, ReadConfig, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, crop_start, plan_epoch_after, resume_point
 from .shards import ShardEntry, shard_table
+from .verifier import AheadChecks, mapped_problem
+
+# Batches ahead of the one being gathered whose mapped samples the verifier thread checks.
+# Only where a core is spare for it: with as many loader processes as cores, the thread
+# made a 2-worker epoch on 2 cores slower than checking inline (and a 0-worker one faster).
+VERIFY_AHEAD = 4
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,13 @@ class _Run:
     epoch: int
     refs: np.ndarray  # uses left per read position (samples held in the shuffle buffer)
     uses: np.ndarray  # uses left per shard-table entry (mapped shards)
+    entry_of_slot: np.ndarray  # shard-table entry of each slot of the epoch's shard sequence
     held: dict[int, Sample | Failed] = field(default_factory=dict)
     mapped: dict[int, MappedShard] = field(default_factory=dict)
     mapped_bytes: int = 0  # size of the shards mapped now: an upper bound of their touched pages
     # Mapped samples of the batch being gathered whose pages go once it is collated.
     release: list[tuple[MappedShard, int, int]] = field(default_factory=list)  # (shard, start, end)
+    verify_from: int = 0  # the first batch whose samples are not yet handed to the verifier
 
 
 class ShardStreamDataset(IterableDataset):
@@ -114,6 +123,9 @@ class ShardStreamDataset(IterableDataset):
         self._decoder = SampleDecoder(plan_cfg, read_cfg, self.sample_rate)
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
+        self._checks = AheadChecks(self.table)  # their crc32s, checked ahead of the gather
+        # A core for the verifier thread beside the loader's processes (main + workers).
+        self._spare_core = _cores() > self.num_workers + 1
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -191,7 +203,9 @@ class ShardStreamDataset(IterableDataset):
         entry_of_slot = np.asarray(plan.slots, dtype=np.int64)
         uses = np.bincount(entry_of_slot[wp.read_slots[needed]], weights=refs[needed],
                            minlength=len(self.table)).astype(np.int64)
-        run = _Run(plan, wp, epoch, refs, uses)
+        run = _Run(plan, wp, epoch, refs, uses, entry_of_slot)
+        if not self._spare_core:
+            run.verify_from = len(batches)  # checked inline as gathered (see VERIFY_AHEAD)
         skipped: list[str] = []
         next_batch = 0
         self._arena = self._make_arena(plan, wp, needed)
@@ -201,6 +215,7 @@ class ShardStreamDataset(IterableDataset):
         collate = self._get_collator()
 
         def emit(i: int) -> Batch:
+            self._verify_ahead(run, batches, i)
             rows, pads = self._rows(run, batches[i], skipped)
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
             for m, lo, hi in run.release:
@@ -236,6 +251,17 @@ class ShardStreamDataset(IterableDataset):
             if arena is not None:
                 arena.in_use = False
 
+    def _verify_ahead(self, run: _Run, batches: list[Any], i: int) -> None:
+        """Hand the crc32 checks of the samples of the next VERIFY_AHEAD batches to the
+        verifier thread (see ``verifier.py``), each batch once."""
+        stop = min(i + 1 + VERIFY_AHEAD, len(batches))
+        first = max(run.verify_from, i + 1)
+        if first >= stop or run.mapped_bytes > self._mapped_budget:
+            return  # over its byte budget a worker touches no page before it gathers it
+        run.verify_from = stop
+        items = np.concatenate([batches[j].items for j in range(first, stop)])
+        self._checks.ahead(run.mapped, run.entry_of_slot[run.wp.read_slots[items]], run.wp.read_index[items])
+
     def _rows(self, run: _Run, pb: Any, skipped: list[str]) -> tuple[list[Sample], list[bool]]:
         """The samples of one planned batch, in order; failed ones named in ``skipped``.
 
@@ -246,6 +272,9 @@ class ShardStreamDataset(IterableDataset):
         held, refs, uses, mapped, release = run.held, run.refs, run.uses, run.mapped, run.release
         slots, index = run.wp.read_slots, run.wp.read_index
         entries = run.plan.slots
+        # Each mapped shard's size now, taken once per batch before any of its pages is
+        # touched: a file truncated since it was mapped is a named error, not a SIGBUS.
+        now: dict[int, int] = {}
         for item, is_pad in zip(pb.items.tolist(), pb.padding.tolist()):
             s = held.get(item)
             if s is not None:
@@ -257,7 +286,10 @@ class ShardStreamDataset(IterableDataset):
             else:
                 e = entries[slots[item]]
                 m = mapped[e]
-                s = self._mapped_sample(m, self.table[e], int(index[item]), run.epoch)
+                size = now.get(e)
+                if size is None:
+                    size = now[e] = m.file_size()
+                s = self._mapped_sample(m, self.table[e], int(index[item]), run.epoch, size)
                 refs[item] -= 1
                 if refs[item] == 0 and run.mapped_bytes > self._mapped_budget:
                     # Over the worker's share of shuffle_buffer_bytes, mapped pages count
@@ -278,14 +310,21 @@ class ShardStreamDataset(IterableDataset):
             pads.append(is_pad)
         return rows, pads
 
-    def _mapped_sample(self, m: MappedShard, entry: ShardEntry, idx: int, epoch: int) -> Sample | Failed:
+    def _mapped_sample(self, m: MappedShard, entry: ShardEntry, idx: int, epoch: int,
+                       size: int) -> Sample | Failed:
+        """Sample ``idx`` of a mapped shard whose file is ``size`` bytes now."""
         t = m.table
         reason = t.errors.get(idx)
         if reason is not None:
             return Failed(f"{entry.url}#{idx}", reason)
+        if size < m.size or not t.verified[idx]:
+            problem = mapped_problem(m, entry, idx, size)
+            if problem is not None:
+                return self._damaged_sample(entry, idx, problem)
         if self._plain and entry.audio_field == fmt.AUDIO_NPY and t.pcm_off[idx] >= 0:
             label = int(t.label[idx]) if self._want_label else -1
-            if label != NOT_PARSED:
+            # A class id outside the label map goes through the decoder, which names it.
+            if label != NOT_PARSED and (entry.num_classes is None or label < entry.num_classes):
                 # The decoder's result without decoding: a slice of the mapped PCM, cropped
                 # as the decoder crops (the table checked the .npy header as strictly).
                 start, n = int(t.pcm_off[idx]) // 2, int(t.pcm_frames[idx])
@@ -295,6 +334,14 @@ class ShardStreamDataset(IterableDataset):
                     n = crop
                 return Sample(m.key(idx), m.pcm[start : start + n], label, None, None, entry.meta.dataset)
         return self._decoder(m.key(idx), m.fields(idx), entry, idx, epoch, None, copy=False)
+
+    def _damaged_sample(self, entry: ShardEntry, idx: int, problem: str) -> Failed:
+        """One damaged sample of a mapped shard: raise, or log it and skip only it (the
+        shard's other samples are checked on their own)."""
+        if self.read_cfg.on_corrupt_shard == "raise":
+            raise fmt.ShardFormatError(f"{problem} (pass on_corrupt_shard='skip' to skip damaged samples)")
+        log.warning("skipping sample %d of %s: %s", idx, entry.url, problem)
+        return Failed(f"{entry.url}#{idx}", problem)
 
     def _map_run(self, reader, run: _Run, e: int, a: int, b: int) -> Opened | None:
         """Map shard ``e`` and locate its samples [a, b) when it is a whole file on this
@@ -461,3 +508,8 @@ class ShardStreamDataset(IterableDataset):
         return ShardRef(url=entry.url, digest=entry.digest, size=entry.size,
                         partial_ok=bool(entry.crc32))
 
+
+def _cores() -> int:
+    """CPU cores this process may run on (all of them where affinity is unknown, macOS)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

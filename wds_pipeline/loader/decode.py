@@ -12,6 +12,7 @@ import numpy as np
 from .. import format as fmt
 from ..features import FbankConfig, num_frames
 from .buffers import SampleArena
+from .labels import label_problem
 from .plan import PlanConfig, crop_start
 from .shards import ShardEntry
 
@@ -115,6 +116,9 @@ class SampleDecoder:
         label = -1
         if "label" in want and fmt.CLS in fields:
             label = int(bytes(fields[fmt.CLS]))
+            problem = label_problem(label, entry.num_classes)
+            if problem is not None:  # it would reach the loss as an out-of-range target
+                raise SampleDecodeError(problem)
         meta = None
         if ("text" in want or "meta" in want) and fmt.JSON in fields:
             meta = fmt.decode_field(fmt.JSON, fields[fmt.JSON])

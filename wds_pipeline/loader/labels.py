@@ -40,3 +40,16 @@ def remap_labels(table: np.ndarray, dataset_ids: torch.Tensor, labels: torch.Ten
     out = torch.full_like(labels, -1)
     out[known] = t[dataset_ids[known], labels[known]]
     return out
+
+
+def label_problem(label: int, num_classes: int | None) -> str | None:
+    """Why ``label`` (a sample's ``cls``) is not a class of its dataset, or None when it is.
+    ``num_classes``: the dataset's label map's ids are [0, num_classes); None when its
+    index has no label map (then only a negative id is refused)."""
+    if label >= 0 and (num_classes is None or label < num_classes):
+        return None
+    ids = f"ids 0..{num_classes - 1}" if num_classes else "ids are >= 0"
+    return (
+        f"cls {label} is not a class of this dataset (its label map's {ids}); "
+        "fix the sample's cls or rebuild the dataset (wds-pipeline verify lists such samples)"
+    )

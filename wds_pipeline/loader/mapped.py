@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import format as fmt
+from ..format.checksum import crc32
 from .blocks import READ_BLOCK, sample_blocks
 
 # Samples whose locations are kept across epochs, per worker: about 200 bytes each.
@@ -49,6 +50,10 @@ class SampleTable:
         self.pcm_off = np.full(n, -1, dtype=np.int64)
         self.pcm_frames = np.zeros(n, dtype=np.int64)
         self.label = np.full(n, NOT_PARSED, dtype=np.int64)
+        # Samples whose bytes matched their crc32 from the index in this process: each is
+        # checked the first time it is gathered, not every epoch (the table lives as long as
+        # the file keeps its stamp; a rewrite gets a fresh table, hence a fresh check).
+        self.verified = bytearray(n)
 
     def column(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.columns.get(field)
@@ -90,7 +95,7 @@ class MappedShard:
     def __init__(self, fd: int, url: str, table: SampleTable) -> None:
         self.url = url
         self.table = table
-        size = table.stamp[0]
+        size = self.size = table.stamp[0]
         self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
         self.view = memoryview(self._mmap) if self._mmap is not None else memoryview(b"")
         self.raw = np.frombuffer(self.view, dtype=np.uint8)
@@ -104,8 +109,9 @@ class MappedShard:
         table = self.table
         if table.located[a:b].all():
             return
-        size = len(self.view)
-        ends = np.asarray(offsets[1:] + (index_size if index_size else size,), dtype=np.int64)
+        # Never past the file's end now: a page of the mapping beyond it is a SIGBUS.
+        size = min(len(self.view), self.file_size())
+        ends = np.asarray(offsets[1:] + (index_size if index_size else len(self.view),), dtype=np.int64)
         # The whole run at once when it is regular and intact (numpy calls per member
         # position, not per block); block by block otherwise, to stop where a stream would.
         if ends[b - 1] <= size and not table.located[a:b].any():
@@ -161,6 +167,46 @@ class MappedShard:
         end -= end % mmap.PAGESIZE
         if end > start:
             self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def file_size(self) -> int:
+        """The file's size now (fstat of the mapping's own descriptor). Smaller than
+        :attr:`size` when the file was truncated after it was mapped: touching a page of
+        the mapping past the new end kills the process with SIGBUS, so whoever reads
+        the mapping checks the bytes it is about to touch against this first."""
+        return self._mmap.size() if self._mmap is not None else 0
+
+    def end(self, offsets: tuple[int, ...], i: int) -> int:
+        """Where sample ``i``'s bytes end (its crc32 span): the next sample's offset, or
+        for the last sample the end of its last member's blocks (from the table, which
+        located it)."""
+        if i + 1 < len(offsets):
+            return offsets[i + 1]
+        end = offsets[i]
+        for offs, sizes in self.table.columns.values():
+            off = int(offs[i])
+            if off >= 0:
+                end = max(end, off + -(-int(sizes[i]) // fmt.BLOCK) * fmt.BLOCK)
+        return end
+
+    def crc_problem(self, offsets: tuple[int, ...], crcs: tuple[int, ...], i: int) -> str | None:
+        """Sample ``i``'s bytes against its crc32 from the index (once per table): None
+        when they match, else what is wrong, naming the shard, sample and key. The caller
+        has checked that the file still holds the sample's bytes (:meth:`file_size`)."""
+        start, end = offsets[i], self.end(offsets, i)
+        got = crc32(self.view[start:end])
+        if got == crcs[i]:
+            self.table.verified[i] = 1
+            return None
+        try:
+            key = repr(self.key(i))
+        except UnicodeDecodeError:
+            key = "(a key that is not UTF-8)"
+        return (
+            f"{self.url}: sample {i} (key {key} in its header, bytes {start}-{end}) has crc32 "
+            f"{got}, the index says {crcs[i]}: the shard's bytes differ from those indexed "
+            "(damaged on the storage, or the file was replaced or changed since the build); "
+            "restore the shard, or rebuild it and its index (wds-pipeline verify checks every shard)"
+        )
 
     def fail(self, a: int, b: int, reason: str) -> None:
         """Samples [a, b) not yet located cannot be read (on_corrupt_shard='skip')."""

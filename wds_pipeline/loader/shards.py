@@ -25,6 +25,9 @@ class ShardEntry:
     audio_field: str
     has_fbank: str | None  # the fbank field name when precomputed
     crc32: tuple[int, ...] = ()  # per-sample crc32s, empty when the index has none
+    # Class ids of its dataset's label map: a ``cls`` outside [0, num_classes) is refused
+    # (None: the index has no label map to check against).
+    num_classes: int | None = None
 
 
 def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
@@ -32,6 +35,7 @@ def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
     gid = 0
     for d, index in enumerate(indexes):
         fb = next((f for f in index.fields if f in fmt.FBANK_FIELDS), None)
+        num_classes = max(index.label_map.values()) + 1 if index.label_map else None
         for i, s in enumerate(index.shards):
             if len(s.sample_frames) != s.nsamples or len(s.sample_offsets) != s.nsamples:
                 raise ValueError(
@@ -55,6 +59,7 @@ def shard_table(indexes: Sequence[DatasetIndex]) -> list[ShardEntry]:
                     audio_field=index.audio_field,
                     has_fbank=fb,
                     crc32=tuple(s.sample_crc32),
+                    num_classes=num_classes,
                 )
             )
             gid += s.nsamples

@@ -1,0 +1,169 @@
+"""Local shards read through memory maps (``wds_pipeline/loader/mapped.py``) damaged on disk:
+bytes overwritten inside a sample, a shard replaced by another of the same size, a shard
+truncated while a loader holds its mapping. Each is found (the index's per-sample crc32s,
+the file's size before its pages are touched) and goes the way ``on_corrupt_shard`` says:
+an error naming the shard and sample, or only the damaged samples skipped and counted.
+
+Real tar files damaged on disk, real DataLoader workers, and a real truncation in a child
+process (so a SIGBUS of a loader that touches a page past the new end shows as a signal
+exit, not as a crashed test run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from shardgen import all_keys, make_dataset
+
+from wds_pipeline import StreamingLoader
+from wds_pipeline.format import ShardFormatError
+from wds_pipeline.index import load_index
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _delivered(loader: StreamingLoader) -> Counter[str]:
+    return Counter(k for b in loader for k, p in zip(b.keys, b.is_padding.tolist()) if not p)
+
+
+def _overwritten(tmp_path: Path) -> tuple[str, str]:
+    """3 shards of 4; 1,000 bytes inside sample 1 of shard 1's audio overwritten in place
+    (as ``dd conv=notrunc`` would): (index, the damaged sample's key)."""
+    idx = make_dataset(str(tmp_path), [4, 4, 4])
+    shard = tmp_path / "shard-000001.tar"
+    key = "synthetic-s1-u0001"
+    with tarfile.open(shard) as t:
+        member = t.getmember(f"{key}.audio.npy")
+    assert member.size > 1300  # the overwritten bytes are PCM: the .npy header stays valid
+    at = member.offset_data + 200
+    with open(shard, "r+b") as f:
+        f.seek(at)
+        old = f.read(1000)
+        f.seek(at)
+        f.write(bytes(b ^ 0x5A for b in old))
+    return idx, key
+
+
+def _replaced(tmp_path: Path) -> str:
+    """Shard 1 replaced by a copy of shard 0, which has the same size: the issue's repro of
+    4 samples delivered twice and 4 never."""
+    idx = make_dataset(str(tmp_path), [4, 4, 4], frames=lambda s, i: 3200)
+    one, zero = tmp_path / "shard-000001.tar", tmp_path / "shard-000000.tar"
+    assert one.stat().st_size == zero.stat().st_size
+    shutil.copyfile(zero, one)
+    return idx
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_overwritten_bytes_in_a_mapped_shard_raise_naming_shard_and_sample(tmp_path, workers):
+    idx, key = _overwritten(tmp_path)
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, shuffle=False)
+    with pytest.raises(ShardFormatError,
+                       match=rf"shard-000001\.tar: sample 1 \(key '{key}' in its header.*has crc32 "
+                             r"\d+, the index says \d+.*on_corrupt_shard='skip'"):
+        list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_overwritten_bytes_skip_only_the_damaged_sample(tmp_path, workers):
+    idx, key = _overwritten(tmp_path)
+    keys = all_keys(idx)
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, on_corrupt_shard="skip",
+                             last_batch="pad")
+    assert _delivered(loader) == Counter(keys - {key})  # every other sample, once
+    assert loader.skipped == [f"{tmp_path}/shard-000001.tar#1"]
+    assert loader.skipped_count == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_replaced_by_another_of_the_same_size_raises(tmp_path, workers):
+    idx = _replaced(tmp_path)
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, shuffle=False)
+    with pytest.raises(ShardFormatError,
+                       match=r"shard-000001\.tar: sample \d \(key 'synthetic-s0-u\d+' in its header"):
+        list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_replaced_shard_is_skipped_and_no_sample_comes_twice(tmp_path, workers):
+    idx = _replaced(tmp_path)
+    good = {k for k in all_keys(idx) if "-s1-" not in k}  # shard 1's file holds shard 0's keys now
+    good |= {f"synthetic-s2-u{i:04d}" for i in range(4)}
+    loader = StreamingLoader(idx, batch_size=2, num_workers=workers, on_corrupt_shard="skip",
+                             last_batch="pad")
+    assert _delivered(loader) == Counter(good)
+    assert sorted(loader.skipped) == [f"{tmp_path}/shard-000001.tar#{i}" for i in range(4)]
+    assert loader.skipped_count == 4
+
+
+def test_samples_are_checked_once_per_process_not_every_epoch(tmp_path):
+    # The crc32 of a sample is taken the first time a process gathers it: a later epoch
+    # over the same file (same stamp) trusts it. A rewrite gets a new stamp, so a new check.
+    idx = make_dataset(str(tmp_path), [4, 4])
+    loader = StreamingLoader(idx, batch_size=2, num_workers=0, shuffle=False)
+    assert sum(_delivered(loader).values()) == 8
+    (table,) = [t for url, t in loader.dataset._tables._tables.items() if url.endswith("000001.tar")]
+    assert bytes(table.verified) == b"\x01" * 4
+    assert sum(_delivered(loader).values()) == 8
+
+
+# A loader in a child process: the shard is truncated after the second batch, while the
+# loader holds its mapping. Prints what arrived, or the error; a SIGBUS shows as rc -7.
+_TRUNCATE = """
+import json, os, sys
+from wds_pipeline import StreamingLoader
+from wds_pipeline.format import ShardFormatError
+idx, shard, cut, workers, policy = sys.argv[1:]
+loader = StreamingLoader(idx, batch_size=2, num_workers=int(workers), shuffle=False,
+                         on_corrupt_shard=policy, last_batch="pad")
+keys = []
+try:
+    for n, b in enumerate(loader):
+        keys += [k for k, p in zip(b.keys, b.is_padding.tolist()) if not p]
+        if n == 1:  # batch 1 comes from worker 1: both workers hold the mapping now
+            os.truncate(shard, int(cut))
+except ShardFormatError as e:
+    print(json.dumps({"error": str(e)}))
+    sys.exit(3)
+print(json.dumps({"keys": keys, "skipped": loader.skipped}))
+"""
+
+
+def _truncated_run(tmp_path: Path, workers: int, policy: str) -> tuple[subprocess.CompletedProcess, int, str]:
+    """One shard of 64 samples cut inside sample 40 after the second batch."""
+    idx = make_dataset(str(tmp_path), [64], frames=lambda s, i: 3200)
+    cut = load_index(idx).shards[0].sample_offsets[40] + 100
+    shard = str(tmp_path / "shard-000000.tar")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-c", _TRUNCATE, idx, shard, str(cut), str(workers), policy],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=False)
+    return p, cut, shard
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_truncated_while_mapped_is_a_named_error_not_sigbus(tmp_path, workers):
+    p, cut, shard = _truncated_run(tmp_path, workers, "raise")
+    assert p.returncode == 3, (p.returncode, p.stderr[-2000:])
+    error = json.loads(p.stdout)["error"]
+    # With workers, torch re-raises the worker's exception with its traceback inside.
+    assert f"{shard}: truncated while being read: {cut} bytes on disk now, " in error, error
+    assert "on_corrupt_shard='skip'" in error
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_truncated_while_mapped_skips_only_the_samples_cut_off(tmp_path, workers):
+    # Samples 0-39 lie wholly before the cut: delivered (whether gathered before or after
+    # it); 40-63 are skipped and counted, with workers too (worker 1 reads 32-63).
+    p, _, shard = _truncated_run(tmp_path, workers, "skip")
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    out = json.loads(p.stdout)
+    assert Counter(out["keys"]) == Counter(f"synthetic-s0-u{i:04d}" for i in range(40))
+    assert sorted(out["skipped"]) == [f"{shard}#{i}" for i in range(40, 64)]
