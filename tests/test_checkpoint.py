@@ -359,6 +359,29 @@ def test_fuse_link_that_stays_down_raises_naming_the_url(slowfs_factory):
         CheckpointManager(url, retry=give_up).save(_state(1), step=1, epoch=0)
 
 
+def _kill_mid_save(code: str, url: str, backing: str, *, step: int) -> tuple[str | None, str]:
+    """Run ``code`` (a child saving a 40 MB checkpoint of ``step`` into ``url``) and SIGKILL
+    it once more than 1 MiB of its .pt has been staged in ``backing``: (the staged temp
+    file's name, or None if it was never seen; what the child printed)."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", code, url, str(10_000_000)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    prefix = f".ckpt-{step:09d}.pt.tmp-"
+    staged = None
+    deadline = time.monotonic() + 120
+    try:
+        while staged is None and time.monotonic() < deadline and child.poll() is None:
+            for name in os.listdir(backing):
+                if name.startswith(prefix):
+                    if os.path.getsize(os.path.join(backing, name)) > (1 << 20):
+                        staged = name
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        out = child.communicate(timeout=60)[0].decode(errors="replace")
+    return staged, out
+
+
 _CHILD = """
 import sys, torch
 from wds_pipeline.train.checkpoint import CheckpointManager
@@ -375,25 +398,7 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint(slowfs_factory):
     backing = os.path.join(m.source, "ckpts")
     first = _state(1)
     CheckpointManager(url).save(first, step=1, epoch=0)
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, url, str(10_000_000)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    staged = None
-    deadline = time.monotonic() + 120
-    try:
-        while staged is None and time.monotonic() < deadline and child.poll() is None:
-            for name in os.listdir(backing):
-                if name.startswith(".ckpt-000000002.pt.tmp-"):
-                    if os.path.getsize(os.path.join(backing, name)) > (1 << 20):
-                        staged = name
-            time.sleep(0.01)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        out = child.communicate(timeout=60)[0].decode(errors="replace")
+    staged, out = _kill_mid_save(_CHILD, url, backing, step=2)
     assert staged is not None, f"never saw the save in progress; child said: {out}"
     assert "finished" not in out
     assert staged in _files(backing)  # the kill really hit mid-save
@@ -450,21 +455,7 @@ def test_sigkill_during_a_resave_of_the_same_step_keeps_it_loadable(slowfs_facto
     backing = os.path.join(m.source, "ckpts")
     first = _state(6)
     CheckpointManager(url, keep_last=1).save(first, step=6, epoch=0)
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", _RESAVE_CHILD, url, str(10_000_000)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    staged = None
-    deadline = time.monotonic() + 120
-    try:
-        while staged is None and time.monotonic() < deadline and child.poll() is None:
-            for name in os.listdir(backing):
-                if name.startswith(".ckpt-000000006.pt.tmp-"):
-                    if os.path.getsize(os.path.join(backing, name)) > (1 << 20):
-                        staged = name
-            time.sleep(0.01)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        out = child.communicate(timeout=60)[0].decode(errors="replace")
+    staged, out = _kill_mid_save(_RESAVE_CHILD, url, backing, step=6)
     assert staged is not None, f"never saw the re-save in progress; child said: {out}"
     assert "finished" not in out
     assert _pair(6) <= _files(backing)  # the committed checkpoint was not deleted

@@ -7,30 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_run import cli, cli_many
 from test_builder import build, synth_libri, tree_bytes, write_audio, write_manifest
-
-REPO = Path(__file__).resolve().parent.parent
-_EXE = Path(sys.executable).parent / "wds-pipeline"
-WDS = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "wds_pipeline.cli"]
-
-
-def cli(*argv: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(WDS + [str(a) for a in argv], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
-
-
-def cli_many(argvs: list[list[Any]]) -> list[subprocess.CompletedProcess[str]]:
-    """Runs side by side: each process spends seconds importing torch for the parser."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda argv: cli(*argv), argvs))
-
 
 # ---------------------------------------------------------------------------
 # Point 5: a stray quote in a CSV manifest

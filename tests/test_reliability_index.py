@@ -7,34 +7,16 @@ verify and inspect with the loader's rule; labels outside the label map fail ver
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import cli, cli_many
 from shardgen import make_dataset
 
 from wds_pipeline import StreamingLoader
 from wds_pipeline.index import REBUILD, ExternalShardsError, IndexFormatError, load_index
-
-REPO = Path(__file__).resolve().parent.parent
-_EXE = Path(sys.executable).parent / "wds-pipeline"
-WDS = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "wds_pipeline.cli"]
-
-
-def cli(*argv: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(WDS + [str(a) for a in argv], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
-
-
-def cli_many(argvs: list[list[Any]]) -> list[subprocess.CompletedProcess[str]]:
-    """Several runs side by side: each process spends seconds importing torch (the train
-    commands' parser), which a sequential table would pay one after the other."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda argv: cli(*argv), argvs))
 
 
 def edit(index: Path, change: Callable[[Any], Any]) -> None:
