@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import Unpack
 
 from ..features import fbank_bytes_per_audio_frame
-from ..index import INDEX_NAME, DatasetIndex, join_url, load_index
+from ..index import DatasetIndex, load_index
 from ..sizes import parse_size
 from .batch import Batch
 from .buffers import Float32Pool
@@ -190,15 +190,7 @@ class StreamingLoader:
             raise ValueError("no dataset given: pass at least one index.json URL")
         if not cfg.allow_external_shards:
             for ix in self.indexes:
-                if outside := ix.external_shard_urls():
-                    raise ValueError(
-                        f"{join_url(ix.base_url, INDEX_NAME) if ix.base_url else ix.name}: shard "
-                        f"URL(s) {', '.join(map(repr, outside[:3]))}"
-                        f"{f' and {len(outside) - 3} more' if len(outside) > 3 else ''} point "
-                        "outside the dataset folder; an index from elsewhere could make the "
-                        "loader read any file. If you trust this index, pass "
-                        "allow_external_shards=True"
-                    )
+                ix.refuse_external_shards()  # the one rule and message of every reader
         rates = {i.sample_rate for i in self.indexes}
         if len(rates) > 1:
             raise ValueError(f"datasets have different sample rates {sorted(rates)}; rebuild them at one rate")
