@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from ..typedconfig import ConfigError
-from .config import TrainConfig
+
+if TYPE_CHECKING:  # the config imports the loader, and so torch: not for `build --help`
+    from .config import TrainConfig
 
 TRAIN_EPILOG = """\
 examples:
