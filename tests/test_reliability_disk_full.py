@@ -312,7 +312,9 @@ def test_full_cache_disk_reads_uncached_and_delivers_every_sample(
     # What did fit is cached and verified; nothing partial is left behind.
     idx = load_index(index)
     cached = os.listdir(os.path.join(cache_dir, "data"))
-    assert 1 <= len(cached) < len(SIZES)
+    # One process downloads one shard at a time, so the first fits; two workers may start
+    # two 530 KB downloads at once on the 700 KB disk and both run out (a run in CI did).
+    assert (1 if workers == 0 else 0) <= len(cached) < len(SIZES)
     digests = {str(s.digest) for s in idx.shards}
     for name in cached:
         with open(os.path.join(cache_dir, "data", name), "rb") as f:
