@@ -77,6 +77,7 @@ from filelock import FileLock, Timeout
 
 from . import storage
 from .counters import Counters
+from .errors import WdsPipelineError
 from .format import ShardFormatError
 from .partial import Download, PartialShard
 from .storage import Digest, ShardCheck
@@ -106,7 +107,7 @@ META_RESERVE = 4096  # bytes set aside per entry for its sidecar
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class CacheFullError(OSError):
+class CacheFullError(WdsPipelineError, OSError):
     """The shard cannot be cached within ``limit_bytes`` (too big, or the cache is
     full of entries in use). Read it uncached or raise the limit."""
 

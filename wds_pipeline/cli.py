@@ -215,7 +215,7 @@ def _usage(msg: str) -> int:
 def build_options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """(BuildOptions, the source's Options): defaults, then --config's YAML, then the flags
     given. A bad YAML key or value exits with a usage error naming the file."""
-    from .typedconfig import ConfigError
+    from .errors import ConfigError
 
     config: dict[str, Any] = {}
     if args.config:
@@ -342,8 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.handler
+    from .errors import ConfigError, WdsPipelineError
+
     try:
         return handler(args, parser)
+    except ConfigError as e:  # the command as given cannot run: change it
+        return _usage(str(e))
+    except WdsPipelineError as e:  # every message names the file and the fix: no traceback
+        print(f"wds-pipeline: {e}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("\nwds-pipeline: interrupted; rerun the same command to resume (finished shards "
               "are kept)", file=sys.stderr)

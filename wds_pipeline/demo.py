@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import storage
+from .errors import WdsPipelineError
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -46,7 +47,7 @@ def demo_config(workdir: str) -> dict[str, Any]:
     }
 
 
-class DemoFailure(RuntimeError):
+class DemoFailure(WdsPipelineError, RuntimeError):
     pass
 
 

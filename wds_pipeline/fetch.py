@@ -53,6 +53,7 @@ from .cache import (
     download_verified,
 )
 from .counters import Counters
+from .errors import ShardError
 from .partial import PartialShard
 from .storage import Digest, RetryPolicy, ShardCheck
 
@@ -98,7 +99,7 @@ class ShardRef:
     partial_ok: bool = False
 
 
-class ShardReadError(OSError):
+class ShardReadError(ShardError, OSError):
     """Reading a shard kept failing after the retry budget."""
 
     def __init__(self, url: str, offset: int, last_error: BaseException, attempts: int) -> None:

@@ -19,6 +19,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NoReturn
 
+from .errors import WdsPipelineError
 from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from .records import Reject, RejectStage
 from .storage.integrity import DIGEST_ALGORITHMS, Digest
@@ -28,13 +29,13 @@ INDEX_NAME = "index.json"
 REBUILD = "the index is damaged or was edited by hand: rebuild it with the same `wds-pipeline build` command"
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(WdsPipelineError, ValueError):
     """An index that is not what wds-pipeline writes: not JSON, another kind of file, or a
     key of the wrong type or value. The message names the file and the key path
     (``shardlist[3].url``) and what was expected. The CLI maps it to a one-line error."""
 
 
-class ExternalShardsError(ValueError):
+class ExternalShardsError(WdsPipelineError, ValueError):
     """An index whose shard URLs leave its folder (see :meth:`DatasetIndex.refuse_external_shards`)."""
 
 

@@ -15,11 +15,9 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
+from .errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config key is unknown, has the wrong type, or an impossible value."""
 
 
 def from_mapping(cls: type[T], data: Any, where: str) -> T:

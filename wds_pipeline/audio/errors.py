@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
+from ..errors import WdsPipelineError
+
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(WdsPipelineError, ValueError):
     """A file that cannot be decoded into audio. ``str(err)`` is ``"<source>: <reason>"``."""
 
     def __init__(self, source: str, reason: str) -> None:

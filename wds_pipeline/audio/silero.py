@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import WdsPipelineError
 from .signal import resample
 from .vad import MIN_RUN_FRAMES, active_frames, runs
 
@@ -31,7 +32,7 @@ REFINE_SECONDS = 0.3  # how far an energy frame may move a model bound
 INSTALL_HINT = "pip install 'wds-pipeline[vad]'"
 
 
-class SileroMissingError(ImportError):
+class SileroMissingError(WdsPipelineError, ImportError):
     def __init__(self) -> None:
         super().__init__(f"--vad silero needs the silero-vad package: {INSTALL_HINT}")
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from ..errors import ConfigError, WdsPipelineError
 from ..index import BuildCounts
 from ..options import Preset, internal, option, switch
 from ..sizes import parse_size
@@ -20,7 +21,7 @@ VADS = ("none", "energy", "silero")
 PRE, SHARDING, RUNNING = "preprocessing", "sharding", "running"  # --help sections
 
 
-class BuildConfigError(ValueError):
+class BuildConfigError(ConfigError):
     """The build cannot start as asked: bad options, bad source, or an OUT conflict.
 
     The CLI maps it to exit status 2 (usage error): the fix is to change the command.
@@ -31,7 +32,7 @@ class OutputConflictError(BuildConfigError):
     """OUT already holds a different dataset; ``--overwrite`` replaces it."""
 
 
-class BuildError(RuntimeError):
+class BuildError(WdsPipelineError, RuntimeError):
     """The build started but failed (a worker crashed, output could not be written)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import audio, storage
+from ..errors import WdsPipelineError
 from .plan import PlannedInput, ShardTask, WorkerConfig
 
 _MARGIN = 0.01  # seconds decoded beyond the last segment's end
@@ -49,7 +50,7 @@ def _local_or_bytes(src: str, storage_options: Mapping[str, Any]) -> str | bytes
 Fetched = bytes | Exception
 
 
-class SourceReadError(Exception):
+class SourceReadError(WdsPipelineError):
     """A source's ``read_inputs`` failed as a whole (not one bad input): the shard fails,
     and a rerun resumes it. Deliberately no ValueError/OSError, which mark a bad input."""
 

@@ -16,6 +16,7 @@ loads only this package.
 
 from __future__ import annotations
 
+from ..errors import ShardFormatError
 from .codecs import (
     decode_field,
     decode_flac,
@@ -44,7 +45,6 @@ from .keys import (
     AudioCodec,
     Compression,
     Payload,
-    ShardFormatError,
     audio_field,
     make_key,
     sample_members,

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShardFormatError
 from . import keys as k
 from .flac import decode_flac_bytes
-from .keys import Payload, ShardFormatError
+from .keys import Payload
 
 
 def encode_npy(array: np.ndarray) -> bytearray:

@@ -37,10 +37,6 @@ _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 MAX_KEY_LENGTH = 80  # keeps "<key>.<field>" within a plain ustar name (100 bytes)
 
 
-class ShardFormatError(ValueError):
-    """A shard is truncated, corrupt, or not in the expected format."""
-
-
 def make_key(*parts: str) -> str:
     """Build a sample key from id parts: characters other than [A-Za-z0-9_-] become '_'.
 

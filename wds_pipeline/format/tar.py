@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .keys import ShardFormatError
+from ..errors import ShardFormatError
 
 __all__ = ["BLOCK", "TarMember", "buffer_members", "header_error", "iter_buffer_members", "iter_tar_members",
            "members_end", "parse_header"]

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import format as fmt
+from ..errors import ShardError
 from ..features import FbankConfig, num_frames
 from .buffers import SampleArena
 from .labels import label_problem
@@ -45,7 +46,7 @@ class ReadConfig:
             raise ValueError(f"unknown fields {sorted(unknown)}; choose from {ALL_FIELDS}")
 
 
-class SampleDecodeError(ValueError):
+class SampleDecodeError(ShardError, ValueError):
     pass
 
 

@@ -17,6 +17,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
 from typing_extensions import Unpack
 
+from ..errors import ResumeMismatch
 from ..features import fbank_bytes_per_audio_frame
 from ..index import DatasetIndex, load_index
 from ..sizes import parse_size
@@ -438,7 +439,7 @@ class StreamingLoader:
         the epoch covers every sample not yet consumed, once, in a new order."""
         st = state if isinstance(state, LoaderState) else LoaderState.from_dict(state)
         if st.plan != self._fingerprint():
-            raise ValueError(
+            raise ResumeMismatch(
                 "the loader state was saved with a different dataset or loader configuration "
                 "(batching, shuffling, crops or datasets differ); resume with the same settings"
             )

@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..errors import WdsPipelineError
+
 # Seconds two neighbours may overlap before it is an error: aligners round to 10-20 ms.
 OVERLAP_TOLERANCE = 0.02
 
 
-class TranscriptError(ValueError):
+class TranscriptError(WdsPipelineError, ValueError):
     """The transcript cannot be used as it is; the message says where and why."""
 
 

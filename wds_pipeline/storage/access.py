@@ -15,6 +15,8 @@ import fsspec
 import fsspec.core
 from fsspec.implementations.local import LocalFileSystem
 
+from ..errors import WdsPipelineError
+
 __all__ = [
     "BLOCK_SIZE", "DISK_FULL_ERRNOS", "DiskFullError", "ShortWriteError", "copy_stream",
     "disk_full_error", "is_disk_full", "is_remote", "local_path", "open_read", "url_to_fs",
@@ -87,7 +89,7 @@ def copy_stream(src: Any, dst: Any, block_size: int = BLOCK_SIZE) -> int:
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class DiskFullError(OSError):
+class DiskFullError(WdsPipelineError, OSError):
     """A write failed because its disk is full (``ENOSPC``/``EDQUOT``); the message names
     the file. Nothing incomplete was published under a final name: free space (or point
     the output elsewhere) and rerun. ``reason``: the OS's words (or "short write");

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Protocol
 
 import xxhash
 
+from ..errors import WdsPipelineError
 from .access import BLOCK_SIZE, open_read, write_all
 from .retry import RetryPolicy, retrying
 
@@ -103,7 +104,7 @@ def digest_bytes(data: Any, algorithm: str = SHARD_DIGEST) -> Digest:
     return Digest(algorithm, h.hexdigest())
 
 
-class WriteLimitExceeded(OSError):
+class WriteLimitExceeded(WdsPipelineError, OSError):
     """More bytes were written to a :class:`HashingWriter` than its ``limit``."""
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import WdsPipelineError
 from .access import is_remote, local_path, write_all
 from .ops import exists, makedirs, read_bytes, remove, write_bytes_atomic
 
@@ -52,7 +53,7 @@ Refusal = Callable[[str, "LockRecord | None"], Exception]
 LostError = Callable[[str, str], Exception]
 
 
-class FolderLockedError(OSError):
+class FolderLockedError(WdsPipelineError, OSError):
     """Another writer holds the folder (the default refusal)."""
 
 

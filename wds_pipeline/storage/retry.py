@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ..errors import WdsPipelineError
+
 __all__ = [
     "STORAGE_RETRY",
     "TRANSIENT_ERRNOS",
@@ -50,7 +52,7 @@ TRANSIENT_ERRNOS = frozenset(
 TRANSIENT_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class StorageError(OSError):
+class StorageError(WdsPipelineError, OSError):
     """A storage operation kept failing with transient errors after all retries."""
 
 

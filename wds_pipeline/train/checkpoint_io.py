@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 
+from ..errors import WdsPipelineError
+
 __all__ = ["CheckpointError", "CheckpointLockedError", "CheckpointWarning", "load_failure",
            "serialize", "torch_reason"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WdsPipelineError, RuntimeError):
     """Checkpoints exist at the URL but none can be resumed from, or the state
     cannot be stored loadably."""
 

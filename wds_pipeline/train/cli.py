@@ -8,7 +8,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from ..typedconfig import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:  # the config imports the loader, and so torch: not for `build --help`
     from .config import TrainConfig
@@ -82,9 +82,10 @@ def _load(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args, parser) -> int:
+    from ..errors import ResumeMismatch
     from .checkpoint import CheckpointError
     from .preflight import run_preflight
-    from .trainer import ResumeMismatch, Trainer
+    from .trainer import Trainer
 
     cfg: TrainConfig | None = None
     trainer: Trainer | None = None

@@ -77,7 +77,7 @@ FACTORY_ARGUMENTS = ("num_classes", "sample_rate")
 
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """``"package.module:function"`` -> the function; a ConfigError naming model.factory."""
-    from ..typedconfig import ConfigError
+    from ..errors import ConfigError
 
     module, _, name = spec.partition(":")
     try:
@@ -113,7 +113,7 @@ def build_model(spec: str, options: dict[str, Any], *, num_classes: int, sample_
                 where: str = "") -> nn.Module:
     """Call the factory; an option it does not take is a ConfigError naming ``model.<key>``
     (and ``where``, the config file), not a TypeError traceback from inside the model."""
-    from ..typedconfig import ConfigError
+    from ..errors import ConfigError
 
     fn = load_factory(spec)
     prefix = f"{where}: " if where else ""

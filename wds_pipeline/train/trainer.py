@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ResumeMismatch
 from ..loader import StreamingLoader
 from .checkpoint import DEFAULT_SAVE_RETRY, CheckpointManager
 from .config import TrainConfig
@@ -43,10 +44,6 @@ from .statediff import state_dict_diff
 from .validate import validate
 
 CHECKPOINT_FORMAT = 1
-
-
-class ResumeMismatch(RuntimeError):
-    """The checkpoint was written for another dataset or loader configuration."""
 
 
 @dataclass
