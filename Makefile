@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first and pinned: a bare `torch` requirement would pull GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,train,gcs,hf,dask,vad]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,train,gcs,hf,vad]'
 	touch $@
 
 demo: setup
