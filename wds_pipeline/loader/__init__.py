@@ -4,7 +4,8 @@
 modules."""
 
 from .batch import Batch
-from .loader import LoaderConfig, StreamingLoader, load_yaml_config
+from .config import LoaderConfig
+from .loader import StreamingLoader, load_yaml_config
 from .state import LoaderState
 
 __all__ = ["Batch", "LoaderConfig", "LoaderState", "StreamingLoader", "load_yaml_config"]

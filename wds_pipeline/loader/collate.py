@@ -12,7 +12,8 @@ from torch.utils.data import get_worker_info
 
 from .batch import Batch
 from .buffers import BatchBufferPool, RecycledArrays, SampleArena
-from .decode import ReadConfig, Sample
+from .config import ReadConfig
+from .decode import Sample
 from .plan import PlanConfig
 
 SCALE = np.float32(1.0 / 32768.0)  # int16 -> float32 in [-1, 1): exact (a power of two)

@@ -37,7 +37,8 @@ from .blocks import (
 )
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
-from .decode import Failed, ReadConfig, Sample, SampleDecoder
+from .config import ReadConfig
+from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, crop_start, plan_epoch_after, resume_point
 from .shards import ShardEntry, shard_table

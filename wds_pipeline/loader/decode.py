@@ -3,9 +3,7 @@ worker's arena when it fits) or a :class:`Failed` marker, and the options that s
 
 from __future__ import annotations
 
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,37 +11,10 @@ from .. import format as fmt
 from ..errors import ShardError
 from ..features import FbankConfig, num_frames
 from .buffers import SampleArena
+from .config import ReadConfig
 from .labels import label_problem
 from .plan import PlanConfig, crop_start
 from .shards import ShardEntry
-
-# What a batch can carry; LoaderConfig.fields picks from these.
-Field = Literal["waveform", "fbank", "label", "text", "meta"]
-ALL_FIELDS: tuple[Field, ...] = typing.get_args(Field)
-
-# Where fetched shards are cached: a folder, None for automatic (remote/FUSE sources are
-# cached in the default folder, local ones are not), or False for never.
-CacheDir = str | Literal[False] | None
-
-
-@dataclass(frozen=True)
-class ReadConfig:
-    """The loader options that the workers read with (same names as in LoaderConfig).
-
-    Workers always produce int16 waveforms; ``waveform_dtype`` is applied in the main process."""
-
-    fields: tuple[Field, ...] = ("waveform", "label")
-    on_decode_error: Literal["skip", "raise"] = "skip"
-    on_corrupt_shard: Literal["raise", "skip"] = "raise"
-    cache_dir: CacheDir = None
-    cache_limit: int | None = None
-    shard_prefetch: int = 2
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.fields) - set(ALL_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)}; choose from {ALL_FIELDS}")
 
 
 class SampleDecodeError(ShardError, ValueError):
