@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ..sizes import parse_size
+from ..transforms import TransformSpec
+from ..transforms.sample import check_sample_transforms
 
 # What a batch can carry; LoaderConfig.fields picks from these.
 Field = Literal["waveform", "fbank", "label", "text", "meta"]
@@ -69,8 +71,11 @@ class LoaderConfig:
     # Shard URLs in an index that leave its folder (../x.tar, /abs, gs://other) are
     # refused unless this is set: an index from elsewhere could point at any file.
     allow_external_shards: bool = False
+    # Per-sample transforms after the crop, in order: [{name, params}] (wds_pipeline.transforms).
+    sample_transforms: tuple[TransformSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sample_transforms", check_sample_transforms(self.sample_transforms))
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             choices = _literal_choices(hints[f.name])

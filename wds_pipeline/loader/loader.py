@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 from ..errors import ResumeMismatch
 from ..features import fbank_bytes_per_audio_frame
 from ..index import DatasetIndex, load_index
+from ..transforms import TransformSpec
 from .batch import Batch
 from .buffers import Float32Pool
 from .config import CacheDir, Field, LoaderConfig, ReadConfig
@@ -58,6 +59,7 @@ class LoaderOptions(TypedDict, total=False):
     storage_options: dict[str, Any]
     worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None
     allow_external_shards: bool
+    sample_transforms: Sequence[TransformSpec | dict[str, Any]]
 
 
 def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
@@ -406,6 +408,9 @@ class StreamingLoader:
             "planner": PLANNER_VERSION,
             "plan_config": _jsonable(self.plan_config.to_dict()),
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.indexes],
+            # Only when set: states saved before transforms existed still resume.
+            **({"sample_transforms": [t.to_dict() for t in self.config.sample_transforms]}
+               if self.config.sample_transforms else {}),
         }
 
 
