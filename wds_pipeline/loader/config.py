@@ -32,6 +32,7 @@ class ReadConfig:
     cache_limit: int | None = None
     shard_prefetch: int = 2
     storage_options: dict[str, Any] = field(default_factory=dict)
+    sample_transforms: tuple[TransformSpec, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.fields) - set(ALL_FIELDS)
