@@ -144,21 +144,28 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic corpus in a real layout",
                        epilog=SYNTH_EPILOG, formatter_class=raw)
     ssub = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+    # Each corpus's flags store under its synth function's keyword names (dest=...):
+    # cmd_synth passes them on as they are, through the registry synth.CORPORA.
     sl = ssub.add_parser("librispeech", help="LibriSpeech layout (FLAC + trans.txt)",
                          epilog=SYNTH_EPILOG, formatter_class=raw)
     sl.add_argument("dir", metavar="DIR", help="plays the role of the LibriSpeech folder")
     sl.add_argument("--speakers", type=int, default=8)
-    sl.add_argument("--chapters", type=int, default=2, help="chapters per speaker")
-    sl.add_argument("--utterances", type=int, default=4, help="utterances per chapter")
-    sl.add_argument("--parts", default="train-clean-100,dev-clean", help="comma-separated parts")
+    sl.add_argument("--chapters", dest="chapters_per_speaker", type=int, metavar="N", default=2,
+                    help="chapters per speaker")
+    sl.add_argument("--utterances", dest="utterances_per_chapter", type=int, metavar="N", default=4,
+                    help="utterances per chapter")
+    sl.add_argument("--parts", type=_comma_list, default="train-clean-100,dev-clean",
+                    help="comma-separated parts")
     sv = ssub.add_parser("voxceleb", help="VoxCeleb1 (wav) + VoxCeleb2 (m4a) layout",
                          epilog=SYNTH_EPILOG, formatter_class=raw)
     sv.add_argument("dir", metavar="DIR", help="will hold voxceleb1/ and voxceleb2/")
     sv.add_argument("--vox1-speakers", type=int, default=6)
     sv.add_argument("--vox2-speakers", type=int, default=4)
     sv.add_argument("--vox1-test-speakers", type=int, default=2)
-    sv.add_argument("--videos", type=int, default=2, help="videos per speaker")
-    sv.add_argument("--utterances", type=int, default=3, help="utterances per video")
+    sv.add_argument("--videos", dest="videos_per_speaker", type=int, metavar="N", default=2,
+                    help="videos per speaker")
+    sv.add_argument("--utterances", dest="utterances_per_video", type=int, metavar="N", default=3,
+                    help="utterances per video")
     for sp in (sl, sv):
         sp.add_argument("--min-seconds", type=float, default=1.0)
         sp.add_argument("--max-seconds", type=float, default=15.0)
@@ -168,7 +175,7 @@ def make_parser() -> argparse.ArgumentParser:
     ss.add_argument("dir", metavar="DIR", help="will hold session-000/, session-001/, ...")
     ss.add_argument("--sessions", type=int, default=2)
     ss.add_argument("--seconds", type=float, default=30.0, help="length of each recording")
-    ss.add_argument("--untimed", type=int, default=2,
+    ss.add_argument("--untimed", dest="untimed_per_session", type=int, metavar="N", default=2,
                     help="words per session left without timestamps (spoken numbers)")
     for sp in (sl, sv, ss):
         sp.add_argument("--seed", type=int, default=0)
@@ -265,62 +272,58 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # inspect / verify / synth
 
 
-def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _read_dataset(command: Callable[[], int]) -> int:
+    """Run an inspect or verify ``command``: an index that is not what wds-pipeline writes,
+    or whose shard URLs leave the dataset folder, is a usage error (the fix is another OUT
+    or --allow-external-shards); a missing or unreadable dataset a one-line failure."""
     from .index import ExternalShardsError, IndexFormatError
-    from .verify import inspect_dataset
 
     try:
-        summaries = inspect_dataset(args.out, examples=args.examples,
-                                    allow_external_shards=args.allow_external_shards)
+        return command()
     except (IndexFormatError, ExternalShardsError) as e:
         return _usage(str(e))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"wds-pipeline: {e}", file=sys.stderr)
         return EXIT_FAIL
-    except ValueError as e:
-        print(f"wds-pipeline: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    print("\n\n".join(s.to_text(max_rejects=args.rejects) for s in summaries))
-    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .verify import inspect_dataset
+
+    def inspect() -> int:
+        summaries = inspect_dataset(args.out, examples=args.examples,
+                                    allow_external_shards=args.allow_external_shards)
+        print("\n\n".join(s.to_text(max_rejects=args.rejects) for s in summaries))
+        return EXIT_OK
+
+    return _read_dataset(inspect)
 
 
 def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .index import ExternalShardsError, IndexFormatError
     from .verify import verify_dataset
 
-    try:
+    def verify() -> int:
         report = verify_dataset(args.out, decode=not args.no_decode,
                                 progress=not args.no_progress,
                                 allow_external_shards=args.allow_external_shards)
-    except (IndexFormatError, ExternalShardsError) as e:
-        return _usage(str(e))
-    except FileNotFoundError as e:
-        print(f"wds-pipeline: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    print(report.to_text())
-    return EXIT_OK if report.ok else EXIT_FAIL
+        print(report.to_text())
+        return EXIT_OK if report.ok else EXIT_FAIL
+
+    return _read_dataset(verify)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def cmd_synth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import synth
 
+    # The corpus's own flags (make_parser names them for its function's keywords).
+    kwargs = {k: v for k, v in vars(args).items()
+              if k not in ("command", "corpus", "dir", "handler")}
     try:
-        if args.corpus == "sessions":
-            summary = synth.synth_sessions(args.dir, sessions=args.sessions,
-                                           seconds=args.seconds,
-                                           untimed_per_session=args.untimed, seed=args.seed)
-        elif args.corpus == "librispeech":
-            summary = synth.synth_librispeech(
-                args.dir, speakers=args.speakers, chapters_per_speaker=args.chapters,
-                utterances_per_chapter=args.utterances,
-                parts=[p.strip() for p in args.parts.split(",") if p.strip()],
-                min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed)
-        else:
-            summary = synth.synth_voxceleb(
-                args.dir, vox1_speakers=args.vox1_speakers, vox2_speakers=args.vox2_speakers,
-                vox1_test_speakers=args.vox1_test_speakers, videos_per_speaker=args.videos,
-                utterances_per_video=args.utterances, min_seconds=args.min_seconds,
-                max_seconds=args.max_seconds, seed=args.seed)
+        summary = synth.CORPORA[args.corpus](args.dir, **kwargs)
     except ValueError as e:
         return _usage(str(e))
     print(f"wrote {summary['files']} files, {summary['seconds'] / 3600:.3f} hours, "

@@ -23,6 +23,7 @@ from .errors import WdsPipelineError
 from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from .records import Reject, RejectStage
 from .storage.integrity import DIGEST_ALGORITHMS, Digest
+from .storage.urls import dirname_url, join_url
 
 WIDS_KIND = "wids-shard-index-v1"
 INDEX_NAME = "index.json"
@@ -383,21 +384,6 @@ def _check_reject(check: _Checker, r: Any, path: str) -> None:
     for key in ("input", "reason"):
         if key not in r:
             check.fail(f"{path}.{key}", MISSING, "a string")
-
-
-def join_url(base: str, name: str) -> str:
-    """Join a folder URL and a relative name, keeping the scheme (``gs://b/x`` + ``y``)."""
-    if "://" in base:
-        scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.join(rest, name)}"
-    return posixpath.join(base, name)
-
-
-def dirname_url(url: str) -> str:
-    if "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{posixpath.dirname(rest)}"
-    return posixpath.dirname(url)
 
 
 def read_index(url: str, **storage_options: Any) -> DatasetIndex:

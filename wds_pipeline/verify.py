@@ -27,7 +27,8 @@ from . import format as fmt
 from . import storage
 from .fetch import default_cache_policy
 from .format.checksum import crc32
-from .index import INDEX_NAME, DatasetIndex, IndexFormatError, ShardInfo, join_url, read_index
+from .index import INDEX_NAME, DatasetIndex, IndexFormatError, ShardInfo, read_index
+from .storage.urls import join_url
 
 # ---------------------------------------------------------------------------
 # Finding the indexes

@@ -6,6 +6,9 @@ and reports a small :class:`~.split_writer.ShardOutcome`. An :class:`Executor`
 only decides where the tasks run; it yields one :class:`TaskReport` per task as
 each finishes, in any order. What to do with a failure (the index of that split
 is not written, the build fails naming the shard) is the coordinator's business.
+
+This module knows no other executor: :mod:`.ray_executor` builds on it, and the
+coordinator (:func:`~.run.make_executor`) chooses between them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .options import BuildConfigError, BuildOptions
 from .plan import ShardTask
 from .split_writer import ShardOutcome
 from .worker import process_shard
@@ -217,18 +219,3 @@ def _single_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def make_executor(options: BuildOptions, num_tasks: int) -> Executor:
-    """The executor the options ask for: Ray with ``ray``/``executor: ray``, else a local
-    pool of ``workers`` processes (in-process for one worker or one task)."""
-    if options.uses_ray():
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(options.ray or "auto")
-    if options.executor not in (None, "local"):
-        raise BuildConfigError(f"executor {options.executor!r}: choose local or ray")
-    workers = min(options.resolved_workers(), num_tasks)
-    if workers <= 1:
-        return InProcessExecutor()
-    return LocalPoolExecutor(workers)

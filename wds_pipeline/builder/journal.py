@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import storage
-from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts, join_url
+from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts
 from ..records import Reject
+from ..storage.urls import join_url
 from .options import OutputConflictError
 
 JOURNAL_DIR = "_build"

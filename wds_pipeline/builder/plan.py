@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import format as fmt
-from ..index import join_url
 from ..records import Reject, SourceRecord, SourceScan, label_order
+from ..storage.urls import join_url
 from ..version import __version__
 from .options import BuildConfigError, BuildOptions
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .. import format as fmt
 from ..options import values as option_values
 from ..records import SourceScan
-from .executor import Executor, TaskReport, make_executor
+from .executor import Executor, InProcessExecutor, LocalPoolExecutor, TaskReport
 from .lock import OutLock, locked
 from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
 from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
@@ -101,6 +101,21 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     return cfg, preprocessing
 
 
+def make_executor(options: BuildOptions, num_tasks: int) -> Executor:
+    """The executor the options ask for: Ray with ``ray``/``executor: ray``, else a local
+    pool of ``workers`` processes (in-process for one worker or one task)."""
+    if options.uses_ray():
+        from .ray_executor import RayExecutor  # Ray: imported only by builds that ask for it
+
+        return RayExecutor(options.ray or "auto")
+    if options.executor not in (None, "local"):
+        raise BuildConfigError(f"executor {options.executor!r}: choose local or ray")
+    workers = min(options.resolved_workers(), num_tasks)
+    if workers <= 1:
+        return InProcessExecutor()
+    return LocalPoolExecutor(workers)
+
+
 def _probe_durations(scan: SourceScan, root: str, options: BuildOptions,
                      log: Log) -> dict[str, float]:
     """Durations for --max-shard-bytes, for records that do not carry one."""
@@ -173,7 +188,7 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     dataset without ``overwrite``) before anything is written, and
     :class:`BuildError` when a shard fails mid-build (rerun to resume).
     ``executor`` runs the shard tasks (default: the one ``options`` ask for, see
-    :func:`~.executor.make_executor`).
+    `make_executor`).
     """
     options = options or BuildOptions()
     log = log or _stderr

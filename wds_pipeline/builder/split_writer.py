@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from .. import format as fmt
 from .. import storage
-from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts, join_url
+from ..index import INDEX_NAME, BuildCounts, DatasetIndex, ShardInfo, VadCounts
 from ..records import Reject
+from ..storage.urls import join_url
 from ..version import __version__
 from .journal import (
     STAGING_DIR,

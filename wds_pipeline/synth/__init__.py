@@ -21,6 +21,9 @@ numpy/scipy/libsndfile/FFmpeg builds. M4A files are written with FFmpeg's ``bite
 flags so no library version or time stamp is embedded in them.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from .corpora import (
     SAMPLE_RATE,
     WORDS,
@@ -32,8 +35,17 @@ from .files import to_pcm16, write_m4a, write_soundfile, write_text
 from .sessions import COMMANDS, synth_sessions
 from .voices import Voice, synth_voice, voice_params
 
+# `wds-pipeline synth NAME DIR ...`: each corpus writer by name (the CLI passes its flags
+# as the writer's keyword arguments). Adding a synthetic corpus: its writer and a line here.
+CORPORA: dict[str, Callable[..., dict[str, Any]]] = {
+    "librispeech": synth_librispeech,
+    "sessions": synth_sessions,
+    "voxceleb": synth_voxceleb,
+}
+
 __all__ = [
     "COMMANDS",
+    "CORPORA",
     "SAMPLE_RATE",
     "WORDS",
     "Voice",

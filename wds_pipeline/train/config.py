@@ -137,7 +137,7 @@ class TrainConfig:
 
     @property
     def checkpoint_dir(self) -> str:
-        from ..index import join_url
+        from ..storage.urls import join_url
 
         return self.checkpoint.dir or join_url(self.run.out_dir, "checkpoints")
 

@@ -240,7 +240,7 @@ def metrics_mirror_url(checkpoint_dir: str, out_dir: str) -> str | None:
     """Where metrics.jsonl is copied with every checkpoint: beside the checkpoints when they
     live elsewhere than ``<out_dir>/<folder>`` (a gs:// bucket cannot be appended to; a Drive
     folder outlives the VM). None when they are already side by side."""
-    from ..index import join_url
+    from ..storage.urls import join_url
 
     if not storage.is_remote(checkpoint_dir) and \
             os.path.abspath(os.path.dirname(checkpoint_dir.rstrip("/"))) == os.path.abspath(out_dir):
