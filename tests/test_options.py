@@ -13,7 +13,7 @@ from test_cli import run
 
 from wds_pipeline.builder import BuildConfigError, BuildOptions, build_dataset
 from wds_pipeline.cli import build_option_table
-from wds_pipeline.options import OptionTable, Preset, option
+from wds_pipeline.option_table import OptionTable, Preset, option
 from wds_pipeline.sources import SOURCES, get_source, librispeech, source_options
 from wds_pipeline.typedconfig import ConfigError
 

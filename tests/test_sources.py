@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from wds_pipeline.options import OptionTable
+from wds_pipeline.option_table import OptionTable
 from wds_pipeline.records import Reject, SourceScan
 from wds_pipeline.sources import get_source, librispeech, manifest, voxceleb
 from wds_pipeline.synth import write_m4a

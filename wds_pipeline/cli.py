@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .options import OptionTable
+    from .option_table import OptionTable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -89,7 +89,7 @@ EXTERNAL_HELP = ("read shard URLs that leave the dataset folder (absolute paths,
 def build_option_table(source: str) -> OptionTable:
     """The flags and --config keys of `build SOURCE`: BuildOptions' and the source's Options."""
     from .builder import BuildOptions
-    from .options import OptionTable
+    from .option_table import OptionTable
     from .sources import get_source
 
     return OptionTable((BuildOptions, None), (get_source(source).Options, f"{source} options"))

@@ -29,8 +29,8 @@ class PreprocessConfig:
         drop leading/trailing frames (20 ms, hop 10 ms) whose RMS is more than ``trim_db`` below
         the loudest frame, keeping ``trim_margin_seconds`` of context on each side.
     chunk_seconds / min_chunk_seconds:
-        read by the builder, which cuts long recordings with :func:`chunk`; ``preprocess`` ignores
-        them.
+        ignored by ``preprocess`` (kept for callers that cut with :func:`chunk` themselves); the
+        builder's chunking is its own option (``WorkerConfig.chunk_seconds``), not these.
     """
 
     sample_rate: int = 16000

@@ -16,13 +16,17 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import format as fmt
 from ..records import Reject, SourceRecord, SourceScan, label_order
 from ..storage.urls import join_url
 from ..version import __version__
-from .options import BuildConfigError, BuildOptions
+from .options import BuildConfigError, BuildOptions, VadMethod
+
+if TYPE_CHECKING:  # audio and features import soxr/torch, which planning must not
+    from ..audio import PreprocessConfig
+    from ..features import FbankConfig
 
 CHUNK_SUFFIX_LEN = len("-c0000")
 REGION_SUFFIX_LEN = len("-v0000")  # --vad-split-pause (never with chunks)
@@ -32,18 +36,54 @@ SAMPLE_OVERHEAD_BYTES = 4 * 512
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What a worker needs to turn decoded audio into sample fields (picklable)."""
+    """What a worker needs to turn decoded audio into sample fields (picklable).
 
-    preprocess: Any  # audio.PreprocessConfig
-    audio_field: str
+    Derived from :class:`~.options.BuildOptions` by :meth:`from_options`: a field named as
+    a build option holds that option's value (declare a new worker setting as a field of
+    the option's name), the others are built from the options.
+    """
+
+    preprocess: PreprocessConfig  # the signal chain: rate, normalisation, trimming
+    audio_field: str  # from --codec and --compress
     zstd_level: int
-    fbank: Any | None  # features.FbankConfig, or None without --fbank
+    fbank: FbankConfig | None  # None without --fbank
     min_duration: float
     max_duration: float | None
     chunk_seconds: float | None
     min_chunk_seconds: float
-    vad: str = "none"  # BuildOptions.vad
-    vad_split_pause: float | None = None  # BuildOptions.vad_split_pause
+    vad: VadMethod = "none"
+    vad_split_pause: float | None = None
+
+    @classmethod
+    def from_options(cls, options: BuildOptions) -> WorkerConfig:
+        """The worker's settings of ``options`` (validated)."""
+        from ..audio import PreprocessConfig
+
+        fbank = None
+        if options.fbank:
+            from ..features import FbankConfig
+
+            fbank = FbankConfig(sample_rate=options.sample_rate)
+        # Only the signal chain's settings: chunking is the worker's (chunk_seconds here).
+        pre = PreprocessConfig(sample_rate=options.sample_rate, normalize=options.normalize,
+                               trim_silence=options.trim_silence)
+        built: dict[str, Any] = {"preprocess": pre, "fbank": fbank,
+                                 "audio_field": fmt.audio_field(options.codec, options.compress)}
+        same = {f.name: getattr(options, f.name) for f in dataclasses.fields(cls)
+                if f.name not in built}
+        return cls(**built, **same)
+
+    @property
+    def vad_enabled(self) -> bool:
+        return self.vad != "none"
+
+    def preprocessing(self, options: BuildOptions) -> dict[str, Any]:
+        """The index's "preprocessing" record (it enters the fingerprint): the signal
+        chain's full settings and the options of the "preprocessing" section, with --fbank
+        as its feature settings."""
+        record = {**self.preprocess.to_dict(), **options.preprocessing_dict()}
+        record["fbank"] = self.fbank.to_dict() if self.fbank is not None else None
+        return record
 
     @property
     def sample_rate(self) -> int:

@@ -18,8 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .. import format as fmt
-from ..options import values as option_values
+from ..option_table import values as option_values
 from ..records import SourceScan
 from .executor import Executor, InProcessExecutor, LocalPoolExecutor, TaskReport
 from .lock import OutLock, locked
@@ -58,42 +57,12 @@ def scan_source(source: str, root: str, source_options: Any) -> SourceScan:
 
 
 def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
-    """The per-sample processing settings, and their JSON form for the index."""
-    from ..audio import PreprocessConfig
-
+    """The per-sample processing settings, and their record for the index."""
     try:
-        pre = PreprocessConfig(sample_rate=options.sample_rate, normalize=options.normalize,
-                               trim_silence=options.trim_silence,
-                               chunk_seconds=options.chunk_seconds,
-                               min_chunk_seconds=options.min_chunk_seconds)
+        cfg = WorkerConfig.from_options(options)
     except ValueError as e:
         raise BuildConfigError(str(e)) from e
-    fb = None
-    if options.fbank:
-        from ..features import FbankConfig
-
-        fb = FbankConfig(sample_rate=options.sample_rate)
-    audio_field = fmt.audio_field(options.codec, options.compress)
-    cfg = WorkerConfig(preprocess=pre, audio_field=audio_field, zstd_level=options.zstd_level,
-                       fbank=fb, min_duration=options.min_duration,
-                       max_duration=options.max_duration, chunk_seconds=options.chunk_seconds,
-                       min_chunk_seconds=options.min_chunk_seconds, vad=options.vad,
-                       vad_split_pause=options.vad_split_pause)
-    preprocessing = dict(pre.to_dict())
-    if options.chunk_seconds is None:
-        preprocessing["min_chunk_seconds"] = None  # unused without chunking
-    preprocessing.update({
-        "codec": options.codec,
-        "compress": options.compress,
-        "zstd_level": options.zstd_level if options.compress == "zstd" else None,
-        "fbank": fb.to_dict() if fb is not None else None,
-        "min_duration": options.min_duration,
-        "max_duration": options.max_duration,
-    })
-    if options.vad != "none":  # absent otherwise: indexes built without VAD stay as they were
-        preprocessing["vad"] = options.vad
-    if options.vad_split_pause is not None:  # likewise absent unless splitting
-        preprocessing["vad_split_pause"] = options.vad_split_pause
+    preprocessing = cfg.preprocessing(options)
     if options.vad == "silero":  # another model version finds other bounds: a new plan
         from ..audio import silero
 

@@ -4,7 +4,7 @@ A source module declares
 
     NAME: str                                   # `wds-pipeline build NAME ...`
     @dataclass(frozen=True) class Options        # its options, fields declared with
-                                                 # wds_pipeline.options.option(help=...)
+                                                 # wds_pipeline.option_table.option(help=...)
     scan(root: str, options: Options | None = None) -> wds_pipeline.records.SourceScan
     KEEP_RECORDINGS_TOGETHER: bool = False       # optional: True when many segments share
                                                  # a recording (plan them consecutively so
@@ -15,7 +15,7 @@ A source module declares
                                                  # plan order (see builder.recordings)
 
 The build command's flags, ``--help`` and ``--config`` keys for the source are generated
-from ``Options`` (see :mod:`wds_pipeline.options`); nothing else is written per source.
+from ``Options`` (see :mod:`wds_pipeline.option_table`); nothing else is written per source.
 Adding a corpus means adding one module and one line in ``SOURCES``.
 """
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wds_pipeline.options import option
+from wds_pipeline.option_table import option
 from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
 from wds_pipeline.sources.manifest import canonical_label
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wds_pipeline.options import option
+from wds_pipeline.option_table import option
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
 from wds_pipeline.sources._walk import (
     DIR,

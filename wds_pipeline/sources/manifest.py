@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from wds_pipeline.options import option
+from wds_pipeline.option_table import option
 from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
 from wds_pipeline.sources._walk import FILE, not_audio_reason, path_kind, tag_split
 

@@ -35,7 +35,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wds_pipeline.options import option
+from wds_pipeline.option_table import option
 from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
 from wds_pipeline.sources._walk import list_dir, tag_split
 from wds_pipeline.sources._whisperx import (

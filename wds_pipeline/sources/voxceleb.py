@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from wds_pipeline.options import switch
+from wds_pipeline.option_table import switch
 from wds_pipeline.records import Reject, SourceRecord, SourceScan
 from wds_pipeline.sources import _walk as walk
 

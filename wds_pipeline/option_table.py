@@ -16,6 +16,13 @@ help line with the default, and the YAML key ``codec`` (or ``codec`` spelled ``c
 that sets the field to a fixed value (``--no-shuffle``, ``no_shuffle: true``). A field with
 no metadata still gets a flag (``--field-name``), so a new field is on the command line as
 soon as it is declared; :func:`internal` keeps one off it (API only).
+
+The same declaration says how a value is *recorded* with what it produced (a build's
+fingerprint and index): :func:`recorded` gives the fields declared ``fingerprint=True``
+(the default: only how-to-run settings, such as a number of workers, opt out), a field
+whose ``unused_when`` holds recorded as None, and an ``omit_default`` field left out while
+at its default (an option added later: outputs made before it keep their record).
+:func:`choices` reads a field's allowed values from its ``Literal`` type.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ T = TypeVar("T")
 
 _AUTO = "<auto>"  # OptionSpec.flag: "--" + the field name with '-' for '_'
 _KEY = "option"  # the field-metadata key holding an OptionSpec (None: internal)
+_RECORD = "recorded"  # the field-metadata key holding a Record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,24 +63,73 @@ class OptionSpec:
     toggle: bool = True  # bool fields: --x/--no-x (True) or only --x, setting True (False)
 
 
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """How a field's value is recorded (see :func:`recorded`)."""
+
+    fingerprint: bool = True  # False: how to run, never what is produced
+    unused_when: Callable[[Any], bool] | None = None  # given the instance: recorded as None
+    omit_default: bool = False  # left out while at its default
+
+
 def option(default: T, *, help: str, flag: str | None = _AUTO, metavar: str | None = None,
            parse: Callable[[str], Any] | None = None, group: str | None = None,
-           presets: Sequence[Preset] = (), toggle: bool = True) -> T:
-    """A dataclass field with ``default`` that is a command-line option and a YAML key."""
+           presets: Sequence[Preset] = (), toggle: bool = True, fingerprint: bool = True,
+           unused_when: Callable[[Any], bool] | None = None,
+           omit_default: bool = False) -> T:
+    """A dataclass field with ``default`` that is a command-line option and a YAML key.
+    ``fingerprint``, ``unused_when``, ``omit_default``: how :func:`recorded` records it."""
     spec = OptionSpec(help=help, flag=flag, metavar=metavar, parse=parse, group=group,
                       presets=tuple(presets), toggle=toggle)
-    return dataclasses.field(default=default, metadata={_KEY: spec})
+    record = Record(fingerprint, unused_when, omit_default)
+    return dataclasses.field(default=default, metadata={_KEY: spec, _RECORD: record})
 
 
-def switch(*, help: str, group: str | None = None) -> bool:
+def switch(*, help: str, group: str | None = None, fingerprint: bool = True) -> bool:
     """A ``bool`` field, default False, set by one flag (``--overwrite``; no ``--no-...``)."""
-    return option(False, help=help, group=group, toggle=False)
+    return option(False, help=help, group=group, toggle=False, fingerprint=fingerprint)
 
 
-def internal(default_factory: Callable[[], T]) -> T:
+def internal(default_factory: Callable[[], T], *, fingerprint: bool = True) -> T:
     """A dataclass field that is no command-line option or YAML key (API only)."""
-    return dataclasses.field(default_factory=default_factory, metadata={_KEY: None},
+    return dataclasses.field(default_factory=default_factory,
+                             metadata={_KEY: None, _RECORD: Record(fingerprint)},
                              hash=False, compare=False)
+
+
+def recorded(obj: Any, group: str | None = None) -> dict[str, Any]:
+    """The fields of ``obj`` (of its --help section ``group`` when given) that enter its
+    record, by name: every field declared ``fingerprint=True``, as None where its
+    ``unused_when`` holds, and without an ``omit_default`` field at its default."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        record: Record = f.metadata.get(_RECORD, Record())
+        spec = f.metadata.get(_KEY)
+        if not record.fingerprint or (group is not None and
+                                      (spec is None or spec.group != group)):
+            continue
+        value = getattr(obj, f.name)
+        if record.omit_default and value == f.default:
+            continue
+        out[f.name] = None if record.unused_when and record.unused_when(obj) else value
+    return out
+
+
+def choices(cls: type, name: str) -> tuple[Any, ...] | None:
+    """The values field ``name`` of ``cls`` allows, from its ``Literal`` type (None
+    included when the type is ``Literal[...] | None``); None when it is no ``Literal``."""
+    tp = typing.get_type_hints(cls)[name]
+    allowed = _strip_none(tp)
+    if len(allowed) != 1 or typing.get_origin(allowed[0]) is not Literal:
+        return None
+    values = typing.get_args(allowed[0])
+    return values + (None,) if len(allowed) < len(_all_args(tp)) else values
+
+
+def _all_args(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
 
 
 def values(obj: Any) -> dict[str, Any]:
