@@ -38,6 +38,11 @@ Needs the peers, in their own environment (see benchmarks/README.md)::
     .peers-venv/bin/python benchmarks/peers.py            # full run, ~35 min on 2 cores
     .peers-venv/bin/python benchmarks/peers.py --quick    # tiny smoke run
     .peers-venv/bin/python benchmarks/peers.py --only convert   # conversion alone, ~5 min
+
+``--baseline REV`` instead compares wds_pipeline's own loader, the working tree against git
+revision REV, on the same sets (peers_baseline.py; the main venv is enough)::
+
+    .venv/bin/python benchmarks/peers.py --baseline c2f772d     # ~6 min on 2 cores
 """
 
 from __future__ import annotations
@@ -407,8 +412,8 @@ def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> d
     return out
 
 
-def verify(fmt: str, path: str, ref: dict[str, str]) -> str | None:
-    """Untimed: every array equal to the source. None when equal, else what differs."""
+def digests(fmt: str, path: str) -> dict[str, str]:
+    """Untimed: the digest of every array one pass of the loader returns, by key."""
     got: dict[str, str] = {}
     for keys, wave, lengths in loader_for(fmt, path, 0):
         w = wave.numpy()
@@ -417,6 +422,16 @@ def verify(fmt: str, path: str, ref: dict[str, str]) -> str | None:
         n = len(keys)  # wds_pipeline: padding rows come last and are not in keys
         for r in range(n):
             got[keys[r]] = digest(w[r, : int(lengths[r])])
+    return got
+
+
+def verify(fmt: str, path: str, ref: dict[str, str]) -> str | None:
+    """Untimed: every array equal to the source. None when equal, else what differs."""
+    return compare_digests(digests(fmt, path), ref)
+
+
+def compare_digests(got: dict[str, str], ref: dict[str, str]) -> str | None:
+    """None when ``got`` holds exactly ``ref``'s keys and digests, else what differs."""
     if set(got) != set(ref):
         return f"key set differs: {len(set(ref) - set(got))} missing, {len(set(got) - set(ref))} extra"
     bad = [k for k in ref if got[k] != ref[k]]
@@ -473,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=4000, help="3 s clips in the clips set")
     ap.add_argument("--utts", type=int, default=2000, help="1-15 s utterances in the utterances set")
     ap.add_argument("--workers", default="0,2")
-    ap.add_argument("--repeats", type=int, default=5,
-                    help="interleaved repeats of every loader (medians and paired ratios over them)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="interleaved repeats of every loader (medians and paired ratios over them; "
+                         "default 5, with --baseline 9)")
     ap.add_argument("--convert-repeats", type=int, default=5,
                     help="timed conversions of each set per writer (hf and lhotse: one)")
     ap.add_argument("--only", choices=("all", "convert"), default="all",
@@ -485,16 +501,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png-out", default=None, help="default: results/peers.png (a temp file with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (results in a temp folder)")
     ap.add_argument("--check", action="store_true", help="only check that every peer imports (exit 2 if not)")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="compare wds_pipeline's loader only: the working tree (new) against git revision "
+                         "REV (old), interleaved, new/old per column (results/peers-old-new.json)")
     args = ap.parse_args(argv)
+    args.repeats = args.repeats or (9 if args.baseline else 5)
+    if args.baseline:
+        args.data_dir += "-old-new"
     if args.quick:
         args.clips, args.utts, args.repeats, args.convert_repeats = 130, 70, 1, 1
         args.data_dir += "-quick"
     # A smoke run never replaces the reported figures, nor a conversion-only run the full ones.
-    stem = "peers-convert" if args.only == "convert" else "peers"
+    stem = "peers-old-new" if args.baseline else "peers-convert" if args.only == "convert" else "peers"
     out = os.path.join(tempfile.gettempdir(), stem + "-quick") if args.quick else os.path.join(RESULTS, stem)
     args.json_out = args.json_out or out + ".json"
     args.png_out = args.png_out or out + ".png"
     warnings.filterwarnings("ignore")
+    if args.baseline:
+        from peers_baseline import old_vs_new
+
+        return old_vs_new(args)
     stub_torchvision()
     formats = args.formats.split(",")
     missing = available(formats)
