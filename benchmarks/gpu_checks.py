@@ -88,7 +88,7 @@ def check_loader(device: torch.device, workdir: str, quick: bool) -> dict[str, A
     moved = []
     arrived = set()
     for b in StreamingLoader(index, **opts):
-        arrived.add(str((b._pending if b._pending is not None else b.waveform).dtype))
+        arrived.add(str(b.waveform.dtype))
         moved.append(b.to(device).waveform)
     result["to_device_dtypes_arrived"] = sorted(arrived)
     result["to_device_equals_cpu_float32"] = all(

@@ -131,7 +131,7 @@ def colab_first_batch(index: str, cache_dir: str) -> dict:
     from dataclasses import replace
 
     from wds_pipeline import StreamingLoader
-    from wds_pipeline.loader.loader import load_yaml_config
+    from wds_pipeline.loader import load_yaml_config
 
     _, cfg = load_yaml_config(os.path.join(REPO, "configs", "colab.yaml"))
     cfg = replace(cfg, cache_dir=cache_dir)

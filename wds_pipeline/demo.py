@@ -34,7 +34,6 @@ def demo_config(workdir: str) -> dict[str, Any]:
         "data": {
             "train": [f"{shards}/speakers/train/index.json"],
             "valid": [f"{shards}/speakers/valid/index.json", f"{shards}/voxceleb/test/index.json"],
-            "task": "speaker",
         },
         "loader": {"batch_size": 16, "crop_seconds": 2.0, "num_workers": 2, "waveform_dtype": "int16",
                    "persistent_workers": True, "shuffle_buffer": 500},

@@ -4,8 +4,13 @@ the key and the file.
 ``from_mapping(Cls, {"lr": "1e-3"}, where="configs/x.yaml: optim")`` checks every key
 against ``Cls``'s fields and every value against the field's annotation (``int``,
 ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``, ``tuple[T, ...]``,
-``dict``, a nested dataclass). Range checks belong in each class's ``__post_init__``;
-their ``ValueError`` is re-raised with ``where`` in front.
+``dict``, a nested dataclass, and ``Annotated[T, FromText(...)]`` for a value that may be
+written as text, e.g. a byte size "60GB"). Range checks belong in each class's
+``__post_init__``; their ``ValueError`` is re-raised with ``where`` in front.
+
+:func:`check_options` is such a ``__post_init__``: ``Literal`` choices and the lower
+bounds declared with :func:`at_least` are checked from the fields themselves, so an
+option's type, default and range are declared once, in its field.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from .errors import ConfigError
 
@@ -23,7 +29,7 @@ T = TypeVar("T")
 def from_mapping(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of options, got {_show(data)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls, extras=True)
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -49,8 +55,17 @@ def convert(tp: Any, value: Any, where: str) -> Any:
             try:
                 return convert(arg, value, where)
             except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
+                errors.append(str(e).removeprefix(f"{where}: "))
         raise ConfigError(f"{where}: {'; or '.join(errors)}")
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        text = next((m for m in meta if isinstance(m, FromText)), None)
+        if text is not None and isinstance(value, str):
+            try:
+                return text.parse(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {text.what}, got {_show(value)}") from None
+        return convert(base, value, where)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices and type(value) in {type(c) for c in choices}:
@@ -92,6 +107,82 @@ def convert(tp: Any, value: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected a string, got {_show(value)}")
     raise ConfigError(f"{where}: unsupported option type {tp!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FromText:
+    """``Annotated`` metadata: the option may also be given as text, read with ``parse``
+    (``what`` describes the text in errors, e.g. "a size such as 60GB")."""
+
+    parse: Callable[[str], Any]
+    what: str
+
+
+def from_text(tp: Any, value: Any) -> Any:
+    """``value`` read with the :class:`FromText` of ``tp`` (or of one member of a union ``tp``)
+    when it is text that ``tp`` reads; else ``value`` unchanged. For Python callers, who skip
+    :func:`convert`: the same parser as a YAML value."""
+    if not isinstance(value, str):
+        return value
+    for t in (tp, *typing.get_args(tp)):
+        if typing.get_origin(t) is Annotated:
+            text = next((m for m in t.__metadata__ if isinstance(m, FromText)), None)
+            if text is not None:
+                return text.parse(value)
+    return value
+
+
+def at_least(low: float, default: T) -> T:
+    """A dataclass field with this default whose value, when not None, must be >= ``low``
+    (checked by :func:`check_options`)."""
+    return dataclasses.field(default=default, metadata={"at_least": low})
+
+
+def check_options(obj: Any) -> None:
+    """A frozen options dataclass's ``__post_init__``: sequences become tuples, and every
+    ``Literal`` choice and :func:`at_least` bound is checked; a ``ValueError`` names the field."""
+    cls = type(obj)
+    hints = _hints(cls, extras=False)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, list):
+            value = tuple(value)
+            object.__setattr__(obj, f.name, value)  # frozen: the one normalisation it makes
+        choices = literal_choices(hints[f.name])
+        if choices is not None and value not in choices:
+            raise ValueError(f"{f.name}={value!r} is not one of {choices}")
+        item_choices = _item_choices(hints[f.name])
+        if item_choices is not None and isinstance(value, tuple):
+            bad = [v for v in value if v not in item_choices]
+            if bad:
+                raise ValueError(f"{f.name}: {bad[0]!r} is not one of {item_choices}")
+        low = f.metadata.get("at_least")
+        if low is not None and value is not None and value < low:
+            raise ValueError(f"{f.name} must be >= {low}, got {value}")
+
+
+def literal_choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` (or ``Literal[...] | None``) option, else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    args = typing.get_args(hint)
+    literals = [a for a in args if typing.get_origin(a) is Literal]
+    if len(literals) == 1 and all(a is type(None) or a in literals for a in args):
+        return typing.get_args(literals[0]) + (None,)
+    return None  # e.g. cache_dir: str | Literal[False] | None takes any path
+
+
+def _item_choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed items of a ``tuple[Literal[...], ...]`` option, else None."""
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if args and typing.get_origin(args[0]) is Literal:
+            return typing.get_args(args[0])
+    return None
+
+
+def _hints(cls: Any, *, extras: bool) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=extras)
 
 
 def to_mapping(obj: Any) -> Any:

@@ -23,21 +23,17 @@ class Collator:
     """Assembles a worker's batches. ``buffer_flags`` (one per recycled buffer, shared with the
     main process) enables buffer reuse; without it every batch gets fresh memory.
 
-    The waveform is collated as int16 (half the bytes to write and ship; ``batch.to(device)``
-    moves int16 and scales on the device) until ``ship_float32[0]`` is set: the loader sets
-    it when the consumer reads a float32 waveform on the CPU, and from then on the gather
-    from the held samples writes float32 directly, the scaling fused into the one copy the
-    batch needs anyway, here in the worker instead of as a second pass in the main process.
+    The waveform is written in ``read_cfg.waveform_dtype``: int16 as stored, or float32 with
+    the scaling fused into the gather from the held samples (the one copy the batch needs
+    anyway), so a float32 batch costs the main process nothing more than an int16 one.
     """
 
     def __init__(self, plan_cfg: PlanConfig, read_cfg: ReadConfig, sample_rate: int,
-                 buffer_flags: torch.Tensor | None,
-                 ship_float32: torch.Tensor | None = None) -> None:
+                 buffer_flags: torch.Tensor | None) -> None:
         self.plan_cfg = plan_cfg
         self.read_cfg = read_cfg
         self.sample_rate = sample_rate
         self.buffer_flags = buffer_flags
-        self.ship_float32 = ship_float32.numpy() if ship_float32 is not None else None
         self._buffers: BatchBufferPool | None = None
         self._local: dict[torch.dtype, RecycledArrays] = {}
         self._fbank: Any = None
@@ -49,9 +45,7 @@ class Collator:
         want = self.read_cfg.fields
         lengths = np.fromiter((len(r.wave) for r in rows), dtype=np.int64, count=len(rows))
         width = int(self.plan_cfg.crop_frames or (lengths.max() if len(rows) else 0))
-        # fbank computed here from the waveform needs the int16 scale: keep int16 then.
-        as_float = (self.ship_float32 is not None and bool(self.ship_float32[0])
-                    and "fbank" not in want)
+        as_float = self.read_cfg.waveform_dtype == "float32"
         wave_t, slot = self._batch_buffer((len(rows), width),
                                           torch.float32 if as_float else torch.int16)
         uniform = (arena is not None and rows and width == arena.width
@@ -130,10 +124,12 @@ class Collator:
                 if f is not None:
                     out[i, : len(f)] = f
             return torch.from_numpy(out), torch.from_numpy(n)
-        # No precomputed features in the shards: compute Kaldi fbank here, in the worker.
+        # No precomputed features in the shards: compute Kaldi fbank here, in the worker, from
+        # the int16 scale (a float32 waveform times 32768 is exactly its int16 values).
         if self._fbank is None:
             from ..features import Fbank, FbankConfig
 
             self._fbank = Fbank(FbankConfig(sample_rate=self.sample_rate))
+        pcm = wave_t * 32768.0 if wave_t.dtype == torch.float32 else wave_t.to(torch.float32)
         with torch.no_grad():
-            return self._fbank(wave_t.to(torch.float32), lengths_t)
+            return self._fbank(pcm, lengths_t)

@@ -106,10 +106,6 @@ class ShardStreamDataset(IterableDataset):
         self.sample_rate = self.indexes[0].sample_rate if self.indexes else 16000
         # [epoch, batches already consumed in that epoch]; see start().
         self.control = torch.zeros(2, dtype=torch.int64).share_memory_()
-        # Set by the loader once the consumer has read a float32 waveform on the CPU: from
-        # then on workers collate straight into float32 (see Collator), shared memory so
-        # running workers see it.
-        self.ship_float32 = torch.zeros(1, dtype=torch.int32).share_memory_()
         self._plan_cache: tuple[tuple, EpochPlan] | None = None
         # Elastic resume: (world_size, num_workers, batches) stages already run in
         # epoch ``stages_epoch`` under other layouts; that epoch plans only the rest.
@@ -412,7 +408,7 @@ class ShardStreamDataset(IterableDataset):
         # Built inside the worker, after the loader chose this generation's buffer flags.
         if self._collator is None:
             self._collator = Collator(self.plan_cfg, self.read_cfg, self.sample_rate,
-                                      self.buffer_flags, self.ship_float32)
+                                      self.buffer_flags)
         return self._collator
 
     def _get_reader(self):

@@ -7,78 +7,21 @@ import os
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
-from typing import Any, Literal, TypedDict
+from typing import Any
 
-import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
-from typing_extensions import Unpack
 
 from ..errors import ResumeMismatch
-from ..features import fbank_bytes_per_audio_frame
 from ..index import DatasetIndex, load_index
-from ..transforms import TransformSpec
+from ..transforms import as_specs
 from .batch import Batch
-from .buffers import Float32Pool
-from .config import CacheDir, Field, LoaderConfig, ReadConfig
+from .config import LoaderConfig
 from .dataset import ShardStreamDataset
 from .labels import label_union, remap_labels
-from .plan import PLANNER_VERSION, EpochPlan, PlanConfig
+from .plan import PLANNER_VERSION, EpochPlan
 from .state import MAX_SKIPPED_KEYS, LoaderState
-
-
-class LoaderOptions(TypedDict, total=False):
-    """The keyword arguments ``StreamingLoader`` accepts: each is the :class:`LoaderConfig`
-    field of that name (documented there), with its type. A test keeps the two in step."""
-
-    batch_size: int | None
-    max_batch_seconds: float | None
-    num_buckets: int
-    max_batch_size: int | None
-    crop_seconds: float | None
-    shuffle: bool
-    seed: int
-    shuffle_buffer: int
-    shuffle_buffer_bytes: int
-    last_batch: Literal["drop", "pad"]
-    weights: Sequence[float]  # tuple()d by LoaderConfig.from_dict, as YAML lists are
-    fields: Sequence[Field]
-    waveform_dtype: Literal["float32", "int16"]
-    on_decode_error: Literal["skip", "raise"]
-    on_corrupt_shard: Literal["raise", "skip"]
-    num_workers: int
-    prefetch_factor: int | None
-    pin_memory: bool
-    persistent_workers: bool
-    multiprocessing_context: str | None
-    cache_dir: CacheDir
-    cache_limit: int | str | None  # a size such as "20GB" (wds_pipeline.sizes)
-    shard_prefetch: int
-    storage_options: dict[str, Any]
-    worker_sharing_strategy: Literal["file_system", "file_descriptor"] | None
-    allow_external_shards: bool
-    sample_transforms: Sequence[TransformSpec | dict[str, Any]]
-
-
-def load_yaml_config(path: str) -> tuple[dict[str, Any], LoaderConfig]:
-    """Read a YAML config: its ``data`` block (index URLs) and its ``loader`` block.
-
-    ``configs/local.yaml`` and ``configs/colab.yaml`` are examples. Unknown loader
-    keys are an error, not silently ignored.
-    """
-    import yaml
-
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a mapping with 'data' and 'loader' blocks")
-    try:
-        loader = LoaderConfig.from_dict(doc.get("loader") or {})
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: loader block: {e}") from e
-    return dict(doc.get("data") or {}), loader
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -107,6 +50,9 @@ class StreamingLoader:
     equal on every rank. Each pass is one epoch: iterating again after a complete pass,
     or after breaking out of one, runs the next epoch (``set_epoch`` chooses it
     explicitly). ``load_state_dict`` resumes mid-epoch at the batch after the checkpoint.
+
+    Options: a :class:`LoaderConfig`, and any of its fields as keywords (``batch_size=64``),
+    which override the config's; an unknown keyword is a ``ConfigError``.
     """
 
     def __init__(
@@ -116,11 +62,11 @@ class StreamingLoader:
         *,
         rank: int | None = None,
         world_size: int | None = None,
-        **overrides: Unpack[LoaderOptions],
+        **options: Any,
     ):
         cfg = config or LoaderConfig()
-        if overrides:
-            cfg = LoaderConfig.from_dict({**_config_dict(cfg), **dict(overrides)})
+        if options:
+            cfg = cfg.replace(**options)  # LoaderConfig fields by name; any other name is refused
         self.config = cfg
         if isinstance(indexes, (str, DatasetIndex)):
             indexes = [indexes]
@@ -137,19 +83,16 @@ class StreamingLoader:
             raise ValueError(f"datasets have different sample rates {sorted(rates)}; rebuild them at one rate")
         self.sample_rate = rates.pop()
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.plan_config = self._plan_config()
+        self.plan_config = cfg.plan_config(self.sample_rate, self.indexes)
         self.dataset = ShardStreamDataset(
             self.indexes,
             self.plan_config,
-            # ReadConfig's fields are LoaderConfig fields of the same names.
-            ReadConfig(**{f.name: getattr(cfg, f.name) for f in fields(ReadConfig)}),
+            cfg.read_config(),
             rank=self.rank,
             world_size=self.world_size,
             num_workers=cfg.num_workers,
         )
         self._in_use: list[tuple[int, StorageWeakRef]] = []  # recycled buffers held downstream
-        # float32 output: workers ship int16; each batch is scaled on first use (Batch).
-        self._float32 = Float32Pool() if cfg.waveform_dtype == "float32" else None
         self.dataloader = self._make_dataloader()
         self.epoch = 0
         self._resume_at = 0  # batches of `epoch` already consumed (set by load_state_dict)
@@ -210,31 +153,6 @@ class StreamingLoader:
                     _set_worker_sharing_strategy, cfg.worker_sharing_strategy)
         return DataLoader(self.dataset, **dl_kwargs)
 
-    # -- configuration ----------------------------------------------------------
-    def _plan_config(self) -> PlanConfig:
-        cfg, sr = self.config, self.sample_rate
-        bytes_per_frame = 2.0
-        if "fbank" in cfg.fields:
-            bytes_per_frame += fbank_bytes_per_audio_frame(sr)
-        max_frames = boundaries = None
-        if cfg.max_batch_seconds is not None:
-            max_frames = int(cfg.max_batch_seconds * sr)
-            boundaries = bucket_boundaries(self.indexes, cfg.num_buckets, cfg.crop_seconds, sr)
-        return PlanConfig(
-            seed=cfg.seed,
-            shuffle=cfg.shuffle,
-            shuffle_buffer=cfg.shuffle_buffer,
-            shuffle_buffer_bytes=cfg.shuffle_buffer_bytes,
-            bytes_per_frame=bytes_per_frame,
-            batch_size=None if max_frames is not None else cfg.batch_size,
-            max_batch_frames=max_frames,
-            bucket_boundaries=tuple(boundaries or ()),
-            max_batch_size=cfg.max_batch_size,
-            crop_frames=int(round(cfg.crop_seconds * sr)) if cfg.crop_seconds else None,
-            last_batch=cfg.last_batch,
-            weights=tuple(cfg.weights),
-        )
-
     # -- epoch structure ------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch the next iteration runs (the DistributedSampler idiom)."""
@@ -294,7 +212,8 @@ class StreamingLoader:
                             f"batch order diverged from the epoch plan (got batch {batch.index}, "
                             f"expected {expected}); please report this with your torch version"
                         )
-                    batch = self._arrived(batch.materialize())
+                    batch = batch.materialize()
+                    self._track_buffer(batch)
                     if self._label_remap is not None:
                         batch.labels = remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
                     expected += 1
@@ -311,24 +230,6 @@ class StreamingLoader:
             else:
                 # state_dict() keeps the exact stop position until the next pass starts.
                 self._abandoned = True
-
-    def _arrived(self, batch: Batch) -> Batch:
-        """A batch from a worker (or in-process): hand its worker buffer's lifetime to the
-        tracker, then apply ``waveform_dtype``. Workers ship int16, and float32 is made on
-        first use, on the CPU or on the device (see Batch); once the consumer has read one
-        on the CPU, workers write float32 themselves (see Collator)."""
-        self._track_buffer(batch)
-        wave = batch.waveform
-        if self._float32 is not None and wave is not None and wave.dtype == torch.int16:
-            batch.defer_float32(self._float32_on_cpu)
-        return batch
-
-    def _float32_on_cpu(self, pcm: torch.Tensor) -> torch.Tensor:
-        """The consumer reads float32 on the CPU: scale this batch here and have the workers
-        write float32 from now on, fused into their gather (no second pass here)."""
-        assert self._float32 is not None
-        self.dataset.ship_float32[0] = 1
-        return self._float32.to_float32(pcm)
 
     def _new_buffer_generation(self) -> None:
         """New workers get new flags: workers of an abandoned iteration may still be alive
@@ -409,28 +310,9 @@ class StreamingLoader:
             "plan_config": _jsonable(self.plan_config.to_dict()),
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.indexes],
             # Only when set: states saved before transforms existed still resume.
-            **({"sample_transforms": [t.to_dict() for t in self.config.sample_transforms]}
+            **({"sample_transforms": [t.to_dict() for t in as_specs(self.config.sample_transforms)]}
                if self.config.sample_transforms else {}),
         }
-
-
-def bucket_boundaries(
-    indexes: Sequence[DatasetIndex], num_buckets: int, crop_seconds: float | None, sr: int
-) -> list[int]:
-    """Frame-count boundaries at duration quantiles, so buckets are equally populated."""
-    frames = np.concatenate(
-        [np.asarray(s.sample_frames, dtype=np.int64) for i in indexes for s in i.shards] or [np.zeros(0, dtype=np.int64)]
-    )
-    if crop_seconds:
-        frames = np.minimum(frames, int(crop_seconds * sr))
-    if len(frames) == 0 or num_buckets <= 1:
-        return []
-    qs = np.quantile(frames, np.linspace(0, 1, num_buckets + 1)[1:-1])
-    return sorted({int(q) for q in qs})
-
-
-def _config_dict(cfg: LoaderConfig) -> dict[str, Any]:
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

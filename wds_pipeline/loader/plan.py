@@ -26,17 +26,24 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
+from ..sizes import parse_size
+from ..typedconfig import FromText, at_least, check_options
+from .batching import PlannedBatch, bucket_batches, fixed_batches, shuffle_order, warmup_size
+
 LastBatch = Literal["drop", "pad"]
+# A byte count; in YAML and StreamingLoader's keywords also text such as "20GB".
+ByteSize = Annotated[int, FromText(parse_size, "a size such as 60GB")]
 
 
 # Bumped whenever the same inputs would plan a different order, so that a saved loader
 # state is never replayed against another order (version 2: the shuffle buffer warm-up;
 # version 3: worker shares aligned to the batch size; version 4: a warm-up of one batch).
 PLANNER_VERSION = 4
+
 
 @dataclass(frozen=True)
 class ShardMeta:
@@ -48,40 +55,41 @@ class ShardMeta:
     frames: tuple[int, ...]  # audio frames per sample
 
 
-@dataclass(frozen=True)
-class PlanConfig:
+@dataclass(frozen=True, kw_only=True)
+class PlanOptions:
+    """The loader options that shape an epoch's plan (a part of :class:`LoaderConfig`, where
+    they are documented for users; each is declared here only)."""
+
     seed: int = 0
     shuffle: bool = True
-    shuffle_buffer: int = 5000  # samples held for shuffling, total over a rank's workers
-    shuffle_buffer_bytes: int = 1 << 30  # decoded bytes held, total over a rank's workers
-    bytes_per_frame: float = 2.0  # decoded bytes per audio frame (int16 waveform [+ features])
-    batch_size: int | None = 32
-    max_batch_frames: int | None = None  # duration bucketing: padded frames per batch
-    bucket_boundaries: tuple[int, ...] = ()  # frame-count boundaries between buckets
-    max_batch_size: int | None = None  # cap on samples in a bucketed batch
-    crop_frames: int | None = None  # random crops of this length (speaker tasks)
+    shuffle_buffer: int = at_least(1, 5000)  # samples held for shuffling, total over a rank's workers
+    shuffle_buffer_bytes: ByteSize = at_least(1, 1 << 30)  # decoded bytes held, total over a rank's workers
+    batch_size: int | None = at_least(1, 32)  # None: duration bucketing (max_batch_seconds)
+    max_batch_size: int | None = at_least(1, None)  # cap on samples in a bucketed batch
     last_batch: LastBatch = "drop"
     weights: tuple[float, ...] = ()  # per-dataset sampling rate per epoch (1.0 = every sample once)
 
     def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanConfig(PlanOptions):
+    """The plan's settings: the :class:`PlanOptions`, and what they come to for the datasets
+    at hand (``LoaderConfig.plan_config`` derives these from the index)."""
+
+    bytes_per_frame: float = 2.0  # decoded bytes per audio frame (int16 waveform [+ features])
+    max_batch_frames: int | None = None  # duration bucketing: padded frames per batch
+    bucket_boundaries: tuple[int, ...] = ()  # frame-count boundaries between buckets
+    crop_frames: int | None = None  # random crops of this length (speaker tasks)
+
+    def __post_init__(self) -> None:
+        check_options(self)
         if (self.batch_size is None) == (self.max_batch_frames is None):
             raise ValueError("set exactly one of batch_size or max_batch_seconds")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.last_batch not in ("drop", "pad"):
-            raise ValueError(f"last_batch must be 'drop' or 'pad', got {self.last_batch!r}")
-        if self.shuffle_buffer < 1:
-            raise ValueError("shuffle_buffer must be >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class PlannedBatch:
-    items: np.ndarray  # int64 positions into the worker's read list
-    padding: np.ndarray  # bool per item: True for repeated filler samples
-    ready_at: int  # read-list position after which every item has been read
 
 
 @dataclass
@@ -243,111 +251,7 @@ def remaining_segments(
     return segments
 
 
-# ---------------------------------------------------------------------------
-# Stage 3: shuffle-buffer simulation and batching for one worker stream
-
-
-def warmup_size(capacity: int, batch_size: int | None) -> int:
-    """Samples a worker reads before its buffer first releases one: one batch (1/16 of the
-    buffer without fixed batches). Waiting for a full buffer would hold the first batch of
-    every epoch until e.g. 2,500 samples per worker were read, idling the GPU; on a cold
-    remote epoch every sample read before the first batch is a download the first step
-    waits for. The buffer then grows to its capacity (see :func:`shuffle_order`)."""
-    return max(1, min(capacity, batch_size or capacity // 16))
-
-
-def shuffle_order(
-    item_bytes: np.ndarray, capacity: int, capacity_bytes: float, rng: random.Random,
-    *, initial: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate a bounded shuffle buffer over a stream; returns (order, emitted_at).
-
-    Each arriving item enters the buffer; while the buffer is over its sample or
-    byte capacity a uniformly chosen item leaves. The sample capacity ramps up: it
-    starts at ``initial`` (default: ``capacity``) and grows by one for every two
-    items read until it reaches ``capacity``, so output starts early and the buffer
-    still fills. ``emitted_at[j]`` is the stream position that had been read when
-    ``order[j]`` left, which is all a worker needs to replay the same order on real data.
-    """
-    n = len(item_bytes)
-    order = np.empty(n, dtype=np.int64)
-    at = np.empty(n, dtype=np.int64)
-    buf: list[int] = []
-    held = 0.0
-    k = 0
-    randrange = rng.randrange
-    start = capacity if initial is None else max(1, min(initial, capacity))
-    for pos in range(n):
-        buf.append(pos)
-        held += item_bytes[pos]
-        cap = min(capacity, start + max(0, pos + 1 - start) // 2)
-        while len(buf) > cap or (held > capacity_bytes and len(buf) > 1):
-            j = randrange(len(buf))
-            buf[j], buf[-1] = buf[-1], buf[j]
-            out = buf.pop()
-            held -= item_bytes[out]
-            order[k] = out
-            at[k] = pos
-            k += 1
-    last = n - 1
-    while buf:
-        j = randrange(len(buf))
-        buf[j], buf[-1] = buf[-1], buf[j]
-        order[k] = buf.pop()
-        at[k] = last
-        k += 1
-    return order, at
-
-
-def fixed_batches(order: np.ndarray, at: np.ndarray, cfg: PlanConfig) -> list[PlannedBatch]:
-    bs = int(cfg.batch_size or 1)
-    out = []
-    for lo in range(0, len(order), bs):
-        items = order[lo : lo + bs]
-        pad = np.zeros(len(items), dtype=bool)
-        if len(items) < bs:
-            if cfg.last_batch == "drop":
-                break
-            # Complete the last batch with repeats of its own samples, marked as padding.
-            fill = np.resize(items, bs - len(items))
-            items = np.concatenate([items, fill])
-            pad = np.concatenate([pad, np.ones(len(fill), dtype=bool)])
-        out.append(PlannedBatch(items=items, padding=pad, ready_at=int(at[min(lo + bs, len(at)) - 1])))
-    return out
-
-
-def bucket_batches(
-    order: np.ndarray, at: np.ndarray, frames: np.ndarray, cfg: PlanConfig
-) -> list[PlannedBatch]:
-    """Duration bucketing: fill per-bucket batches up to ``max_batch_frames`` padded frames."""
-    limit = int(cfg.max_batch_frames or 0)
-    bounds = np.asarray(cfg.bucket_boundaries, dtype=np.int64)
-    buckets: dict[int, list[int]] = {}
-    longest: dict[int, int] = {}
-    out: list[PlannedBatch] = []
-
-    def emit(b: int, ready: int) -> None:
-        items = np.asarray(buckets.pop(b), dtype=np.int64)
-        longest.pop(b)
-        out.append(PlannedBatch(items=items, padding=np.zeros(len(items), dtype=bool), ready_at=ready))
-
-    for j in range(len(order)):
-        item = int(order[j])
-        n = int(frames[item])
-        b = int(np.searchsorted(bounds, n, side="right"))
-        if b in buckets:
-            new_longest = max(longest[b], n)
-            full = new_longest * (len(buckets[b]) + 1) > limit or (
-                cfg.max_batch_size is not None and len(buckets[b]) >= cfg.max_batch_size
-            )
-            if full:
-                emit(b, int(at[j - 1]) if j else 0)
-        buckets.setdefault(b, []).append(item)
-        longest[b] = max(longest.get(b, 0), n)
-    end = int(at[-1]) if len(at) else 0
-    for b in sorted(buckets):
-        emit(b, end)  # leftovers are real data: emitted as smaller batches, never dropped
-    return out
+# Stage 3 (one worker stream's shuffle order and batches) is in batching.py.
 
 
 # ---------------------------------------------------------------------------
@@ -422,9 +326,10 @@ def plan_epoch(
                 order = np.arange(len(frames), dtype=np.int64)
                 at = order.copy()
             if cfg.batch_size is not None:
-                batches = fixed_batches(order, at, cfg)
+                batches = fixed_batches(order, at, cfg.batch_size, cfg.last_batch)
             else:
-                batches = bucket_batches(order, at, eff, cfg)
+                batches = bucket_batches(order, at, eff, max_batch_frames=int(cfg.max_batch_frames or 0),
+                                         boundaries=cfg.bucket_boundaries, max_batch_size=cfg.max_batch_size)
             workers.append(
                 WorkerPlan(read_slots, read_index, batches, real_reads=len(read_slots))
             )

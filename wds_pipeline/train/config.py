@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..loader import LoaderConfig
-from ..sizes import parse_size
-from ..typedconfig import ConfigError, from_mapping, set_dotted, to_mapping
+from ..transforms import TransformSpec
+from ..typedconfig import ConfigError, convert, from_mapping, set_dotted, to_mapping
 
 DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"
 
@@ -29,7 +29,6 @@ def _positive(name: str, value: float | None, *, allow_zero: bool = False) -> No
 class DataConfig:
     train: tuple[str, ...]  # index URLs (several: one label space by class name)
     valid: tuple[str, ...] = ()  # held-out indexes: accuracy, and EER where an index has trials
-    task: Literal["speaker", "keyword"] = "speaker"  # what the class labels are
     valid_batch_size: int = 16
     valid_max_seconds: float | None = 20.0  # longer validation utterances are cropped
 
@@ -119,20 +118,16 @@ class RunConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-# What the trainer's loader uses unless the config says otherwise: int16 batches (half the
-# bytes through the worker queue; the model scales on the device) and 3 s crops.
-TRAIN_LOADER_DEFAULTS: dict[str, Any] = {"waveform_dtype": "int16", "crop_seconds": 3.0,
-                                         "persistent_workers": True}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig
-    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(**TRAIN_LOADER_DEFAULTS))
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # Batch transforms on the device, in order: a YAML list of {name, params} (wds_pipeline.transforms).
+    batch_transforms: tuple[TransformSpec, ...] = ()
     source: str = "<config>"  # the file it came from, for messages
 
     @property
@@ -152,29 +147,6 @@ class TrainConfig:
 
 BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
 
-# Loader options with a lower bound, checked here so that a bad value is refused naming
-# its key and file, before any loader or DataLoader raises a bare ValueError.
-LOADER_MINIMUMS: dict[str, int] = {
-    "batch_size": 1, "num_buckets": 1, "max_batch_size": 1, "shuffle_buffer": 1,
-    "shuffle_buffer_bytes": 1, "num_workers": 0, "prefetch_factor": 1, "cache_limit": 1,
-    "shard_prefetch": 0,
-}
-
-
-def check_loader(loader: LoaderConfig, source: str) -> None:
-    """Range checks of the loader block; a ConfigError naming ``loader.<key>`` and ``source``."""
-    for key, low in LOADER_MINIMUMS.items():
-        value = getattr(loader, key)
-        if value is not None and value < low:
-            raise ConfigError(f"{source}: loader.{key} must be >= {low}, got {value}")
-    seconds = loader.max_batch_seconds
-    if seconds is not None and not seconds > 0:
-        raise ConfigError(f"{source}: loader.max_batch_seconds must be > 0 seconds, got {seconds}")
-    if loader.batch_size is None and seconds is None:
-        raise ConfigError(f"{source}: loader.batch_size is null and loader.max_batch_seconds is not set; "
-                          "give one of them")
-
-
 def check_model(model: ModelConfig, source: str) -> None:
     """The factory loads and takes every option given (when its signature says which)."""
     from .models import load_factory, unknown_model_option
@@ -193,7 +165,7 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
     """A mapping (a YAML document) -> TrainConfig; errors name the key and ``source``."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping with blocks {', '.join(BLOCKS)}")
-    unknown = sorted(set(doc) - set(BLOCKS))
+    unknown = sorted(set(doc) - set(BLOCKS) - {"batch_transforms"})
     if unknown:
         raise ConfigError(f"{source}: unknown block {unknown[0]!r}; valid blocks: {', '.join(BLOCKS)}")
     if "data" not in doc:
@@ -204,27 +176,20 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
         if v is not None and not isinstance(v, dict):
             raise ConfigError(f"{source}: {k}: expected a mapping of options, got {v!r}")
         blocks[k] = v or {}
-    loader = {**TRAIN_LOADER_DEFAULTS, **blocks["loader"]}
-    if isinstance(loader.get("cache_limit"), str):
-        try:
-            loader["cache_limit"] = parse_size(loader["cache_limit"])
-        except ValueError:
-            raise ConfigError(
-                f"{source}: loader.cache_limit: expected a size such as 60GB, got {loader['cache_limit']!r}"
-            ) from None
     model = dict(blocks["model"])
     model_cfg = from_mapping(ModelConfig, {"factory": model.pop("factory", DEFAULT_MODEL),
                                            "options": model}, f"{source}: model")
     check_model(model_cfg, source)
-    loader_cfg = from_mapping(LoaderConfig, loader, f"{source}: loader")
-    check_loader(loader_cfg, source)
     return TrainConfig(
         data=from_mapping(DataConfig, blocks["data"], f"{source}: data"),
-        loader=loader_cfg,
+        # The loader's own parser: this block gives the loader load_yaml_config gives.
+        loader=LoaderConfig.from_dict(blocks["loader"], f"{source}: loader"),
         model=model_cfg,
         optim=from_mapping(OptimConfig, blocks["optim"], f"{source}: optim"),
         checkpoint=from_mapping(CheckpointConfig, blocks["checkpoint"], f"{source}: checkpoint"),
         run=from_mapping(RunConfig, blocks["run"], f"{source}: run"),
+        batch_transforms=convert(tuple[TransformSpec, ...], doc.get("batch_transforms") or (),
+                                 f"{source}: batch_transforms"),
         source=source,
     )
 
