@@ -48,6 +48,7 @@ revision REV, on the same sets (peers_baseline.py; the main venv is enough)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import os
@@ -376,11 +377,14 @@ def data_of(fmt: str) -> str:
 # ----------------------------------------------------------------- measuring
 
 
-def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> dict[str, Any]:
-    """Two epochs of one fresh loader: epoch 1 with construction on the clock."""
+def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int,
+        memory: bool = True) -> dict[str, Any]:
+    """Two epochs of one fresh loader: epoch 1 with construction on the clock. ``memory``:
+    sample the peak RSS/PSS (a spawned sampler process, seconds of start-up per run)."""
     out: dict[str, Any] = {}
     to_float32 = fmt.endswith(TO_FLOAT32)
-    with PeakMemory() as mem:
+    mem = PeakMemory() if memory else None
+    with mem or contextlib.nullcontext():
         t0 = time.perf_counter()
         loader = loader_for(fmt, path, workers)
         for epoch in (1, 2):
@@ -408,7 +412,8 @@ def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int) -> d
                     f"{len(got - want)} extra/duplicate, {len(want - got)} missing of {len(want)}")
         del loader
         gc.collect()  # shut its workers down here, before the next loader forks new ones
-    out["peak_rss"], out["peak_pss"] = mem.peak_rss, mem.peak_pss
+    if mem is not None:
+        out["peak_rss"], out["peak_pss"] = mem.peak_rss, mem.peak_pss
     return out
 
 
