@@ -61,12 +61,15 @@ def test_loader_elastic_resume_covers_the_epoch_once(data, old, new):
     check_elastic(make(old), make(new), epoch_keys, consume, k=5)
 
 
-def test_trainer_resumes_exactly_at_every_stop_point(data, tmp_path):
+def trainer_case(data: str, tmp_path, **extra) -> ResumeCase:
+    """Trainers over ``data`` (``extra``: more top-level config entries), compared by the keys
+    of every batch and by their final weights."""
     counter = itertools.count()
 
     def make() -> Trainer:
         run = tmp_path / f"run{next(counter)}"
         doc = small_config(data, str(run), run={"epochs": 3, "resume": False, "keys_log": str(run / "keys")})
+        doc.update(extra)
         os.makedirs(run, exist_ok=True)
         return Trainer(parse_config(doc, "test"))
 
@@ -81,10 +84,50 @@ def test_trainer_resumes_exactly_at_every_stop_point(data, tmp_path):
     def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
         return trainer.model.state_dict()
 
-    def same(a, b) -> bool:
-        if isinstance(a, dict):
-            return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-        return a == b
+    per_epoch = SAMPLES // BATCH
+    return ResumeCase(make, steps, total=2 * per_epoch + 3, finish=weights, same=same_weights)
+
+
+def same_weights(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_trainer_resumes_exactly_at_every_stop_point(data, tmp_path):
+    per_epoch = SAMPLES // BATCH
+    trainer_case(data, tmp_path).check(stop_points(per_epoch))
+
+
+# A transform with random numbers in every sample: gains of -12..+6 dB.
+GAIN = [{"name": "gain", "params": {"min_db": -12.0, "max_db": 6.0}}]
+
+
+def test_loader_with_a_sample_transform_resumes_exactly_with_workers(data):
+    def make(transforms=GAIN) -> StreamingLoader:
+        return StreamingLoader(data, batch_size=BATCH, crop_seconds=0.1, num_workers=2, shuffle_buffer=8,
+                               seed=3, waveform_dtype="int16", sample_transforms=transforms)
 
     per_epoch = SAMPLES // BATCH
-    ResumeCase(make, steps, total=2 * per_epoch + 3, finish=weights, same=same).check(stop_points(per_epoch))
+    case = ResumeCase(make, loader_batches, total=2 * per_epoch + 2)
+    case.check(stop_points(per_epoch))
+    changed = loader_batches(make(), per_epoch)
+    plain = loader_batches(make([]), per_epoch)
+    assert [b[0] for b in changed] == [b[0] for b in plain]  # same samples, same order
+    assert all(c[1] != p[1] for c, p in zip(changed, plain))  # every batch's audio transformed
+
+
+def test_trainer_with_a_batch_transform_resumes_exactly(data, tmp_path):
+    per_epoch = SAMPLES // BATCH
+    transforms = [{"name": "row_gain", "params": {"min_db": -20.0, "max_db": 10.0}}]
+    case = trainer_case(data, tmp_path, batch_transforms=transforms)
+    case.check(stop_points(per_epoch))
+    plain = trainer_case(data, tmp_path / "plain")
+    augmented_weights = case.finish(_fitted(case, per_epoch))
+    assert not same_weights(augmented_weights, plain.finish(_fitted(plain, per_epoch)))  # it acted
+
+
+def _fitted(case: ResumeCase, steps: int) -> Trainer:
+    trainer = case.make()
+    case.run(trainer, steps)
+    return trainer

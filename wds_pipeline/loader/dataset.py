@@ -1,8 +1,10 @@
 """The IterableDataset that executes an epoch plan inside DataLoader workers.
 
 The work is split by concern: ``shards`` (the shard table), ``blocks`` (block reads),
-``decode`` (per-sample decoding), ``collate`` (batches), ``buffers`` (shared-memory batch
-buffers and the sample arena); this module runs the plan and streams shards through them.
+``streamed`` (a shard run read from a stream), ``mapped`` (a shard run located in a
+memory-mapped file), ``decode`` (per-sample decoding), ``finish`` (every sample's crop and
+transforms, decoded or mapped), ``collate`` (batches), ``buffers`` (shared-memory batch
+buffers and the sample arena); this module runs the plan through them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,23 +27,16 @@ from .. import format as fmt
 from ..cache import ShardCache, default_cache_dir
 from ..fetch import ShardReader, ShardRef, default_cache_policy
 from ..index import DatasetIndex
-from ..partial import PartialShard
 from .batch import Batch
-from .blocks import (
-    PARTIAL_READ_BLOCK,
-    READ_BLOCK,
-    BlockReader,
-    check_sample_crcs,
-    sample_blocks,
-    sequential_runs,
-)
+from .blocks import BlockReader, sequential_runs
 from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
 from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
-from .plan import EpochPlan, PlanConfig, WorkerPlan, crop_start, plan_epoch_after, resume_point
+from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, resume_point
 from .shards import ShardEntry, shard_table
+from .streamed import Opened, read_run
 from .verifier import AheadChecks, mapped_problem
 
 # Batches ahead of the one being gathered whose mapped samples the verifier thread checks.
@@ -52,7 +47,6 @@ VERIFY_AHEAD = 4
 log = logging.getLogger(__name__)
 
 Stages = tuple[tuple[int, int, int], ...]
-Opened = BinaryIO | OSError  # a shard opened for streaming, or why it did not open
 
 
 @dataclass
@@ -118,6 +112,7 @@ class ShardStreamDataset(IterableDataset):
         # new_buffer_generation(). None without worker processes.
         self.buffer_flags: torch.Tensor | None = None
         self._decoder = SampleDecoder(plan_cfg, read_cfg, self.sample_rate)
+        self._finish = self._decoder.finisher.finish  # the mapped fast path finishes as it does
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
         self._checks = AheadChecks(self.table)  # their crc32s, checked ahead of the gather
@@ -322,14 +317,11 @@ class ShardStreamDataset(IterableDataset):
             label = int(t.label[idx]) if self._want_label else -1
             # A class id outside the label map goes through the decoder, which names it.
             if label != NOT_PARSED and (entry.num_classes is None or label < entry.num_classes):
-                # The decoder's result without decoding: a slice of the mapped PCM, cropped
-                # as the decoder crops (the table checked the .npy header as strictly).
-                start, n = int(t.pcm_off[idx]) // 2, int(t.pcm_frames[idx])
-                crop = self.plan_cfg.crop_frames
-                if crop and n > crop:
-                    start += crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, n - crop)
-                    n = crop
-                return Sample(m.key(idx), m.pcm[start : start + n], label, None, None, entry.meta.dataset)
+                # The decoder's result without decoding: a slice of the mapped PCM, finished
+                # as the decoder finishes it (the table checked the .npy header as strictly).
+                wave, _ = self._finish(m.pcm, int(t.pcm_off[idx]) // 2, int(t.pcm_frames[idx]), epoch,
+                                       entry.first_gid + idx)
+                return Sample(m.key(idx), wave, label, None, None, entry.meta.dataset)
         return self._decoder(m.key(idx), m.fields(idx), entry, idx, epoch, None, copy=False)
 
     def _damaged_sample(self, entry: ShardEntry, idx: int, problem: str) -> Failed:
@@ -431,74 +423,12 @@ class ShardStreamDataset(IterableDataset):
             )
         return self._reader
 
-    def _read_run(
-        self,
-        opened: Opened,
-        entry: ShardEntry,
-        a: int,
-        b: int,
-        pos0: int,
-        refs: np.ndarray,
-        epoch: int,
-    ) -> Iterator[tuple[int, Any]]:
-        """Read samples [a, b) of one shard sequentially; decode only those still needed.
-
-        Whole samples are read in blocks of up to READ_BLOCK bytes (the index gives
-        every sample's byte offset), then parsed in memory: one read call per block
-        instead of two per tar member.
-
-        A shard the cache is still downloading (a :class:`PartialShard`, only when the
-        index has per-sample crc32s) is read in smaller blocks as its bytes arrive; each
-        block's samples are checked against their crc32s before anything in it is parsed,
-        and once the run is read the download's whole-shard digest verdict is awaited (a
-        mismatch then, with every sample's crc right, means damage outside the sample
-        bytes; it raises like any corrupt shard).
-        """
-        pos = pos0
-        block = self._block_reader()
-        ends = np.asarray(entry.offsets[1:] + (entry.size if entry.size else -1,), dtype=np.int64)
-        try:
-            if isinstance(opened, OSError):
-                raise opened
-            with opened as f:
-                partial = isinstance(f, PartialShard)
-                span = PARTIAL_READ_BLOCK if partial else READ_BLOCK
-                for j, k in sample_blocks(entry.offsets, ends, a, b, span):
-                    start = entry.offsets[j]
-                    want = int(ends[k - 1]) - start if ends[k - 1] >= 0 else -1
-                    with block.read(f, start, want, entry.url) as buf:
-                        if partial:
-                            check_sample_crcs(buf, start, entry.offsets, entry.crc32, j, k, entry.url)
-                        samples = fmt.group_samples(fmt.iter_buffer_members(buf, base=start, source=entry.url))
-                        got = 0
-                        fields = None  # a block of zeros yields no sample at all
-                        for idx, (key, fields) in enumerate(samples, start=j):
-                            if idx >= k:
-                                break
-                            # Decoding copies what it keeps: the block is reused/unmapped next.
-                            if refs[pos] > 0:
-                                yield pos, self._decoder(key, fields, entry, idx, epoch, self._arena)
-                            pos += 1
-                            got += 1
-                        del samples, fields
-                    if got != k - j:
-                        raise fmt.ShardFormatError(
-                            f"{entry.url}: found {got} samples at byte {start} where the "
-                            f"index lists {k - j}; the shard does not match its index"
-                        )
-                if isinstance(f, PartialShard):
-                    f.wait_verified()
-        except (fmt.ShardFormatError, OSError) as e:
-            self._corrupt(entry, e)
-            while pos < pos0 + (b - a):
-                if refs[pos] > 0:
-                    yield pos, Failed(f"{entry.url}#{a + pos - pos0}", str(e))
-                pos += 1
-
-    def _block_reader(self) -> BlockReader:
+    def _read_run(self, opened: Opened, entry: ShardEntry, a: int, b: int, pos0: int, refs: np.ndarray,
+                  epoch: int) -> Iterator[tuple[int, Sample | Failed]]:
         if self._blocks is None:
             self._blocks = BlockReader()
-        return self._blocks
+        return read_run(opened, entry, a, b, pos0, refs, epoch, block=self._blocks, decode=self._decoder,
+                        arena=self._arena, corrupt=self._corrupt)
 
     @staticmethod
     def _ref_of(entry: ShardEntry) -> ShardRef:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import format as fmt
-from ..errors import ShardError
+from ..errors import ConfigError, ShardError
 from ..features import FbankConfig, num_frames
+from ..transforms.sample import TransformError
 from .buffers import SampleArena
 from .config import ReadConfig
+from .finish import SampleFinisher
 from .labels import label_problem
-from .plan import PlanConfig, crop_start
+from .plan import PlanConfig
 from .shards import ShardEntry
 
 
@@ -40,7 +42,8 @@ class Failed:
 
 
 class SampleDecoder:
-    """Decodes the samples a worker keeps; crops are seeded per sample, not per order."""
+    """Decodes the samples a worker keeps, finished by ``finisher`` (the crop, seeded per
+    sample, not per order, and the sample transforms), which the mapped path shares."""
 
     def __init__(self, plan_cfg: PlanConfig, read_cfg: ReadConfig, sample_rate: int) -> None:
         self.plan_cfg = plan_cfg
@@ -49,6 +52,11 @@ class SampleDecoder:
         self.fbank_cfg = FbankConfig(sample_rate=sample_rate)
         # Audio frames per feature frame, as the builder's fbank.npy was computed.
         self.hop = int(round(sample_rate * (self.fbank_cfg.frame_shift_ms * 0.001)))
+        if read_cfg.sample_transforms and "fbank" in read_cfg.fields:
+            raise ConfigError("loader.sample_transforms change the waveform, not the fbank the builder "
+                              "stored; compute features from batch.waveform (drop 'fbank' from fields)")
+        self.finisher = SampleFinisher(seed=plan_cfg.seed, crop_frames=plan_cfg.crop_frames,
+                                       sample_rate=sample_rate, transforms=read_cfg.sample_transforms)
 
     def __call__(self, key: str, fields: dict, entry: ShardEntry, idx: int, epoch: int,
                  arena: SampleArena | None, *, copy: bool = True) -> Sample | Failed:
@@ -56,6 +64,8 @@ class SampleDecoder:
         outlives the batch), instead of a copy that does not pin a reused read block."""
         try:
             return self._decode_sample(key, fields, entry, idx, epoch, arena, copy)
+        except TransformError:
+            raise  # a broken transform, not damage in this sample: never skipped
         except Exception as e:  # any decoder failure is per-sample data damage
             if self.read_cfg.on_decode_error == "raise":
                 raise SampleDecodeError(f"{entry.url}: sample {key!r} does not decode: {e}") from e
@@ -71,14 +81,10 @@ class SampleDecoder:
         if wave.dtype != np.int16 or wave.ndim != 1:
             raise SampleDecodeError(f"audio must be 1-D int16, got {wave.dtype} {wave.shape}")
         crop = self.plan_cfg.crop_frames
-        start = 0
         use_feats = "fbank" in want and entry.has_fbank is not None
         hop = self.hop
-        if crop and len(wave) > crop:
-            start = crop_start(self.plan_cfg.seed, epoch, entry.first_gid + idx, len(wave) - crop)
-            if use_feats:
-                start -= start % hop  # the crop must start on a feature frame boundary
-            wave = wave[start : start + crop]
+        # The fbank crop must start on a feature frame boundary.
+        wave, start = self.finisher.finish(wave, 0, len(wave), epoch, entry.first_gid + idx, hop if use_feats else 1)
         slot = -1
         if arena is not None and len(wave) <= arena.width and arena.free:
             slot = arena.put(wave)

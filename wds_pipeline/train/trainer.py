@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..errors import ResumeMismatch
 from ..loader import StreamingLoader
+from ..transforms.batch import BatchChain, DeviceBatch
 from .checkpoint import DEFAULT_SAVE_RETRY, CheckpointManager
 from .config import TrainConfig
 from .distributed import (
@@ -41,50 +41,10 @@ from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
 from .schedule import LRSchedule, apply_configured_optim, rescale_reason
 from .statediff import state_dict_diff
+from .summary import TrainSummary, epoch_rates
 from .validate import validate
 
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainSummary:
-    epochs: int
-    steps: int
-    samples: int
-    seconds: float
-    samples_per_s: float
-    data_wait_fraction: float
-    valid: dict[str, float] = field(default_factory=dict)
-    best: dict[str, float] = field(default_factory=dict)
-    resumed_from: str | None = None
-    checkpoint_dir: str = ""
-    last_checkpoint: str | None = None
-    metrics_file: str = ""
-    tensorboard_dir: str | None = None
-    num_classes: int = 0
-    ranks: int = 1
-    weights_digest: str = ""
-    metrics_failures: dict[str, int] = field(default_factory=dict)  # writes lost, per sink
-
-    def to_text(self) -> str:
-        valid = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.valid.items())) or "none"
-        lines = [
-            f"trained {self.epochs} epoch(s), {self.steps} optimizer steps, {self.samples} samples "
-            f"in {self.seconds:.1f} s ({self.samples_per_s:.1f} samples/s, data-wait "
-            f"{100 * self.data_wait_fraction:.1f}%), {self.num_classes} classes"
-            + (f", {self.ranks} ranks with identical weights (sha256 {self.weights_digest[:12]})"
-               if self.ranks > 1 else ""),
-            f"validation: {valid}",
-            f"checkpoints: {self.checkpoint_dir} (latest {self.last_checkpoint})",
-            f"metrics: {self.metrics_file}"
-            + (f"; TensorBoard: tensorboard --logdir {self.tensorboard_dir}" if self.tensorboard_dir else ""),
-        ]
-        if self.metrics_failures:
-            lines.append("metrics not written (storage errors; training went on): " + ", ".join(
-                f"{n} {sink}" for sink, n in sorted(self.metrics_failures.items())))
-        if self.resumed_from:
-            lines.insert(1, f"resumed from {self.resumed_from}")
-        return "\n".join(lines)
 
 
 __all__ = ["ResumeMismatch", "TrainSummary", "Trainer", "load_factory", "lr_factor", "resolve_device",
@@ -147,6 +107,10 @@ class Trainer:
                 f"{cfg.data.train[0]}: the training data has no class labels (empty label_map); "
                 "build it with speaker or label columns"
             )
+        # The batch stage: augmentation on the device, its numbers a pure function of (run.seed,
+        # epoch, batch, rank), so a resumed run draws what the uninterrupted one drew.
+        self.batch_stage = (BatchChain(cfg.batch_transforms, seed=run.seed, rank=self.dist.rank, device=self.device)
+                            if cfg.batch_transforms else None)
         self.model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=self.loader.num_classes,
                                  sample_rate=self.loader.sample_rate, where=cfg.source).to(self.device)
         # Same initial weights on every rank (seeded above); then each rank its own random
@@ -200,6 +164,8 @@ class Trainer:
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.loader.indexes],
             "loader_plan": self.loader.state().plan,
             "model": {"factory": self.cfg.model.factory, "options": dict(self.cfg.model.options)},
+            # Only when set: checkpoints written before batch transforms existed still resume.
+            **({"batch_transforms": [s.to_dict() for s in self.batch_stage.specs]} if self.batch_stage else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -347,7 +313,7 @@ class Trainer:
                             self.save_checkpoint()
                 if bar is not None:
                     bar.close()
-                self.epoch_stats[epoch] = _rates(this_epoch)
+                self.epoch_stats[epoch] = epoch_rates(this_epoch)
                 metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch]})
                 if micro:  # an epoch that ends inside an accumulation still steps on it
                     self._optimizer_step()
@@ -386,6 +352,9 @@ class Trainer:
         lengths = batch.lengths.to(self.device, non_blocking=True)
         labels = batch.labels.to(self.device, non_blocking=True)
         keep = keep.to(self.device, non_blocking=True)
+        if self.batch_stage is not None:
+            d = self.batch_stage(DeviceBatch(wave, lengths, labels, keep), epoch=self.loader.epoch, index=batch.index)
+            wave, lengths, labels, keep = d.wave, d.lengths, d.labels, d.keep
         # Gradients are all-reduced only on the last batch of an accumulation.
         no_sync = (self.net.no_sync() if isinstance(self.net, nn.parallel.DistributedDataParallel) and not sync
                    else contextlib.nullcontext())
@@ -486,10 +455,3 @@ class Trainer:
                                               factor=self.schedule.factor(self.step), where=where, step=self.step):
             self.log(f"warning: {warning}")
 
-
-def _rates(acc: dict[str, float]) -> dict[str, float]:
-    t = acc["time"]
-    return {"samples": acc["samples"], "seconds": t,
-            "samples_per_s": acc["samples"] / t if t else 0.0,
-            "data_wait": acc["wait"] / t if t else 0.0,
-            "first_batch_wait_s": max(0.0, acc["first_wait"])}

@@ -11,14 +11,14 @@ save.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from .registry import Registry, TransformSpec
+from .registry import Registry, TransformSpec, as_specs
 
 BATCH_TRANSFORMS = Registry("batch", {
     "row_gain": "wds_pipeline.transforms.row_gain:RowGain",
@@ -48,8 +48,9 @@ def batch_seed(seed: int, epoch: int, index: int, rank: int, position: int) -> i
 class BatchChain:
     """The configured batch transforms, in order, each seeded on its own."""
 
-    def __init__(self, specs: Sequence[TransformSpec], *, seed: int, rank: int, device: torch.device) -> None:
-        self.specs = tuple(specs)
+    def __init__(self, specs: Sequence[TransformSpec | Mapping[str, Any]], *, seed: int, rank: int,
+                 device: torch.device) -> None:
+        self.specs = as_specs(specs)
         self.transforms: tuple[BatchTransform, ...] = BATCH_TRANSFORMS.build_all(self.specs, "batch_transforms")
         self.seed, self.rank = seed, rank
         self.generator = torch.Generator(device=device)

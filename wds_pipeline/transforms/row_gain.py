@@ -7,17 +7,11 @@ from dataclasses import dataclass, replace
 import torch
 
 from .batch import DeviceBatch
-from .gain import check_db_range
+from .gain import DecibelRange
 
 
 @dataclass(frozen=True)
-class RowGain:
-    min_db: float = -6.0
-    max_db: float = 6.0
-
-    def __post_init__(self) -> None:
-        check_db_range(self.min_db, self.max_db)
-
+class RowGain(DecibelRange):
     def __call__(self, batch: DeviceBatch, generator: torch.Generator) -> DeviceBatch:
         wave = batch.wave
         u = torch.rand(wave.shape[0], generator=generator, device=wave.device, dtype=torch.float32)

@@ -12,8 +12,8 @@ any resume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -67,8 +67,8 @@ def sample_rng(seed: int, epoch: int, gid: int, position: int = 0) -> np.random.
 class SampleChain:
     """The configured sample transforms, in order, each with its own stream."""
 
-    def __init__(self, specs: Sequence[TransformSpec], *, seed: int, sample_rate: int) -> None:
-        self.specs = tuple(specs)
+    def __init__(self, specs: Sequence[TransformSpec | Mapping[str, Any]], *, seed: int, sample_rate: int) -> None:
+        self.specs = as_specs(specs)
         self.transforms: tuple[SampleTransform, ...] = SAMPLE_TRANSFORMS.build_all(
             self.specs, "loader.sample_transforms")
         self.sample_rate = sample_rate
@@ -89,10 +89,3 @@ class SampleChain:
             wave = out
         return wave
 
-
-def check_sample_transforms(items: Sequence[TransformSpec | dict] | None) -> tuple[TransformSpec, ...]:
-    """``LoaderConfig.sample_transforms`` as specs, each name and params checked now (a
-    ConfigError naming the valid names), not first in a worker."""
-    specs = as_specs(items)
-    SAMPLE_TRANSFORMS.build_all(specs, "loader.sample_transforms")
-    return specs
