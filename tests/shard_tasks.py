@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from wds_pipeline.builder.plan import ShardTask
-from wds_pipeline.builder.split_writer import ShardOutcome
+from wds_pipeline.builder.staging import ShardOutcome
 from wds_pipeline.builder.worker import process_shard
 
 

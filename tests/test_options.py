@@ -158,3 +158,31 @@ def test_config_value_type_errors_are_usage_errors(capsys, tmp_path):
     code, _, err = run(capsys, "build", "librispeech", tmp_path, tmp_path / "o", "--config", cfg)
     assert code == 2
     assert f"--config {cfg}: shard_size: invalid literal for int()" in err
+
+
+def test_fingerprint_membership_and_choices_come_from_the_declarations():
+    from wds_pipeline.option_table import choices, recorded
+
+    @dataclass(frozen=True)
+    class Opts:
+        mode: Literal["a", "b"] = option("a", help="mode", group="out")
+        level: int = option(3, help="level", group="out", unused_when=lambda o: o.mode == "a")
+        extra: float | None = option(None, help="added later", group="out", omit_default=True)
+        pick: Literal["x", "y"] | None = option(None, help="pick")
+        workers: int = option(1, help="how to run", fingerprint=False)
+
+    assert recorded(Opts()) == {"mode": "a", "level": None, "pick": None}
+    assert recorded(Opts(mode="b", extra=1.5)) == {"mode": "b", "level": 3, "extra": 1.5,
+                                                   "pick": None}
+    assert recorded(Opts(mode="b"), group="out") == {"mode": "b", "level": 3}
+    assert choices(Opts, "mode") == ("a", "b")
+    assert choices(Opts, "pick") == ("x", "y", None)
+    assert choices(Opts, "level") is None
+    # BuildOptions: every how-to-run option (the "running" --help section) is left out of
+    # the fingerprint, every other one is in it.
+    running = {f.name for f in dataclasses.fields(BuildOptions)
+               if f.metadata.get("option") is None or f.metadata["option"].group == "running"}
+    assert set(BuildOptions().output_dict()) == (
+        {f.name for f in dataclasses.fields(BuildOptions)} - running - {"vad", "vad_split_pause"})
+    with pytest.raises(BuildConfigError, match="--executor 'slurm': choose one of local, ray"):
+        BuildOptions(executor="slurm").validate()  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import soundfile as sf
 from test_builder import build, read_split, write_manifest
 
 from wds_pipeline.audio import silero
-from wds_pipeline.audio.vad import speech_regions, speech_span
+from wds_pipeline.audio.energy import speech_regions, speech_span
 from wds_pipeline.builder import BuildConfigError
 from wds_pipeline.index import load_index
 from wds_pipeline.synth.voices import plan_syllables, synth_voice, voice_params
@@ -446,7 +446,7 @@ def test_a_key_too_long_for_a_five_digit_region_suffix_is_a_reject(tmp_path):
 def test_runs_within_a_span_are_the_runs_a_scan_finds():
     import random
 
-    from wds_pipeline.audio.silero import runs_within
+    from wds_pipeline.audio.refine import runs_within
 
     rng = random.Random(7)
     for _ in range(300):
@@ -459,3 +459,24 @@ def test_runs_within_a_span_are_the_runs_a_scan_finds():
         lo, hi = sorted(rng.randrange(0, (pos + 3) * frame + 1) for _ in range(2))
         scan = [r for r in found if r[0] * frame >= lo and r[1] * frame <= hi]
         assert runs_within(found, [r[0] for r in found], [r[1] for r in found], lo, hi, frame) == scan
+
+
+def test_every_vad_method_is_a_registered_backend_with_the_contract():
+    import typing
+
+    from wds_pipeline.audio.vad import BACKENDS, VadBackend, VadMethod, get_vad
+    from wds_pipeline.builder.options import BuildOptions
+
+    assert typing.get_type_hints(BuildOptions)["vad"] is VadMethod
+    assert set(BACKENDS) == set(typing.get_args(VadMethod)) - {"none"} == {"energy", "silero"}
+    with pytest.raises(ValueError, match="unknown voice activity detection 'none'"):
+        get_vad("none")
+    for name in BACKENDS:
+        if name == "silero" and importlib.util.find_spec("silero_vad") is None:
+            continue
+        backend = get_vad(name)
+        assert isinstance(backend, VadBackend) and backend.name == name
+        assert backend.speech_span(np.zeros(SR, dtype=np.int16), SR) is None
+        assert backend.split_regions(np.zeros(0, dtype=np.int16), SR, 0.5) == []
+        model = backend.require()
+        assert model is None if name == "energy" else model == f"silero-vad {silero.require()}"

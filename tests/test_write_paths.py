@@ -29,7 +29,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("cache.py", "ShardCache._download"):
         "the cache's own temp file: each block through storage.write_all (HashingWriter), "
         "fsync, verified, then renamed into data/ by _ensure; a full disk drops the entry",
-    ("builder/split_writer.py", "staged_shard"):
+    ("builder/staging.py", "staged_shard"):
         "the staged temp shard: every byte through storage.write_all (ShardWriter's "
         "HashingWriter), published only by storage.commit_file (fsync, rename)",
     ("testing.py", "write_synthetic_dataset"):

@@ -6,10 +6,11 @@
            source_options={"parts": "dev-clean"})
     print(result.summary())
 
-Modules: ``options`` (typed options/results/errors), ``plan`` (pure planning and
-the fingerprint), ``worker`` (one shard per task), ``executor`` (where tasks run:
-in-process, local pool; ``ray_executor``: Ray), ``split_writer`` (staging,
-commit, journal and index of a split), ``journal`` (resume/refuse), ``run``
+Modules: ``options`` (typed options/results/errors), ``plan`` (pure planning, the
+fingerprint and the worker's settings), ``worker`` (one shard per task), ``staging``
+(the task's staged shard, its commit and journal entry), ``executor`` (where tasks run:
+in-process, local pool; ``ray_executor``: Ray), ``split_writer`` (the coordinator's side
+of a split: resume and index), ``journal`` (resume/refuse), ``run``
 (:func:`build_dataset`, the coordinator).
 """
 

@@ -2,7 +2,7 @@
 
 A shard task is a pure function of its :class:`~.plan.ShardTask` (inputs and
 settings): it reads its sources, publishes its shard and journal entry itself,
-and reports a small :class:`~.split_writer.ShardOutcome`. An :class:`Executor`
+and reports a small :class:`~.staging.ShardOutcome`. An :class:`Executor`
 only decides where the tasks run; it yields one :class:`TaskReport` per task as
 each finishes, in any order. What to do with a failure (the index of that split
 is not written, the build fails naming the shard) is the coordinator's business.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import ShardTask
-from .split_writer import ShardOutcome
+from .staging import ShardOutcome
 from .worker import process_shard
 
 ShardFn = Callable[[ShardTask], ShardOutcome]

@@ -6,17 +6,19 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from ..audio.vad import BACKENDS as VAD_BACKENDS
+from ..audio.vad import VadMethod, get_vad
 from ..errors import ConfigError, WdsPipelineError
 from ..index import BuildCounts
 from ..option_table import Preset, choices, internal, option, recorded, switch
 from ..sizes import parse_size
 
 # The choices of the options that take one of a few values: the --help choices, the
-# checks of validate() and the YAML checks all read these (typing.get_args).
+# checks of validate() and the YAML checks all read these (typing.get_args); VadMethod
+# (audio.vad) is also the registry of the VAD backends.
 Codec = Literal["npy", "flac"]
 Compression = Literal["none", "zstd"]
 Normalize = Literal["none", "peak", "loudness"]
-VadMethod = Literal["none", "energy", "silero"]
 ExecutorName = Literal["local", "ray"]
 
 PRE, SHARDING, RUNNING = "preprocessing", "sharding", "running"  # --help sections
@@ -152,19 +154,18 @@ class BuildOptions:
         if self.codec == "flac" and self.compress != "none":
             raise bad("--compress zstd applies to npy audio only (FLAC is already compressed); "
                       "use --codec npy --compress zstd or --codec flac --compress none")
-        if self.vad == "silero":
-            from ..audio import silero
-
+        if self.vad != "none":
             try:
-                silero.require()
-            except silero.SileroMissingError as e:
+                get_vad(self.vad).require()  # a missing package: before any work
+            except ImportError as e:
                 raise bad(str(e)) from e
         if self.vad_split_pause is not None:
             if not self.vad_split_pause > 0:
                 raise bad(f"--vad-split-pause must be positive, got {self.vad_split_pause}")
             if self.vad == "none":
+                backends = " or ".join(f"--vad {name}" for name in VAD_BACKENDS)
                 raise bad("--vad-split-pause splits at the pauses that voice activity detection "
-                          "finds: add --vad energy or --vad silero")
+                          f"finds: add {backends}")
             if self.chunk_seconds is not None:
                 raise bad("--vad-split-pause and --chunk-seconds both cut inputs into samples: "
                           "use one of them (--max-duration rejects over-long speech regions)")

@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from .split_writer import ShardOutcome
+from .staging import ShardOutcome
 
 
 class BuildProgress:

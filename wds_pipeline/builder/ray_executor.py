@@ -21,7 +21,7 @@ from typing import Any
 from .executor import Executor, ShardFn, TaskReport
 from .options import BuildConfigError, check_ray_address
 from .plan import ShardTask
-from .split_writer import ShardOutcome
+from .staging import ShardOutcome
 from .worker import process_shard
 
 # Retries of a task whose worker process or node died (Ray's default is 3 as well).

@@ -63,8 +63,12 @@ def source_reader(task: ShardTask) -> Iterator[Fetched] | None:
         return None
     from ..sources import get_source
 
-    read = get_source(task.source).read_inputs  # type: ignore[attr-defined]
-    return iter(read(task.source_root, task.inputs, task.source_options, task.storage_options))
+    read = get_source(task.source).read_inputs
+    if read is None:  # the plan names a source only when it reads its inputs
+        raise SourceReadError(f"the {task.source} source does not read its inputs itself "
+                              f"(no read_inputs), but shard task {task.name} asks it to")
+    root = task.source_root or ""
+    return iter(read(root, task.inputs, task.source_options, task.storage_options))
 
 
 class ShardRecordings:

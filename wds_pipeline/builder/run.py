@@ -18,14 +18,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..audio.vad import get_vad
 from ..option_table import values as option_values
 from ..records import SourceScan
+from ..sources import Source
 from .executor import Executor, InProcessExecutor, LocalPoolExecutor, TaskReport
 from .lock import OutLock, locked
 from .options import BuildConfigError, BuildError, BuildOptions, BuildResult, SplitResult
 from .plan import ShardTask, SplitPlan, WorkerConfig, make_plans
 from .progress import BuildProgress
-from .split_writer import SplitWriter, staging_dir_for
+from .split_writer import SplitWriter
+from .staging import staging_dir_for
 
 Log = Callable[[str], None]
 
@@ -34,26 +37,32 @@ def _stderr(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
-def resolve_source_options(source: str, source_options: Mapping[str, Any] | Any) -> Any:
+def resolve_source_options(source: Source, source_options: Mapping[str, Any] | Any) -> Any:
     """The source's ``Options``: given as such, or from a mapping of option names (missing
     ones take their defaults, so the fingerprint does not depend on how they were spelled:
     the CLI passes every option, an API caller maybe none)."""
-    from ..sources import get_source
     from ..sources import source_options as to_options
 
     try:
-        return to_options(get_source(source), source_options)
-    except (ValueError, TypeError) as e:  # unknown source, unknown option, wrong type
+        return to_options(source, source_options)
+    except (ValueError, TypeError) as e:  # unknown option, wrong type
         raise BuildConfigError(str(e)) from None
 
 
-def scan_source(source: str, root: str, source_options: Any) -> SourceScan:
+def scan_source(source: Source, root: str, source_options: Any) -> SourceScan:
+    try:
+        return source.scan(root, source_options)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise BuildConfigError(f"{source.NAME} source at {root}: {e}") from e
+
+
+def _get_source(name: str) -> Source:
     from ..sources import get_source
 
     try:
-        return get_source(source).scan(root, source_options)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        raise BuildConfigError(f"{source} source at {root}: {e}") from e
+        return get_source(name)
+    except (ValueError, TypeError) as e:  # unknown source, or a module that is no source
+        raise BuildConfigError(str(e)) from None
 
 
 def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
@@ -63,10 +72,10 @@ def worker_config(options: BuildOptions) -> tuple[WorkerConfig, dict[str, Any]]:
     except ValueError as e:
         raise BuildConfigError(str(e)) from e
     preprocessing = cfg.preprocessing(options)
-    if options.vad == "silero":  # another model version finds other bounds: a new plan
-        from ..audio import silero
-
-        preprocessing["vad_model"] = f"silero-vad {silero.require()}"
+    if cfg.vad_enabled:
+        model = get_vad(cfg.vad).require()  # another model version finds other bounds
+        if model is not None:
+            preprocessing["vad_model"] = model
     return cfg, preprocessing
 
 
@@ -162,27 +171,25 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     options = options or BuildOptions()
     log = log or _stderr
     options.validate()
-    resolved = resolve_source_options(source, source_options)
+    module = _get_source(source)  # once per build
+    resolved = resolve_source_options(module, source_options)
     out = out.rstrip("/") if len(out) > 1 else out
-    from ..sources import get_source
-
-    module = get_source(source)
     # A source with read_inputs hands the worker its inputs' bytes (dataset rows): there is
     # no file to probe for the duration that --max-shard-bytes plans with.
-    source_reads = hasattr(module, "read_inputs")
+    source_reads = module.read_inputs is not None
     if source_reads and options.max_shard_bytes is not None:
         raise BuildConfigError(f"--max-shard-bytes needs each input's duration before the build, "
                                f"and the {source} source's inputs are dataset rows, not files "
                                "that can be probed; cut shards by count with --shard-size")
-    scan = scan_source(source, root, resolved)
+    scan = scan_source(module, root, resolved)
     cfg, preprocessing = worker_config(options)
     durations = (_probe_durations(scan, root, options, log)
                  if options.max_shard_bytes is not None else None)
-    together = bool(getattr(module, "KEEP_RECORDINGS_TOGETHER", False))
     plans = make_plans(scan, source=source, root=root, out=out, options=options,
                        source_options=option_values(resolved), worker=cfg,
                        preprocessing=preprocessing, staging_dir=staging_dir_for,
-                       durations=durations, keep_recordings_together=together,
+                       durations=durations,
+                       keep_recordings_together=module.KEEP_RECORDINGS_TOGETHER,
                        source_reads=source_reads, task_source_options=resolved)
 
     check_out_apart(source, root, out, [p.split_url for p in plans])

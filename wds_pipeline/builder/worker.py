@@ -18,13 +18,13 @@ import numpy as np
 # workers start with soundfile/soxr/fsspec already imported.
 from .. import audio, storage  # noqa: F401 (storage: preloaded, see above)
 from .. import format as fmt
-from ..audio.vad import speech_regions, speech_span
+from ..audio.vad import VadBackend, get_vad
 from ..index import BuildCounts, ShardInfo, VadCounts
 from ..records import Reject
 from ..shard_writer import ShardWriter
 from .plan import PlannedInput, ShardTask, WorkerConfig
 from .recordings import ShardRecordings, source_reader
-from .split_writer import ShardOutcome, journal_shard, staged_shard
+from .staging import ShardOutcome, journal_shard, staged_shard
 
 # Errors that mean "this input is bad", not "the builder is broken": libsndfile
 # raises RuntimeError subclasses, PyAV OSError/ValueError subclasses.
@@ -94,23 +94,6 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
     return samples
 
 
-def _speech_span(method: str, x: np.ndarray, rate: int) -> tuple[int, int] | None:
-    if method == "silero":
-        from ..audio import silero  # torch: imported only by builds that ask for it
-
-        return silero.speech_span(x, rate)
-    return speech_span(x, rate)
-
-
-def _speech_regions(method: str, x: np.ndarray, rate: int,
-                    pause: float) -> list[tuple[int, int]]:
-    if method == "silero":
-        from ..audio import silero
-
-        return silero.split_regions(x, rate, pause)
-    return speech_regions(x, rate, pause)
-
-
 def _all_silence(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, vad: VadCounts) -> Reject:
     """The reject of an input in which voice activity detection found no speech, counted."""
     vad.clips_dropped += 1
@@ -118,13 +101,13 @@ def _all_silence(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, vad: VadCoun
                          f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
 
 
-def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: float,
-                    vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
+def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, backend: VadBackend,
+                    pause: float, vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
     """``--vad-split-pause``: one sample per speech region of ``x``. A region outside
     --min-duration/--max-duration is dropped and counted; the input is a reject only
     when no region is left (inputs = written + rejected counts inputs, not regions)."""
     rate = cfg.sample_rate
-    regions = _speech_regions(cfg.vad, x, rate, pause)
+    regions = backend.split_regions(x, rate, pause)
     if not regions:
         return [], _all_silence(p, x, cfg, vad)
     last_key = f"{p.key}-v{len(regions) - 1:04d}"
@@ -161,8 +144,10 @@ def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, pause: fl
 
 
 def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordings,
-                   vad: VadCounts) -> tuple[list[_Sample], Reject | None]:
-    """The samples of one input, or the reason it became none."""
+                   backend: VadBackend | None, vad: VadCounts
+                   ) -> tuple[list[_Sample], Reject | None]:
+    """The samples of one input, or the reason it became none. ``backend``: the voice
+    activity detection of ``cfg.vad`` (None without)."""
     try:
         x = recordings.segment(p)
     except FileNotFoundError:
@@ -170,10 +155,10 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
     except _INPUT_ERRORS as e:
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
-    if cfg.vad_split_pause is not None:
-        return _region_samples(p, x, cfg, cfg.vad_split_pause, vad)
-    if cfg.vad != "none":
-        span = _speech_span(cfg.vad, x, cfg.sample_rate)
+    if backend is not None and cfg.vad_split_pause is not None:
+        return _region_samples(p, x, cfg, backend, cfg.vad_split_pause, vad)
+    if backend is not None:
+        span = backend.speech_span(x, cfg.sample_rate)
         if span is None:
             return [], _all_silence(p, x, cfg, vad)
         removed = len(x) - (span[1] - span[0])
@@ -205,13 +190,15 @@ def process_shard(task: ShardTask) -> ShardOutcome:
     rejects: list[Reject] = []
     counts = BuildCounts(inputs=len(task.inputs))
     vad = VadCounts()
+    # Looked up once per shard; a backend's own imports (torch for silero) only here.
+    backend = get_vad(cfg.vad) if cfg.vad_enabled else None
     info: ShardInfo | None = None
     with staged_shard(task) as staged:
         writer = ShardWriter(staged.file)
         recordings = ShardRecordings(task.inputs, cfg, task.storage_options,
                                      source_reader(task))
         for p in task.inputs:
-            samples, reject = _input_samples(p, cfg, recordings, vad)
+            samples, reject = _input_samples(p, cfg, recordings, backend, vad)
             if reject is not None:
                 rejects.append(reject)
                 continue
@@ -229,6 +216,6 @@ def process_shard(task: ShardTask) -> ShardOutcome:
             staged.commit()
     counts.check()
     outcome = ShardOutcome(task.split, task.index, info, sorted(rejects), counts,
-                           vad=vad if cfg.vad != "none" else None)
+                           vad=vad if cfg.vad_enabled else None)
     journal_shard(task, outcome)
     return outcome

@@ -1,18 +1,11 @@
 """Corpus sources: one small module per corpus, each a :class:`Source`.
 
-A source module declares
-
-    NAME: str                                   # `wds-pipeline build NAME ...`
-    @dataclass(frozen=True) class Options        # its options, fields declared with
-                                                 # wds_pipeline.option_table.option(help=...)
-    scan(root: str, options: Options | None = None) -> wds_pipeline.records.SourceScan
-    KEEP_RECORDINGS_TOGETHER: bool = False       # optional: True when many segments share
-                                                 # a recording (plan them consecutively so
-                                                 # it is decoded once, not once per shard)
-    read_inputs(root, inputs, options, storage_options)  # optional: the inputs are not files
-                                                 # (dataset rows); yields each planned input's
-                                                 # audio bytes, or the error rejecting it, in
-                                                 # plan order (see builder.recordings)
+A source module declares what :class:`Source` lists: ``NAME`` (``wds-pipeline build
+NAME ...``), a frozen dataclass ``Options`` (its options, fields declared with
+wds_pipeline.option_table.option(help=...)) and ``scan(root, options)``; and, where it has
+them, the optional capabilities ``KEEP_RECORDINGS_TOGETHER`` and ``read_inputs``, which
+:func:`get_source` gives their defaults when a module leaves them out (so the builder reads
+them, never probes for them).
 
 The build command's flags, ``--help`` and ``--config`` keys for the source are generated
 from ``Options`` (see :mod:`wds_pipeline.option_table`); nothing else is written per source.
@@ -23,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from ..records import SourceScan
@@ -38,25 +31,47 @@ SOURCES: dict[str, str] = {
 }
 
 
+# read_inputs(root, inputs, options, storage_options): each planned input's audio bytes, or
+# the error rejecting it, in plan order (see builder.recordings).
+ReadInputs = Callable[[str, Sequence[Any], Any, Mapping[str, Any]], Iterator[bytes | Exception]]
+
+
 class Source(Protocol):
-    """What a source module provides (the module itself is the source)."""
+    """What a source module provides (the module itself is the source). The members with a
+    value are optional capabilities: that value is their default (:data:`OPTIONAL`)."""
 
     NAME: str
     Options: type[Any]  # a frozen dataclass; every field has a default
 
     def scan(self, root: str, options: Any = None, /) -> SourceScan: ...
 
+    # True when many segments share a recording: the planner keeps them consecutive so a
+    # worker decodes the recording once, not once per shard.
+    KEEP_RECORDINGS_TOGETHER: bool = False
+    # Set when the inputs are not files (dataset rows): the worker asks the source for
+    # their bytes instead of opening PlannedInput.src.
+    read_inputs: ReadInputs | None = None
+
+
+REQUIRED = ("NAME", "Options", "scan")
+OPTIONAL: dict[str, Any] = {name: vars(Source)[name] for name in Source.__annotations__
+                            if name in vars(Source)}
+
 
 def get_source(name: str) -> Source:
+    """The source module ``name``, checked, with its optional capabilities' defaults set."""
     try:
         module_name = SOURCES[name]
     except KeyError:
         raise ValueError(f"unknown source {name!r}; choose one of {sorted(SOURCES)}") from None
     module = importlib.import_module(module_name)
-    missing = [a for a in ("NAME", "Options", "scan") if not hasattr(module, a)]
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
     if missing or not dataclasses.is_dataclass(module.Options) or module.NAME != name:
         raise TypeError(f"{module.__file__}: a source module declares NAME = {name!r}, an "
                         f"Options dataclass and scan(root, options); missing {missing}")
+    for attr, default in OPTIONAL.items():
+        if not hasattr(module, attr):
+            setattr(module, attr, default)
     return cast(Source, module)
 
 
