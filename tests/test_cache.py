@@ -14,7 +14,7 @@ import time
 import pytest
 from shardgen import xxh3
 
-from wds_pipeline.cache import CacheFullError, ShardCache, ShardIntegrityError, cache_key
+from wds_pipeline.readpath import CacheFullError, ShardCache, ShardIntegrityError, cache_key
 from wds_pipeline.storage import Digest
 
 
@@ -181,7 +181,7 @@ def test_shard_larger_than_limit_is_refused_with_a_clear_error(tmp_path):
 _SLOW_CHILD = textwrap.dedent(
     """
     import sys, time
-    from wds_pipeline.cache import ShardCache
+    from wds_pipeline.readpath import ShardCache
     from wds_pipeline.storage import Digest
     cache_dir, url, sha, size, marker = sys.argv[1:6]
 

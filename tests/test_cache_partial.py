@@ -22,10 +22,14 @@ from test_remote_e2e import assert_same_samples, epoch, synthetic_expected, tar_
 
 from wds_pipeline import StreamingLoader
 from wds_pipeline import format as fmt
-from wds_pipeline.cache import ShardCache, ShardIntegrityError
-from wds_pipeline.fetch import ShardReader, ShardRef
 from wds_pipeline.index import load_index
-from wds_pipeline.partial import PartialShard
+from wds_pipeline.readpath import (
+    PartialShard,
+    ShardCache,
+    ShardIntegrityError,
+    ShardReader,
+    ShardRef,
+)
 from wds_pipeline.storage import Digest
 from wds_pipeline.testing import write_synthetic_dataset
 from wds_pipeline.verify import verify_index
@@ -235,7 +239,7 @@ def test_streamed_epoch_over_gcs_equals_local_read(gcs_emulator, tmp_path):
 
 @pytest.mark.fuse
 def test_next_shard_waits_until_the_one_being_read_is_nearly_downloaded(slowfs_factory, tmp_path):
-    from wds_pipeline.fetch import PREFETCH_OVERLAP
+    from wds_pipeline.readpath.reader import PREFETCH_OVERLAP
 
     m, idx, refs, cache = _two_slow_shards(slowfs_factory, tmp_path, 250)
     with ShardReader(cache=cache, prefetch=2) as reader:

@@ -16,8 +16,7 @@ import uuid
 import pytest
 import torch
 
-from wds_pipeline.fetch import RetryPolicy
-from wds_pipeline.storage import StorageError
+from wds_pipeline.storage import RetryPolicy, StorageError
 from wds_pipeline.train.checkpoint import (
     CheckpointError,
     CheckpointInfo,

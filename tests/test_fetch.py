@@ -13,16 +13,15 @@ import uuid
 import pytest
 from shardgen import xxh3
 
-from wds_pipeline.cache import ShardCache, ShardIntegrityError
-from wds_pipeline.fetch import (
-    RetryPolicy,
+from wds_pipeline.readpath import (
+    ShardCache,
+    ShardIntegrityError,
     ShardReader,
     ShardReadError,
     ShardRef,
     default_cache_policy,
-    is_transient,
 )
-from wds_pipeline.storage import Digest
+from wds_pipeline.storage import Digest, RetryPolicy, is_transient
 
 FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05, timeout=30.0)
 

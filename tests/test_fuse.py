@@ -15,14 +15,14 @@ import pytest
 from shardgen import xxh3
 
 from wds_pipeline import storage
-from wds_pipeline.cache import ShardCache
-from wds_pipeline.fetch import (
-    RetryPolicy,
+from wds_pipeline.readpath import (
+    ShardCache,
     ShardReader,
     ShardReadError,
     ShardRef,
     default_cache_policy,
 )
+from wds_pipeline.storage import RetryPolicy
 
 FAST_RETRY = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
 

@@ -420,7 +420,7 @@ def test_the_loader_imports_what_its_workers_need_before_they_fork(ds):
 
     code = ("import sys; from wds_pipeline import StreamingLoader; "
             f"StreamingLoader({ds!r}, batch_size=4); "
-            "print(sorted(m for m in ('wds_pipeline.fetch', 'wds_pipeline.cache', 'filelock') "
+            "print(sorted(m for m in ('wds_pipeline.readpath.reader', 'wds_pipeline.readpath.cache', 'filelock') "
             "if m not in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

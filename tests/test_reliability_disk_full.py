@@ -331,9 +331,7 @@ def test_partial_shard_whose_download_runs_out_of_cache_disk_reads_on_from_the_s
         tmpfs_factory, slowfs_factory):
     # 0.5 MB/s: the 512 KB shard is still downloading when it is opened, and its download
     # runs out of cache disk (~400 KB free) while it is being read.
-    from wds_pipeline.cache import ShardCache
-    from wds_pipeline.fetch import ShardReader, ShardRef
-    from wds_pipeline.partial import PartialShard
+    from wds_pipeline.readpath import PartialShard, ShardCache, ShardReader, ShardRef
 
     cache_dir = tmpfs_factory(size="400k", name="cache-disk")
     m = slowfs_factory("drive", latency_ms=0, bandwidth_mbps=0.5)

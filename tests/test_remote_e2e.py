@@ -32,8 +32,8 @@ from shardgen import xxh3
 from test_builder import build, make_clip_corpus, write_audio, write_manifest
 
 from wds_pipeline import StreamingLoader, storage
-from wds_pipeline.fetch import default_cache_policy
 from wds_pipeline.index import load_index
+from wds_pipeline.readpath import default_cache_policy
 from wds_pipeline.testing import clip, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parent.parent

@@ -239,7 +239,7 @@ def test_index_read_retries_transient_errors_like_every_storage_read(slowfs_fact
 
 
 def test_retry_policy_is_one_class():
-    from wds_pipeline import fetch
+    from wds_pipeline.readpath import resumable as fetch
 
     assert fetch.RetryPolicy is storage.RetryPolicy
     assert storage.STORAGE_RETRY.attempts == 4

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from . import format as fmt
 from . import storage
-from .fetch import default_cache_policy
 from .format.checksum import crc32
 from .index import INDEX_NAME, DatasetIndex, IndexFormatError, ShardInfo, read_index
+from .readpath import default_cache_policy
 from .storage.urls import join_url
 
 # ---------------------------------------------------------------------------

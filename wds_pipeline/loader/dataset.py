@@ -24,9 +24,8 @@ from .. import format as fmt
 # Imported here, in the main process, although only workers read shards: forked workers
 # then inherit these modules (and fsspec, filelock) instead of importing them again every
 # time they start, i.e. every epoch without persistent workers.
-from ..cache import ShardCache, default_cache_dir
-from ..fetch import ShardReader, ShardRef, default_cache_policy
 from ..index import DatasetIndex
+from ..readpath import ShardRef, open_reader
 from .batch import Batch
 from .blocks import BlockReader, sequential_runs
 from .buffers import BUFFERS_PER_WORKER, SampleArena
@@ -407,20 +406,11 @@ class ShardStreamDataset(IterableDataset):
         # Built lazily inside each worker process: threads and file handles must not
         # cross a fork.
         if self._reader is None:
-            cache = None
-            cache_dir = self.read_cfg.cache_dir
-            if cache_dir is False:
-                cache_dir = None
-            elif cache_dir is None and self.table and default_cache_policy(self.table[0].url):
-                cache_dir = default_cache_dir()
-                log.info("shards are on remote/FUSE storage (%s): caching them in %s", self.table[0].url, cache_dir)
-            if cache_dir is not None:
-                cache = ShardCache(cache_dir, limit_bytes=self.read_cfg.cache_limit)
-            self._reader = ShardReader(
-                cache=cache,
-                prefetch=self.read_cfg.shard_prefetch,
-                storage_options=dict(self.read_cfg.storage_options),
-            )
+            cfg = self.read_cfg  # the read path decides whether and where to cache
+            self._reader = open_reader(self.table[0].url if self.table else None,
+                                       cache_dir=cfg.cache_dir, cache_limit=cfg.cache_limit,
+                                       prefetch=cfg.shard_prefetch,
+                                       storage_options=cfg.storage_options)
         return self._reader
 
     def _read_run(self, opened: Opened, entry: ShardEntry, a: int, b: int, pos0: int, refs: np.ndarray,

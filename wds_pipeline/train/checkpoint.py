@@ -46,7 +46,7 @@ from typing import Any, Literal
 import torch
 
 from .. import storage
-from ..fetch import RetryPolicy
+from ..storage import RetryPolicy
 from ..storage import lock as folder_lock
 from .checkpoint_io import (
     CheckpointError,
@@ -210,9 +210,7 @@ class CheckpointManager:
 
     def _listing(self) -> list[str]:
         try:
-            return storage.listdir(
-                self.url, fresh=True, retry=self.retry, **self.storage_options
-            )
+            return storage.listdir(self.url, fresh=True, retry=self.retry, **self.storage_options)
         except FileNotFoundError:
             return []
 
@@ -237,20 +235,20 @@ class CheckpointManager:
         out = []
         for name in names:
             m = _JSON_RE.match(name)
-            if not m:
-                continue
-            step = int(m.group(1))
-            pt, side = _names(step)
-            if pt not in present:
-                continue
-            try:
-                raw = storage.read_bytes(
-                    self._join(side), retry=self.retry, **self.storage_options
-                )
-                out.append(CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step))
-            except (ValueError, FileNotFoundError):
-                continue
+            if m and _names(int(m.group(1)))[0] in present:
+                info = self._sidecar(int(m.group(1)))
+                if info is not None:
+                    out.append(info)
         return sorted(out, key=lambda i: i.step)
+
+    def _sidecar(self, step: int) -> CheckpointInfo | None:
+        """The sidecar of ``step`` read and parsed; None if it is missing or unreadable."""
+        pt, side = _names(step)
+        try:
+            raw = storage.read_bytes(self._join(side), retry=self.retry, **self.storage_options)
+            return CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step)
+        except (ValueError, FileNotFoundError):
+            return None
 
     # --------------------------------------------------------------------- save
 
@@ -323,13 +321,8 @@ class CheckpointManager:
 
     def _committed(self, step: int) -> CheckpointInfo | None:
         """The sidecar entry of ``step`` (without its own ``previous``), None if unreadable."""
-        pt, side = _names(step)
-        try:
-            raw = storage.read_bytes(self._join(side), retry=self.retry, **self.storage_options)
-            info = CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step)
-        except (ValueError, FileNotFoundError):
-            return None
-        return CheckpointInfo(**{**vars(info), "previous": None})
+        info = self._sidecar(step)
+        return None if info is None else CheckpointInfo(**{**vars(info), "previous": None})
 
     # --------------------------------------------------------------------- lock
 

@@ -197,7 +197,7 @@ def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig, train: list[Data
 
 
 def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetIndex]) -> None:
-    from ..fetch import default_cache_policy
+    from ..readpath import default_cache_policy
 
     lc = cfg.loader
     slow = [u for u in cfg.data.train if storage.is_remote(u) or storage.is_fuse_path(u)]
@@ -234,7 +234,7 @@ def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetInde
 
 
 def _default_cache_dir() -> str:
-    from ..cache import default_cache_dir  # the loader's automatic cache folder
+    from ..readpath import default_cache_dir  # the loader's automatic cache folder
 
     return default_cache_dir()
 

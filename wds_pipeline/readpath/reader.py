@@ -1,35 +1,26 @@
-"""Sequential shard reading with prefetch and retries.
+"""Sequential shard reading with prefetch.
 
-The loader builds one :class:`ShardReader` per DataLoader worker, tells it the
-shards it will read in order (:meth:`ShardReader.schedule`) and opens them one
-by one (:meth:`ShardReader.open`). What ``open`` returns depends on the source:
+The loader builds one :class:`ShardReader` per DataLoader worker (through
+:func:`~wds_pipeline.readpath.policy.open_reader`), tells it the shards it will read in
+order (:meth:`ShardReader.schedule`) and opens them one by one (:meth:`ShardReader.open`).
+What ``open`` returns depends on the source:
 
 * a plain local file: the file itself, opened directly (no thread, no copy: the
   page cache already does the job);
-* with a :class:`~wds_pipeline.cache.ShardCache`: the verified cached copy;
+* with a :class:`~wds_pipeline.readpath.cache.ShardCache`: the verified cached copy;
   background threads fill the cache up to ``prefetch`` shards ahead; for a
   :class:`ShardRef` with ``partial_ok`` (the caller checks every sample itself, e.g.
   against the index's crc32s) a shard still downloading is returned at once as a
-  :class:`~wds_pipeline.partial.PartialShard` that reads the bytes as they arrive;
+  :class:`~wds_pipeline.readpath.partial.PartialShard` that reads the bytes as they arrive;
 * without a cache: an in-memory copy fetched ahead in the background, or (when
   not prefetched) a streaming reader that reads ``block_size`` blocks.
 
-A shard the cache cannot hold (:class:`~wds_pipeline.cache.CacheFullError`: over its
-``limit_bytes``, or its disk filled up) is streamed uncached; a shard whose download
+A shard the cache cannot hold (:class:`~wds_pipeline.readpath.errors.CacheFullError`: over
+its ``limit_bytes``, or its disk filled up) is streamed uncached; a shard whose download
 ran out of disk while it was being read as a partial shard is read on from its source
 at the byte reached (``ReaderStats.disk_full_uncached`` counts both disk-full cases).
-
-Every remote or FUSE read goes through :class:`ResumableReader`: a transient
-error (dropped connection, HTTP 5xx/429, ENOTCONN/EIO from Drive) closes the
-source, waits with exponential backoff and jitter, reopens and seeks to the byte
-offset already delivered, so the consumer never sees duplicated or missing
-bytes. The budget (``RetryPolicy.attempts``) counts consecutive failures without
-progress; any byte delivered resets it, so a long shard over a flaky link still
-completes. When it runs out a :class:`ShardReadError` names the shard, the
-offset and the last error.
-
-Note: gcsfs retries each HTTP request itself (6 tries, ~30 s of backoff) before
-an error reaches this layer; fsspec's http backend and FUSE mounts do not.
+Every remote or FUSE read is a :class:`~wds_pipeline.readpath.resumable.ResumableReader`
+(retries with backoff, resuming at the byte reached).
 """
 
 from __future__ import annotations
@@ -38,46 +29,26 @@ import io
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import storage
-from .cache import (
-    CacheDiskFullError,
-    CacheFullError,
-    ShardCache,
-    ShardIntegrityError,
-    download_verified,
-)
+from .. import storage
+from ..storage import Digest, RetryPolicy, ShardCheck
+from .cache import ShardCache
 from .counters import Counters
-from .errors import ShardError
+from .download import download_verified
+from .errors import CacheDiskFullError, CacheFullError
 from .partial import PartialShard
-from .storage import Digest, RetryPolicy, ShardCheck
+from .resumable import DEFAULT_RETRY, ReaderStats, ResumableReader, copy_shard
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-# The default budget of one shard read (a module constant: defaults are built once).
-DEFAULT_RETRY = RetryPolicy()
-
-__all__ = [
-    "ReaderStats",
-    "ResumableReader",
-    "RetryPolicy",
-    "ShardReadError",
-    "ShardReader",
-    "ShardRef",
-    "copy_shard",
-    "default_cache_policy",
-    "is_transient",
-]
+__all__ = ["PARTIAL_COPY_BLOCK", "PREFETCH_OVERLAP", "ShardReader", "ShardRef"]
 
 log = logging.getLogger(__name__)
-
-is_transient = storage.is_transient
 
 
 # Bytes per copy call of a download that may be read while it runs: how often progress
@@ -97,197 +68,6 @@ class ShardRef:
     # The caller verifies each sample it reads (crc32s in the index), so the shard may be
     # read while the cache still downloads it; the whole-shard check comes at the end.
     partial_ok: bool = False
-
-
-class ShardReadError(ShardError, OSError):
-    """Reading a shard kept failing after the retry budget."""
-
-    def __init__(self, url: str, offset: int, last_error: BaseException, attempts: int) -> None:
-        self.url = url
-        self.offset = offset
-        self.last_error = last_error
-        code = last_error.errno if isinstance(last_error, OSError) else None
-        super().__init__(
-            code,
-            f"reading shard {url} failed at byte offset {offset} after {attempts} attempts "
-            f"without progress; last error: {type(last_error).__name__}: {last_error}. "
-            "The storage is unreachable or flaky: check the connection (on Colab, remount "
-            "Drive or copy the shards to local disk) or raise RetryPolicy.attempts/timeout.",
-        )
-
-
-@dataclass
-class ReaderStats:
-    retries: int = 0  # transient errors recovered from (reopen + seek)
-    bytes_fetched: int = 0  # bytes read from remote/FUSE sources
-    direct_opens: int = 0  # local plain files opened as is
-    cached_opens: int = 0
-    partial_opens: int = 0  # cache entries still downloading, read as they arrive
-    memory_opens: int = 0  # served from an in-memory prefetch
-    streamed_opens: int = 0
-    prefetches: int = 0  # background fetches started
-    # Shards read (wholly or from some byte on) from their source because the disk under
-    # the cache was full.
-    disk_full_uncached: int = 0
-
-
-def default_cache_policy(url: str) -> bool:
-    """True when ``url`` is remote or on a FUSE/network mount: caching pays there."""
-    return storage.is_remote(url) or storage.is_fuse_path(url)
-
-
-# ----------------------------------------------------------------- streaming
-
-
-class ResumableReader(io.RawIOBase):
-    """A raw, seekable, read-only stream over a shard that survives transient errors.
-
-    Wrap it in ``io.BufferedReader(r, buffer_size=block_size)`` for small reads.
-    If it is read from offset 0 to EOF without seeking and ``digest``/``size`` are
-    given, the content is verified at EOF (:class:`ShardIntegrityError`).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        offset: int = 0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        storage_options: dict[str, Any] | None = None,
-        block_size: int = storage.BLOCK_SIZE,
-        digest: Digest | None = None,
-        size: int | None = None,
-        stats: Counters[ReaderStats] | None = None,
-    ) -> None:
-        super().__init__()
-        self.url = url
-        self.pos = offset
-        self.retry = retry
-        self.storage_options = storage_options or {}
-        self.block_size = block_size
-        self._src: Any = None
-        self._stats = stats or Counters(ReaderStats())
-        self._expect = (digest, size)
-        self._algorithm = storage.algorithm_for(digest)
-        verify = offset == 0 and (digest is not None or size is not None)
-        self._hash = storage.new_hash(self._algorithm) if verify else None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self.pos
-        elif whence == io.SEEK_END:
-            offset += self._size()
-        if offset != self.pos:
-            self._hash = None  # no longer a straight read: cannot verify at EOF
-            self.pos = offset
-            if self._src is not None:
-                self._src.seek(offset)
-        return self.pos
-
-    def _size(self) -> int:
-        if self._expect[1] is not None:
-            return self._expect[1]
-        return storage.file_size(self.url, **self.storage_options)
-
-    def _open(self) -> Any:
-        f = storage.open_read(self.url, block_size=self.block_size, **self.storage_options)
-        if self.pos:
-            f.seek(self.pos)
-        return f
-
-    def _drop_source(self) -> None:
-        src, self._src = self._src, None
-        if src is not None:
-            try:
-                src.close()
-            except Exception:  # noqa: BLE001, S110 - the link is already broken
-                pass
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        if not len(view):
-            return 0
-        failures = 0
-        streak_start = time.monotonic()
-        while True:
-            try:
-                if self._src is None:
-                    self._src = self._open()
-                data = self._src.read(len(view))
-                n = len(data)
-                view[:n] = data
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    self._drop_source()
-                    raise
-                self._drop_source()
-                failures += 1
-                if (
-                    failures >= self.retry.attempts
-                    or time.monotonic() - streak_start > self.retry.timeout
-                ):
-                    raise ShardReadError(self.url, self.pos, exc, failures) from exc
-                self._stats.add(retries=1)
-                log.warning(
-                    "shard %s: %s at offset %d, retrying (%d)", self.url, exc, self.pos, failures
-                )
-                time.sleep(self.retry.backoff(failures))
-        self.pos += n
-        self._stats.add(bytes_fetched=n)
-        if self._hash is not None:
-            if n:
-                self._hash.update(view[:n])
-            else:
-                self._verify_at_eof()
-        return n
-
-    def _verify_at_eof(self) -> None:
-        h, self._hash = self._hash, None
-        expected, size = self._expect
-        digest = storage.Digest(self._algorithm, h.hexdigest()) if h is not None else None
-        check = storage.check_shard(self.url, digest, self.pos, expected=expected,
-                                    expected_size=size)
-        if not check.ok:
-            raise ShardIntegrityError.from_check(check, attempts=1)
-
-    def close(self) -> None:
-        self._drop_source()
-        super().close()
-
-
-def copy_shard(
-    url: str,
-    dst: BinaryIO,
-    *,
-    retry: RetryPolicy = DEFAULT_RETRY,
-    storage_options: dict[str, Any] | None = None,
-    block_size: int = storage.BLOCK_SIZE,
-    stats: Counters[ReaderStats] | None = None,
-    copy_block: int | None = None,
-) -> int:
-    """Copy a whole shard into ``dst`` in ``copy_block`` blocks (default ``block_size``,
-    which is also the request size of remote reads), resuming after transient errors.
-    Returns the byte count. Usable as a ``ShardCache`` fetch."""
-    r = ResumableReader(
-        url, retry=retry, storage_options=storage_options, block_size=block_size, stats=stats
-    )
-    try:
-        return storage.copy_stream(r, dst, copy_block or block_size)
-    finally:
-        r.close()
-
-
-# -------------------------------------------------------------------- reader
 
 
 class ShardReader:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .counters import Counters
+from .stream import PositionedStream
 
 __all__ = ["Download", "PartialShard"]
 
@@ -135,7 +136,7 @@ class Download:
             return PartialShard(self, fd, self._attempt, stats)
 
 
-class PartialShard(io.RawIOBase):
+class PartialShard(PositionedStream):
     """A seekable, read-only stream over a shard that is still downloading.
 
     Reads return only bytes already written, waiting for more when needed. When the
@@ -170,24 +171,8 @@ class PartialShard(io.RawIOBase):
         instead of raising it."""
         self._open_rest, self._rest_when = open_at, when
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence == io.SEEK_END:
-            offset += self._size
-        if offset < 0:
-            raise ValueError(f"negative seek position {offset}")
-        self._pos = offset
-        return self._pos
+    def _end(self) -> int:
+        return self._size
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("a partial shard is not a complete file to map")
