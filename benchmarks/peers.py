@@ -42,7 +42,7 @@ Needs the peers, in their own environment (see benchmarks/README.md)::
 ``--baseline REV`` instead compares wds_pipeline's own loader, the working tree against git
 revision REV, on the same sets (peers_baseline.py; the main venv is enough)::
 
-    .venv/bin/python benchmarks/peers.py --baseline c2f772d     # ~6 min on 2 cores
+    .venv/bin/python benchmarks/peers.py --baseline c2f772d     # ~12 min on 2 cores
 """
 
 from __future__ import annotations

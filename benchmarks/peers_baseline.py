@@ -15,7 +15,7 @@ array against the source. Reported per column (set/workers/epoch) and format: th
 samples/s of each side and the median over repeats of new/old in the same repeat (paired
 ratios), and the columns more than 5% slower.
 
-    .venv/bin/python benchmarks/peers.py --baseline c2f772d           # ~6 min on 2 cores
+    .venv/bin/python benchmarks/peers.py --baseline c2f772d           # ~12 min on 2 cores
     .venv/bin/python benchmarks/peers.py --baseline c2f772d --quick   # smoke run
     python benchmarks/peers_baseline.py --serve ROOT                  # a child (internal)
 """
