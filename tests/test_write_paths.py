@@ -24,9 +24,9 @@ STORAGE = "storage/"  # the storage layer itself: the one place that opens files
 
 # (file relative to wds_pipeline/, enclosing function) -> why its write is safe.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("cache.py", "ShardCache._reserve"):
+    ("readpath/eviction.py", "BoundedCacheFiles._reserve"):
         "creates the cache's sparse temp file (truncate, no contents written): a reservation",
-    ("cache.py", "ShardCache._download"):
+    ("readpath/download.py", "fetch_into"):
         "the cache's own temp file: each block through storage.write_all (HashingWriter), "
         "fsync, verified, then renamed into data/ by _ensure; a full disk drops the entry",
     ("builder/staging.py", "staged_shard"):
