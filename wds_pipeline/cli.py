@@ -68,6 +68,8 @@ SYNTH_EPILOG = """\
 examples:
   wds-pipeline synth librispeech corpus/LibriSpeech --speakers 8 --seed 1
   wds-pipeline synth voxceleb corpus/voxceleb --vox1-speakers 6 --vox2-speakers 4
+  wds-pipeline synth musan corpus/musan --clips 2            # then: build musan ...
+  wds-pipeline synth rirs corpus/RIRS_NOISES --rooms 2      # then: build rirs ...
 """
 
 DEMO_EPILOG = """\
@@ -177,7 +179,24 @@ def make_parser() -> argparse.ArgumentParser:
     ss.add_argument("--seconds", type=float, default=30.0, help="length of each recording")
     ss.add_argument("--untimed", dest="untimed_per_session", type=int, metavar="N", default=2,
                     help="words per session left without timestamps (spoken numbers)")
-    for sp in (sl, sv, ss):
+    sm, sr = (ssub.add_parser(name, help=what, epilog=SYNTH_EPILOG, formatter_class=raw)
+              for name, what in (
+                  ("musan", "MUSAN layout (music/, noise/, speech/ subsets with ANNOTATIONS): "
+                   "coloured noise, tones, synthetic voices"),
+                  ("rirs", "RIRS_NOISES layout: simulated and real RIRs (known RT60 and direct "
+                   "path) with rir_list, noises with noise_list")))
+    sm.add_argument("dir", metavar="DIR", help="plays the role of the musan folder")
+    sm.add_argument("--seconds", type=float, default=3.0, help="length of each clip")
+    sr.add_argument("dir", metavar="DIR", help="plays the role of the RIRS_NOISES folder")
+    for sp, flag, dest, default in ((sm, "--clips", "clips_per_subset", 2),
+                                    (sr, "--rooms", "rooms_per_size", 1),
+                                    (sr, "--rirs-per-room", "rirs_per_room", 2),
+                                    (sr, "--real-rirs", "real_rirs", 2),
+                                    (sr, "--isotropic-noises", "isotropic_noises", 1),
+                                    (sr, "--pointsource-noises", "pointsource_noises", 2)):
+        sp.add_argument(flag, dest=dest, type=int, metavar="N", default=default,
+                        help=f"{dest.replace('_', ' ')} (default {default})")
+    for sp in (sl, sv, ss, sm, sr):
         sp.add_argument("--seed", type=int, default=0)
         sp.set_defaults(handler=cmd_synth)
 

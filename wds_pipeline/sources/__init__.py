@@ -28,6 +28,8 @@ SOURCES: dict[str, str] = {
     "manifest": "wds_pipeline.sources.manifest",
     "sessions": "wds_pipeline.sources.sessions",
     "hf": "wds_pipeline.sources.hf",
+    "musan": "wds_pipeline.sources.musan",
+    "rirs": "wds_pipeline.sources.rirs",
 }
 
 

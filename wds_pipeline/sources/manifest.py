@@ -2,7 +2,9 @@
 
 Columns: ``path`` (required; relative paths resolve against the manifest's folder) and
 optional ``id``, ``speaker``, ``label``, ``text``, ``offset``, ``duration`` (seconds),
-``split``. Other columns are carried into the record's ``extra``.
+``split`` and ``category`` (what a clip of a noise or RIR set is, e.g. ``noise``, ``music``,
+``babble``, ``smallroom``: stored as the sample's ``category`` field, as the musan and rirs
+sources store theirs). Other columns are carried into the record's ``extra``.
 
 Class labels: with a ``label`` column (a CSV header naming it, or any JSONL object with
 the key), classes come from it alone and a row whose label is empty, missing or null
@@ -40,6 +42,7 @@ KNOWN_COLUMNS: tuple[str, ...] = (
     "offset",
     "duration",
     "split",
+    "category",
 )
 _SPLIT_OK = re.compile(r"^[a-z0-9_-]+$")
 # What a swallowed row's path looks like (see check_multiline_row); the decoders read more.
@@ -295,7 +298,7 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
             if problem:
                 return {}, problem
             fields[name] = number
-    for name in ("id", "speaker", "label", "text", "split"):
+    for name in ("id", "speaker", "label", "text", "split", "category"):
         if name in values:
             if isinstance(values[name], (dict, list)):
                 return {}, f"{name} must be a string or number, got {type(values[name]).__name__}"
@@ -314,6 +317,8 @@ def check_row(row: Row) -> tuple[dict[str, Any], str | None]:
             f"split {fields['split']!r} is not a valid split name (use only a-z, 0-9, '_' and '-')",
         )
     fields["extra"] = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
+    if fields.get("category"):  # whitespace only: no category
+        fields["extra"]["category"] = fields["category"]
     return fields, None
 
 

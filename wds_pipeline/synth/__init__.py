@@ -1,5 +1,6 @@
-"""Synthetic speech corpora in the real LibriSpeech and VoxCeleb layouts, and session
-recordings with WhisperX transcripts (``sessions``).
+"""Synthetic speech corpora in the real LibriSpeech and VoxCeleb layouts, session
+recordings with WhisperX transcripts (``sessions``), and the noise and RIR corpora of
+augmentation in the MUSAN and RIRS_NOISES layouts (``noise``).
 
 ``voices``: the speaker model; ``files``: deterministic audio/text writers; ``corpora``:
 the corpus writers, which take file names and line formats from the source modules.
@@ -32,6 +33,7 @@ from .corpora import (
     synth_voxceleb,
 )
 from .files import to_pcm16, write_m4a, write_soundfile, write_text
+from .noise import synth_musan, synth_rirs
 from .sessions import COMMANDS, synth_sessions
 from .voices import Voice, synth_voice, voice_params
 
@@ -39,6 +41,8 @@ from .voices import Voice, synth_voice, voice_params
 # as the writer's keyword arguments). Adding a synthetic corpus: its writer and a line here.
 CORPORA: dict[str, Callable[..., dict[str, Any]]] = {
     "librispeech": synth_librispeech,
+    "musan": synth_musan,
+    "rirs": synth_rirs,
     "sessions": synth_sessions,
     "voxceleb": synth_voxceleb,
 }
@@ -51,6 +55,8 @@ __all__ = [
     "Voice",
     "make_trials",
     "synth_librispeech",
+    "synth_musan",
+    "synth_rirs",
     "synth_sessions",
     "synth_voice",
     "synth_voxceleb",
