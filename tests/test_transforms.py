@@ -59,7 +59,7 @@ def read_epoch(index_path: str, epoch: int = 0, **opts) -> tuple[dict[str, np.nd
 
 
 def test_registries_name_each_transform_and_refuse_unknown_ones(data):
-    assert SAMPLE_TRANSFORMS.names == ["gain"] and BATCH_TRANSFORMS.names == ["row_gain"]
+    assert SAMPLE_TRANSFORMS.names == ["gain", "speed"] and BATCH_TRANSFORMS.names == ["noise", "reverb", "row_gain"]
     assert SAMPLE_TRANSFORMS.build(TransformSpec("gain", {"max_db": 1.0}), "x") == Gain(max_db=1.0)
     with pytest.raises(ConfigError, match=r"loader.sample_transforms\[0\]: unknown sample transform "
                                           r"'gian'; valid names: gain"):
@@ -69,7 +69,7 @@ def test_registries_name_each_transform_and_refuse_unknown_ones(data):
     with pytest.raises(ConfigError, match=r"min_db \(2.0\) must be <= max_db \(1.0\)"):
         SampleChain([{"name": "gain", "params": {"min_db": 2.0, "max_db": 1.0}}], seed=0, sample_rate=16000)
     with pytest.raises(ConfigError, match=r"batch_transforms\[1\]: unknown batch transform 'gain'; "
-                                          r"valid names: row_gain"):
+                                          r"valid names: noise, reverb, row_gain"):
         BatchChain([{"name": "row_gain"}, {"name": "gain"}], seed=0, rank=0, device=torch.device("cpu"))
 
 

@@ -21,7 +21,13 @@ import torch
 from .registry import Registry, TransformSpec, as_specs
 
 BATCH_TRANSFORMS = Registry("batch", {
+    "noise": "wds_pipeline.transforms.noise:AddNoise",
+    "reverb": "wds_pipeline.transforms.reverb:Reverb",
     "row_gain": "wds_pipeline.transforms.row_gain:RowGain",
+})
+# Run on the features the model computes from the batch: (features, lengths, generator).
+FEATURE_TRANSFORMS = Registry("feature", {
+    "spec_augment": "wds_pipeline.transforms.specaugment:SpecAugment",
 })
 
 INT16_SCALE = 1.0 / 32768.0  # int16 -> float32 in [-1, 1): exact (a power of two)

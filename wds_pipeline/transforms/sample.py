@@ -22,6 +22,7 @@ from .registry import Registry, TransformSpec, as_specs
 
 SAMPLE_TRANSFORMS = Registry("sample", {
     "gain": "wds_pipeline.transforms.gain:Gain",
+    "speed": "wds_pipeline.transforms.speed:Speed",
 })
 
 _MASK = (1 << 64) - 1
