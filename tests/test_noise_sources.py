@@ -135,6 +135,19 @@ def test_build_rirs_gives_exact_counts_and_each_files_category(corpora, tmp_path
     assert only.counts.written == 8
 
 
+def test_short_rirs_need_min_duration_zero(tmp_path: Path):
+    synth.synth_rirs(str(tmp_path / "short"), rooms_per_size=1, rirs_per_room=1, real_rirs=0,
+                     isotropic_noises=0, pointsource_noises=0, rir_seconds=0.25)
+    default = build("rirs", tmp_path / "short", tmp_path / "default")
+    rejects = load_index(str(tmp_path / "default" / "train")).rejected
+    assert default.counts.rejected == 3 and {r.stage for r in rejects} == {"filter"}
+    assert all("shorter than --min-duration" in r.reason for r in rejects)
+    kept = build_dataset("rirs", str(tmp_path / "short"), str(tmp_path / "kept"),
+                         options=BuildOptions(workers=1, progress=False, min_duration=0),
+                         log=lambda _: None)
+    assert kept.counts.written == 3 and kept.counts.rejected == 0
+
+
 def damage(folder: Path) -> dict[str, str]:
     """A garbage .wav and a truncated one (header cut): {file: what the reject must say}."""
     (folder / "garbage.wav").write_bytes(b"this is not a RIFF file at all" * 10)

@@ -9,6 +9,10 @@ fields of the sample's JSON, and the category is its class (``cls``), so a noise
 clips by category without reading the JSON. A music annotation line (``utt genres vocals
 musician``, as Kaldi's ``make_musan.py`` reads it) adds ``genres``, ``vocals`` and
 ``musician``; another category's line is kept as ``annotation`` text. One split, ``--split``.
+
+The whole corpus is about 109 hours in some 2000 clips of up to minutes each: build it with
+``--max-shard-bytes`` (e.g. 512MB), since the default 1000 inputs a shard would make shards
+of gigabytes.
 """
 
 from __future__ import annotations
