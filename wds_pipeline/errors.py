@@ -19,10 +19,15 @@ The family's branches:
 - leaf errors next to the code that raises them (``DiskFullError``, ``CheckpointError``,
   ``BuildError``, ``AudioDecodeError``, ...), each a subclass of the base.
 
-Messages name the file or key and the fix; this module holds no behaviour.
+Messages name the file or key and the fix; this module holds no behaviour (only the
+classes and the exit statuses the CLI maps them to).
 """
 
 from __future__ import annotations
+
+# The exit statuses every command returns: 2 for a ConfigError (change the command),
+# 1 for any other error of the family, 130 for Ctrl-C.
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class WdsPipelineError(Exception):

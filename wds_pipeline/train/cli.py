@@ -8,7 +8,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import EXIT_INTERRUPTED, ConfigError
 
 if TYPE_CHECKING:  # the config imports the loader, and so torch: not for `build --help`
     from .config import TrainConfig
@@ -118,8 +118,6 @@ def cmd_train(args, parser) -> int:
         print(f"wds-pipeline train: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        from ..cli import EXIT_INTERRUPTED
-
         print(f"\nwds-pipeline train: interrupted; {_kept(cfg, trainer)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if trainer.dist.is_main:
