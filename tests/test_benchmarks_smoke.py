@@ -32,3 +32,26 @@ def test_build_throughput_quick(tmp_path):
     assert sessions["setup"]["sessions"] == 2 and sessions["setup"]["words"] > 100
     assert sorted(sessions["results"]) == ["sa", "sa1", "sb1", "sb2"]
     assert all(r["rtf"] > 0 for r in sessions["results"].values())
+
+
+def test_augment_quick(tmp_path):
+    """benchmarks/augment.py --quick: (a) ours, (b) WeSpeaker-style and (c) no augmentation
+    each yield every crop of the 48 synthetic utterances; the report holds the ratios, the
+    device cost per batch and the setup (probabilities, data, CPU count)."""
+    out, png = tmp_path / "augment.json", tmp_path / "augment.png"
+    p = subprocess.run([sys.executable, "benchmarks/augment.py", "--quick", "--json-out", str(out),
+                        "--png-out", str(png)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "a/b (ours over WeSpeaker-style)" in p.stdout and png.stat().st_size > 0
+    report = json.loads(out.read_text())
+    setup = report["setup"]
+    assert setup["quick"] is True and setup["workers"] == 2 and setup["cpu_count"] >= 1
+    assert setup["probabilities"] == {"reverb": 0.3, "noise": 0.3, "gain": 1.0}
+    assert setup["noise"] == {"noise": 2, "music": 5, "speech": 2} and setup["rirs"] == 26
+    assert sorted(report["pipelines"]) == ["a", "b", "c"]
+    # One epoch of 48 utterances in batches of 16, counted from the first batch on.
+    assert all(r[0]["samples"] == 32 for r in report["runs"].values())
+    assert report["ratios"]["a_over_b"] > 0 and report["ratios"]["a_over_c"] > 0
+    assert report["pipelines"]["a"]["device_ms_per_batch"] > 0
+    cost = report["device_cost"]
+    assert cost["batch"] == [16, 32000] and cost["chain_ms"] > 0 and cost["wespeaker_style_ms"] > 0
