@@ -131,3 +131,26 @@ def _fitted(case: ResumeCase, steps: int) -> Trainer:
     trainer = case.make()
     case.run(trainer, steps)
     return trainer
+
+
+@pytest.fixture(scope="module")
+def noise_corpora(tmp_path_factory) -> dict[str, str]:
+    """Noise and RIR shards (synthetic MUSAN and RIRS_NOISES, built): their index URLs."""
+    from augment_corpora import build_noise_corpora
+
+    return build_noise_corpora(tmp_path_factory.mktemp("noise-corpora"))
+
+
+def test_trainer_with_every_augmentation_resumes_exactly(data, noise_corpora, tmp_path):
+    """Speed, reverb, noise and SpecAugment on, every probability 1 or near it so each batch
+    draws: stopping and resuming anywhere ends with the uninterrupted run's weights, bit for
+    bit; and the augmentation changes what is learnt."""
+    per_epoch = SAMPLES // BATCH
+    augment = {"noise_index": noise_corpora["noise"], "rir_index": noise_corpora["rirs"],
+               "speed": {}, "reverb": {"probability": 0.7}, "noise": {"probability": 0.7},
+               "spec_augment": {"probability": 1.0}}
+    case = trainer_case(data, tmp_path, augment=augment)
+    case.check(stop_points(per_epoch))
+    plain = trainer_case(data, tmp_path / "plain")
+    augmented_weights = case.finish(_fitted(case, per_epoch))
+    assert not same_weights(augmented_weights, plain.finish(_fitted(plain, per_epoch)))

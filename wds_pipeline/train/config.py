@@ -1,5 +1,6 @@
 """The trainer's configuration: YAML blocks ``data``, ``loader``, ``model``, ``optim``,
-``checkpoint``, ``run``, each read into a typed dataclass.
+``checkpoint``, ``run`` and the optional ``augment`` (:mod:`.augment`), each read into a
+typed dataclass.
 
 An unknown key, a wrong type or an impossible value is a :class:`ConfigError` naming the
 key and the file; ``--set block.key=value`` overrides any value (read as YAML).
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from ..loader import LoaderConfig
 from ..transforms import TransformSpec
 from ..typedconfig import ConfigError, convert, from_mapping, set_dotted, to_mapping
+from .augment import AugmentConfig
 
 DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"
 
@@ -128,6 +130,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     # Batch transforms on the device, in order: a YAML list of {name, params} (wds_pipeline.transforms).
     batch_transforms: tuple[TransformSpec, ...] = ()
+    augment: AugmentConfig | None = None  # None: no augmentation block
     source: str = "<config>"  # the file it came from, for messages
 
     @property
@@ -145,7 +148,17 @@ class TrainConfig:
         return replace(self, run=replace(self.run, **changes))
 
 
+def loader_config(cfg: TrainConfig) -> LoaderConfig:
+    """The training loader's config: ``loader``, with the augment block's sample transform
+    (speed) first in its ``sample_transforms``."""
+    speed = cfg.augment.specs().sample if cfg.augment is not None else ()
+    if not speed:
+        return cfg.loader
+    return replace(cfg.loader, sample_transforms=speed + tuple(cfg.loader.sample_transforms))
+
+
 BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
+OPTIONAL_BLOCKS = ("batch_transforms", "augment")
 
 def check_model(model: ModelConfig, source: str) -> None:
     """The factory loads and takes every option given (when its signature says which)."""
@@ -165,9 +178,10 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
     """A mapping (a YAML document) -> TrainConfig; errors name the key and ``source``."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping with blocks {', '.join(BLOCKS)}")
-    unknown = sorted(set(doc) - set(BLOCKS) - {"batch_transforms"})
+    unknown = sorted(set(doc) - set(BLOCKS) - set(OPTIONAL_BLOCKS))
     if unknown:
-        raise ConfigError(f"{source}: unknown block {unknown[0]!r}; valid blocks: {', '.join(BLOCKS)}")
+        raise ConfigError(f"{source}: unknown block {unknown[0]!r}; valid blocks: "
+                          f"{', '.join(BLOCKS + OPTIONAL_BLOCKS)}")
     if "data" not in doc:
         raise ConfigError(f"{source}: missing block 'data' (data.train: the training index URL)")
     blocks: dict[str, dict[str, Any]] = {}
@@ -190,6 +204,7 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
         run=from_mapping(RunConfig, blocks["run"], f"{source}: run"),
         batch_transforms=convert(tuple[TransformSpec, ...], doc.get("batch_transforms") or (),
                                  f"{source}: batch_transforms"),
+        augment=convert(AugmentConfig | None, doc.get("augment"), f"{source}: augment"),
         source=source,
     )
 

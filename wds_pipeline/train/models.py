@@ -4,6 +4,12 @@
 waveform batch on the model's device (``features.Fbank``, mean-normalised), a small
 x-vector style TDNN, masked statistics pooling, an embedding layer and a linear classifier.
 Any factory with the same call signature can replace it.
+
+The feature hook: a model that computes fbank on the device may run the trainer's feature
+transforms (SpecAugment) on it by calling its ``feature_hook`` (an attribute, ``None`` when
+no feature transform is configured; the trainer sets it per training batch) on
+``(features, frames)`` while training, as :meth:`SpeakerTDNN.features` does. A model without
+the attribute cannot take ``augment.spec_augment`` (the trainer says so).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from ..features import Fbank, FbankConfig
 
 INT16_SCALE = 32768.0
 
+# (features (B, T, F), frames (B,)) -> features: the trainer's feature transforms of one batch.
+FeatureHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 class SpeakerTDNN(nn.Module):
     def __init__(self, num_classes: int, *, sample_rate: int = 16000, num_mel_bins: int = 80,
@@ -30,6 +39,7 @@ class SpeakerTDNN(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}; does the index have labels?")
         self.fbank = Fbank(FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins, dither=dither),
                            mean_norm=True)
+        self.feature_hook: FeatureHook | None = None  # see the module's docstring
 
         def block(cin: int, cout: int, k: int, d: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv1d(cin, cout, k, dilation=d, padding=d * (k - 1) // 2),
@@ -47,7 +57,10 @@ class SpeakerTDNN(nn.Module):
             x = x * INT16_SCALE
         # Log-mel in float32 whatever the autocast context: log of small energies.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.fbank(x, lengths)
+            feats, frames = self.fbank(x, lengths)
+            if self.training and self.feature_hook is not None:
+                feats = self.feature_hook(feats, frames)
+            return feats, frames
 
     def embed(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats, frames = self.features(waveform, lengths)

@@ -25,9 +25,9 @@ from torch import nn
 
 from ..errors import ResumeMismatch
 from ..loader import StreamingLoader
-from ..transforms.batch import BatchChain, DeviceBatch
+from ..transforms.batch import DeviceBatch
 from .checkpoint import DEFAULT_SAVE_RETRY, CheckpointManager
-from .config import TrainConfig
+from .config import TrainConfig, loader_config
 from .distributed import (
     broadcast,
     check_same_weights,
@@ -40,6 +40,7 @@ from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
 from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
 from .schedule import LRSchedule, apply_configured_optim, rescale_reason
+from .stage import DeviceStage, set_feature_hook
 from .statediff import state_dict_diff
 from .summary import TrainSummary, epoch_rates
 from .validate import validate
@@ -101,18 +102,23 @@ class Trainer:
 
         random.seed(run.seed)
 
-        self.loader = StreamingLoader(list(cfg.data.train), cfg.loader)
+        self.loader = StreamingLoader(list(cfg.data.train), loader_config(cfg))
         if self.loader.num_classes == 0:
             raise ValueError(
                 f"{cfg.data.train[0]}: the training data has no class labels (empty label_map); "
                 "build it with speaker or label columns"
             )
-        # The batch stage: augmentation on the device, its numbers a pure function of (run.seed,
-        # epoch, batch, rank), so a resumed run draws what the uninterrupted one drew.
-        self.batch_stage = (BatchChain(cfg.batch_transforms, seed=run.seed, rank=self.dist.rank, device=self.device)
-                            if cfg.batch_transforms else None)
+        # The device stage: augmentation on the device (the augment block's banks read from their
+        # shards), its numbers a pure function of (run.seed, epoch, batch, rank), so a resumed
+        # run draws what the uninterrupted one drew.
+        self.batch_stage = (DeviceStage(cfg.augment, cfg.batch_transforms, loader=cfg.loader,
+                                        sample_rate=self.loader.sample_rate, seed=run.seed, rank=self.dist.rank,
+                                        device=self.device)
+                            if cfg.batch_transforms or cfg.augment is not None else None)
         self.model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=self.loader.num_classes,
                                  sample_rate=self.loader.sample_rate, where=cfg.source).to(self.device)
+        if self.batch_stage is not None:
+            self.batch_stage.check_model(self.model, cfg.model.factory)
         # Same initial weights on every rank (seeded above); then each rank its own random
         # stream (dither, dropout), so ranks do not draw identical noise.
         torch.manual_seed(run.seed + 1_000_003 * self.dist.rank)
@@ -164,8 +170,10 @@ class Trainer:
             "datasets": [[i.name, i.build_fingerprint, i.num_samples] for i in self.loader.indexes],
             "loader_plan": self.loader.state().plan,
             "model": {"factory": self.cfg.model.factory, "options": dict(self.cfg.model.options)},
-            # Only when set: checkpoints written before batch transforms existed still resume.
-            **({"batch_transforms": [s.to_dict() for s in self.batch_stage.specs]} if self.batch_stage else {}),
+            # Only when set: checkpoints written before batch transforms or augment existed still resume.
+            **({"batch_transforms": [s.to_dict() for s in self.cfg.batch_transforms]}
+               if self.cfg.batch_transforms else {}),
+            **({"augment": self.cfg.augment.fingerprint()} if self.cfg.augment is not None else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -352,15 +360,21 @@ class Trainer:
         lengths = batch.lengths.to(self.device, non_blocking=True)
         labels = batch.labels.to(self.device, non_blocking=True)
         keep = keep.to(self.device, non_blocking=True)
+        hook = None
         if self.batch_stage is not None:
             d = self.batch_stage(DeviceBatch(wave, lengths, labels, keep), epoch=self.loader.epoch, index=batch.index)
             wave, lengths, labels, keep = d.wave, d.lengths, d.labels, d.keep
+            hook = self.batch_stage.feature_hook(self.loader.epoch, batch.index)
         # Gradients are all-reduced only on the last batch of an accumulation.
         no_sync = (self.net.no_sync() if isinstance(self.net, nn.parallel.DistributedDataParallel) and not sync
                    else contextlib.nullcontext())
         with no_sync, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                      enabled=self.amp_dtype is not None):
-            logits = self.net(wave, lengths)
+            set_feature_hook(self.model, hook)  # this batch's SpecAugment, on the fbank of this forward only
+            try:
+                logits = self.net(wave, lengths)
+            finally:
+                set_feature_hook(self.model, None)
             # A batch of padding only still runs backward (zero loss): under DDP every rank
             # must join every gradient all-reduce.
             loss = F.cross_entropy(logits[keep].float(), labels[keep]) if n else logits.sum() * 0.0

@@ -1,0 +1,78 @@
+"""The trainer's device stage: the batch transforms (the ``augment`` block's, then
+``batch_transforms``) with their banks bound, and the feature transforms the model runs on
+its fbank through its ``feature_hook`` (:mod:`.models`).
+
+Every random number is drawn from a generator seeded by (run seed, epoch, batch index,
+rank, position): the batch transforms take positions 0..n-1 (``BatchChain``), the feature
+transforms the positions after them, so a resumed run draws what the uninterrupted one drew
+and no state is saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..loader import LoaderConfig
+from ..transforms import TransformSpec
+from ..transforms.bank import bind_banks
+from ..transforms.batch import FEATURE_TRANSFORMS, BatchChain, DeviceBatch, batch_seed
+from .augment import AugmentConfig
+from .banks import load_banks
+from .models import FeatureHook
+
+FeatureTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class DeviceStage:
+    """``stage(batch, epoch=, index=)`` runs the batch transforms; ``stage.features(model,
+    epoch, index)`` is the context in which the model's forward runs the feature transforms."""
+
+    def __init__(self, augment: AugmentConfig | None, batch_transforms: tuple[TransformSpec, ...], *,
+                 loader: LoaderConfig, sample_rate: int, seed: int, rank: int, device: torch.device) -> None:
+        specs = augment.specs() if augment is not None else None
+        batch_specs = (specs.batch if specs else ()) + tuple(batch_transforms)
+        self.chain = (BatchChain(batch_specs, seed=seed, rank=rank, device=device) if batch_specs else None)
+        if self.chain is not None and augment is not None:
+            banks = load_banks(augment, loader, sample_rate=sample_rate, device=device)
+            self.chain.transforms = bind_banks(self.chain.transforms, banks)
+        feature_specs = specs.feature if specs else ()
+        self.feature_transforms: tuple[FeatureTransform, ...] = FEATURE_TRANSFORMS.build_all(
+            feature_specs, "augment")
+        self.first_feature_position = len(batch_specs)
+        self.seed, self.rank = seed, rank
+        self.generator = torch.Generator(device=device) if self.feature_transforms else None
+
+    def __call__(self, batch: DeviceBatch, *, epoch: int, index: int) -> DeviceBatch:
+        return batch if self.chain is None else self.chain(batch, epoch=epoch, index=index)
+
+    def check_model(self, model: nn.Module, factory: str) -> None:
+        if self.feature_transforms and not hasattr(model, "feature_hook"):
+            raise ConfigError(f"augment.spec_augment: the model of {factory} has no feature_hook, so the fbank it "
+                              "computes cannot be augmented; drop spec_augment or give the model a feature_hook "
+                              "(see wds_pipeline.train.models)")
+
+    def feature_hook(self, epoch: int, index: int) -> FeatureHook | None:
+        """The feature transforms of batch ``index`` of ``epoch``, as a model's hook."""
+        generator = self.generator
+        if generator is None:
+            return None
+
+        def hook(features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+            for i, transform in enumerate(self.feature_transforms):
+                position = self.first_feature_position + i
+                generator.manual_seed(batch_seed(self.seed, epoch, index, self.rank, position))
+                features = transform(features, frames, generator)
+            return features
+
+        return hook
+
+
+def set_feature_hook(model: Any, hook: FeatureHook | None) -> None:
+    """Set (or clear, with None) the model's hook, when it has one."""
+    if hasattr(model, "feature_hook"):
+        model.feature_hook = hook
