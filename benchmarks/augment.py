@@ -55,6 +55,27 @@ SPECS: list[dict[str, Any]] = [
     {"name": "row_gain", "params": {"min_db": GAIN_DB[0], "max_db": GAIN_DB[1]}},
 ]
 TARGET_A_OVER_B = 2.0
+# The options: (flag, default, help); the type is the default's. Speech, noise, the runs.
+Options = tuple[tuple[str, Any, str], ...]
+SPEECH_OPTIONS: Options = (
+    ("--speakers", 20, "synthetic VoxCeleb1 speakers"),
+    ("--videos", 6, "per speaker"),
+    ("--utterances", 10, "per video"),
+    ("--min-seconds", 2.5, "shortest utterance"),
+    ("--max-seconds", 4.5, "longest utterance"),
+)
+NOISE_OPTIONS: Options = (
+    ("--noise-clips", 4, "per MUSAN subset (9 subsets)"),
+    ("--noise-seconds", 6.0, "per MUSAN clip"),
+    ("--shard-size", 200, "speech samples per shard"),
+    ("--crop-seconds", 2.0, "random crop of every utterance, as speaker training does"),
+)
+RUN_OPTIONS: Options = (
+    ("--batch", 64, "samples per batch"),
+    ("--workers", 2, "DataLoader workers of (a), (b) and (c)"),
+    ("--epochs", 2, "per run (workers persist)"),
+    ("--repeats", 7, "interleaved repeats"),
+)
 
 
 # ---------------------------------------------------------------------- data
@@ -299,19 +320,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--speakers", type=int, default=20)
-    ap.add_argument("--videos", type=int, default=6)
-    ap.add_argument("--utterances", type=int, default=10, help="per video")
-    ap.add_argument("--min-seconds", type=float, default=2.5)
-    ap.add_argument("--max-seconds", type=float, default=4.5)
-    ap.add_argument("--noise-clips", type=int, default=4, help="per MUSAN subset (9 subsets)")
-    ap.add_argument("--noise-seconds", type=float, default=6.0)
-    ap.add_argument("--shard-size", type=int, default=200)
-    ap.add_argument("--crop-seconds", type=float, default=2.0)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=2, help="per run (workers persist)")
-    ap.add_argument("--repeats", type=int, default=5)
+    for flag, default, what in SPEECH_OPTIONS + NOISE_OPTIONS + RUN_OPTIONS:
+        ap.add_argument(flag, type=type(default), default=default, help=what)
     ap.add_argument("--main-threads", type=int, default=1,
                     help="torch threads of the main process, which runs (a)'s batch transforms: "
                          "the 2 workers already take the 2 cores; more threads there only contend")
