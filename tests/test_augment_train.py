@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +20,16 @@ import pytest
 import torch
 from augment_corpora import MUSAN_CLIPS, RIRS_PER_ROOM, build_noise_corpora
 from shardgen import make_dataset
-from trainer_helpers import small_config
+from test_train import (
+    REPO,
+    assert_same_weights,
+    batches_by_position,
+    checkpoint_steps,
+    cli_env,
+    final_weights,
+    run_cli,
+)
+from trainer_helpers import small_config, write_config
 
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.loader import LoaderConfig
@@ -102,6 +115,10 @@ def test_banks_are_read_from_the_shards_with_their_categories(corpora):
                                          rir_categories=("smallroom", "mediumroom", "largeroom", "real")),
                            LoaderConfig(), sample_rate=16000, device="cpu")
     assert every_rir.noise is None and len(every_rir.rirs.lengths) == 3 * RIRS_PER_ROOM + 1
+    with pytest.raises(ConfigError, match=r"no clip of categories \['hall'\]; it has isotropic_noise, largeroom, "
+                                          "mediumroom, pointsource_noise, real, smallroom"):
+        load_banks(AugmentConfig(rir_index=corpora["rirs"], reverb=Reverb(), rir_categories=("hall",)),
+                   LoaderConfig(), sample_rate=16000, device="cpu")
 
 
 def test_the_byte_budget_skips_clips_deterministically(corpora):
@@ -215,3 +232,39 @@ def test_the_shipped_augment_config_parses_with_every_augmentation_on():
     cfg = load_config(str(Path(__file__).resolve().parent.parent / "configs" / "augment.yaml"))
     assert cfg.augment == AugmentConfig.recipe("noise/shards/musan/train/index.json",
                                                "noise/shards/rirs/train/index.json", bank_bytes=512 * 10**6)
+
+
+def test_sigkill_and_resume_of_wds_pipeline_train_with_every_augmentation_on(corpora, tmp_path):
+    """The CLI with speed (in 2 DataLoader workers), reverb, noise and SpecAugment on, killed
+    with SIGKILL after its first mid-epoch checkpoint and run again: the uninterrupted run's
+    weights, bit for bit, and the same batches."""
+    data = make_dataset(str(tmp_path / "speech"), [16, 16, 16], speakers=4)
+    augment = {"noise_index": corpora["noise"], "rir_index": corpora["rirs"], "speed": {},
+               "reverb": {"probability": 0.7}, "noise": {"probability": 0.7}, "spec_augment": {}}
+
+    def cfg(name: str) -> str:
+        doc = small_config(data, str(tmp_path / name), loader={"num_workers": 2, "persistent_workers": True},
+                           model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03},
+                           checkpoint={"every_steps": 5}, run={"epochs": 3, "keys_log": str(tmp_path / f"{name}.keys")})
+        return write_config(str(tmp_path / f"{name}.yaml"), {**doc, "augment": augment})
+
+    ref, cut = cfg("ref"), cfg("cut")
+    done = run_cli("train", "--config", ref, timeout=300)
+    assert done.returncode == 0, done.stderr
+    killed = subprocess.Popen([sys.executable, "-m", "wds_pipeline.cli", "train", "--config", cut], env=cli_env(),
+                              cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    give_up = time.monotonic() + 240
+    try:
+        while not checkpoint_steps(str(tmp_path / "cut" / "ckpt")) and killed.poll() is None \
+                and time.monotonic() < give_up:
+            time.sleep(0.01)
+        time.sleep(0.1)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # the trainer and its workers
+        killed.wait()
+    assert 0 < max(checkpoint_steps(str(tmp_path / "cut" / "ckpt"))) < 36, "not killed mid-run"
+    resumed = run_cli("train", "--config", cut, timeout=300)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr + resumed.stdout, resumed.stderr
+    assert_same_weights(final_weights(str(tmp_path / "ref" / "ckpt")), final_weights(str(tmp_path / "cut" / "ckpt")))
+    assert batches_by_position(str(tmp_path / "cut.keys")) == batches_by_position(str(tmp_path / "ref.keys"))

@@ -93,10 +93,17 @@ def _read(augment: AugmentConfig, loader: LoaderConfig, index: str, key: str, sa
         raise ConfigError(f"augment.{key} {index}: its clips are at {rate} Hz, the training data at "
                           f"{sample_rate} Hz; build the corpus with --sample-rate {sample_rate}")
     max_frames = round(augment.max_clip_seconds * sample_rate) if augment.max_clip_seconds else None
-    taken = within_budget(clips, augment.bank_bytes, max_frames, keep)
+    seen: set[str] = set()
+
+    def kept(category: str) -> bool:
+        seen.add(category)
+        return keep(category)
+
+    taken = within_budget(clips, augment.bank_bytes, max_frames, kept)
+    if key == "rir_index" and not any(keep(c) for c in seen):
+        raise ConfigError(f"augment.{key} {index}: no clip of categories {list(augment.rir_categories)}; it has "
+                          f"{', '.join(sorted(seen)) or 'no clips'}: set augment.rir_categories to some of these")
     if not taken:
-        wanted = f" of categories {list(augment.rir_categories)}" if key == "rir_index" else ""
-        raise ConfigError(f"augment.{key} {index}: no clip{wanted} fits augment.bank_bytes="
-                          f"{augment.bank_bytes}; raise bank_bytes or lower max_clip_seconds, or check "
-                          "the corpus's categories")
+        raise ConfigError(f"augment.{key} {index}: no clip fits augment.bank_bytes={augment.bank_bytes}; "
+                          "raise bank_bytes or lower max_clip_seconds")
     return taken
