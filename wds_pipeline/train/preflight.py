@@ -278,10 +278,12 @@ def _configured_batch(cfg: TrainConfig, typical_seconds: float) -> int:
 
 def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[DatasetIndex]) -> None:
     from ..loader import StreamingLoader
+    from .config import loader_config
     from .models import build_model
     from .trainer import resolve_device, resolve_precision
 
-    loader = StreamingLoader(train, cfg.loader, persistent_workers=True)
+    # The training loader's config: with the augment block's speed perturbation, timed too.
+    loader = StreamingLoader(train, loader_config(cfg), persistent_workers=True)
     total = sum(i.total_duration for i in loader.indexes)
     typical = total / max(1, loader.num_samples)
     device = resolve_device(cfg.run.device)
