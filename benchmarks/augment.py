@@ -404,10 +404,11 @@ def main(argv: list[str] | None = None) -> int:
               [summary["pipelines"][k]["samples_per_s"] for k in RUNS],
               title=f"Augmented batches ready for the model, {args.workers} workers, {os.cpu_count()} CPUs "
                     f"(a/b {ratios['a_over_b']:.2f}x, a/c {ratios['a_over_c']:.2f})",
-              ylabel="samples/s (2 s crops)", log=False,
-              notes=[f"reverb p={P_REVERB}, noise p={P_NOISE} (noise 0-15 dB, music 5-15 dB, babble 3-7 "
-                     f"clips 13-20 dB), gain {GAIN_DB[0]:g}..{GAIN_DB[1]:g} dB; batch {args.batch}; "
-                     f"median of {args.repeats} interleaved repeats"])
+              ylabel="samples/s", log=True,
+              notes=[f"reverb p={P_REVERB}, noise p={P_NOISE} (noise 0-15 dB, music 5-15 dB, babble 3-7 clips "
+                     f"13-20 dB), gain {GAIN_DB[0]:g}..{GAIN_DB[1]:g} dB",
+                     f"batch {args.batch}, {args.crop_seconds:g} s crops; median of {args.repeats} "
+                     "interleaved repeats"])
     print(f"\nwrote {args.json_out} and {args.png_out}")
     return 0
 
