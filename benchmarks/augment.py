@@ -7,10 +7,10 @@ random crops of the same speech utterances (float32, padded (B, T), lengths, lab
 2 DataLoader workers; samples/s count the batches "ready for the model".
 
   (a) ours: ``StreamingLoader`` over the speech shards (2 workers, crop in the workers),
-      then the batch transforms ``reverb`` -> ``noise`` -> ``row_gain`` on the device (the
-      CPU here, in the main process, as the trainer's batch stage runs them) with the noise
-      and RIR banks in memory (``NoiseBank``/``RirBank.from_arrays`` from the same wavs (b)
-      reads; RIRs trimmed to their energetic part by ``trim_rir``).
+      then the trainer's device stage (``train.stage.DeviceStage`` of an ``augment`` block:
+      ``reverb`` -> ``noise`` -> ``row_gain``) on the device, the CPU here, in the main
+      process, with the noise and RIR banks in memory, read from the MUSAN and RIRS_NOISES
+      shards (``train.banks``; RIRs trimmed to their energetic part by ``trim_rir``).
   (b) WeSpeaker-style, written here as that toolkit does it: a map-style dataset over the
       plain wavs in 2 DataLoader workers; per utterance: ``soundfile`` read, random 2 s crop,
       reverb with probability p (one RIR file read, aligned on its peak,
@@ -21,7 +21,7 @@ random crops of the same speech utterances (float32, padded (B, T), lengths, lab
 
 Data (written once, reused): synthetic VoxCeleb1 speech (``wds_pipeline.synth``), built
 into shards with ``build_dataset`` and kept as the wavs (b) reads; ``synth musan`` and
-``synth rirs`` corpora for the noise and RIR clips.
+``synth rirs`` corpora, built into shards for (a) and read as wavs by (b).
 
     .venv/bin/python benchmarks/augment.py            # full run (~5 min incl. data)
     .venv/bin/python benchmarks/augment.py --quick    # smoke run (seconds)
@@ -49,11 +49,8 @@ from _common import RESULTS, SR, bar_chart, machine, table, targets_of, write_js
 P_REVERB = P_NOISE = 0.3
 KINDS = (("noise", 0.0, 15.0, 1, 1), ("music", 5.0, 15.0, 1, 1), ("speech", 13.0, 20.0, 3, 7))
 GAIN_DB = (-6.0, 6.0)
-SPECS: list[dict[str, Any]] = [
-    {"name": "reverb", "params": {"probability": P_REVERB}},
-    {"name": "noise", "params": {"probability": P_NOISE}},
-    {"name": "row_gain", "params": {"min_db": GAIN_DB[0], "max_db": GAIN_DB[1]}},
-]
+# Every RIR of the corpus on both sides (the recipe's default is small and medium rooms).
+RIR_CATEGORIES = ("smallroom", "mediumroom", "largeroom", "real")
 TARGET_A_OVER_B = 2.0
 # The options: (flag, default, help); the type is the default's. Speech, noise, the runs.
 Options = tuple[tuple[str, Any, str], ...]
@@ -87,7 +84,7 @@ def make_data(root: str, args: argparse.Namespace) -> dict[str, Any]:
     from wds_pipeline.builder import BuildOptions, build_dataset
     from wds_pipeline.synth import synth_musan, synth_rirs, synth_voxceleb
 
-    stamp = os.path.join(root, f".done-{args.speakers}-{args.videos}-{args.utterances}-"
+    stamp = os.path.join(root, f".done-v2-{args.speakers}-{args.videos}-{args.utterances}-"
                                f"{args.min_seconds}-{args.max_seconds}-{args.noise_seconds}")
     speech, shards = os.path.join(root, "vox"), os.path.join(root, "shards")
     musan, rirs = os.path.join(root, "musan"), os.path.join(root, "rirs")
@@ -103,6 +100,9 @@ def make_data(root: str, args: argparse.Namespace) -> dict[str, Any]:
                       options=BuildOptions(shard_size=args.shard_size, progress=False))
         synth_musan(musan, clips_per_subset=args.noise_clips, seconds=args.noise_seconds, seed=24)
         synth_rirs(rirs, rooms_per_size=2, rirs_per_room=4, real_rirs=2, seed=24)
+        for source, corpus in (("musan", musan), ("rirs", rirs)):  # RIRs of 1 s: no duration filter
+            build_dataset(source, corpus, os.path.join(root, f"{source}-shards"), log=lambda m: None,
+                          options=BuildOptions(progress=False, min_duration=0.0))
         open(stamp, "w").close()
     wavs = sorted(glob.glob(os.path.join(speech, "voxceleb1", "wav", "*", "*", "*.wav")))
     speakers = sorted({w.split(os.sep)[-3] for w in wavs})
@@ -111,22 +111,33 @@ def make_data(root: str, args: argparse.Namespace) -> dict[str, Any]:
                        + glob.glob(os.path.join(rirs, "real_rirs_isotropic_noises", "*rir*.wav")))
     return {"wavs": wavs, "labels": [speakers.index(w.split(os.sep)[-3]) for w in wavs],
             "index": os.path.join(shards, "voxceleb1_dev", "index.json"), "noise": noise,
+            "noise_index": os.path.join(root, "musan-shards", "train", "index.json"),
+            "rir_index": os.path.join(root, "rirs-shards", "train", "index.json"),
             "rirs": rir_files, "seconds": sum(sf.info(w).frames for w in wavs) / SR}
 
 
-def make_banks(data: dict[str, Any]) -> tuple[Any, float]:
-    """(a)'s banks from the same noise and RIR wavs (b) reads; and the seconds it took."""
-    from wds_pipeline.transforms.bank import Banks, NoiseBank, RirBank
+def make_stage(data: dict[str, Any], args: argparse.Namespace) -> tuple[Any, Any, float]:
+    """(a)'s device stage as the trainer builds it from an ``augment`` block (banks read from
+    the noise and RIR shards through the loader), its banks, and the seconds it took."""
+    from wds_pipeline.loader import LoaderConfig
+    from wds_pipeline.train.augment import AugmentConfig
+    from wds_pipeline.train.stage import DeviceStage
+    from wds_pipeline.transforms.bank import Banks
+    from wds_pipeline.transforms.noise import AddNoise
+    from wds_pipeline.transforms.reverb import Reverb
+    from wds_pipeline.transforms.row_gain import RowGain
 
+    augment = AugmentConfig(noise_index=data["noise_index"], rir_index=data["rir_index"],
+                            rir_categories=RIR_CATEGORIES, reverb=Reverb(P_REVERB), noise=AddNoise(P_NOISE),
+                            gain=RowGain(*GAIN_DB))
     t0 = time.perf_counter()
-    clips, cats = [], []
-    for kind, files in data["noise"].items():
-        for f in files:
-            clips.append(sf.read(f, dtype="int16")[0])
-            cats.append(kind)
-    banks = Banks(NoiseBank.from_arrays(clips, cats),
-                  RirBank.from_arrays([sf.read(f, dtype="int16")[0] for f in data["rirs"]]))
-    return banks, time.perf_counter() - t0
+    stage = DeviceStage(augment, (), loader=LoaderConfig(), sample_rate=SR, seed=args.seed, rank=0,
+                        device=torch.device("cpu"))
+    seconds = time.perf_counter() - t0
+    chain = stage.chain
+    assert chain is not None
+    bound = {type(t).__name__: t for t in chain.transforms}
+    return stage, Banks(noise=getattr(bound["AddNoise"], "bank"), rirs=getattr(bound["Reverb"], "bank")), seconds
 
 
 # ------------------------------------------------------- (b) WeSpeaker-style
@@ -219,8 +230,13 @@ def our_loader(index: str, args: argparse.Namespace) -> Any:
                            crop_seconds=args.crop_seconds, last_batch="pad", seed=args.seed)
 
 
-def our_chain(banks: Any, seed: int, specs: list[dict[str, Any]] = SPECS) -> Any:
-    """The trainer's batch stage on the CPU, its transforms bound to the banks."""
+def specs_of(stage: Any) -> list[dict[str, Any]]:
+    """The batch transforms' specs ``{name, params}`` of (a)'s device stage, in order."""
+    return [spec.to_dict() for spec in stage.chain.specs]
+
+
+def our_chain(banks: Any, seed: int, specs: list[dict[str, Any]]) -> Any:
+    """A batch chain of ``specs`` on the CPU, its transforms bound to the banks."""
     from wds_pipeline.transforms.bank import bind_banks
     from wds_pipeline.transforms.batch import BatchChain
 
@@ -229,17 +245,17 @@ def our_chain(banks: Any, seed: int, specs: list[dict[str, Any]] = SPECS) -> Any
     return chain
 
 
-def run_ours(data: dict[str, Any], banks: Any, args: argparse.Namespace, augment: bool) -> dict[str, Any]:
+def run_ours(data: dict[str, Any], stage: Any, args: argparse.Namespace, augment: bool) -> dict[str, Any]:
     from wds_pipeline.transforms.batch import DeviceBatch
 
-    loader, chain = our_loader(data["index"], args), our_chain(banks, args.seed)
+    loader = our_loader(data["index"], args)
     timed, device_s, batches = Timed(), 0.0, 0
     for _ in range(args.epochs):
         for b in loader:
             keep = ~b.is_padding
             if augment:
                 t = time.perf_counter()
-                d = chain(DeviceBatch(b.waveform, b.lengths, b.labels, keep), epoch=b.epoch, index=b.index)
+                d = stage(DeviceBatch(b.waveform, b.lengths, b.labels, keep), epoch=b.epoch, index=b.index)
                 device_s += time.perf_counter() - t
                 batches += 1
                 assert d.wave.shape == b.waveform.shape
@@ -258,7 +274,7 @@ def run_wespeaker(data: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     return timed.result()
 
 
-def device_cost(data: dict[str, Any], banks: Any, args: argparse.Namespace) -> dict[str, Any]:
+def device_cost(data: dict[str, Any], stage: Any, banks: Any, args: argparse.Namespace) -> dict[str, Any]:
     """(a)'s batch transforms on one real batch, alone (nothing else running): median ms per
     batch of the chain and of each transform with probability 1 (its cost when a row is
     picked); and (b)'s per-utterance augmentation of the same number of utterances in one
@@ -278,9 +294,8 @@ def device_cost(data: dict[str, Any], banks: Any, args: argparse.Namespace) -> d
             times.append(time.perf_counter() - t)
         return 1e3 * float(np.median(times))
 
-    chain = our_chain(banks, args.seed)
-    out = {"batch": tuple(batch.wave.shape), "chain_ms": median_ms(lambda i: chain(batch, epoch=0, index=i))}
-    for spec in SPECS:
+    out = {"batch": tuple(batch.wave.shape), "chain_ms": median_ms(lambda i: stage(batch, epoch=0, index=i))}
+    for spec in specs_of(stage):
         params = {**spec["params"], **({"probability": 1.0} if "probability" in spec["params"] else {})}
         one = our_chain(banks, args.seed, [{"name": spec["name"], "params": params}])
         out[f"{spec['name']}_p1_ms"] = median_ms(lambda i, one=one: one(batch, epoch=0, index=i))
@@ -341,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = make_data(args.data_dir, args)
     data_s = time.perf_counter() - t0
-    banks, bank_s = make_banks(data)
+    stage, banks, bank_s = make_stage(data, args)
     import scipy
 
     import wds_pipeline
@@ -356,10 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         "noise": {k: len(v) for k, v in data["noise"].items()}, "noise_seconds": args.noise_seconds,
         "rirs": len(data["rirs"]), "rir_seconds": 1.0,
         "bank": {"noise_clips": int(banks.noise.clips.shape[0]), "noise_MB": banks.noise.clips.numel() * 4 / 1e6,
-                 "rir_frames_trimmed_max": int(banks.rirs.rirs.shape[1]), "build_seconds": round(bank_s, 3)},
+                 "rirs": int(banks.rirs.rirs.shape[0]),
+                 "rir_frames_trimmed_max": int(banks.rirs.rirs.shape[1]), "read_from_shards_seconds": round(bank_s, 3),
+                 "noise_index": data["noise_index"], "rir_index": data["rir_index"]},
         "probabilities": {"reverb": P_REVERB, "noise": P_NOISE, "gain": 1.0},
         "noise_kinds": [dict(zip(("category", "min_snr_db", "max_snr_db", "min_clips", "max_clips"), k))
-                        for k in KINDS], "gain_db": GAIN_DB, "batch_transforms": SPECS,
+                        for k in KINDS], "gain_db": GAIN_DB, "batch_transforms": specs_of(stage),
         "crop_seconds": args.crop_seconds, "batch": args.batch, "workers": args.workers,
         "epochs_per_run": args.epochs, "repeats": args.repeats, "quick": args.quick,
         "timing": "from each run's first batch (worker start-up excluded); median of the repeats; "
@@ -375,11 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         for k in order[rep % 3:] + order[: rep % 3]:
             r = (run_wespeaker(data, args) if k == "b"
-                 else run_ours(data, banks, args, augment=k == "a"))
+                 else run_ours(data, stage, args, augment=k == "a"))
             runs[k].append(r)
             print(f"  repeat {rep + 1} {k}: {r['samples_per_s']:8.0f} samples/s", flush=True)
     summary = summarize(runs)
-    cost = device_cost(data, banks, args)
+    cost = device_cost(data, stage, banks, args)
     ratios = summary["ratios"]
     targets = targets_of(ratios, {"a_over_b": TARGET_A_OVER_B})
 
@@ -393,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(augmented input at {ratios['a_over_c']:.0%} of the plain loader's rate)")
     print(f"\ndevice cost per batch of {cost['batch'][0]} x {cost['batch'][1]} (alone, median ms): "
           f"chain {cost['chain_ms']:.1f}; with probability 1: "
-          + ", ".join(f"{s['name']} {cost[s['name'] + '_p1_ms']:.1f}" for s in SPECS)
+          + ", ".join(f"{s['name']} {cost[s['name'] + '_p1_ms']:.1f}" for s in specs_of(stage))
           + f"; WeSpeaker-style, same {cost['batch'][0]} utterances in one process: "
             f"{cost['wespeaker_style_ms']:.1f} (reads and crops alone {cost['wespeaker_read_only_ms']:.1f})")
 

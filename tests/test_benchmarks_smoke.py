@@ -48,6 +48,9 @@ def test_augment_quick(tmp_path):
     assert setup["quick"] is True and setup["workers"] == 2 and setup["cpu_count"] >= 1
     assert setup["probabilities"] == {"reverb": 0.3, "noise": 0.3, "gain": 1.0}
     assert setup["noise"] == {"noise": 2, "music": 5, "speech": 2} and setup["rirs"] == 26
+    # (a)'s banks, read from the noise and RIR shards, hold the clips (b) reads as wavs.
+    assert setup["bank"]["noise_clips"] == 9 and setup["bank"]["rirs"] == 26
+    assert [t["name"] for t in setup["batch_transforms"]] == ["reverb", "noise", "row_gain"]
     assert sorted(report["pipelines"]) == ["a", "b", "c"]
     # One epoch of 48 utterances in batches of 16, counted from the first batch on.
     assert all(r[0]["samples"] == 32 for r in report["runs"].values())
