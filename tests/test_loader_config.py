@@ -53,7 +53,7 @@ def test_an_empty_block_gives_the_loader_defaults_both_ways(tmp_path):
     ("waveform_dtype", "float64", "loader.waveform_dtype: expected one of ['float32', 'int16']"),
     ("cache_limit", "lots", "loader.cache_limit: expected a size such as 60GB, got 'lots' (str)"),
     ("fields", ["waveform", "pitch"], "loader.fields[1]: expected one of"),
-    ("batch_size", 0, "loader: batch_size must be >= 1, got 0"),
+    ("batch_size", 0, "loader.batch_size must be >= 1, got 0"),
     ("crop_seconds", -1, "loader: crop_seconds must be > 0 seconds"),
 ])
 def test_a_bad_loader_block_gives_the_same_config_error_both_ways(tmp_path, key, value, message):

@@ -26,6 +26,15 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
+class OptionValueError(ConfigError):
+    """A value outside its option's declared choices or bounds (see :func:`check_options`);
+    :func:`from_mapping` names it by its dotted key (``loader.batch_size``)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}{detail}")
+
+
 def from_mapping(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of options, got {_show(data)}")
@@ -37,6 +46,8 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     values = {k: convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**values)
+    except OptionValueError as e:
+        raise ConfigError(f"{where}.{e.field}{e.detail}") from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
@@ -140,7 +151,8 @@ def at_least(low: float, default: T) -> T:
 
 def check_options(obj: Any) -> None:
     """A frozen options dataclass's ``__post_init__``: sequences become tuples, and every
-    ``Literal`` choice and :func:`at_least` bound is checked; a ``ValueError`` names the field."""
+    ``Literal`` choice and :func:`at_least` bound is checked; an :class:`OptionValueError`
+    (a ``ValueError``) names the field."""
     cls = type(obj)
     hints = _hints(cls, extras=False)
     for f in dataclasses.fields(obj):
@@ -150,15 +162,15 @@ def check_options(obj: Any) -> None:
             object.__setattr__(obj, f.name, value)  # frozen: the one normalisation it makes
         choices = literal_choices(hints[f.name])
         if choices is not None and value not in choices:
-            raise ValueError(f"{f.name}={value!r} is not one of {choices}")
+            raise OptionValueError(f.name, f"={value!r} is not one of {choices}")
         item_choices = _item_choices(hints[f.name])
         if item_choices is not None and isinstance(value, tuple):
             bad = [v for v in value if v not in item_choices]
             if bad:
-                raise ValueError(f"{f.name}: {bad[0]!r} is not one of {item_choices}")
+                raise OptionValueError(f.name, f": {bad[0]!r} is not one of {item_choices}")
         low = f.metadata.get("at_least")
         if low is not None and value is not None and value < low:
-            raise ValueError(f"{f.name} must be >= {low}, got {value}")
+            raise OptionValueError(f.name, f" must be >= {low}, got {value}")
 
 
 def literal_choices(hint: Any) -> tuple[Any, ...] | None:
