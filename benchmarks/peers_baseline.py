@@ -172,7 +172,9 @@ def old_vs_new(args: argparse.Namespace) -> int:
             for name in sets:
                 for w in workers:
                     for fmt in formats:
-                        order = ("new", "old") if turn % 2 == 0 else ("old", "new")
+                        # Alternate per loader AND per repeat: with an even number of
+                        # loaders per repeat, turn alone gave each loader one fixed order.
+                        order = ("new", "old") if (turn + rep) % 2 == 0 else ("old", "new")
                         turn += 1
                         for label in order:
                             r = sides[label].ask(op="run", fmt=fmt, path=paths[name], workers=w, set=name)
