@@ -33,6 +33,7 @@ SOURCE_FLAGS = {"librispeech": {"--parts"}, "voxceleb": {"--kaldi-split"},
                              "--transcript-name", "--vocabulary", "--synonyms", "--pad-before",
                              "--pad-after", "--min-score", "--window-seconds", "--hop-seconds",
                              "--untimed", "--length-tolerance"},
+                "musan": {"--split"}, "rirs": {"--split", "--rirs-only"},
                 "hf": {"--split", "--subset", "--data-files", "--revision", "--audio-column",
                        "--label-column", "--text-column", "--speaker-column", "--id-column"}}
 
