@@ -402,14 +402,14 @@ def test_float32_batches_and_rows_kept_by_the_caller_are_never_overwritten(ds):
 
 
 def test_float32_buffers_are_recycled_when_batches_are_dropped(ds):
-    from wds_pipeline.loader.buffers import BUFFERS_PER_WORKER, Float32Pool
+    from wds_pipeline.loader.buffers import BUFFERS_PER_WORKER, RecycledArrays
 
     loader = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
     ptrs = [b.waveform.data_ptr() for _ in range(2) for b in loader]  # each dropped at once
-    # The first batches are scaled into the main process's pool, the rest are written by
-    # the workers into their recycled buffers: never more buffers than the pools hold.
-    assert len(ptrs) > 2 * BUFFERS_PER_WORKER + Float32Pool.SIZE
-    assert len(set(ptrs)) <= 2 * BUFFERS_PER_WORKER + Float32Pool.SIZE, "buffers must be recycled"
+    # Workers write float32 into their recycled buffers (the main process's pool of
+    # RecycledArrays.SIZE covers in-process batches): never more buffers than the pools hold.
+    assert len(ptrs) > 2 * BUFFERS_PER_WORKER + RecycledArrays.SIZE
+    assert len(set(ptrs)) <= 2 * BUFFERS_PER_WORKER + RecycledArrays.SIZE, "buffers must be recycled"
 
 
 def test_the_loader_imports_what_its_workers_need_before_they_fork(ds):

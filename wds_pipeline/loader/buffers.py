@@ -1,6 +1,6 @@
 """Memory the loader reuses: shared-memory batch buffers handed to the main process
 (:class:`BatchBufferPool`), the slab of fixed-size slots for held samples
-(:class:`SampleArena`), and the main process's float32 batch buffers (:class:`Float32Pool`)."""
+(:class:`SampleArena`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 BUFFERS_PER_WORKER = 8
-CONVERT_CHUNK = 1 << 20  # elements per step of the int16 -> float32 scaling
 
 
 def _new_shared(numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -144,26 +143,3 @@ class RecycledArrays:
             if not free:
                 return
             del arrays[min(free, key=lambda i: arrays[i].nbytes)]
-
-
-class Float32Pool(RecycledArrays):
-    """Main-process float32 waveform buffers: the first batches of a float32 loader arrive
-    as int16 and are scaled here, in one pass into a recycled buffer (see Collator)."""
-
-    def __init__(self) -> None:
-        super().__init__(np.float32)
-
-    def to_float32(self, pcm: torch.Tensor) -> torch.Tensor:
-        """``pcm / 32768`` (exact: a power of two) into a recycled buffer: float32 in [-1, 1).
-
-        A casting assignment then an in-place scale, chunk by chunk so the scale finds the
-        chunk in cache. numpy rather than torch: torch's ops here run on its intra-op
-        threads, which on 2 busy cores made this pass 5-10x slower than one numpy thread.
-        """
-        out = self.take(tuple(pcm.shape))
-        src, dst = pcm.numpy().reshape(-1), out.numpy().reshape(-1)
-        for i in range(0, dst.size, CONVERT_CHUNK):
-            chunk = dst[i : i + CONVERT_CHUNK]
-            chunk[...] = src[i : i + CONVERT_CHUNK]
-            chunk *= np.float32(1.0 / 32768.0)
-        return out
