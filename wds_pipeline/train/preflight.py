@@ -196,11 +196,18 @@ def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig, train: list[Data
               "run `wds-pipeline verify` on the dataset and rebuild what it reports")
 
 
-def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetIndex]) -> None:
+def _slow_shards(cfg: TrainConfig) -> list[str]:
+    """The training indexes on remote/FUSE storage: where the loader caches by default."""
     from ..readpath import default_cache_policy
 
+    return [u for u in cfg.data.train if default_cache_policy(u)]
+
+
+def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetIndex]) -> None:
+    from ..readpath import default_cache_dir, default_cache_policy
+
     lc = cfg.loader
-    slow = [u for u in cfg.data.train if storage.is_remote(u) or storage.is_fuse_path(u)]
+    slow = _slow_shards(cfg)
     if not slow:
         r.add("shard cache", "pass", "training shards are on local disk: no cache needed")
         return
@@ -208,11 +215,8 @@ def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetInde
         r.add("shard cache", "warn", f"{slow[0]} is remote/FUSE and loader.cache_dir is false: every "
               "epoch re-reads the link", "set loader.cache_dir to a folder on local disk (/content/cache)")
         return
-    cache = lc.cache_dir or _default_cache_dir()
-    if lc.cache_dir is None and not default_cache_policy(slow[0]):
-        r.add("shard cache", "warn", f"{slow[0]}: no cache will be used", "set loader.cache_dir")
-        return
-    if storage.is_fuse_path(cache) or storage.is_remote(cache):
+    cache = lc.cache_dir or default_cache_dir()
+    if default_cache_policy(cache):
         r.add("shard cache", "warn", f"cache folder {cache} is itself on a remote/FUSE mount",
               "put loader.cache_dir on local disk (/content/cache)")
         return
@@ -231,12 +235,6 @@ def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetInde
               "free disk space or set loader.cache_limit below the free space")
     else:
         r.add("shard cache", "pass", f"{cache}: {free / 1e9:.1f} GB free for {need / 1e9:.2f} GB of shards")
-
-
-def _default_cache_dir() -> str:
-    from ..readpath import default_cache_dir  # the loader's automatic cache folder
-
-    return default_cache_dir()
 
 
 def _check_checkpoint_dir(r: PreflightReport, cfg: TrainConfig) -> None:
@@ -382,7 +380,7 @@ def _loader_rate(loader, batches: int, min_seconds: float = 1.0) -> float:
 
 def _slow_loader_cause(cfg: TrainConfig, loader) -> str:
     lc = cfg.loader
-    slow = [u for u in cfg.data.train if storage.is_remote(u) or storage.is_fuse_path(u)]
+    slow = _slow_shards(cfg)
     if slow and lc.cache_dir is False:
         return "shards are read from Drive/GCS without a cache: set loader.cache_dir to local disk"
     if lc.num_workers == 0:
