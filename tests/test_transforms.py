@@ -141,3 +141,22 @@ def test_batch_transforms_are_seeded_per_epoch_and_batch_and_keep_padding_silent
 def test_sample_transforms_with_the_stored_fbank_are_refused(data):
     with pytest.raises(ConfigError, match="drop 'fbank' from fields"):
         StreamingLoader(data, num_workers=0, fields=("waveform", "fbank"), sample_transforms=GAIN)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_sample_ids_are_each_rows_global_id(data, workers, tmp_path):
+    """Batch.sample_ids (what per-sample randomness on the device is keyed by): each row's
+    global id, padding rows repeating their sample's, the same with 0 and 2 workers, whether
+    the shard is memory-mapped or streamed (served from memory://: no file to map)."""
+    expected = gids(data)
+    remote = f"memory://ids-{workers}"
+    fsspec.filesystem("memory").put(os.path.dirname(data), remote, recursive=True)
+    for url, opts in ((data, {}), (remote + "/" + os.path.basename(data), {"cache_dir": False})):
+        loader = StreamingLoader(url, batch_size=4, last_batch="pad", seed=SEED, shuffle_buffer=8,
+                                 num_workers=workers, **opts)
+        seen = 0
+        for b in loader:
+            assert b.sample_ids is not None and b.sample_ids.dtype == torch.int64
+            assert b.sample_ids.tolist() == [expected[k] for k in b.keys]
+            seen += int((~b.is_padding).sum())
+        assert seen == len(expected) == 24

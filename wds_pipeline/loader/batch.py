@@ -29,6 +29,9 @@ class Batch:
     keys: list[str]
     is_padding: torch.Tensor  # (B,) bool
     dataset_ids: torch.Tensor  # (B,) int64: which of the loader's datasets
+    # (B,) int64: each row's global sample id across the loader's datasets (padding rows
+    # repeat their sample's): per-sample randomness on the device is keyed by it.
+    sample_ids: torch.Tensor | None = None
     texts: list[str] | None = None
     fbank: torch.Tensor | None = None  # (B, frames, bins)
     fbank_lengths: torch.Tensor | None = None

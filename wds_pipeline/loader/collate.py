@@ -86,6 +86,7 @@ class Collator:
             keys=[r.key for r in rows],
             is_padding=np.asarray(pad_flags, dtype=bool),  # type: ignore[arg-type]
             dataset_ids=np.fromiter((r.dataset for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
+            sample_ids=np.fromiter((r.gid for r in rows), dtype=np.int64, count=len(rows)),  # type: ignore[arg-type]
             texts=[m.get("text") or "" for m in metas] if "text" in want else None,
             fbank=fbank,
             fbank_lengths=fbank_lengths,

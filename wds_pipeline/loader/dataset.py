@@ -320,7 +320,7 @@ class ShardStreamDataset(IterableDataset):
                 # as the decoder finishes it (the table checked the .npy header as strictly).
                 wave, _ = self._finish(m.pcm, int(t.pcm_off[idx]) // 2, int(t.pcm_frames[idx]), epoch,
                                        entry.first_gid + idx)
-                return Sample(m.key(idx), wave, label, None, None, entry.meta.dataset)
+                return Sample(m.key(idx), wave, label, None, None, entry.meta.dataset, gid=entry.first_gid + idx)
         return self._decoder(m.key(idx), m.fields(idx), entry, idx, epoch, None, copy=False)
 
     def _damaged_sample(self, entry: ShardEntry, idx: int, problem: str) -> Failed:

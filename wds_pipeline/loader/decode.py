@@ -33,6 +33,7 @@ class Sample:
     dataset: int
     slot: int = -1  # arena slot holding ``wave``, or -1 for a standalone array
     released: bool = False  # no later batch needs it: its arena slot is freed once collated
+    gid: int = -1  # the sample's global id in the loader's datasets (Batch.sample_ids)
 
 
 @dataclass
@@ -109,4 +110,4 @@ class SampleDecoder:
             if crop:
                 feats = feats[: num_frames(crop, self.fbank_cfg)]
             feats = feats.copy()
-        return Sample(key, wave, label, meta, feats, entry.meta.dataset, slot)
+        return Sample(key, wave, label, meta, feats, entry.meta.dataset, slot, gid=entry.first_gid + idx)
