@@ -1,14 +1,18 @@
-"""One label space over several datasets, and the remapping of each batch's labels into it."""
+"""One label space over several datasets, and the remapping of each batch's labels into it;
+speed-perturbed copies as classes of their own (``speed: {as_classes: true}``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..index import DatasetIndex
 from ..records import label_order
+from ..transforms import as_specs
+from ..transforms.speed import Speed, configured_speed
 
 
 def label_union(indexes: Sequence[DatasetIndex]) -> tuple[list[str], np.ndarray | None]:
@@ -53,3 +57,23 @@ def label_problem(label: int, num_classes: int | None) -> str | None:
         f"cls {label} is not a class of this dataset (its label map's {ids}); "
         "fix the sample's cls or rebuild the dataset (wds-pipeline verify lists such samples)"
     )
+
+
+class SpeedClasses:
+    """Speed-perturbed copies as classes: ``names``, the label map with a block of names per
+    perturbing factor (``id10001@sp0.9``), and each batch's labels moved into the block of
+    the factor its sample got (the workers' draw, recomputed from the sample ids in one pass,
+    after ``remap_labels``)."""
+
+    def __init__(self, speed: Speed, seed: int, names: Sequence[str]) -> None:
+        self.speed, self.seed, self.base = speed, seed, len(names)
+        self.names = speed.class_names(names)
+
+    def __call__(self, labels: torch.Tensor, epoch: int, sample_ids: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.speed.relabel(labels.numpy(), self.seed, epoch, sample_ids.numpy(), self.base))
+
+
+def speed_classes(sample_transforms: Sequence[Any], seed: int, names: Sequence[str]) -> SpeedClasses | None:
+    """The :class:`SpeedClasses` of a loader whose ``speed`` transform has ``as_classes``."""
+    speed, _ = configured_speed(as_specs(sample_transforms))
+    return SpeedClasses(speed, seed, names) if speed is not None and speed.as_classes else None

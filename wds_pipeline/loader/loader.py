@@ -19,7 +19,7 @@ from ..transforms import as_specs
 from .batch import Batch
 from .config import LoaderConfig
 from .dataset import ShardStreamDataset
-from .labels import label_union, remap_labels
+from .labels import label_union, remap_labels, speed_classes
 from .plan import PLANNER_VERSION, EpochPlan
 from .state import MAX_SKIPPED_KEYS, LoaderState
 
@@ -102,6 +102,9 @@ class StreamingLoader:
         self._skipped: deque[str] = deque(maxlen=MAX_SKIPPED_KEYS)
         self._skipped_count = 0
         self.label_names, self._label_remap = label_union(self.indexes)
+        self._speed_classes = speed_classes(cfg.sample_transforms, self.plan_config.seed, self.label_names)
+        if self._speed_classes is not None:  # speed copies as classes: the model's size follows
+            self.label_names = self._speed_classes.names
         self._warn_about_waste()
 
     def _warn_about_waste(self) -> None:
@@ -216,6 +219,8 @@ class StreamingLoader:
                     self._track_buffer(batch)
                     if self._label_remap is not None:
                         batch.labels = remap_labels(self._label_remap, batch.dataset_ids, batch.labels)
+                    if self._speed_classes is not None:
+                        batch.labels = self._speed_classes(batch.labels, epoch, batch.sample_ids)
                     expected += 1
                     self._yielded = expected
                     self._skipped.extend(batch.skipped)

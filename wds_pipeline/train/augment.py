@@ -13,7 +13,8 @@ parameters::
       noise: {}                                  # noise 0-15 dB, music 5-15 dB, babble 13-20 dB
       spec_augment: {}                           # one time and one frequency mask, p=0.6
       # gain: {min_db: -6, max_db: 6}            # a per-row gain (row_gain)
-      # speed: {}                                # 0.9/1.0/1.1, in the loader's workers
+      # speed: {}                                # 0.9/1.0/1.1 before the crop, in the loader's workers
+      # speed: {as_classes: true}                # each perturbed copy a class: id10001@sp0.9, ...
 
 The block compiles (:meth:`AugmentConfig.specs`) to the transform specs of the seam: speed
 to a sample transform (first in ``loader.sample_transforms``), reverb, noise and gain to
@@ -63,6 +64,8 @@ class AugmentConfig:
     rir_categories: tuple[str, ...] = RECIPE_RIR_CATEGORIES  # which of the RIR corpus's categories are RIRs to use
     bank_bytes: ByteSize = at_least(1, 512 << 20)  # per bank, on the device; clips past it are skipped
     max_clip_seconds: float | None = 30.0  # longer clips are cut to their first seconds (music tracks)
+    # Speed perturbation before the crop (loader workers); as_classes: perturbed copies are
+    # classes of their own and the model has num_classes * (1 + factors other than 1.0) outputs.
     speed: Speed | None = None
     reverb: Reverb | None = None
     noise: AddNoise | None = None

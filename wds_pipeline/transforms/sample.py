@@ -1,4 +1,5 @@
-"""Per-sample transforms: numpy, run in the loader's workers on every cropped sample.
+"""Per-sample transforms: numpy, run in the loader's workers on every cropped sample
+(``speed`` excepted: the loader runs it before the crop, see :mod:`.speed`).
 
 A sample transform is a frozen dataclass (its fields are its ``params``) called as
 ``transform(wave, rng, sample_rate) -> wave``: ``wave`` is the cropped 1-D int16 waveform,
@@ -66,25 +67,30 @@ def sample_rng(seed: int, epoch: int, gid: int, position: int = 0) -> np.random.
 
 
 class SampleChain:
-    """The configured sample transforms, in order, each with its own stream."""
+    """The configured sample transforms, in order, each with its own stream. ``positions``:
+    each one's position in ``loader.sample_transforms`` (its stream, and its name in
+    messages) when some of the list runs elsewhere (speed, before the crop); by default
+    0, 1, ..."""
 
-    def __init__(self, specs: Sequence[TransformSpec | Mapping[str, Any]], *, seed: int, sample_rate: int) -> None:
+    def __init__(self, specs: Sequence[TransformSpec | Mapping[str, Any]], *, seed: int, sample_rate: int,
+                 positions: Sequence[int] | None = None) -> None:
         self.specs = as_specs(specs)
-        self.transforms: tuple[SampleTransform, ...] = SAMPLE_TRANSFORMS.build_all(
-            self.specs, "loader.sample_transforms")
+        self.positions = tuple(range(len(self.specs)) if positions is None else positions)
+        self.transforms: tuple[SampleTransform, ...] = tuple(
+            SAMPLE_TRANSFORMS.build(s, f"loader.sample_transforms[{p}]") for p, s in zip(self.positions, self.specs))
         self.sample_rate = sample_rate
         self._rngs = SampleRngs(seed)
 
     def __call__(self, wave: np.ndarray, epoch: int, gid: int) -> np.ndarray:
-        for position, transform in enumerate(self.transforms):
+        for position, spec, transform in zip(self.positions, self.specs, self.transforms):
             try:
                 out = transform(wave, self._rngs(epoch, gid, position), self.sample_rate)
             except Exception as e:
-                raise TransformError(f"loader.sample_transforms[{position}] ({self.specs[position].name}) "
+                raise TransformError(f"loader.sample_transforms[{position}] ({spec.name}) "
                                      f"failed on sample {gid}: {type(e).__name__}: {e}") from e
             if not (isinstance(out, np.ndarray) and out.dtype == np.int16 and out.shape == wave.shape):
                 raise TransformError(
-                    f"loader.sample_transforms[{position}] ({self.specs[position].name}) must return an "
+                    f"loader.sample_transforms[{position}] ({spec.name}) must return an "
                     f"int16 array of shape {wave.shape}, got "
                     f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
             wave = out
