@@ -16,11 +16,14 @@ from resume_harness import ResumeCase, stop_points
 from shardgen import make_dataset
 from test_resume import loader_batches, trainer_case
 from test_transforms import gids, read_epoch
+from trainer_helpers import small_config
 
 from wds_pipeline import StreamingLoader
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.loader.finish import SampleFinisher
 from wds_pipeline.loader.plan import crop_start
+from wds_pipeline.train.config import parse_config
+from wds_pipeline.train.trainer import Trainer
 from wds_pipeline.transforms.speed import Speed, perturbed_length, perturbed_window, speed_perturb
 
 SR = 16000
@@ -191,8 +194,13 @@ def test_a_trainer_with_speed_classes_sizes_its_model_trains_and_resumes(tmp_pat
     """augment.speed: {as_classes: true}: the model's classifier has num_classes * 3 outputs
     (4 speakers), training runs, and stopping and resuming gives the uninterrupted weights."""
     data = make_dataset(str(tmp_path / "data"), [20, 12, 16], speakers=4)  # test_resume's shape
-    case = trainer_case(data, tmp_path / "runs", augment={"speed": {"as_classes": True}})
+    augment = {"speed": {"as_classes": True}}
+    case = trainer_case(data, tmp_path / "runs", augment=augment)
     trainer = case.make()
     assert trainer.model.classifier.out_features == 12 and len(trainer.loader.label_names) == 12
     assert "spk0003@sp1.1" in trainer.loader.label_names
     case.check({"mid-epoch": 6})
+    # Validation reads its own loader (no sample transforms), each clip under its speaker's
+    # unperturbed class.
+    doc = {**small_config(data, str(tmp_path / "valid"), data={"valid": [data]}), "augment": augment}
+    assert 0.0 <= Trainer(parse_config(doc, "test")).validate()["valid_accuracy"] <= 1.0
