@@ -15,7 +15,8 @@ from wds_pipeline import StreamingLoader
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.transforms import batch as stage
 from wds_pipeline.transforms.bank import Banks, NoiseBank, RirBank, bind_banks, trim_rir
-from wds_pipeline.transforms.batch import BatchChain, DeviceBatch, batch_seed
+from wds_pipeline.transforms.batch import BatchChain, DeviceBatch
+from wds_pipeline.transforms.keyed import RowRandom
 from wds_pipeline.transforms.noise import RECIPE_KINDS, AddNoise
 from wds_pipeline.transforms.reverb import Reverb
 from wds_pipeline.transforms.sample import SampleChain, sample_rng
@@ -26,8 +27,9 @@ SR = 16000
 CPU = torch.device("cpu")
 
 
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator(device=CPU).manual_seed(seed)
+def generator(seed: int, rows: int) -> RowRandom:
+    """Keyed draws for ``rows`` rows (sample ids 0..rows-1) under ``seed``."""
+    return RowRandom.keyed((seed,), torch.arange(rows))
 
 
 def noise_bank(categories=("noise", "music", "speech")) -> NoiseBank:
@@ -88,8 +90,8 @@ def test_each_noisy_row_has_exactly_the_drawn_snr_and_clips_of_its_kinds_categor
     bank = noise_bank()
     add = AddNoise(probability=0.7).bind(Banks(noise=bank))
     batch = speech_batch(rows=48)
-    out = add(batch, generator(5))
-    d = add.draw(48, generator(5))  # the same numbers the call drew
+    out = add(batch, generator(5, 48))
+    d = add.draw(generator(5, 48))  # the same numbers the call drew
     assert 20 < len(d.rows) < 48 and sorted(set(d.kind.tolist())) == [0, 1, 2]
     picked = set(d.rows.tolist())
     for r in range(48):
@@ -119,7 +121,7 @@ def test_a_noise_bank_without_a_requested_category_is_a_clear_error():
     with pytest.raises(ConfigError, match="needs a noise bank; none was built"):
         AddNoise().bind(Banks())
     with pytest.raises(ConfigError, match=r"'noise' has no noise bank: bind one first"):
-        AddNoise()(speech_batch(), generator(0))
+        AddNoise()(speech_batch(), generator(0, 12))
 
 
 def test_trim_rir_aligns_on_the_direct_path_and_keeps_the_energetic_part():
@@ -140,8 +142,8 @@ def test_reverberation_equals_an_fftconvolve_reference_after_the_alignment(energ
     bank = RirBank.from_arrays(raw, sample_rate=SR, energy_fraction=energy_fraction)
     reverb = Reverb(probability=0.8).bind(Banks(rirs=bank))
     batch = speech_batch(rows=10)
-    out = reverb(batch, generator(3))
-    rows, rirs = reverb.draw(10, generator(3))
+    out = reverb(batch, generator(3, 10))
+    rows, rirs = reverb.draw(generator(3, 10))
     assert 4 < len(rows) < 10 and len(set(rirs.tolist())) > 1
     for r, k in zip(rows.tolist(), rirs.tolist()):
         n, x, h = int(batch.lengths[r]), batch.wave[r, : int(batch.lengths[r])].double().numpy(), raw[k]
@@ -199,8 +201,8 @@ def test_spec_augment_masks_stay_inside_their_bounds():
     spec = SpecAugment(probability=0.75, time_masks=2, max_time_width=10, freq_masks=2, max_freq_width=8)
     lengths = torch.tensor([200, 150, 7, 0, 120, 200, 90, 3] * 4)
     feats = torch.randn(len(lengths), 200, 80) + 5.0  # no zero anywhere before masking
-    out = spec(feats, lengths, generator(9))
-    d = spec.draw(lengths, 80, generator(9))
+    out = spec(feats, lengths, generator(9, len(lengths)))
+    d = spec.draw(lengths, 80, generator(9, len(lengths)))
     assert 16 < int(d.picked.sum()) < 32
     for r, n in enumerate(lengths.tolist()):
         assert torch.equal(out[r, n:], feats[r, n:])  # padding frames untouched
@@ -232,7 +234,7 @@ def test_the_augmented_batch_is_a_pure_function_of_seed_epoch_and_batch_index():
         wave = chain(batch, epoch=epoch, index=index).wave
         feats = wave.unfold(1, 400, 160).abs().mean(2, keepdim=True).expand(-1, -1, 40)  # stand-in fbank
         frames = ((batch.lengths - 400) // 160 + 1).clamp(min=0)
-        g = torch.Generator(device=CPU).manual_seed(batch_seed(11, epoch, index, 0, len(specs)))
+        g = chain.random(batch, epoch=epoch, index=index, position=len(specs))
         return torch.cat([wave.flatten(), SpecAugment(probability=0.8)(feats, frames, g).flatten()])
 
     a = run(2, 5)

@@ -2,10 +2,11 @@
 ``batch_transforms``) with their banks bound, and the feature transforms the model runs on
 its fbank through its ``feature_hook`` (:mod:`.models`).
 
-Every random number is drawn from a generator seeded by (run seed, epoch, batch index,
-rank, position): the batch transforms take positions 0..n-1 (``BatchChain``), the feature
-transforms the positions after them, so a resumed run draws what the uninterrupted one drew
-and no state is saved.
+Every random number is a counter-based draw keyed per row by (run seed, epoch, position,
+the row's global sample id) (:mod:`..transforms.keyed`): the batch transforms take positions
+0..n-1 (``BatchChain``), the feature transforms the positions after them, so a sample gets the
+same augmentation with any number of loader workers, after a resume and on any rank, and no
+state is saved.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from ..errors import ConfigError
 from ..loader import LoaderConfig
 from ..transforms import TransformSpec
 from ..transforms.bank import bind_banks
-from ..transforms.batch import FEATURE_TRANSFORMS, BatchChain, DeviceBatch, batch_seed
+from ..transforms.batch import FEATURE_TRANSFORMS, BatchChain, DeviceBatch
+from ..transforms.keyed import RowRandom, row_random
 from .augment import AugmentConfig
 from .banks import load_banks
 from .models import FeatureHook
 
-FeatureTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+FeatureTransform = Callable[[torch.Tensor, torch.Tensor, RowRandom], torch.Tensor]
 
 
 class DeviceStage:
-    """``stage(batch, epoch=, index=)`` runs the batch transforms; ``stage.features(model,
-    epoch, index)`` is the context in which the model's forward runs the feature transforms."""
+    """``stage(batch, epoch=, index=)`` runs the batch transforms; ``stage.feature_hook(epoch,
+    index, ids)`` is the hook through which the model's forward runs the feature transforms."""
 
     def __init__(self, augment: AugmentConfig | None, batch_transforms: tuple[TransformSpec, ...], *,
                  loader: LoaderConfig, sample_rate: int, seed: int, rank: int, device: torch.device) -> None:
@@ -45,7 +47,6 @@ class DeviceStage:
             feature_specs, "augment")
         self.first_feature_position = len(batch_specs)
         self.seed, self.rank = seed, rank
-        self.generator = torch.Generator(device=device) if self.feature_transforms else None
 
     def __call__(self, batch: DeviceBatch, *, epoch: int, index: int) -> DeviceBatch:
         return batch if self.chain is None else self.chain(batch, epoch=epoch, index=index)
@@ -56,17 +57,17 @@ class DeviceStage:
                               "computes cannot be augmented; drop spec_augment or give the model a feature_hook "
                               "(see wds_pipeline.train.models)")
 
-    def feature_hook(self, epoch: int, index: int) -> FeatureHook | None:
-        """The feature transforms of batch ``index`` of ``epoch``, as a model's hook."""
-        generator = self.generator
-        if generator is None:
+    def feature_hook(self, epoch: int, index: int, ids: torch.Tensor | None = None) -> FeatureHook | None:
+        """The feature transforms of batch ``index`` of ``epoch``, whose rows are the samples
+        ``ids`` (``DeviceBatch.ids``), as a model's hook."""
+        if not self.feature_transforms:
             return None
 
         def hook(features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
             for i, transform in enumerate(self.feature_transforms):
-                position = self.first_feature_position + i
-                generator.manual_seed(batch_seed(self.seed, epoch, index, self.rank, position))
-                features = transform(features, frames, generator)
+                rng = row_random(self.seed, epoch, self.first_feature_position + i, ids, index=index,
+                                 rank=self.rank, rows=features.shape[0], device=features.device)
+                features = transform(features, frames, rng)
             return features
 
         return hook

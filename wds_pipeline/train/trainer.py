@@ -362,9 +362,10 @@ class Trainer:
         keep = keep.to(self.device, non_blocking=True)
         hook = None
         if self.batch_stage is not None:
-            d = self.batch_stage(DeviceBatch(wave, lengths, labels, keep), epoch=self.loader.epoch, index=batch.index)
+            d = self.batch_stage(DeviceBatch(wave, lengths, labels, keep, batch.sample_ids), epoch=self.loader.epoch,
+                                 index=batch.index)
             wave, lengths, labels, keep = d.wave, d.lengths, d.labels, d.keep
-            hook = self.batch_stage.feature_hook(self.loader.epoch, batch.index)
+            hook = self.batch_stage.feature_hook(self.loader.epoch, batch.index, d.ids)
         # Gradients are all-reduced only on the last batch of an accumulation.
         no_sync = (self.net.no_sync() if isinstance(self.net, nn.parallel.DistributedDataParallel) and not sync
                    else contextlib.nullcontext())

@@ -10,8 +10,9 @@ registry (one small module per transform, like the corpus sources):
   (loader seed, epoch, sample id, position in the list): results do not depend on the worker
   count, the read order or a resume.
 - **batch transforms** (``TrainConfig.batch_transforms``, :mod:`.batch`): torch, in the
-  trainer, on the batch once it is on the device, with a ``torch.Generator`` on that device
-  seeded from (run seed, epoch, batch index, rank).
+  trainer, on the batch once it is on the device, with counter-based draws keyed per row by
+  (run seed, epoch, position in the list, the row's global sample id) (:mod:`.keyed`): the
+  same augmentation for a sample whatever batch, worker count, resume or rank.
 
 Adding a transform: one module holding a frozen dataclass (its fields are the ``params``,
 with defaults) with a ``__call__``, and one line in ``SAMPLE_TRANSFORMS`` or

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -21,6 +21,9 @@ from ..errors import ConfigError
 from .batch import INT16_SCALE
 
 RIR_ENERGY_FRACTION = 0.999  # the RIR's tail past 99.9% of its energy (-30 dB) is dropped
+# The RIR spectra an RirBank keeps per FFT size, at most (a bank of many long RIRs would need
+# several times its own size: past this its picked RIRs are transformed per batch instead).
+SPECTRA_BYTES = 256 << 20
 
 
 def _as_float32(clip: np.ndarray, what: str) -> np.ndarray:
@@ -57,6 +60,8 @@ class NoiseBank:
     start: torch.Tensor
     count: torch.Tensor
     sample_rate: int
+    # The clips wrapped for windows (see ``windows``): built at the first batch, kept.
+    _wrapped: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, clips: Sequence[np.ndarray], categories: Sequence[str], *, sample_rate: int = 16000,
@@ -74,6 +79,31 @@ class NoiseBank:
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         return cls(data, lengths, torch.from_numpy(ids).to(device), names,
                    torch.from_numpy(start).to(device), torch.from_numpy(count).to(device), sample_rate)
+
+    def windows(self, clips: torch.Tensor, offsets: torch.Tensor, frames: int) -> torch.Tensor:
+        """``(U, frames)``: clip ``clips[u]`` from frame ``offsets[u]`` (below its length) on,
+        looped where it is shorter than the window. The windows are plain slices of a bank
+        in which every clip is followed by its own repetition (``wrapped``): one gather of
+        all of them, no index arithmetic per frame."""
+        flat = self.wrapped(frames)
+        starts = clips * flat.shape[1] + offsets
+        return flat.view(-1).unfold(0, frames, 1).index_select(0, starts)
+
+    def wrapped(self, frames: int) -> torch.Tensor:
+        """``(N, L + frames)``: each clip repeated over the row (frame ``t`` is ``clip[t mod
+        length]``), so a window of up to ``frames`` from any offset below the clip's length is a
+        slice. Built for the widest window asked so far, and kept (one more copy of the bank)."""
+        have = self._wrapped.get("clips")
+        width = self.clips.shape[1] + frames
+        if have is not None and have.shape[1] >= width:
+            return have
+        out = torch.empty((self.clips.shape[0], width), dtype=self.clips.dtype, device=self.clips.device)
+        t = torch.arange(width, device=self.clips.device)
+        for first in range(0, len(out), 64):  # in slices: the int64 index of a big bank at once is 2x its size
+            rows = slice(first, first + 64)
+            torch.gather(self.clips[rows], 1, t[None, :] % self.lengths[rows, None], out=out[rows])
+        self._wrapped["clips"] = out
+        return out
 
     def category_id(self, name: str, wanted_by: str) -> int:
         """The index of category ``name``; a ConfigError naming ``wanted_by`` and the bank's
@@ -119,6 +149,7 @@ class RirBank:
     rirs: torch.Tensor
     lengths: torch.Tensor
     sample_rate: int
+    _spectra: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, rirs: Sequence[np.ndarray], *, sample_rate: int = 16000,
@@ -127,6 +158,17 @@ class RirBank:
             raise ConfigError("RIR bank: no RIRs given")
         data, lengths = _padded([trim_rir(r, energy_fraction) for r in rirs], device)
         return cls(data, lengths, sample_rate)
+
+    def spectra(self, picked: torch.Tensor, n: int) -> torch.Tensor:
+        """``(R, n // 2 + 1)`` complex64: the ``n``-point rfft of the RIRs ``picked``. The
+        whole bank's spectra are computed once per ``n`` and kept when they fit
+        ``SPECTRA_BYTES``; otherwise the picked ones are transformed on each call."""
+        whole = self._spectra.get(n)
+        if whole is None:
+            if len(self.rirs) * (n // 2 + 1) * 8 > SPECTRA_BYTES:
+                return torch.fft.rfft(self.rirs[picked], n)
+            whole = self._spectra[n] = torch.fft.rfft(self.rirs, n)
+        return whole[picked]
 
 
 @dataclass(frozen=True)

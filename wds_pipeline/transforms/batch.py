@@ -1,12 +1,15 @@
 """Batch transforms: torch, run by the trainer on each batch once it is on the device.
 
 A batch transform is a frozen dataclass (its fields are its ``params``) called as
-``transform(batch, generator) -> batch`` on a :class:`DeviceBatch` whose ``wave`` is float32
+``transform(batch, rng) -> batch`` on a :class:`DeviceBatch` whose ``wave`` is float32
 in [-1, 1) (int16 batches are scaled first, exactly); it returns a new ``DeviceBatch``
-(``dataclasses.replace``), leaving the one it was given unchanged. ``generator`` is a
-``torch.Generator`` on the batch's device, seeded from (run seed, epoch, batch index in the
-epoch, rank, position in the list): the same numbers after any resume, with no state to
-save.
+(``dataclasses.replace``), leaving the one it was given unchanged. ``rng`` is a
+:class:`~.keyed.RowRandom`: counter-based draws per row, keyed by (run seed, epoch, position
+in the list, the row's global sample id ``batch.ids``), so a sample gets the same numbers
+whatever batch and row it is in (0 or 2 loader workers, a resume, any rank), with no state to
+save. A transform draws whether a row is picked from ``rng.uniform(1)``, then the rest from
+``rng[rows]`` for the picked rows alone, and does its work on those rows only (no Python per
+row).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
+from .keyed import RowRandom, row_random
 from .registry import Registry, TransformSpec, as_specs
 
 BATCH_TRANSFORMS = Registry("batch", {
@@ -25,7 +28,8 @@ BATCH_TRANSFORMS = Registry("batch", {
     "reverb": "wds_pipeline.transforms.reverb:Reverb",
     "row_gain": "wds_pipeline.transforms.row_gain:RowGain",
 })
-# Run on the features the model computes from the batch: (features, lengths, generator).
+# Run on the features the model computes from the batch: (features, lengths, rng), ``rng`` a
+# RowRandom keyed like the batch transforms' (positions after them).
 FEATURE_TRANSFORMS = Registry("feature", {
     "spec_augment": "wds_pipeline.transforms.specaugment:SpecAugment",
 })
@@ -39,32 +43,33 @@ class DeviceBatch:
     lengths: torch.Tensor  # (B,) valid frames per row
     labels: torch.Tensor  # (B,) class ids (-1: none)
     keep: torch.Tensor  # (B,) rows that count in the loss (not padding, labelled)
+    # (B,) int64 each row's global sample id (loader Batch.sample_ids): the key of its random
+    # draws. None (a batch built by hand): rows are keyed by (batch index, rank, row) instead.
+    ids: torch.Tensor | None = None
 
 
 class BatchTransform(Protocol):
-    def __call__(self, batch: DeviceBatch, generator: torch.Generator) -> DeviceBatch: ...
-
-
-def batch_seed(seed: int, epoch: int, index: int, rank: int, position: int) -> int:
-    """A 63-bit seed that is a pure function of its arguments (SeedSequence mixes them)."""
-    words = np.random.SeedSequence([seed & ((1 << 64) - 1), epoch, index, rank, position]).generate_state(2)
-    return (int(words[0]) << 31 ^ int(words[1])) & ((1 << 63) - 1)
+    def __call__(self, batch: DeviceBatch, rng: RowRandom) -> DeviceBatch: ...
 
 
 class BatchChain:
-    """The configured batch transforms, in order, each seeded on its own."""
+    """The configured batch transforms, in order, each with its own keyed draws."""
 
     def __init__(self, specs: Sequence[TransformSpec | Mapping[str, Any]], *, seed: int, rank: int,
                  device: torch.device) -> None:
         self.specs = as_specs(specs)
         self.transforms: tuple[BatchTransform, ...] = BATCH_TRANSFORMS.build_all(self.specs, "batch_transforms")
         self.seed, self.rank = seed, rank
-        self.generator = torch.Generator(device=device)
 
     def __call__(self, batch: DeviceBatch, *, epoch: int, index: int) -> DeviceBatch:
         if not batch.wave.is_floating_point():
             batch = replace(batch, wave=batch.wave.float() * INT16_SCALE)
         for position, transform in enumerate(self.transforms):
-            self.generator.manual_seed(batch_seed(self.seed, epoch, index, self.rank, position))
-            batch = transform(batch, self.generator)
+            batch = transform(batch, self.random(batch, epoch=epoch, index=index, position=position))
         return batch
+
+    def random(self, batch: DeviceBatch, *, epoch: int, index: int, position: int) -> RowRandom:
+        """The draws of the transform at ``position`` (the feature transforms take the
+        positions after the batch transforms') for ``batch``'s rows."""
+        return row_random(self.seed, epoch, position, batch.ids, index=index, rank=self.rank,
+                          rows=batch.wave.shape[0], device=batch.wave.device)

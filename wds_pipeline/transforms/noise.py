@@ -21,7 +21,8 @@ import torch
 from ..errors import ConfigError
 from .bank import Banks, NoiseBank, bound, with_field
 from .batch import DeviceBatch
-from .rows import picked_rows, uniform_index, valid_frames
+from .keyed import RowRandom
+from .rows import picked_rows, row_power, uniform_index, valid_frames
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,14 @@ class AddNoise:
             banks.noise.category_id(kind.category, "batch transform 'noise'")
         return with_field(self, "bank", banks.noise)
 
-    def draw(self, batch_size: int, generator: torch.Generator) -> NoiseDraws:
-        """Every random number of one batch, from ``generator`` alone: a fixed count per row
-        whatever is picked, so each row's draws depend only on the seed and its position."""
+    def draw(self, rng: RowRandom) -> NoiseDraws:
+        """Every random number of one batch, keyed per row: draw 0 picks the row; a picked row
+        draws its kind, SNR, clip count, then each clip and its offset (draws 1..3+2K)."""
         bank = self._bank()
         dev = bank.clips.device
         k = max(kind.max_clips for kind in self.kinds)
-        u = torch.rand((batch_size, 4 + 2 * k), generator=generator, device=dev)
-        rows = picked_rows(u[:, 0], self.probability)
-        u = u[rows]
+        rows = picked_rows(rng.uniform(1)[:, 0], self.probability)
+        u = rng[rows].uniform(4 + 2 * k)  # column 0: the pick, drawn again
         weights = torch.tensor([kind.weight for kind in self.kinds], dtype=torch.float64)
         bounds = (torch.cumsum(weights, 0) / weights.sum()).to(dev, torch.float32)
         kind = torch.searchsorted(bounds, u[:, 1].contiguous(), right=True).clamp(max=len(self.kinds) - 1)
@@ -114,35 +114,41 @@ class AddNoise:
 
     def noise(self, draws: NoiseDraws, lengths: torch.Tensor, frames: int) -> torch.Tensor:
         """``(R, frames)``: the drawn clips, looped from their offsets, each at unit power over
-        the row's valid length, summed over the used ones, zero past the length."""
+        the row's valid length, summed over the used ones, zero past the length.
+
+        The used clips only (``used``: 2.3 of 7 on average with the recipe's kinds) are taken,
+        in one gather of windows from the bank (``NoiseBank.windows``); each row's are summed in
+        clip order, one pass per clip slot over the rows that have that many (no atomics: the
+        same sums on any device)."""
         bank = self._bank()
-        valid = valid_frames(lengths, frames)
-        n_valid = lengths.clamp(min=1).to(torch.float32)
-        t = torch.arange(frames, device=bank.clips.device)[None, :]
-        out = torch.zeros((len(draws.rows), frames), device=bank.clips.device)
-        for k in range(draws.clips.shape[1]):  # up to max_clips passes, each over the whole batch
-            clip = draws.clips[:, k : k + 1]
-            piece = bank.clips[clip, (draws.offsets[:, k : k + 1] + t) % bank.lengths[clip]] * valid
-            power = piece.square().sum(1) / n_valid
-            gain = torch.where(power > 0, power.clamp(min=1e-20).rsqrt(), 0.0) * draws.used[:, k]
-            out += piece * gain[:, None]
+        row, slot = draws.used.nonzero().unbind(1)  # row-major: each row's clips in slot order
+        pieces = bank.windows(draws.clips[row, slot], draws.offsets[row, slot], frames)
+        pieces *= valid_frames(lengths[row], frames)
+        power = row_power(pieces, lengths[row])
+        pieces *= torch.where(power > 0, power.clamp(min=1e-30).rsqrt(), 0.0).to(pieces.dtype)[:, None]
+        n_clips = draws.used.sum(1)
+        first = torch.cumsum(n_clips, 0) - n_clips  # where each row's pieces start
+        out = pieces[first]
+        for k in range(1, draws.used.shape[1]):
+            more = torch.nonzero(n_clips > k).squeeze(1)
+            if len(more) == 0:
+                break
+            out[more] += pieces[first[more] + k]
         return out
 
-    def __call__(self, batch: DeviceBatch, generator: torch.Generator) -> DeviceBatch:
-        draws = self.draw(batch.wave.shape[0], generator)
+    def __call__(self, batch: DeviceBatch, rng: RowRandom) -> DeviceBatch:
+        draws = self.draw(rng)
         if len(draws.rows) == 0:
             return batch
         clean, lengths = batch.wave[draws.rows], batch.lengths[draws.rows]
         noise = self.noise(draws, lengths, clean.shape[1])
-        n_valid = lengths.clamp(min=1).to(torch.float32)
-        signal_power = clean.square().sum(1) / n_valid
-        noise_power = noise.square().sum(1) / n_valid
-        # power ratio signal/(gain^2 * noise) = 10^(snr/10): the gain that makes it exact.
-        gain = torch.where(noise_power > 0, (signal_power / (noise_power.clamp(min=1e-20)
-                                                             * torch.pow(10.0, draws.snr_db / 10))).sqrt(), 0.0)
-        wave = batch.wave.clone()
-        wave[draws.rows] = clean + noise * gain[:, None]
-        return replace(batch, wave=wave)
+        signal_power, noise_power = row_power(clean, lengths), row_power(noise, lengths)
+        # power ratio signal/(gain^2 * noise) = 10^(snr/10): the gain that makes it exact
+        # (in float64, rounded once: the same gain for a row whatever batch it is in).
+        snr = torch.pow(10.0, draws.snr_db.double() / 10)
+        gain = torch.where(noise_power > 0, (signal_power / (noise_power.clamp(min=1e-30) * snr)).sqrt(), 0.0)
+        mixed = noise.mul_(gain.to(noise.dtype)[:, None]).add_(clean)
+        return replace(batch, wave=batch.wave.index_copy(0, draws.rows, mixed))
 
     def _bank(self) -> NoiseBank:
         return bound(self.bank, "noise", "noise bank")

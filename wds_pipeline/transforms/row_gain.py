@@ -8,12 +8,15 @@ import torch
 
 from .batch import DeviceBatch
 from .gain import DecibelRange
+from .keyed import RowRandom
 
 
 @dataclass(frozen=True)
 class RowGain(DecibelRange):
-    def __call__(self, batch: DeviceBatch, generator: torch.Generator) -> DeviceBatch:
+    def __call__(self, batch: DeviceBatch, rng: RowRandom) -> DeviceBatch:
         wave = batch.wave
-        u = torch.rand(wave.shape[0], generator=generator, device=wave.device, dtype=torch.float32)
-        factor = torch.pow(10.0, (self.min_db + (self.max_db - self.min_db) * u) / 20.0)
+        u = rng.uniform(1)[:, 0]
+        # In float64, then rounded: torch's vectorised pow and its scalar tail may differ in the
+        # last bit, which would make a row's gain depend on its position in the batch.
+        factor = torch.pow(10.0, (self.min_db + (self.max_db - self.min_db) * u.double()) / 20.0).float()
         return replace(batch, wave=wave * factor[:, None])

@@ -11,6 +11,14 @@ def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def row_power(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(R,)`` float64: each row's mean square over its ``lengths`` valid frames (``x`` is zero
+    past them). Summed in float64: a lone row's sum is split across threads, so its float32
+    sum would differ in the last bits from the same row's among others; in float64 the per-row
+    scalars built from it round to the same float32 whatever the batch."""
+    return x.square().sum(1, dtype=torch.float64) / lengths.clamp(min=1)
+
+
 def picked_rows(u: torch.Tensor, probability: float) -> torch.Tensor:
     """The indices of the rows whose uniform draw ``u`` falls under ``probability``: the
     transform's work then runs on those rows only (one host sync per batch on a GPU, for

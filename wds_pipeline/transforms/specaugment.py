@@ -8,7 +8,8 @@ Each row is picked with ``probability``; a picked row gets ``time_masks`` masks 
 it). Frames past a row's length are never touched. Defaults: WeSpeaker's ``spec_aug_args``
 (one mask each, at most 10 frames and 8 bins, probability 0.6).
 
-A feature transform is called as ``transform(features, lengths, generator) -> features``
+A feature transform is called as ``transform(features, lengths, rng) -> features``, ``rng`` a
+:class:`~.keyed.RowRandom`
 after the model's fbank (``FEATURE_TRANSFORMS`` in :mod:`.batch`).
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .keyed import RowRandom
 from .rows import uniform_index, valid_frames
 
 
@@ -61,10 +63,10 @@ class SpecAugment:
         if min(self.time_masks, self.freq_masks) < 0 or min(self.max_time_width, self.max_freq_width) < 1:
             raise ValueError("mask counts must be >= 0 and mask widths >= 1")
 
-    def draw(self, lengths: torch.Tensor, bins: int, generator: torch.Generator) -> MaskDraws:
-        """Every random number of one batch (a fixed count per row) from ``generator``."""
+    def draw(self, lengths: torch.Tensor, bins: int, rng: RowRandom) -> MaskDraws:
+        """Every random number of one batch (a fixed count per row, keyed per row) from ``rng``."""
         mt, mf = self.time_masks, self.freq_masks
-        u = torch.rand((len(lengths), 1 + 2 * (mt + mf)), generator=generator, device=lengths.device)
+        u = rng.uniform(1 + 2 * (mt + mf))
         picked = u[:, 0] < self.probability
         t_start, t_width = _spans(u[:, 1 : 1 + mt], u[:, 1 + mt : 1 + 2 * mt], self.max_time_width,
                                   lengths[:, None].long(), picked)
@@ -73,8 +75,8 @@ class SpecAugment:
                                   torch.full_like(lengths[:, None], bins).long(), picked)
         return MaskDraws(picked, t_start, t_width, f_start, f_width)
 
-    def __call__(self, features: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        d = self.draw(lengths, features.shape[2], generator)
+    def __call__(self, features: torch.Tensor, lengths: torch.Tensor, rng: RowRandom) -> torch.Tensor:
+        d = self.draw(lengths, features.shape[2], rng)
         frames = features.shape[1]
         masked = _covered(d.time_start, d.time_width, frames)[:, :, None] | \
             _covered(d.freq_start, d.freq_width, features.shape[2])[:, None, :]
