@@ -19,8 +19,11 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NoReturn
 
+import numpy as np
+
 from .errors import WdsPipelineError
 from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
+from .index_arrays import lift_sample_lists, lifted
 from .records import Reject, RejectStage
 from .storage.integrity import DIGEST_ALGORITHMS, Digest
 from .storage.urls import dirname_url, join_url
@@ -49,12 +52,14 @@ class ShardInfo:
     # ``"xxh3_128": "<hex>"`` (format 1 indexes: ``"sha256"``).
     digest: Digest
     duration: float  # seconds of audio in this shard
-    sample_frames: list[int] = field(default_factory=list)  # audio frames per sample, in order
-    sample_offsets: list[int] = field(default_factory=list)  # byte offset of each sample's first header
+    # Per-sample lists: Python lists, or int64 arrays when read with ``arrays=True`` (the
+    # loader: see index_arrays.py).
+    sample_frames: list[int] | np.ndarray = field(default_factory=list)  # audio frames per sample, in order
+    sample_offsets: list[int] | np.ndarray = field(default_factory=list)  # byte offset of each sample's first header
     # zlib.crc32 of each sample's bytes [offset, next offset) (the last one up to the
     # end-of-archive blocks): lets the loader verify samples while a shard downloads.
     # Optional: indexes written before it have none (empty list), and are read whole-shard.
-    sample_crc32: list[int] = field(default_factory=list)
+    sample_crc32: list[int] | np.ndarray = field(default_factory=list)
 
     @property
     def expected_digest(self) -> Digest | None:
@@ -65,15 +70,18 @@ class ShardInfo:
         d = asdict(self)
         del d["digest"]
         d[self.digest.algorithm] = self.digest.hex
-        if not self.sample_crc32:
+        for key in ("sample_frames", "sample_offsets", "sample_crc32"):
+            d[key] = [int(v) for v in d[key]] if isinstance(d[key], np.ndarray) else d[key]
+        if not len(self.sample_crc32):
             del d["sample_crc32"]  # an index without crcs keeps its exact bytes
         return d
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str = "index", path: str = "shard entry",
-                  fix: str = REBUILD) -> ShardInfo:
+                  fix: str = REBUILD, arrays: list[np.ndarray] | None = None) -> ShardInfo:
         """``d`` as read from JSON; :class:`IndexFormatError` (naming ``source``, the key
-        path below ``path``, then ``fix``) when a key has the wrong type."""
+        path below ``path``, then ``fix``) when a key has the wrong type. ``arrays``: the
+        per-sample lists cut out of the text (see index_arrays.py)."""
         check = _Checker(source, fix)
         check.obj(d, path)
         named = [a for a in DIGEST_ALGORITHMS if a in d]
@@ -87,10 +95,13 @@ class ShardInfo:
         check.whole(d.get("filesize", MISSING), f"{path}.filesize")
         check.text(d[named[0]], f"{path}.{named[0]}")
         check.number(d.get("duration", MISSING), f"{path}.duration")
-        for key in ("sample_frames", "sample_offsets", "sample_crc32"):
-            if key in d:
-                check.wholes(d[key], f"{path}.{key}")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("sample_frames", "sample_offsets", "sample_crc32"):
+            values = lifted(d.get(key), arrays) if arrays is not None else None
+            if values is not None:
+                known[key] = values  # whole numbers, checked as they were parsed
+            elif key in d:
+                check.wholes(d[key], f"{path}.{key}")
         return cls(**known, digest=Digest(named[0], d[named[0]]))
 
 
@@ -233,7 +244,8 @@ class DatasetIndex:
         return json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: Any, *, base_url: str = "", source: str = "index") -> DatasetIndex:
+    def from_dict(cls, d: Any, *, base_url: str = "", source: str = "index",
+                  arrays: list[np.ndarray] | None = None) -> DatasetIndex:
         """``d`` as read from JSON. Every key is checked for its type (and counts, rates and
         label ids for their range) before use: :class:`IndexFormatError` naming ``source``,
         the key path and what was expected, never a TypeError from deep inside a reader."""
@@ -257,7 +269,7 @@ class DatasetIndex:
                 "upgrade wds-pipeline or rebuild"
             )
         shardlist = check.items(d.get("shardlist", MISSING), "shardlist")
-        shards = [ShardInfo.from_dict(s, source=source, path=f"shardlist[{i}]")
+        shards = [ShardInfo.from_dict(s, source=source, path=f"shardlist[{i}]", arrays=arrays)
                   for i, s in enumerate(shardlist)]
         w = "wds_pipeline"
         fields_ = [check.text(f, f"{w}.fields[{i}]", nonempty=True)
@@ -301,13 +313,18 @@ class DatasetIndex:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index") -> DatasetIndex:
+    def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index",
+                  arrays: bool = False) -> DatasetIndex:
+        """``arrays``: per-sample lists as int64 arrays, never as Python ints (the loader)."""
+        lists: list[np.ndarray] | None = None
+        if arrays:
+            text, lists = lift_sample_lists(text.encode() if isinstance(text, str) else text)
         try:
             d = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise IndexFormatError(
                 f"{source}: index is not valid JSON ({e}); was the upload truncated?") from None
-        return cls.from_dict(d, base_url=base_url, source=source)
+        return cls.from_dict(d, base_url=base_url, source=source, arrays=lists)
 
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
@@ -366,7 +383,12 @@ class _Checker:
         return float(value)
 
     def wholes(self, value: Any, path: str) -> None:
-        for i, v in enumerate(self.items(value, path)):
+        values = self.items(value, path)
+        # The common case in C (an index has ~3 per-sample numbers per sample: millions):
+        # only ints, none negative. Else one by one, for the message naming the bad one.
+        if not values or (set(map(type, values)) == {int} and min(values) >= 0):
+            return
+        for i, v in enumerate(values):
             self.whole(v, f"{path}[{i}]")
 
 
@@ -386,21 +408,23 @@ def _check_reject(check: _Checker, r: Any, path: str) -> None:
             check.fail(f"{path}.{key}", MISSING, "a string")
 
 
-def read_index(url: str, **storage_options: Any) -> DatasetIndex:
+def read_index(url: str, *, arrays: bool = False, **storage_options: Any) -> DatasetIndex:
     """Read the ``index.json`` at ``url`` through the storage layer (transient errors
-    retried); its shard URLs resolve against its folder."""
+    retried); its shard URLs resolve against its folder. ``arrays``: per-sample lists as
+    int64 arrays (see :meth:`DatasetIndex.from_json`)."""
     from . import storage  # on first read: `import wds_pipeline` does not load fsspec
 
     text = storage.read_bytes(url, **storage_options)
-    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url)
+    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url, arrays=arrays)
 
 
-def load_index(url: str, **storage_options: Any) -> DatasetIndex:
-    """Read an ``index.json`` (or a split folder holding one) from any fsspec URL."""
+def load_index(url: str, *, arrays: bool = False, **storage_options: Any) -> DatasetIndex:
+    """Read an ``index.json`` (or a split folder holding one) from any fsspec URL.
+    ``arrays``: per-sample lists as int64 arrays (what the loader reads them as)."""
     if not url.endswith(".json"):
         url = join_url(url, INDEX_NAME)
     try:
-        return read_index(url, **storage_options)
+        return read_index(url, arrays=arrays, **storage_options)
     except FileNotFoundError:
         folder = dirname_url(url)
         splits = _split_folders(folder, **storage_options)

@@ -35,58 +35,94 @@ def shuffle_order(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate a bounded shuffle buffer over a stream; returns (order, emitted_at).
 
-    Each arriving item enters the buffer; while the buffer is over its sample or
-    byte capacity a uniformly chosen item leaves. The sample capacity ramps up: it
-    starts at ``initial`` (default: ``capacity``) and grows by one for every two
-    items read until it reaches ``capacity``, so output starts early and the buffer
-    still fills. ``emitted_at[j]`` is the stream position that had been read when
-    ``order[j]`` left, which is all a worker needs to replay the same order on real data.
+    Each arriving item enters the buffer; while the buffer is over its sample capacity a
+    uniformly chosen item leaves (the new one included). The capacity ramps up: it starts
+    at ``initial`` (default: ``capacity``) and grows by one for every two items read until
+    it reaches ``capacity``, so output starts early and the buffer still fills. At the end
+    the items left leave in a uniformly random order. ``emitted_at[j]`` is the stream
+    position that had been read when ``order[j]`` left, which is all a worker needs to
+    replay the same order on real data.
+
+    The byte bound: when the buffer simulated with ``capacity`` would ever hold more than
+    ``capacity_bytes`` (and more than one item), the simulation is rerun with a smaller
+    sample capacity (scaled by the overshoot) until it does not.
+
+    Vectorised (one numpy pass per try, no per-item Python): the buffer is ``capacity``
+    slots; at a step that releases an item one choice among the slots and the new item is
+    drawn (all drawn in one call), the chosen slot's occupant leaves and the new item takes
+    its place. Who occupies a slot is then the item of the slot's previous write, found
+    with one stable sort by slot (see :func:`_simulate`).
     """
     n = len(item_bytes)
-    order = np.empty(n, dtype=np.int64)
-    at = np.empty(n, dtype=np.int64)
-    buf: list[int] = []
-    held = 0.0
-    k = 0
-    randrange = rng.randrange
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    gen = np.random.default_rng(rng.getrandbits(128))
+    draws = gen.random(n)  # the choice at each step that releases an item
+    drain = gen.random(n)  # sort keys of the items left at the end: a uniform order
+    sizes = np.asarray(item_bytes, dtype=np.float64)
     start = capacity if initial is None else max(1, min(initial, capacity))
-    for pos in range(n):
-        buf.append(pos)
-        held += item_bytes[pos]
-        cap = min(capacity, start + max(0, pos + 1 - start) // 2)
-        while len(buf) > cap or (held > capacity_bytes and len(buf) > 1):
-            j = randrange(len(buf))
-            buf[j], buf[-1] = buf[-1], buf[j]
-            out = buf.pop()
-            held -= item_bytes[out]
-            order[k] = out
-            at[k] = pos
-            k += 1
-    last = n - 1
-    while buf:
-        j = randrange(len(buf))
-        buf[j], buf[-1] = buf[-1], buf[j]
-        order[k] = buf.pop()
-        at[k] = last
-        k += 1
-    return order, at
+    cap = capacity
+    while True:
+        order, at, held, count = _simulate(draws, drain, sizes, cap, min(start, cap))
+        over = (held > capacity_bytes) & (count > 1)
+        if cap == 1 or not over.any():
+            return order, at
+        cap = max(1, min(cap - 1, int(cap * capacity_bytes / float(held[over].max()))))
+
+
+def _simulate(draws: np.ndarray, drain: np.ndarray, sizes: np.ndarray, cap: int,
+              start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One run of the slot buffer: (order, emitted_at, bytes held and items held after
+    each step)."""
+    n = len(draws)
+    t = np.arange(n, dtype=np.int64)
+    caps = np.minimum(cap, start + np.maximum(0, t + 1 - start) // 2)
+    held_n = np.minimum(t + 1, caps)  # items held after step t's release
+    before = np.concatenate([[0], held_n[:-1]]) + 1  # held after step t's read
+    release = before > caps  # at most one per step: caps grows by at most one a step
+    # The slot each step writes its item to: a fresh one while the buffer grows, else the
+    # chosen one; choice == before - 1 is the new item itself (it passes straight through).
+    choice = np.where(release, (draws * before).astype(np.int64), before - 1)
+    writes = ~release | (choice < before - 1)
+    w_step, w_slot = t[writes], choice[writes]
+    by_slot = np.argsort(w_slot, kind="stable")  # each slot's writes, in step order
+    s_step, s_slot = w_step[by_slot], w_slot[by_slot]
+    prev = np.full(len(s_step), -1, dtype=np.int64)  # item the write displaces
+    same = s_slot[1:] == s_slot[:-1]
+    prev[1:][same] = s_step[:-1][same]
+    displaced = np.empty(n, dtype=np.int64)
+    displaced[s_step] = prev
+    out = np.where(writes, displaced, t)[release]  # released at each releasing step
+    out_at = t[release]
+    last = np.ones(len(s_step), dtype=bool)  # each slot's final occupant is left at the end
+    last[:-1] = ~same
+    left = s_step[last]
+    left = left[np.argsort(drain[left], kind="stable")]
+    order = np.concatenate([out, left])
+    at = np.concatenate([out_at, np.full(len(left), n - 1, dtype=np.int64)])
+    gone = np.zeros(n, dtype=np.float64)
+    gone[out_at] = sizes[out]
+    held = np.cumsum(sizes) - np.cumsum(gone)
+    return order, at, held, held_n
 
 
 def fixed_batches(order: np.ndarray, at: np.ndarray, batch_size: int,
                   last_batch: str) -> list[PlannedBatch]:
     bs = batch_size
-    out = []
-    for lo in range(0, len(order), bs):
-        items = order[lo : lo + bs]
-        pad = np.zeros(len(items), dtype=bool)
-        if len(items) < bs:
-            if last_batch == "drop":
-                break
-            # Complete the last batch with repeats of its own samples, marked as padding.
-            fill = np.resize(items, bs - len(items))
-            items = np.concatenate([items, fill])
-            pad = np.concatenate([pad, np.ones(len(fill), dtype=bool)])
-        out.append(PlannedBatch(items=items, padding=pad, ready_at=int(at[min(lo + bs, len(at)) - 1])))
+    full = len(order) // bs
+    # Whole batches: rows of one reshaped array and one shared (read-only) padding mask,
+    # so a 1.1 M-sample epoch costs one small object per batch and no per-sample work.
+    no_pad = np.zeros(bs, dtype=bool)
+    no_pad.flags.writeable = False
+    rows = order[: full * bs].reshape(full, bs)
+    ready = at[bs - 1 : full * bs : bs].tolist()
+    out = [PlannedBatch(items=rows[k], padding=no_pad, ready_at=ready[k]) for k in range(full)]
+    if full * bs < len(order) and last_batch != "drop":
+        # Complete the last batch with repeats of its own samples, marked as padding.
+        items = order[full * bs :]
+        fill = np.resize(items, bs - len(items))
+        pad = np.concatenate([np.zeros(len(items), dtype=bool), np.ones(len(fill), dtype=bool)])
+        out.append(PlannedBatch(items=np.concatenate([items, fill]), padding=pad, ready_at=int(at[-1])))
     return out
 
 

@@ -52,7 +52,7 @@ class BlockReader:
             view.release()
 
 
-def sample_blocks(offsets: tuple[int, ...], ends: np.ndarray, a: int, b: int,
+def sample_blocks(offsets: np.ndarray, ends: np.ndarray, a: int, b: int,
                   span: int) -> Iterator[tuple[int, int]]:
     """Samples [a, b) in blocks of whole samples, as a stream reads them: ``(j, k)`` per
     block, the samples starting at ``offsets[j]`` whose bytes (up to ``ends``) fit in
@@ -65,8 +65,8 @@ def sample_blocks(offsets: tuple[int, ...], ends: np.ndarray, a: int, b: int,
         j = k
 
 
-def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],
-                      crcs: tuple[int, ...], j: int, k: int, source: str) -> None:
+def check_sample_crcs(buf: memoryview, start: int, offsets: np.ndarray,
+                      crcs: np.ndarray, j: int, k: int, source: str) -> None:
     """Samples [j, k) of a shard, read into ``buf`` from byte ``start``, against their
     crc32s from the index; the first mismatch raises, naming the sample."""
     for idx in range(j, k):
@@ -85,15 +85,10 @@ def check_sample_crcs(buf: memoryview, start: int, offsets: tuple[int, ...],
 
 def sequential_runs(wp: WorkerPlan, first: int, last: int) -> list[tuple[int, int, int, int]]:
     """Group read positions [first, last] into (slot, start, stop, first_pos) sequential runs."""
-    runs: list[tuple[int, int, int, int]] = []
-    slots, index = wp.read_slots, wp.read_index
-    pos = first
-    while pos <= last:
-        slot = int(slots[pos])
-        a = int(index[pos])
-        end = pos + 1
-        while end <= last and slots[end] == slot and index[end] == index[end - 1] + 1:
-            end += 1
-        runs.append((slot, a, a + (end - pos), pos))
-        pos = end
-    return runs
+    slots, index = wp.read_slots[first : last + 1], wp.read_index[first : last + 1]
+    # A run breaks where the slot changes or the next sample is not the following one.
+    cut = np.flatnonzero((slots[1:] != slots[:-1]) | (index[1:] != index[:-1] + 1)) + 1
+    lo = np.concatenate([[0], cut]).astype(np.int64)
+    hi = np.concatenate([cut, [len(slots)]]).astype(np.int64)
+    return [(s, a, a + n, first + p) for s, a, n, p in
+            zip(slots[lo].tolist(), index[lo].tolist(), (hi - lo).tolist(), lo.tolist())]

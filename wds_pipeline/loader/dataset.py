@@ -33,7 +33,7 @@ from .collate import Collator
 from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
-from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, resume_point
+from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
 from .shards import ShardEntry, shard_table
 from .streamed import Opened, read_run
 from .verifier import AheadChecks, mapped_problem
@@ -185,9 +185,7 @@ class ShardStreamDataset(IterableDataset):
         if not batches:
             return
         n_reads = len(wp.read_slots)
-        refs = np.zeros(n_reads, dtype=np.int64)
-        for pb in batches:
-            np.add.at(refs, pb.items, 1)
+        refs = np.bincount(np.concatenate([pb.items for pb in batches]), minlength=n_reads).astype(np.int64)
         needed = np.flatnonzero(refs)
         first, last = int(needed[0]), int(needed[-1])
         # Uses left per shard-table entry, to unmap a mapped shard after its last batch.
@@ -338,7 +336,7 @@ class ShardStreamDataset(IterableDataset):
         m = run.mapped.get(e)
         if m is None:
             try:
-                f = reader.open(self._ref_of(entry), entry.offsets[a])
+                f = reader.open(self._ref_of(entry), int(entry.offsets[a]))
             except OSError as exc:
                 return exc  # raised (or skipped) where the run is read
             try:
@@ -374,11 +372,7 @@ class ShardStreamDataset(IterableDataset):
         cfg = self.plan_cfg
         if cfg.batch_size is None or len(needed) == 0:
             return None
-        frames = np.fromiter(
-            (self.metas[plan.slots[s]].frames[i] for s, i in zip(wp.read_slots[needed], wp.read_index[needed])),
-            dtype=np.int64,
-            count=len(needed),
-        )
+        frames = read_frames(self.metas, plan.slots, wp.read_slots[needed], wp.read_index[needed])
         if cfg.crop_frames:
             width = min(int(cfg.crop_frames), int(frames.max()))
         elif frames.min() == frames.max():
@@ -423,7 +417,7 @@ class ShardStreamDataset(IterableDataset):
     @staticmethod
     def _ref_of(entry: ShardEntry) -> ShardRef:
         return ShardRef(url=entry.url, digest=entry.digest, size=entry.size,
-                        partial_ok=bool(entry.crc32))
+                        partial_ok=len(entry.crc32) > 0)
 
 
 def _cores() -> int:

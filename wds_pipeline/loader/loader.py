@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader
@@ -71,7 +72,7 @@ class StreamingLoader:
         if isinstance(indexes, (str, DatasetIndex)):
             indexes = [indexes]
         self.indexes = [
-            i if isinstance(i, DatasetIndex) else load_index(i, **cfg.storage_options) for i in indexes
+            i if isinstance(i, DatasetIndex) else load_index(i, arrays=True, **cfg.storage_options) for i in indexes
         ]
         if not self.indexes:
             raise ValueError("no dataset given: pass at least one index.json URL")
@@ -120,8 +121,8 @@ class StreamingLoader:
                 stacklevel=3,
             )
         crop = self.plan_config.crop_frames
-        longest = max((max(s.sample_frames) for i in self.indexes for s in i.shards
-                       if s.sample_frames), default=0)
+        longest = max((int(np.max(s.sample_frames)) for i in self.indexes for s in i.shards
+                       if len(s.sample_frames)), default=0)
         if crop and longest and crop > longest:
             warnings.warn(
                 f"crop_seconds={cfg.crop_seconds} is longer than every clip (the longest is "

@@ -101,7 +101,7 @@ class MappedShard:
         self.raw = np.frombuffer(self.view, dtype=np.uint8)
         self.pcm = np.frombuffer(self.view, dtype=np.int16, count=size // 2)  # see SampleTable.pcm_off
 
-    def locate(self, offsets: tuple[int, ...], a: int, b: int, index_size: int | None) -> None:
+    def locate(self, offsets: np.ndarray, a: int, b: int, index_size: int | None) -> None:
         """Fill the table for samples [a, b), block by block as a stream would read them.
 
         A damaged block raises :class:`~wds_pipeline.format.ShardFormatError` naming the
@@ -111,7 +111,7 @@ class MappedShard:
             return
         # Never past the file's end now: a page of the mapping beyond it is a SIGBUS.
         size = min(len(self.view), self.file_size())
-        ends = np.asarray(offsets[1:] + (index_size if index_size else len(self.view),), dtype=np.int64)
+        ends = np.append(np.asarray(offsets[1:], dtype=np.int64), index_size if index_size else len(self.view))
         # The whole run at once when it is regular and intact (numpy calls per member
         # position, not per block); block by block otherwise, to stop where a stream would.
         if ends[b - 1] <= size and not table.located[a:b].any():
@@ -175,20 +175,20 @@ class MappedShard:
         the mapping checks the bytes it is about to touch against this first."""
         return self._mmap.size() if self._mmap is not None else 0
 
-    def end(self, offsets: tuple[int, ...], i: int) -> int:
+    def end(self, offsets: np.ndarray, i: int) -> int:
         """Where sample ``i``'s bytes end (its crc32 span): the next sample's offset, or
         for the last sample the end of its last member's blocks (from the table, which
         located it)."""
         if i + 1 < len(offsets):
-            return offsets[i + 1]
-        end = offsets[i]
+            return int(offsets[i + 1])
+        end = int(offsets[i])
         for offs, sizes in self.table.columns.values():
             off = int(offs[i])
             if off >= 0:
                 end = max(end, off + -(-int(sizes[i]) // fmt.BLOCK) * fmt.BLOCK)
         return end
 
-    def crc_problem(self, offsets: tuple[int, ...], crcs: tuple[int, ...], i: int) -> str | None:
+    def crc_problem(self, offsets: np.ndarray, crcs: np.ndarray, i: int) -> str | None:
         """Sample ``i``'s bytes against its crc32 from the index (once per table): None
         when they match, else what is wrong, naming the shard, sample and key. The caller
         has checked that the file still holds the sample's bytes (:meth:`file_size`)."""

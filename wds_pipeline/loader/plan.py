@@ -41,8 +41,9 @@ ByteSize = Annotated[int, FromText(parse_size, "a size such as 60GB")]
 
 # Bumped whenever the same inputs would plan a different order, so that a saved loader
 # state is never replayed against another order (version 2: the shuffle buffer warm-up;
-# version 3: worker shares aligned to the batch size; version 4: a warm-up of one batch).
-PLANNER_VERSION = 4
+# version 3: worker shares aligned to the batch size; version 4: a warm-up of one batch;
+# version 5: the buffer simulated in numpy, its random choices drawn in one call).
+PLANNER_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class ShardMeta:
     dataset: int
     shard: int
     nsamples: int
-    frames: tuple[int, ...]  # audio frames per sample
+    # Audio frames per sample: an int64 array (the loader's shard table), or any sequence.
+    frames: np.ndarray | Sequence[int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,24 +236,38 @@ def partition_segments(
     return out
 
 
-def remaining_segments(
-    counts: Sequence[int], exclude: set[tuple[int, int]]
-) -> list[tuple[int, int, int]]:
-    """(slot, start, stop) runs of the epoch's samples not in ``exclude``."""
-    segments = []
-    for slot, n in enumerate(counts):
-        start = None
-        for i in range(n + 1):
-            gone = i == n or (slot, i) in exclude
-            if gone and start is not None:
-                segments.append((slot, start, i))
-                start = None
-            elif not gone and start is None:
-                start = i
-    return segments
+def remaining_segments(counts: Sequence[int], exclude: np.ndarray) -> list[tuple[int, int, int]]:
+    """(slot, start, stop) runs of the epoch's samples not in ``exclude`` (a bool per
+    sample of the epoch's sequence, slot after slot: see :func:`consumed_samples`)."""
+    n = np.asarray(counts, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n)])
+    keep = ~np.asarray(exclude, dtype=bool)
+    slot_of = np.repeat(np.arange(len(n), dtype=np.int64), n)
+    # A run of kept samples starts where the previous one is gone or in another slot, and
+    # ends where the next one is gone or in another slot.
+    opens = np.zeros(len(keep), dtype=bool)
+    opens[starts[:-1][n > 0]] = True
+    closes = np.zeros(len(keep), dtype=bool)
+    closes[starts[1:][n > 0] - 1] = True
+    before = np.concatenate([[False], keep[:-1]])
+    after = np.concatenate([keep[1:], [False]])
+    lo = np.flatnonzero(keep & (~before | opens))
+    hi = np.flatnonzero(keep & (~after | closes))
+    return [(int(slot_of[a]), int(a - starts[slot_of[a]]), int(b + 1 - starts[slot_of[a]]))
+            for a, b in zip(lo, hi)]
 
 
 # Stage 3 (one worker stream's shuffle order and batches) is in batching.py.
+
+
+def read_frames(shards: Sequence[ShardMeta], slots: Sequence[int], read_slots: np.ndarray,
+                read_index: np.ndarray) -> np.ndarray:
+    """Frames of each read position (slot, index): one numpy gather per run of one slot."""
+    cut = np.flatnonzero(read_slots[1:] != read_slots[:-1]) + 1
+    lo, hi = np.concatenate([[0], cut]).tolist(), np.concatenate([cut, [len(read_slots)]]).tolist()
+    parts = [np.asarray(shards[slots[int(read_slots[a])]].frames, dtype=np.int64)[read_index[a:b]]
+             for a, b in zip(lo, hi)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------
@@ -281,23 +297,23 @@ def plan_epoch(
     epoch: int,
     world_size: int,
     num_workers: int,
-    exclude: set[tuple[int, int]] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> EpochPlan:
     """Plan every rank's batches for one epoch. Pure: same inputs, same plan.
 
-    ``exclude`` holds (slot, index) samples already consumed earlier in this epoch under
-    another layout (elastic resume): the plan covers only the rest.
+    ``exclude`` marks the samples already consumed earlier in this epoch under another
+    layout (elastic resume; see :func:`consumed_samples`): the plan covers only the rest.
     """
     if world_size < 1 or num_workers < 1:
         raise ValueError("world_size and num_workers must be >= 1")
     slots = epoch_slots(shards, cfg, epoch)
     counts = [shards[s].nsamples for s in slots]
-    segments = (remaining_segments(counts, exclude) if exclude
+    segments = (remaining_segments(counts, exclude) if exclude is not None and exclude.any()
                 else [(i, 0, int(c)) for i, c in enumerate(counts)])
     total = sum(b - a for _, a, b in segments)
     bounds = layout_bounds(total, world_size, num_workers, align=cfg.batch_size or 1)
     parts = partition_segments(segments, world_size * num_workers, bounds=bounds)
-    frames_of = [np.asarray(shards[s].frames, dtype=np.int64) for s in slots]
+    frames_of = [np.asarray(shards[s].frames, dtype=np.int64) for s in slots]  # no copy: int64
     per_worker_cap = max(1, -(-cfg.shuffle_buffer // num_workers))
     per_worker_bytes = cfg.shuffle_buffer_bytes / num_workers
 
@@ -362,7 +378,7 @@ def _equalise(
     elif total < target:
         _add_padding_batches(rp, target - total, cfg, parts, num_workers)
     # Samples of this rank's share never placed in a batch (partial batches under drop).
-    placed = sum(int((~b.padding).sum()) for wp in rp.workers for b in wp.batches)
+    placed = sum(len(b.padding) - int(np.count_nonzero(b.padding)) for wp in rp.workers for b in wp.batches)
     own = sum(wp.real_reads for wp in rp.workers)
     rp.dropped = own - placed
     rp.order = round_robin([len(w.batches) for w in rp.workers])
@@ -439,15 +455,18 @@ def resume_point(order: Sequence[int], num_workers: int, consumed: int) -> tuple
     return done, nxt
 
 
-def consumed_samples(plan: EpochPlan, batches: int) -> set[tuple[int, int]]:
-    """(slot, index) of every real sample in the first ``batches`` batches of every rank."""
-    out: set[tuple[int, int]] = set()
+def consumed_samples(plan: EpochPlan, shards: Sequence[ShardMeta], batches: int) -> np.ndarray:
+    """A bool per sample of the epoch's sequence (slot after slot, each slot's samples in
+    order): True for every real sample in the first ``batches`` batches of every rank."""
+    counts = np.asarray([shards[s].nsamples for s in plan.slots], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = np.zeros(int(starts[-1]), dtype=bool)
     for rp in plan.ranks:
         done, _ = resume_point(rp.order, len(rp.workers), batches)
         for wp, n in zip(rp.workers, done):
-            for b in wp.batches[:n]:
-                items = b.items[~b.padding]
-                out.update(zip(wp.read_slots[items].tolist(), wp.read_index[items].tolist()))
+            if n:
+                items = np.concatenate([b.items[~b.padding] for b in wp.batches[:n]])
+                out[starts[wp.read_slots[items]] + wp.read_index[items]] = True
     return out
 
 
@@ -466,8 +485,9 @@ def plan_epoch_after(
     within this epoch. Replaying each stage's plan gives exactly which samples were
     consumed; the new plan covers the others once (elastic resume).
     """
-    exclude: set[tuple[int, int]] = set()
+    exclude: np.ndarray | None = None
     for ws, nw, k in stages:
         stage = plan_epoch(shards, cfg, epoch=epoch, world_size=ws, num_workers=nw, exclude=exclude)
-        exclude |= consumed_samples(stage, k)
+        done = consumed_samples(stage, shards, k)
+        exclude = done if exclude is None else exclude | done
     return plan_epoch(shards, cfg, epoch=epoch, world_size=world_size, num_workers=num_workers, exclude=exclude)

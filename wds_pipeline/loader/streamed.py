@@ -46,7 +46,7 @@ def read_run(
     bytes; it raises like any corrupt shard).
     """
     pos = pos0
-    ends = np.asarray(entry.offsets[1:] + (entry.size if entry.size else -1,), dtype=np.int64)
+    ends = np.append(entry.offsets[1:], entry.size if entry.size else -1)
     try:
         if isinstance(opened, OSError):
             raise opened

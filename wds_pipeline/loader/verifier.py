@@ -47,7 +47,7 @@ def mapped_problem(m: MappedShard, entry: ShardEntry, idx: int, size: int) -> st
         )
     if m.table.verified[idx]:
         return None
-    if not entry.crc32:  # an index without per-sample crc32s: nothing to check against
+    if len(entry.crc32) == 0:  # an index without per-sample crc32s: nothing to check against
         m.table.verified[idx] = 1
         return None
     return m.crc_problem(entry.offsets, entry.crc32, idx)
@@ -78,7 +78,7 @@ class AheadChecks:
         for e in np.unique(entries).tolist():
             m = mapped.get(e)
             entry = self.table[e]
-            if m is None or not entry.crc32:
+            if m is None or len(entry.crc32) == 0:
                 continue
             t = m.table
             sel = index[entries == e]
