@@ -238,9 +238,24 @@ def test_sigkill_and_resume_of_wds_pipeline_train_with_every_augmentation_on(cor
     """The CLI with speed (in 2 DataLoader workers), reverb, noise and SpecAugment on, killed
     with SIGKILL after its first mid-epoch checkpoint and run again: the uninterrupted run's
     weights, bit for bit, and the same batches."""
-    data = make_dataset(str(tmp_path / "speech"), [16, 16, 16], speakers=4)
     augment = {"noise_index": corpora["noise"], "rir_index": corpora["rirs"], "speed": {},
                "reverb": {"probability": 0.7}, "noise": {"probability": 0.7}, "spec_augment": {}}
+    kill_and_resume(tmp_path, augment)
+
+
+def test_sigkill_and_resume_with_banks_refreshed_every_two_batches(corpora, tmp_path):
+    """Noise and RIR corpora over augment.bank_bytes (a subset of each per two batches): the
+    run killed mid-segment rebuilds the bank the uninterrupted run held at that batch."""
+    augment = {"noise_index": corpora["noise"], "rir_index": corpora["rirs"], "reverb": {"probability": 0.7},
+               "noise": {"probability": 0.7}, "bank_bytes": 3 * 4000 * FLOAT32_BYTES, "max_clip_seconds": 0.25,
+               "bank_refresh_batches": 2}  # 3 of the 9 noise clips, 3 of the 4 RIRs at a time
+    kill_and_resume(tmp_path, augment)
+
+
+def kill_and_resume(tmp_path: Path, augment: dict) -> None:
+    """``wds-pipeline train`` with ``augment``, killed with SIGKILL after its first mid-epoch
+    checkpoint and run again: the uninterrupted run's weights, bit for bit, and the same batches."""
+    data = make_dataset(str(tmp_path / "speech"), [16, 16, 16], speakers=4)
 
     def cfg(name: str) -> str:
         doc = small_config(data, str(tmp_path / name), loader={"num_workers": 2, "persistent_workers": True},

@@ -62,7 +62,8 @@ class AugmentConfig:
     noise_index: str | None = None  # index.json URL of a noise corpus (`build musan`, or a manifest's category column)
     rir_index: str | None = None  # index.json URL of an RIR corpus (`build rirs`)
     rir_categories: tuple[str, ...] = RECIPE_RIR_CATEGORIES  # which of the RIR corpus's categories are RIRs to use
-    bank_bytes: ByteSize = at_least(1, 512 << 20)  # per bank, on the device; clips past it are skipped
+    bank_bytes: ByteSize = at_least(1, 512 << 20)  # per bank, on the device; a larger corpus: a subset at a time
+    bank_refresh_batches: int | None = at_least(1, None)  # a new subset every N batches (None: each epoch)
     max_clip_seconds: float | None = 30.0  # longer clips are cut to their first seconds (music tracks)
     # Speed perturbation before the crop (loader workers); as_classes: perturbed copies are
     # classes of their own and the model has num_classes * (1 + factors other than 1.0) outputs.

@@ -20,11 +20,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..loader import LoaderConfig
 from ..transforms import TransformSpec
-from ..transforms.bank import bind_banks
 from ..transforms.batch import FEATURE_TRANSFORMS, BatchChain, DeviceBatch
 from ..transforms.keyed import RowRandom, row_random
 from .augment import AugmentConfig
-from .banks import load_banks
+from .banks import BankSet
 from .models import FeatureHook
 
 FeatureTransform = Callable[[torch.Tensor, torch.Tensor, RowRandom], torch.Tensor]
@@ -39,9 +38,10 @@ class DeviceStage:
         specs = augment.specs() if augment is not None else None
         batch_specs = (specs.batch if specs else ()) + tuple(batch_transforms)
         self.chain = (BatchChain(batch_specs, seed=seed, rank=rank, device=device) if batch_specs else None)
-        if self.chain is not None and augment is not None:
-            banks = load_banks(augment, loader, sample_rate=sample_rate, device=device)
-            self.chain.transforms = bind_banks(self.chain.transforms, banks)
+        self.banks = (BankSet(augment, loader, sample_rate=sample_rate, seed=seed, device=device)
+                      if self.chain is not None and augment is not None else None)
+        if self.banks is not None:
+            self.banks.bind(self.chain)
         feature_specs = specs.feature if specs else ()
         self.feature_transforms: tuple[FeatureTransform, ...] = FEATURE_TRANSFORMS.build_all(
             feature_specs, "augment")
@@ -50,6 +50,12 @@ class DeviceStage:
 
     def __call__(self, batch: DeviceBatch, *, epoch: int, index: int) -> DeviceBatch:
         return batch if self.chain is None else self.chain(batch, epoch=epoch, index=index)
+
+    def refresh(self, epoch: int, index: int) -> None:
+        """Before batch ``index`` of ``epoch``: the banks that batch uses (a corpus larger than
+        ``augment.bank_bytes`` holds a new subset per segment, see :mod:`.banks`)."""
+        if self.banks is not None:
+            self.banks.refresh(self.chain, epoch, index)
 
     def check_model(self, model: nn.Module, factory: str) -> None:
         if self.feature_transforms and not hasattr(model, "feature_hook"):

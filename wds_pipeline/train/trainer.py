@@ -362,6 +362,7 @@ class Trainer:
         keep = keep.to(self.device, non_blocking=True)
         hook = None
         if self.batch_stage is not None:
+            self.batch_stage.refresh(self.loader.epoch, batch.index)  # the banks of this batch's segment
             d = self.batch_stage(DeviceBatch(wave, lengths, labels, keep, batch.sample_ids), epoch=self.loader.epoch,
                                  index=batch.index)
             wave, lengths, labels, keep = d.wave, d.lengths, d.labels, d.keep
