@@ -119,3 +119,81 @@ def test_loader_rate_is_measured_across_short_epochs_not_only_at_start_up():
     assert _loader_rate(loader, batches=10, min_seconds=0.0) > 0
     assert loader.pulled == 11 and loader.epochs == 3  # the first batch, then 10 timed
     assert _loader_rate(Epochs(0), batches=10, min_seconds=0.0) == float("inf")
+
+
+@pytest.fixture(scope="module")
+def noise_corpora(tmp_path_factory) -> dict[str, str]:
+    from augment_corpora import build_noise_corpora
+
+    return build_noise_corpora(tmp_path_factory.mktemp("pf-noise"))
+
+
+def augmented(data: str, out: str, corpora: dict[str, str], **block):
+    doc = small_config(data, out)
+    doc["augment"] = {"noise_index": corpora["noise"], "rir_index": corpora["rirs"], "noise": {}, "reverb": {},
+                      **block}
+    return parse_config(doc, "t.yaml")
+
+
+def bank_checks(report) -> list[tuple[str, str, str, str]]:
+    return [(c.name, c.status, c.detail, c.fix) for c in report.checks if c.name in ("noise index", "RIR index")]
+
+
+def test_the_augment_blocks_noise_and_rir_indexes_pass_with_what_the_bank_holds(data, noise_corpora, tmp_path):
+    from wds_pipeline.train.preflight import PreflightReport
+    from wds_pipeline.train.preflight_banks import check_bank_indexes
+
+    r = run_preflight(augmented(data, str(tmp_path), noise_corpora))
+    assert r.ok, r.to_text()
+    noise, rirs = noise_corpora["noise"], noise_corpora["rirs"]
+    assert bank_checks(r) == [
+        ("noise index", "pass", f"augment.noise_index {noise}: 9 clips, with the categories music, noise, speech; "
+                                "the whole corpus fits "
+                                "augment.bank_bytes: read once", ""),
+        ("RIR index", "pass", f"augment.rir_index {rirs}: 9 clips, with the categories mediumroom, smallroom; "
+                              "the whole corpus fits "
+                              "augment.bank_bytes: read once", "")]
+    small = PreflightReport()
+    check_bank_indexes(small, augmented(data, str(tmp_path), noise_corpora, bank_bytes=4 * 8000 * 4,
+                                        bank_refresh_batches=4), [])
+    assert [c.detail.split("; ")[1] for c in small.checks] == [
+        "larger than augment.bank_bytes: a subset at a time, a new one every 4 batches"] * 2
+
+
+def test_augment_index_problems_fail_one_line_each_naming_the_key_and_the_fix(data, noise_corpora, tmp_path):
+    noise, rirs = noise_corpora["noise"], noise_corpora["rirs"]
+    missing = str(tmp_path / "nowhere" / "index.json")
+    r = run_preflight(augmented(data, str(tmp_path), {"noise": missing, "rirs": rirs}))
+    assert not r.ok and "loader vs model" not in checks(r)
+    [(name, status, detail, fix), rir] = bank_checks(r)
+    assert (name, status, rir[1]) == ("noise index", "fail", "pass")
+    assert detail.startswith(f"augment.noise_index {missing}: cannot read it (") and missing in detail
+    assert fix == "check the URL, or build the corpus: wds-pipeline build musan <musan folder> <out>"
+
+    kinds = [{"category": "noise", "min_snr_db": 0, "max_snr_db": 15},
+             {"category": "babble", "min_snr_db": 13, "max_snr_db": 20}]
+    r = run_preflight(augmented(data, str(tmp_path), noise_corpora, noise={"kinds": kinds},
+                                rir_categories=["smallroom", "hall"], bank_bytes=8))
+    assert bank_checks(r) == [
+        ("noise index", "fail", f"augment.noise_index {noise}: no clips of categories ['babble']; it has music, noise, "
+                                "speech", "drop them from augment.noise.kinds, or build a corpus that has them"),
+        ("noise index", "fail", f"augment.noise_index {noise}: augment.bank_bytes=8 holds no clip of each of its 2 "
+                                "categories: the shortest clip has 8000 frames after max_clip_seconds (one of each, "
+                                "float32: 64000 bytes)",
+         "raise augment.bank_bytes to at least 64000 or lower augment.max_clip_seconds"),
+        ("RIR index", "fail", f"augment.rir_index {rirs}: no clips of categories ['hall']; it has isotropic_noise, "
+                              "largeroom, mediumroom, pointsource_noise, real, smallroom",
+         "set augment.rir_categories to some of the corpus's categories"),
+        ("RIR index", "fail", f"augment.rir_index {rirs}: augment.bank_bytes=8 holds no clip of each of its 2 "
+                              "categories: the shortest clip has 4000 frames after max_clip_seconds (one of each, "
+                              "float32: 32000 bytes)",
+         "raise augment.bank_bytes to at least 32000 or lower augment.max_clip_seconds")]
+
+    narrow = make_dataset(str(tmp_path / "8k"), [4, 4], speakers=2, sample_rate=8000)
+    r = run_preflight(augmented(narrow, str(tmp_path / "8k-run"), noise_corpora))
+    assert [c[1:] for c in bank_checks(r)] == [
+        ("fail", f"augment.noise_index {noise}: its clips are at 16000 Hz, the training data at 8000 Hz",
+         "rebuild the corpus with --sample-rate 8000: wds-pipeline build musan <musan folder> <out> --sample-rate 8000"),
+        ("fail", f"augment.rir_index {rirs}: its clips are at 16000 Hz, the training data at 8000 Hz",
+         "rebuild the corpus with --sample-rate 8000: wds-pipeline build rirs <RIRS_NOISES folder> <out> "
+         "--sample-rate 8000")]

@@ -18,6 +18,7 @@ from .. import storage
 from ..format import AUDIO_FLAC
 from ..index import DatasetIndex, load_index
 from .config import TrainConfig
+from .preflight_banks import check_bank_indexes
 
 Status = Literal["pass", "warn", "fail"]
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
@@ -62,6 +63,7 @@ def run_preflight(cfg: TrainConfig) -> PreflightReport:
     r = PreflightReport()
     _check_backends(r)
     train, indexes = _check_indexes(r, cfg)
+    check_bank_indexes(r, cfg, train)  # the augment block's noise and RIR corpora
     if indexes:
         _check_cache(r, cfg, indexes)
     _check_checkpoint_dir(r, cfg)
