@@ -5,12 +5,15 @@ fits is read once. On the synthetic MUSAN and RIRS_NOISES shards of ``augment_co
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from augment_corpora import RIRS_PER_ROOM, build_noise_corpora
+from shardgen import make_dataset
+from trainer_helpers import small_config
 
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.loader import LoaderConfig
@@ -18,7 +21,9 @@ from wds_pipeline.sources.musan import SUBSETS
 from wds_pipeline.train.augment import AugmentConfig
 from wds_pipeline.train.bank_plan import FLOAT32_BYTES, Catalog, plan_subset
 from wds_pipeline.train.banks import BankSet
+from wds_pipeline.train.config import parse_config
 from wds_pipeline.train.stage import DeviceStage
+from wds_pipeline.train.trainer import Trainer
 from wds_pipeline.transforms.noise import AddNoise
 from wds_pipeline.transforms.reverb import Reverb
 
@@ -182,3 +187,32 @@ def test_plan_subset_takes_each_category_in_proportion_within_the_budget():
     assert not np.array_equal(plans[0], plans[1])
     assert np.array_equal(plan_subset(catalog, budget, np.random.default_rng(1), where="w"), plans[1])
     assert np.array_equal(plan_subset(catalog, 10**9, np.random.default_rng(1), where="w"), np.arange(1000))
+
+
+def test_a_refresh_drops_the_old_bank_before_reading_the_next(corpora):
+    banks = noise_set(corpora, 5, every=1)
+    chain = Chain(AddNoise())
+    banks.bind(chain)
+    assert banks.noise is not None
+    old = weakref.ref(chain.transforms[0].bank)
+    read = banks.noise.read
+    dropped = []
+
+    def checked(epoch: int, index: int):
+        dropped.append(old() is None)  # the device never holds two banks of this corpus
+        return read(epoch, index)
+
+    banks.noise.read = checked  # type: ignore[method-assign]
+    assert at(banks, chain, 0, 1) is not None and dropped == [True]
+
+
+def test_the_trainer_refreshes_the_banks_before_each_segment(corpora, tmp_path):
+    data = make_dataset(str(tmp_path / "speech"), [8, 8], speakers=2)  # 4 batches an epoch
+    doc = small_config(data, str(tmp_path / "run"))
+    doc["augment"] = {"noise_index": corpora["noise"], "noise": {}, "bank_bytes": 5 * FRAMES * FLOAT32_BYTES,
+                      "bank_refresh_batches": 3}
+    trainer = Trainer(parse_config(doc, "t.yaml"))
+    trainer.fit()
+    feed = trainer.batch_stage.banks.noise
+    # the label pass, (0, 0) at start-up, then (0, 1), (1, 0), (1, 1): batches 3 and 0 of each epoch
+    assert (feed.held, feed.passes) == ((1, 1), 5)
