@@ -41,7 +41,7 @@ from .bank_plan import FLOAT32_BYTES, Catalog, index_frames, max_frames, padded_
 
 __all__ = ["FLOAT32_BYTES", "BankFeed", "BankSet", "load_banks"]
 
-BANK_READ_BATCH = 16  # clips per batch while reading a bank
+BANK_READ_BATCH = 1  # clips per batch while reading a bank: one clip in flight on the host
 STREAM = 1 << 63  # the plans' random streams: sample ids a corpus never has
 
 
