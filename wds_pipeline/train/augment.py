@@ -15,6 +15,8 @@ parameters::
       # gain: {min_db: -6, max_db: 6}            # a per-row gain (row_gain)
       # speed: {}                                # 0.9/1.0/1.1 before the crop, in the loader's workers
       # speed: {as_classes: true}                # each perturbed copy a class: id10001@sp0.9, ...
+      # bank_bytes: 512MB                        # per bank on the device; a larger corpus is held a
+      # bank_refresh_batches: 2000               # subset at a time, a new one every 2000 batches (default: each epoch)
 
 The block compiles (:meth:`AugmentConfig.specs`) to the transform specs of the seam: speed
 to a sample transform (first in ``loader.sample_transforms``), reverb, noise and gain to
