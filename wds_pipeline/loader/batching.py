@@ -43,9 +43,12 @@ def shuffle_order(
     position that had been read when ``order[j]`` left, which is all a worker needs to
     replay the same order on real data.
 
-    The byte bound: when the buffer simulated with ``capacity`` would ever hold more than
-    ``capacity_bytes`` (and more than one item), the simulation is rerun with a smaller
-    sample capacity (scaled by the overshoot) until it does not.
+    The byte bound: when ``capacity`` items could hold more than ``capacity_bytes``, the
+    sample capacity is lowered to what the mean item size fits, and while the simulated
+    buffer ever holds more bytes than that (and more than one item), lowered again by the
+    overshoot and the simulation rerun: the buffer then holds a fixed number of items
+    that never exceed the byte bound, where the earlier item-by-item buffer let its item
+    count float under it.
 
     Vectorised (one numpy pass per try, no per-item Python): the buffer is ``capacity``
     slots; at a step that releases an item one choice among the slots and the new item is
@@ -62,48 +65,55 @@ def shuffle_order(
     sizes = np.asarray(item_bytes, dtype=np.float64)
     start = capacity if initial is None else max(1, min(initial, capacity))
     cap = capacity
+    if cap * float(sizes.max()) > capacity_bytes:  # it may bind: start from the mean's fit
+        cap = max(1, min(cap, int(capacity_bytes / max(float(sizes.mean()), 1e-9))))
     while True:
-        order, at, held, count = _simulate(draws, drain, sizes, cap, min(start, cap))
-        over = (held > capacity_bytes) & (count > 1)
-        if cap == 1 or not over.any():
-            return order, at
-        cap = max(1, min(cap - 1, int(cap * capacity_bytes / float(held[over].max()))))
+        order, at, released = _simulate(draws, drain, cap, min(start, cap))
+        if cap == 1 or cap * float(sizes.max()) <= capacity_bytes:
+            break  # the byte bound cannot bind
+        steps = at[: len(released)]
+        gone = np.zeros(n, dtype=np.float64)
+        gone[steps] = sizes[released]
+        held = np.cumsum(sizes) - np.cumsum(gone)  # bytes held after each step's release
+        count = np.ones(n, dtype=np.int64)
+        count[steps] -= 1
+        over = (held > capacity_bytes) & (np.cumsum(count) > 1)  # one item alone may exceed it
+        if not over.any():
+            break
+        cap = max(1, min(cap - 1, int(0.99 * cap * capacity_bytes / float(held[over].max()))))
+    return order.astype(np.int64), at.astype(np.int64)
 
 
-def _simulate(draws: np.ndarray, drain: np.ndarray, sizes: np.ndarray, cap: int,
-              start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One run of the slot buffer: (order, emitted_at, bytes held and items held after
-    each step)."""
+def _simulate(draws: np.ndarray, drain: np.ndarray, cap: int,
+              start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One run of the slot buffer: (order, emitted_at, the items released while reading)."""
     n = len(draws)
-    t = np.arange(n, dtype=np.int64)
-    caps = np.minimum(cap, start + np.maximum(0, t + 1 - start) // 2)
-    held_n = np.minimum(t + 1, caps)  # items held after step t's release
-    before = np.concatenate([[0], held_n[:-1]]) + 1  # held after step t's read
+    idx = np.int32 if n < 2**31 - 1 else np.int64
+    t = np.arange(n, dtype=idx)
+    caps = np.minimum(cap, start + np.maximum(0, t + 1 - start) // 2).astype(idx)
+    before = np.empty(n, dtype=idx)
+    before[0], before[1:] = 1, np.minimum(t[1:], caps[:-1]) + 1  # held after step t's read
     release = before > caps  # at most one per step: caps grows by at most one a step
     # The slot each step writes its item to: a fresh one while the buffer grows, else the
     # chosen one; choice == before - 1 is the new item itself (it passes straight through).
-    choice = np.where(release, (draws * before).astype(np.int64), before - 1)
+    choice = before - 1
+    choice[release] = (draws[release] * before[release]).astype(idx)
     writes = ~release | (choice < before - 1)
     w_step, w_slot = t[writes], choice[writes]
-    by_slot = np.argsort(w_slot, kind="stable")  # each slot's writes, in step order
+    key = w_slot.astype(np.int16) if cap <= 2**15 else w_slot  # int16: numpy's radix sort
+    by_slot = np.argsort(key, kind="stable")  # each slot's writes, in step order
     s_step, s_slot = w_step[by_slot], w_slot[by_slot]
-    prev = np.full(len(s_step), -1, dtype=np.int64)  # item the write displaces
     same = s_slot[1:] == s_slot[:-1]
-    prev[1:][same] = s_step[:-1][same]
-    displaced = np.empty(n, dtype=np.int64)
-    displaced[s_step] = prev
+    displaced = np.empty(n, dtype=idx)  # the item each write displaces
+    displaced[s_step[1:][same]] = s_step[:-1][same]
     out = np.where(writes, displaced, t)[release]  # released at each releasing step
-    out_at = t[release]
     last = np.ones(len(s_step), dtype=bool)  # each slot's final occupant is left at the end
     last[:-1] = ~same
     left = s_step[last]
     left = left[np.argsort(drain[left], kind="stable")]
     order = np.concatenate([out, left])
-    at = np.concatenate([out_at, np.full(len(left), n - 1, dtype=np.int64)])
-    gone = np.zeros(n, dtype=np.float64)
-    gone[out_at] = sizes[out]
-    held = np.cumsum(sizes) - np.cumsum(gone)
-    return order, at, held, held_n
+    at = np.concatenate([t[release], np.full(len(left), n - 1, dtype=idx)])
+    return order, at, out
 
 
 def fixed_batches(order: np.ndarray, at: np.ndarray, batch_size: int,

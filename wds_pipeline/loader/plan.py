@@ -280,14 +280,10 @@ def round_robin(counts: Sequence[int]) -> list[int]:
     torch's DataLoader asks workers in a fixed cycle and skips a worker once it is
     exhausted, so the output is a round robin over workers that still have batches.
     """
-    remaining = list(counts)
-    order: list[int] = []
-    while any(remaining):
-        for w, r in enumerate(remaining):
-            if r:
-                order.append(w)
-                remaining[w] -= 1
-    return order
+    n = np.asarray(counts, dtype=np.int64)
+    worker = np.repeat(np.arange(len(n)), n)
+    cycle = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # the batch's round
+    return worker[np.lexsort((worker, cycle))].tolist()
 
 
 def plan_epoch(
@@ -378,7 +374,8 @@ def _equalise(
     elif total < target:
         _add_padding_batches(rp, target - total, cfg, parts, num_workers)
     # Samples of this rank's share never placed in a batch (partial batches under drop).
-    placed = sum(len(b.padding) - int(np.count_nonzero(b.padding)) for wp in rp.workers for b in wp.batches)
+    placed = sum(len(m) - int(np.count_nonzero(m)) for m in
+                 (np.concatenate([b.padding for b in wp.batches]) for wp in rp.workers if wp.batches))
     own = sum(wp.real_reads for wp in rp.workers)
     rp.dropped = own - placed
     rp.order = round_robin([len(w.batches) for w in rp.workers])
