@@ -13,8 +13,11 @@ imported before the clock starts):
 * first batch: ``next(iter(loader))`` (with 2 workers, their start-up included);
 * plan per epoch: ``loader.dataset.plan(e)`` for two fresh epochs, the mean (what every
   rank and worker pays at every epoch start);
-* USS (psutil's unique set size, the memory only that process holds) of the main process
-  and of each worker after the first batch; and the shard table's per-sample arrays.
+* memory after the first batch, per process (psutil): USS (pages only that process holds;
+  with forked workers the pages they still share with the main process count in nobody's
+  USS) and PSS (every page divided among the processes sharing it: what each costs); the
+  growth of the main process's USS over construction and first batch (mostly the index);
+  and the bytes of the shard table's per-sample arrays.
 
 On local disk and on the Drive-like mount (tools/slowfs.py: FUSE, ``--latency-ms`` per
 open, ``--bandwidth-mbps`` shared; the kernel does not keep a FUSE file's pages between
@@ -98,8 +101,9 @@ def child(index: str, workers: int, cache_dir: str, root: str) -> dict[str, Any]
     batch = next(it)
     t2 = time.perf_counter()
     assert batch.waveform.shape[0] == 32
-    workers_uss = [c.memory_full_info().uss / 1e6 for c in me.children(recursive=True)]
-    uss = me.memory_full_info().uss
+    kids = [c.memory_full_info() for c in me.children(recursive=True)]
+    mine = me.memory_full_info()
+    uss = mine.uss
     plans = []
     for epoch in (1, 2):
         t = time.perf_counter()
@@ -112,7 +116,9 @@ def child(index: str, workers: int, cache_dir: str, root: str) -> dict[str, Any]
     return {"construct_s": t1 - t0, "first_batch_s": t2 - t1, "start_s": t2 - t0,
             "plan_s": float(np.mean(plans)), "uss_main_MB": uss / 1e6,
             "uss_main_growth_MB": (uss - uss0) / 1e6,
-            "uss_worker_MB": max(workers_uss) if workers_uss else None,
+            "pss_main_MB": mine.pss / 1e6,
+            "uss_worker_MB": max(k.uss for k in kids) / 1e6 if kids else None,
+            "pss_worker_MB": max(k.pss for k in kids) / 1e6 if kids else None,
             "table_arrays_MB": arrays / 1e6 if arrays else None,
             "samples": loader.num_samples}
 
@@ -213,12 +219,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         return "-" if v is None else format(v, fmt)
 
     print("| storage | workers | side | construct s | first batch s | construct + first s | plan/epoch s "
-          "| USS main MB | USS per worker MB | table arrays MB | target met |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| USS main MB (growth) | PSS main MB | USS / PSS per worker MB | table arrays MB | target met |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in sorted(rows, key=lambda r: (r["storage"] != "local", r["workers"], r["side"] != "old")):
         print(f"| {r['storage']} | {r['workers']} | {r['side']} | {f(r['construct_s'], '.2f')} | "
               f"{f(r['first_batch_s'], '.2f')} | {f(r['start_s'], '.2f')} | {f(r['plan_s'], '.2f')} | "
-              f"{f(r['uss_main_MB'], '.0f')} | {f(r['uss_worker_MB'], '.0f')} | {f(r['table_arrays_MB'], '.1f')} | "
+              f"{f(r['uss_main_MB'], '.0f')} ({f(r['uss_main_growth_MB'], '.0f')}) | {f(r['pss_main_MB'], '.0f')} | "
+              f"{f(r['uss_worker_MB'], '.0f')} / {f(r['pss_worker_MB'], '.0f')} | {f(r['table_arrays_MB'], '.1f')} | "
               f"{({True: 'yes', False: 'NO'}).get(r.get('meets'), '')} |")
 
 

@@ -28,8 +28,11 @@ def lift_sample_lists(text: bytes) -> tuple[bytes, list[np.ndarray]]:
     pieces: list[bytes] = []
     arrays: list[np.ndarray] = []
     pos = 0
-    for m in _OPEN.finditer(text):
-        if m.start() < pos:
+    at = text.find(b'"sample_')
+    while at >= 0:
+        m = _OPEN.match(text, at)  # the regex only where the fast find stops: a 40 MB text
+        at = text.find(b'"sample_', at + 1)
+        if m is None or m.start() < pos:
             continue
         close = text.find(b"]", m.end())
         if close < 0:
