@@ -145,7 +145,8 @@ def test_the_default_path_is_the_crop_alone_and_speed_is_given_once():
     plain = SampleFinisher(seed=1, crop_frames=CROP, sample_rate=SR)
     assert plain.finish == plain._crop and plain.speed is None and plain.chain is None
     speed = SampleFinisher(seed=1, crop_frames=CROP, sample_rate=SR, transforms=SPEED)
-    assert speed.finish == speed._perturb_and_crop and speed.chain is None
+    # Timed for the input doctor (the transforms' seconds), around the perturbation and crop.
+    assert speed.finish == speed._timed and speed._finish == speed._perturb_and_crop and speed.chain is None
     with pytest.raises(ConfigError, match=r"loader.sample_transforms: speed is given 2 times \(at \[0, 2\]\)"):
         SampleFinisher(seed=1, crop_frames=CROP, sample_rate=SR, transforms=SPEED + [{"name": "gain"}] + SPEED)
     with pytest.raises(ConfigError, match=r"ratios p/q with q <= 100 .* got \[0.9123\]"):

@@ -76,12 +76,15 @@ examples:
 DEMO_EPILOG = """\
 examples:
   wds-pipeline demo --workdir demo
+  wds-pipeline demo --workdir demo --no-augment     # the same model trained on clean audio
 
-Synthesises small LibriSpeech- and VoxCeleb-layout corpora in DIR/corpus, builds
-shards in DIR/shards (plus a speaker-ID train/valid split from a manifest), inspects
-and verifies them, streams one epoch, runs the preflight checks and trains a speaker
-model (CPU, or the GPU when present), then prints a summary. Rerunning reuses the
-corpus, finds the shards complete and resumes training from its last checkpoint.
+Synthesises small LibriSpeech-, VoxCeleb-, MUSAN- and RIRS_NOISES-layout corpora in
+DIR/corpus, builds shards in DIR/shards (plus a speaker-ID train/valid split from a
+manifest), inspects and verifies them, streams one epoch, runs the preflight checks and
+trains a speaker model with augmentation (speed, reverb, noise, SpecAugment; CPU, or the
+GPU when present), then prints a summary: validation accuracy and EER, clean and on a
+noisy copy. Rerunning reuses the corpus, finds the shards complete and resumes training
+from its last checkpoint.
 """
 
 
@@ -207,6 +210,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="build workers (default CPU count)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: the demo config's run.epochs)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without augmentation (into <workdir>/run-clean: compare its validation, clean "
+                        "and noisy, with the augmented run's)")
     p.set_defaults(handler=cmd_demo)
 
     from .train.cli import add_commands as add_train_commands
@@ -354,7 +360,7 @@ def cmd_synth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .demo import run_demo
 
-    return run_demo(args.workdir, workers=args.workers, epochs=args.epochs)
+    return run_demo(args.workdir, workers=args.workers, epochs=args.epochs, augment=args.augment)
 
 
 # ---------------------------------------------------------------------------

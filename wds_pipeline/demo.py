@@ -27,22 +27,32 @@ DEMO_UTTERANCES = 6  # per chapter, 2 chapters per speaker
 HOLDOUT_EVERY = 4
 
 
-def demo_config(workdir: str) -> dict[str, Any]:
-    """The demo's training config; ``configs/demo.yaml`` is this for ``workdir="demo"``."""
+def demo_config(workdir: str, *, augment: bool = True) -> dict[str, Any]:
+    """The demo's training config; ``configs/demo.yaml`` is this for ``workdir="demo"``.
+
+    ``augment``: train with the VoxCeleb recipe's augmentation (speed, reverb, noise,
+    SpecAugment) from the synthetic MUSAN and RIRS_NOISES shards; without it the run goes to
+    ``run-clean/``, so the two can be compared. Both score validation clean and on its noisy
+    copy (``data.valid_noisy``: noise on every utterance, reverberation on half).
+    """
     shards = f"{workdir}/shards"
+    noise = {"noise_index": f"{shards}/musan/train/index.json", "rir_index": f"{shards}/rirs/train/index.json"}
+    run_dir = f"{workdir}/run" if augment else f"{workdir}/run-clean"
     return {
         "data": {
             "train": [f"{shards}/speakers/train/index.json"],
             "valid": [f"{shards}/speakers/valid/index.json", f"{shards}/voxceleb/test/index.json"],
+            "valid_noisy": {**noise, "noise": {"probability": 1.0}, "reverb": {"probability": 0.5}},
         },
         "loader": {"batch_size": 16, "crop_seconds": 2.0, "num_workers": 2, "waveform_dtype": "int16",
                    "persistent_workers": True, "shuffle_buffer": 500},
         "model": {"factory": "wds_pipeline.train.models:speaker_tdnn", "channels": 128, "embed_dim": 64},
         "optim": {"lr": 0.003, "warmup_steps": 10, "grad_accum": 1, "grad_clip": 5.0},
-        "checkpoint": {"dir": f"{workdir}/run/checkpoints", "every_steps": 20, "keep_last": 2,
+        "checkpoint": {"dir": f"{run_dir}/checkpoints", "every_steps": 20, "keep_last": 2,
                        "keep_best": 1, "metric": "valid_accuracy"},
-        "run": {"epochs": 12, "out_dir": f"{workdir}/run", "log_every": 10, "seed": 0,
+        "run": {"epochs": 12, "out_dir": run_dir, "log_every": 10, "seed": 0,
                 "preflight_batches": 5},
+        **({"augment": {**noise, "speed": {}, "reverb": {}, "noise": {}, "spec_augment": {}}} if augment else {}),
     }
 
 
@@ -55,6 +65,7 @@ class DemoContext:
     workdir: str
     workers: int | None = None
     epochs: int | None = None
+    augment: bool = True
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -148,6 +159,28 @@ def _sessions(ctx: DemoContext) -> None:
     ctx.results["datasets"]["sessions"] = {k: v.index_url for k, v in r.splits.items()}
 
 
+def _noise(ctx: DemoContext) -> None:
+    """The noise and RIR corpora augmentation draws from: MUSAN and RIRS_NOISES layouts."""
+    from . import synth
+    from .builder import BuildOptions, build_dataset
+
+    musan, rirs = os.path.join(ctx.corpus, "musan"), os.path.join(ctx.corpus, "RIRS_NOISES")
+    for root, write in ((musan, lambda: synth.synth_musan(musan, clips_per_subset=2, seconds=3.0)),
+                        (rirs, lambda: synth.synth_rirs(rirs))):
+        if not os.path.exists(os.path.join(root, ".complete")):  # deterministic: reuse a finished one
+            s = write()
+            storage.write_bytes_atomic(os.path.join(root, ".complete"), b"")
+            print(f"  {os.path.basename(root)} layout: {s['files']} files, {s['seconds']:.0f} s")
+    for name, root in (("musan", musan), ("rirs", rirs)):
+        # Real RIRs can be shorter than the default minimum duration (0.5 s): keep every clip.
+        r = build_dataset(name, root, os.path.join(ctx.shards, name),
+                          options=BuildOptions(shard_size=64, min_duration=0, workers=ctx.workers))
+        print(f"  {name}: {r.summary()}")
+        if r.counts.written == 0:
+            raise DemoFailure(f"{name}: nothing written")
+        ctx.results["datasets"][name] = {k: v.index_url for k, v in r.splits.items()}
+
+
 def _inspect(ctx: DemoContext) -> None:
     from .verify import inspect_dataset
 
@@ -184,7 +217,7 @@ def _stream(ctx: DemoContext) -> None:
 def _train_config(ctx: DemoContext):
     from .train.config import parse_config
 
-    doc = demo_config(ctx.workdir)
+    doc = demo_config(ctx.workdir, augment=ctx.augment)
     if ctx.epochs is not None:
         doc["run"]["epochs"] = ctx.epochs
     return parse_config(doc, source="wds_pipeline.demo.demo_config")
@@ -193,7 +226,7 @@ def _train_config(ctx: DemoContext):
 def _write_config(ctx: DemoContext, doc: dict[str, Any]) -> str:
     import yaml
 
-    path = os.path.join(ctx.workdir, "train.yaml")
+    path = os.path.join(ctx.workdir, "train.yaml" if ctx.augment else "train-clean.yaml")
     storage.write_bytes_atomic(path, yaml.safe_dump(doc, sort_keys=False).encode("utf-8"))
     return path
 
@@ -202,7 +235,7 @@ def _preflight(ctx: DemoContext) -> None:
     from .train.preflight import run_preflight
 
     cfg = _train_config(ctx)
-    ctx.results["config_file"] = _write_config(ctx, demo_config(ctx.workdir))
+    ctx.results["config_file"] = _write_config(ctx, demo_config(ctx.workdir, augment=ctx.augment))
     report = run_preflight(cfg)
     print("\n".join("  " + line for line in report.to_text().splitlines()))
     if not report.ok:
@@ -221,14 +254,15 @@ def _train(ctx: DemoContext) -> None:
 def demo_steps() -> list[DemoStep]:
     """The demo's steps, in order; append to this list to extend the demo."""
     return [("synthesise corpora", _synth), ("build shards", _build),
-            ("build voice-command clips from sessions", _sessions), ("inspect", _inspect),
+            ("build voice-command clips from sessions", _sessions),
+            ("build noise and RIR corpora for augmentation", _noise), ("inspect", _inspect),
             ("verify", _verify), ("stream one epoch", _stream), ("preflight", _preflight),
             ("train", _train)]
 
 
-def run_demo(workdir: str, *, workers: int | None = None, epochs: int | None = None,
+def run_demo(workdir: str, *, workers: int | None = None, epochs: int | None = None, augment: bool = True,
              steps: Sequence[DemoStep] | None = None) -> int:
-    ctx = DemoContext(workdir=workdir, workers=workers, epochs=epochs)
+    ctx = DemoContext(workdir=workdir, workers=workers, epochs=epochs, augment=augment)
     steps = demo_steps() if steps is None else steps
     t_start = time.perf_counter()
     for i, (name, step) in enumerate(steps, 1):
@@ -243,11 +277,14 @@ def run_demo(workdir: str, *, workers: int | None = None, epochs: int | None = N
     print(f"demo OK in {time.perf_counter() - t_start:.0f} s: corpus in {ctx.corpus}, shards in {ctx.shards}")
     summary = ctx.results.get("train")
     if summary is not None:
-        acc = summary.valid.get("valid_accuracy")
-        eer = summary.valid.get("valid_eer")
-        print(f"summary: validation accuracy {acc if acc is None else f'{100 * acc:.1f}%'} on "
-              f"{summary.num_classes} speakers (chance {100 / max(1, summary.num_classes):.1f}%), "
-              f"EER {eer if eer is None else f'{100 * eer:.1f}%'}, {summary.samples_per_s:.0f} samples/s, "
+        def pct(key: str) -> str:
+            value = summary.valid.get(key)
+            return "n/a" if value is None else f"{100 * value:.1f}%"
+
+        print(f"summary ({'augmented' if ctx.augment else 'clean'} training): validation accuracy "
+              f"{pct('valid_accuracy')} on {summary.num_classes} speakers (chance "
+              f"{100 / max(1, summary.num_classes):.1f}%), EER {pct('valid_eer')}; on the noisy copy: accuracy "
+              f"{pct('valid_noisy_accuracy')}, EER {pct('valid_noisy_eer')}; {summary.samples_per_s:.0f} samples/s, "
               f"data-wait {100 * summary.data_wait_fraction:.1f}%")
         print(f"  shards {ctx.shards}; checkpoints {summary.checkpoint_dir}; metrics {summary.metrics_file}")
         print(f"  train again or resume: wds-pipeline train --config {ctx.results['config_file']}")

@@ -39,6 +39,9 @@ class Batch:
     epoch: int = 0
     index: int = 0  # position of this batch in its rank's epoch
     skipped: list[str] = field(default_factory=list)  # keys that failed to decode since the last batch
+    # Where its worker's time went since its previous batch (loader/stages.py: seconds blocked
+    # on storage, decoding, ...; link bytes and shard opens), for the input-pipeline doctor.
+    stage_seconds: tuple[float, ...] | None = None
     # Internal: which recycled shared-memory buffer of its worker holds ``waveform``
     # (-1: none). See ``BatchBufferPool``.
     buffer_slot: int = -1

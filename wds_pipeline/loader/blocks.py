@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from .. import format as fmt
 from ..format.checksum import crc32
 from .plan import WorkerPlan
+from .stages import StageClock
 
 READ_BLOCK = 8 << 20  # bytes per read call: large sequential reads for FUSE/GCS
 # Bytes per read call from a shard still downloading: a block waits for all its bytes, so
@@ -23,13 +25,17 @@ class BlockReader:
     into one reused buffer, avoiding a fresh multi-megabyte allocation (and its page faults)
     per block. Whole files on this machine are mapped instead (see ``mapped.py``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: StageClock | None = None) -> None:
         self._buf = bytearray()
+        self.clock = clock  # the seconds blocked in reads go to its READ stage (one pair of clock reads per block)
 
     @contextlib.contextmanager
     def read(self, f: Any, start: int, want: int, source: str) -> Iterator[memoryview]:
+        t0 = time.perf_counter()
         if want < 0:
             data = f.read()
+            if self.clock is not None:
+                self.clock.add_read(time.perf_counter() - t0)
             yield memoryview(data)
             return
         if len(self._buf) < want:
@@ -41,6 +47,8 @@ class BlockReader:
             if not n:
                 break
             got += n
+        if self.clock is not None:
+            self.clock.add_read(time.perf_counter() - t0)
         if got < want:
             raise fmt.ShardFormatError(
                 f"{source}: truncated: expected {want} bytes at byte {start}, got {got}; "

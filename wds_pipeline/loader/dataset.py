@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
 from .shards import ShardEntry, shard_table
+from .stages import COLLATE, DECODE, StageClock
 from .streamed import Opened, read_run
 from .verifier import AheadChecks, mapped_problem
 
@@ -106,11 +108,14 @@ class ShardStreamDataset(IterableDataset):
         self.stages_epoch = stages_epoch
         self._reader: Any = None
         self._blocks: BlockReader | None = None
+        # Where this process's loading time goes, handed to each batch (the input doctor's).
+        self._clock = StageClock()
         self._arena: SampleArena | None = None
         # One flag per recycled batch buffer, shared with the main process; see
         # new_buffer_generation(). None without worker processes.
         self.buffer_flags: torch.Tensor | None = None
         self._decoder = SampleDecoder(plan_cfg, read_cfg, self.sample_rate)
+        self._decoder.finisher.clock = self._clock  # times the sample transforms, when there are any
         self._finish = self._decoder.finisher.finish  # the mapped fast path finishes as it does
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
@@ -203,10 +208,21 @@ class ShardStreamDataset(IterableDataset):
             arena.in_use = True
         collate = self._get_collator()
 
+        clock = self._clock
+        clock.resume()
+
         def emit(i: int) -> Batch:
+            t0 = clock.gathered()
             self._verify_ahead(run, batches, i)
             rows, pads = self._rows(run, batches[i], skipped)
+            t1 = time.perf_counter()
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
+            t2 = time.perf_counter()
+            clock.add(DECODE, t1 - t0)  # mapped samples are decoded (their pages read) as gathered
+            clock.add(COLLATE, t2 - t1)
+            if self._reader is not None:
+                clock.reader_stats(self._reader.stats())
+            batch.stage_seconds = clock.take()
             for m, lo, hi in run.release:
                 m.release(lo, hi)
             run.release.clear()
@@ -222,19 +238,24 @@ class ShardStreamDataset(IterableDataset):
             reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
             for slot, a, b, pos0 in runs:
                 e = plan.slots[slot]
+                t_open = time.perf_counter()
                 f = self._map_run(reader, run, e, a, b)
+                clock.add_read(time.perf_counter() - t_open)  # the shard's open: a FUSE open, a download's start
                 if f is None:  # mapped: the batches it completes are gathered from the file
                     while next_batch < len(batches) and batches[next_batch].ready_at < pos0 + (b - a):
                         yield emit(next_batch)
+                        clock.resume()
                         next_batch += 1
                     continue
                 for pos, sample in self._read_run(f, self.table[e], a, b, pos0, refs, epoch):
                     run.held[pos] = sample
                     while next_batch < len(batches) and batches[next_batch].ready_at <= pos:
                         yield emit(next_batch)
+                        clock.resume()
                         next_batch += 1
             while next_batch < len(batches):
                 yield emit(next_batch)
+                clock.resume()
                 next_batch += 1
         finally:
             if arena is not None:
@@ -410,7 +431,7 @@ class ShardStreamDataset(IterableDataset):
     def _read_run(self, opened: Opened, entry: ShardEntry, a: int, b: int, pos0: int, refs: np.ndarray,
                   epoch: int) -> Iterator[tuple[int, Sample | Failed]]:
         if self._blocks is None:
-            self._blocks = BlockReader()
+            self._blocks = BlockReader(self._clock)
         return read_run(opened, entry, a, b, pos0, refs, epoch, block=self._blocks, decode=self._decoder,
                         arena=self._arena, corrupt=self._corrupt)
 

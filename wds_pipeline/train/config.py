@@ -33,12 +33,23 @@ class DataConfig:
     valid: tuple[str, ...] = ()  # held-out indexes: accuracy, and EER where an index has trials
     valid_batch_size: int = 16
     valid_max_seconds: float | None = 20.0  # longer validation utterances are cropped
+    # A noisy copy of the validation data, scored beside the clean one (valid_noisy_accuracy,
+    # valid_noisy_eer): an augment block of batch transforms (noise, reverb, gain) drawn with a
+    # fixed seed per sample, so every validation of every run sees the same noisy copy.
+    valid_noisy: AugmentConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.train:
             raise ValueError("train: give at least one index.json URL")
         _positive("valid_batch_size", self.valid_batch_size)
         _positive("valid_max_seconds", self.valid_max_seconds)
+        if self.valid_noisy is not None:
+            specs = self.valid_noisy.specs()
+            if specs.sample or specs.feature:
+                raise ValueError("valid_noisy: only noise, reverb and gain make the noisy copy "
+                                 "(speed and spec_augment change the model's input, not the recording); drop them")
+            if not specs.batch:
+                raise ValueError("valid_noisy: configure noise, reverb or gain (e.g. noise: {probability: 1.0})")
 
 
 @dataclass(frozen=True)

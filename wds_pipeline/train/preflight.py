@@ -381,16 +381,20 @@ def _loader_rate(loader, batches: int, min_seconds: float = 1.0) -> float:
 
 
 def _slow_loader_cause(cfg: TrainConfig, loader) -> str:
+    """The likeliest cause of a slow loader, read from the config (preflight has not trained
+    yet); the fix texts are the input doctor's, which later names the cause it measures."""
+    from .doctor import loader_fixes
+
     lc = cfg.loader
-    slow = _slow_shards(cfg)
+    slow = bool(_slow_shards(cfg))
+    fields = [i.audio_field for i in loader.indexes]
+    fixes = loader_fixes(lc, slow_storage=slow, audio_fields=fields)
     if slow and lc.cache_dir is False:
-        return "shards are read from Drive/GCS without a cache: set loader.cache_dir to local disk"
+        return fixes["link"]
     if lc.num_workers == 0:
-        return "loader.num_workers is 0: use 2 on Colab (more on a larger VM)"
-    if any(i.audio_field == AUDIO_FLAC for i in loader.indexes):
-        return "the shards hold FLAC, decoded on every read: rebuild with --codec npy"
-    if "fbank" in lc.fields:
-        return "fbank is computed in the loader workers: compute it on the GPU (the default model does)"
+        return fixes["workers"]
+    if AUDIO_FLAC in fields or "fbank" in lc.fields:
+        return fixes["decoding"]
     if slow:
-        return "the first epoch is bound by the Drive/GCS link; epoch 2+ reads the local cache"
+        return fixes["link"]
     return "raise loader.num_workers, or use a larger batch so each step does more work"

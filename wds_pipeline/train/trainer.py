@@ -36,6 +36,7 @@ from .distributed import (
     run_on_main,
     sync_buffers,
 )
+from .doctor import PipelineTimes, diagnose
 from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
 from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
@@ -43,7 +44,7 @@ from .schedule import LRSchedule, apply_configured_optim, rescale_reason
 from .stage import DeviceStage, set_feature_hook
 from .statediff import state_dict_diff
 from .summary import TrainSummary, epoch_rates
-from .validate import validate
+from .validate import VALID_NOISY_SEED, validate
 
 CHECKPOINT_FORMAT = 1
 
@@ -144,6 +145,9 @@ class Trainer:
         self.step = 0
         self.best: dict[str, float] = {}
         self.valid_metrics: dict[str, float] = {}
+        self.valid_noisy_stage: DeviceStage | None = None  # data.valid_noisy's, on the main rank
+        self.window_times = PipelineTimes()  # the input doctor's figures of the current log window
+        self.to_device_s = 0.0  # the last batch's host-to-device copy
         self.resumed_from: str | None = None
         self.last_checkpoint: str | None = None
         self.metrics_mirror: Callable[[], object] | None = None
@@ -289,6 +293,7 @@ class Trainer:
                 micro = 0
                 bar = self._progress(epoch)
                 this_epoch = {"samples": 0, "wait": 0.0, "time": 0.0, "first_wait": -1.0}
+                epoch_times = PipelineTimes()  # the input doctor's
                 for batch, wait in timed(self.loader):
                     t1 = time.perf_counter()
                     if this_epoch["first_wait"] < 0:  # epoch start-up: workers, buffer warm-up
@@ -307,6 +312,9 @@ class Trainer:
                         acc["samples"] += n
                         acc["wait"] += wait
                         acc["time"] += dt
+                    for times in (epoch_times, self.window_times):
+                        times.add(batch.stage_seconds, wait=wait, seconds=dt, to_device=self.to_device_s,
+                                  first=this_epoch["time"] == dt)
                     window["loss"] += loss
                     window["batches"] += 1
                     if bar is not None:
@@ -323,6 +331,8 @@ class Trainer:
                     bar.close()
                 self.epoch_stats[epoch] = epoch_rates(this_epoch)
                 metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch]})
+                if epoch_times.batches and self.dist.is_main:
+                    self._doctor(epoch, epoch_times, metrics)
                 if micro:  # an epoch that ends inside an accumulation still steps on it
                     self._optimizer_step()
                 if stop and self.loader.epoch == epoch:
@@ -356,10 +366,12 @@ class Trainer:
     def _forward_backward(self, batch, accum: int, *, sync: bool = True) -> tuple[float, int]:
         keep = (~batch.is_padding) & (batch.labels >= 0)
         n = int(keep.sum())
+        t0 = time.perf_counter()
         wave = batch.waveform.to(self.device, non_blocking=True)
         lengths = batch.lengths.to(self.device, non_blocking=True)
         labels = batch.labels.to(self.device, non_blocking=True)
         keep = keep.to(self.device, non_blocking=True)
+        self.to_device_s = time.perf_counter() - t0  # the copies as queued (non-blocking on a GPU)
         hook = None
         if self.batch_stage is not None:
             self.batch_stage.refresh(self.loader.epoch, batch.index)  # the banks of this batch's segment
@@ -402,7 +414,13 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         if not self.cfg.data.valid:
             return {}
-        return validate(self.model, self.cfg, self.loader.label_names, self.device, self.amp_dtype)
+        noisy = self.cfg.data.valid_noisy
+        if noisy is not None and self.valid_noisy_stage is None:  # built at the first validation, kept
+            # A fixed seed, not run.seed: every run and every epoch scores the same noisy copy.
+            self.valid_noisy_stage = DeviceStage(noisy, (), loader=self.cfg.loader, sample_rate=self.loader.sample_rate,
+                                                 seed=VALID_NOISY_SEED, rank=0, device=self.device)
+        return validate(self.model, self.cfg, self.loader.label_names, self.device, self.amp_dtype,
+                        noisy=self.valid_noisy_stage)
 
     def _update_best(self, values: dict[str, float]) -> None:
         name, mode = self.cfg.checkpoint.metric, self.cfg.checkpoint.mode
@@ -419,8 +437,11 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "samples_per_s": w["samples"] / w["time"] if w["time"] else 0.0,
             "data_wait": w["wait"] / w["time"] if w["time"] else 0.0,
+            # Where the input pipeline's time went over the window (the doctor's figures).
+            **{f"input/{k}": v for k, v in self.window_times.figures().items() if k != "data_wait"},
         }
         w.update(samples=0, wait=0.0, time=0.0, loss=0.0, batches=0)
+        self.window_times = PipelineTimes()
         if not self.dist.is_main:  # rank 0 logs for everyone
             return
         metrics.write("train", self.step, values)
@@ -430,6 +451,15 @@ class Trainer:
             bar.write(line, file=sys.stderr)
         else:
             self.log(line)
+
+    def _doctor(self, epoch: int, times: PipelineTimes, metrics: MetricsLog) -> None:
+        """The epoch's input-pipeline verdict: one line in the log, its figures in metrics."""
+        from ..readpath import default_cache_policy
+
+        d = diagnose(times, self.cfg.loader, slow_storage=any(default_cache_policy(u) for u in self.cfg.data.train),
+                     audio_fields=[i.audio_field for i in self.loader.indexes])
+        metrics.write("doctor", self.step, {"epoch": epoch, **times.figures(), "bottleneck": d.bottleneck})
+        self.log(d.line(epoch))
 
     def _progress(self, epoch: int):
         if not self.cfg.run.progress or not self.dist.is_main:

@@ -14,11 +14,26 @@ from torch import nn
 
 from ..format import make_key
 from ..index import load_index
-from ..loader import StreamingLoader
+from ..loader import Batch, StreamingLoader
+from ..transforms.batch import DeviceBatch
 from .metrics import equal_error_rate
 
 if TYPE_CHECKING:
     from .config import TrainConfig
+    from .stage import DeviceStage
+
+# The seed of data.valid_noisy's draws (per sample): the same noisy copy for every run.
+VALID_NOISY_SEED = 0
+
+
+def speed_copy_of(name: str) -> str:
+    """``id10001@sp0.9`` (a speed copy as a class) -> ``id10001``; any other name -> itself."""
+    base, sep, factor = name.rpartition("@sp")
+    try:
+        float(factor)
+    except ValueError:
+        return name
+    return base if sep and base else name
 
 
 def trial_key(path: str) -> str:
@@ -26,17 +41,41 @@ def trial_key(path: str) -> str:
     return make_key(os.path.splitext(path)[0])
 
 
+class _Scores:
+    """What one view of the validation data (clean, or its noisy copy) adds up."""
+
+    def __init__(self) -> None:
+        self.correct = self.counted = 0
+        self.embeddings: dict[str, torch.Tensor] = {}
+        self.scores: list[float] = []
+        self.targets: list[int] = []
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.counted:
+            out[f"{prefix}_accuracy"] = self.correct / self.counted
+        if self.targets and 0 < sum(self.targets) < len(self.targets):
+            out[f"{prefix}_eer"] = equal_error_rate(np.array(self.scores), np.array(self.targets))
+            out[f"{prefix}_trials"] = float(len(self.targets))
+        return out
+
+
 @torch.no_grad()
 def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], device: torch.device,
-             amp_dtype: torch.dtype | None) -> dict[str, float]:
+             amp_dtype: torch.dtype | None, noisy: DeviceStage | None = None) -> dict[str, float]:
     """``valid_accuracy`` over samples whose class the model was trained on, ``valid_eer`` over
-    every trial list of the validation indexes (cosine scores of embeddings)."""
+    every trial list of the validation indexes (cosine scores of embeddings); with ``noisy``
+    (the stage of ``data.valid_noisy``), the same on the noisy copy of every batch, as
+    ``valid_noisy_accuracy`` and ``valid_noisy_eer`` (each batch read once, scored twice)."""
     was_training = model.training
     model.eval()
     train_ids = {n: i for i, n in enumerate(label_names)}
-    correct = counted = 0
-    scores: list[float] = []
-    targets: list[int] = []
+    # Speed copies as classes (augment.speed.as_classes: ``spk@sp0.9``): a prediction of a
+    # copy of the right speaker is right; every class folds to its speaker's.
+    fold = torch.tensor([train_ids.get(speed_copy_of(n), i) for i, n in enumerate(label_names)] or [0])
+    views: dict[str, _Scores] = {"valid": _Scores()}
+    if noisy is not None:
+        views["valid_noisy"] = _Scores()
     lc = cfg.loader
     try:
         for url in cfg.data.valid:
@@ -54,43 +93,56 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
             to_train = torch.tensor([train_ids.get(n, -1) for n in loader.label_names] or [-1])
             trials = loader.indexes[0].extras.get("trials") or {}
             want_embeddings = any(trials.values()) and hasattr(model, "embed")
-            embeddings: dict[str, torch.Tensor] = {}
+            for view in views.values():
+                view.embeddings = {}
             for batch in loader:
                 assert batch.waveform is not None  # fields include "waveform"
-                wave = batch.waveform.to(device)
-                lengths = batch.lengths.to(device)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    embed = getattr(model, "embed", None)
-                    classifier = getattr(model, "classifier", None)
-                    if want_embeddings and callable(embed) and callable(classifier):
-                        emb = embed(wave, lengths)
-                        logits = classifier(emb)
-                    else:
-                        logits = model(wave, lengths)
-                        emb = embed(wave, lengths) if want_embeddings and callable(embed) else None
                 real = ~batch.is_padding
                 labels = torch.where(batch.labels >= 0, to_train[batch.labels.clamp_min(0)], -1)
                 known = real & (labels >= 0)
-                pred = logits.float().argmax(-1).cpu()
-                correct += int((pred[known] == labels[known]).sum())
-                counted += int(known.sum())
-                if emb is not None:
-                    emb = F.normalize(emb.float(), dim=-1).cpu()
-                    for row, key in enumerate(batch.keys):
-                        if real[row]:
-                            embeddings[key] = emb[row]
-            for lines in trials.values():
-                for label, a, b in lines:
-                    ea, eb = embeddings.get(trial_key(a)), embeddings.get(trial_key(b))
-                    if ea is not None and eb is not None:
-                        scores.append(float(ea @ eb))
-                        targets.append(int(label))
+                wave = batch.waveform.to(device)
+                lengths = batch.lengths.to(device)
+                for name, view in views.items():
+                    if name == "valid_noisy":
+                        assert noisy is not None
+                        wave = noisy(device_batch(batch, device), epoch=0, index=batch.index).wave
+                    logits, emb = _forward(model, wave, lengths, want_embeddings, device, amp_dtype)
+                    pred = fold[logits.float().argmax(-1).cpu()]
+                    view.correct += int((pred[known] == labels[known]).sum())
+                    view.counted += int(known.sum())
+                    if emb is not None:
+                        emb = F.normalize(emb.float(), dim=-1).cpu()
+                        for row, key in enumerate(batch.keys):
+                            if real[row]:
+                                view.embeddings[key] = emb[row]
+            for view in views.values():
+                for lines in trials.values():
+                    for label, a, b in lines:
+                        ea, eb = view.embeddings.get(trial_key(a)), view.embeddings.get(trial_key(b))
+                        if ea is not None and eb is not None:
+                            view.scores.append(float(ea @ eb))
+                            view.targets.append(int(label))
     finally:
         model.train(was_training)
-    out: dict[str, float] = {}
-    if counted:
-        out["valid_accuracy"] = correct / counted
-    if targets and 0 < sum(targets) < len(targets):
-        out["valid_eer"] = equal_error_rate(np.array(scores), np.array(targets))
-        out["valid_trials"] = float(len(targets))
-    return out
+    return {k: v for name, view in views.items() for k, v in view.metrics(name).items()}
+
+
+def _forward(model: nn.Module, wave: torch.Tensor, lengths: torch.Tensor, want_embeddings: bool,
+             device: torch.device, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits, embeddings or None)`` of one batch."""
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        embed = getattr(model, "embed", None)
+        classifier = getattr(model, "classifier", None)
+        if want_embeddings and callable(embed) and callable(classifier):
+            emb = embed(wave, lengths)
+            return classifier(emb), emb
+        logits = model(wave, lengths)
+        return logits, (embed(wave, lengths) if want_embeddings and callable(embed) else None)
+
+
+def device_batch(batch: Batch, device: torch.device) -> DeviceBatch:
+    """A loader batch as the device stage takes it."""
+    assert batch.waveform is not None
+    ids = batch.sample_ids.to(device) if batch.sample_ids is not None else None
+    return DeviceBatch(batch.waveform.to(device), batch.lengths.to(device), batch.labels.to(device),
+                       (~batch.is_padding).to(device), ids)
