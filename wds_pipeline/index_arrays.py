@@ -20,46 +20,60 @@ import numpy as np
 MARK = "\x00lifted:"  # a JSON string no real list is: the key then fails the type checks
 _OPEN = re.compile(rb'"(sample_frames|sample_offsets|sample_crc32)"\s*:\s*\[')
 _SATURATED = np.iinfo(np.int64).max  # numpy's parse of a number too big for int64
+_PLAIN = b"0123456789, \t\r\n"  # all a plain list of whole numbers holds
 
 
 def lift_sample_lists(text: bytes) -> tuple[bytes, list[np.ndarray]]:
     """(``text`` with each plain per-sample list replaced by a marker, the lists as int64
     arrays, in marker order)."""
-    pieces: list[bytes] = []
-    arrays: list[np.ndarray] = []
-    pos = 0
+    spans: list[tuple[int, int]] = []  # (first byte of the body, its closing bracket)
     at = text.find(b'"sample_')
     while at >= 0:
         m = _OPEN.match(text, at)  # the regex only where the fast find stops: a 40 MB text
         at = text.find(b'"sample_', at + 1)
-        if m is None or m.start() < pos:
+        if m is None or (spans and m.start() < spans[-1][1]):
             continue
         close = text.find(b"]", m.end())
         if close < 0:
             break  # truncated: json.loads says so
-        values = _parse(text[m.end() : close])
+        if not text[m.end() : close].translate(None, _PLAIN):
+            spans.append((m.end(), close))
+    arrays = _parse_all([text[a:b] for a, b in spans])
+    pieces: list[bytes] = []
+    lifted_: list[np.ndarray] = []
+    pos = 0
+    for (a, b), values in zip(spans, arrays):
         if values is None:
-            continue
-        pieces += [text[pos : m.end() - 1], b'"\\u0000lifted:%d"' % len(arrays)]
-        arrays.append(values)
-        pos = close + 1
+            continue  # left in the text: the type checks name what is wrong with it
+        pieces += [text[pos : a - 1], b'"\\u0000lifted:%d"' % len(lifted_)]
+        lifted_.append(values)
+        pos = b + 1
     pieces.append(text[pos:])
-    return b"".join(pieces), arrays
+    return b"".join(pieces), lifted_
 
 
-def _parse(body: bytes) -> np.ndarray | None:
-    """The whole numbers of a JSON list's body, or None when it holds anything else."""
-    if not body.strip():
+def _parse_all(bodies: list[bytes]) -> list[np.ndarray | None]:
+    """Each body's whole numbers (None where it is not a plain list of them): one numpy
+    parse of them all, or one each when that finds a damaged one."""
+    counts = [body.count(b",") + 1 if body.strip() else 0 for body in bodies]
+    values = _parse(b",".join(body for body, n in zip(bodies, counts) if n), sum(counts))
+    if values is None:
+        return [_parse(body, n) for body, n in zip(bodies, counts)]
+    parts: list[np.ndarray | None] = list(np.split(values, np.cumsum(counts)[:-1])) if bodies else []
+    return parts
+
+
+def _parse(body: bytes, count: int) -> np.ndarray | None:
+    """The ``count`` whole numbers in ``body`` (digits, commas and spaces only), or None."""
+    if count == 0:
         return np.zeros(0, dtype=np.int64)
-    if body.translate(None, b"0123456789, \t\r\n"):  # anything but digits, commas, spaces
-        return None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy warns (and stops) at an empty item: ",,"
         try:
             values = np.fromstring(body, dtype=np.int64, sep=",")
         except (ValueError, DeprecationWarning):
             return None
-    if len(values) != body.count(b",") + 1 or (len(values) and values.max() >= _SATURATED):
+    if len(values) != count or values.max() >= _SATURATED:
         return None
     return values
 
