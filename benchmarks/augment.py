@@ -226,7 +226,9 @@ class Timed:
 def our_loader(index: str, args: argparse.Namespace) -> Any:
     from wds_pipeline import StreamingLoader
 
-    return StreamingLoader(index, batch_size=args.batch, num_workers=args.workers,
+    # int16 batches, as configs/augment.yaml has them: half the bytes from the workers, and the
+    # device stage's scaling to float32 is the one copy of the batch its transforms then write.
+    return StreamingLoader(index, batch_size=args.batch, num_workers=args.workers, waveform_dtype="int16",
                            crop_seconds=args.crop_seconds, last_batch="pad", seed=args.seed)
 
 
@@ -255,7 +257,8 @@ def run_ours(data: dict[str, Any], stage: Any, args: argparse.Namespace, augment
             keep = ~b.is_padding
             if augment:
                 t = time.perf_counter()
-                d = stage(DeviceBatch(b.waveform, b.lengths, b.labels, keep), epoch=b.epoch, index=b.index)
+                d = stage(DeviceBatch(b.waveform, b.lengths, b.labels, keep, b.sample_ids), epoch=b.epoch,
+                          index=b.index)
                 device_s += time.perf_counter() - t
                 batches += 1
                 assert d.wave.shape == b.waveform.shape
@@ -283,7 +286,7 @@ def device_cost(data: dict[str, Any], stage: Any, banks: Any, args: argparse.Nam
 
     loader = our_loader(data["index"], argparse.Namespace(**{**vars(args), "workers": 0}))
     b = next(iter(loader))
-    batch = DeviceBatch(b.waveform, b.lengths, b.labels, ~b.is_padding)
+    batch = DeviceBatch(b.waveform, b.lengths, b.labels, ~b.is_padding, b.sample_ids)
     reps = max(3, args.cost_repeats)
 
     def median_ms(fn: Any) -> float:

@@ -46,6 +46,13 @@ def _padded(clips: Sequence[np.ndarray], device: torch.device | str) -> tuple[to
     return torch.from_numpy(out).to(device), torch.from_numpy(lengths).to(device)
 
 
+def _zero_padded(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` (R, F) in a new contiguous (R, width) tensor, zero past column F."""
+    out = x.new_zeros((x.shape[0], width))
+    out[:, : x.shape[1]] = x
+    return out
+
+
 @dataclass(frozen=True)
 class NoiseBank:
     """Noise clips on the device: ``clips`` (N, L) float32 in [-1, 1) zero past ``lengths``
@@ -159,15 +166,15 @@ class RirBank:
         data, lengths = _padded([trim_rir(r, energy_fraction) for r in rirs], device)
         return cls(data, lengths, sample_rate)
 
-    def spectra(self, picked: torch.Tensor, n: int) -> torch.Tensor:
-        """``(R, n // 2 + 1)`` complex64: the ``n``-point rfft of the RIRs ``picked``. The
-        whole bank's spectra are computed once per ``n`` and kept when they fit
-        ``SPECTRA_BYTES``; otherwise the picked ones are transformed on each call."""
+    def spectra(self, picked: torch.Tensor, n: int, width: int) -> torch.Tensor:
+        """``(R, width)`` complex64: the ``n``-point rfft of the RIRs ``picked`` (``n // 2 + 1``
+        bins), zero past it. The whole bank's spectra are computed once per ``n`` and kept when
+        they fit ``SPECTRA_BYTES``; otherwise the picked ones are transformed on each call."""
         whole = self._spectra.get(n)
         if whole is None:
-            if len(self.rirs) * (n // 2 + 1) * 8 > SPECTRA_BYTES:
-                return torch.fft.rfft(self.rirs[picked], n)
-            whole = self._spectra[n] = torch.fft.rfft(self.rirs, n)
+            if len(self.rirs) * width * 8 > SPECTRA_BYTES:
+                return _zero_padded(torch.fft.rfft(self.rirs[picked], n), width)
+            whole = self._spectra[n] = _zero_padded(torch.fft.rfft(self.rirs, n), width)
         return whole[picked]
 
 

@@ -14,13 +14,13 @@ samples may exceed [-1, 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import ConfigError
 from .bank import Banks, NoiseBank, bound, with_field
-from .batch import DeviceBatch
+from .batch import ChangesRows, DeviceBatch
 from .keyed import RowRandom
 from .rows import picked_rows, row_power, uniform_index, valid_frames
 
@@ -68,7 +68,7 @@ class NoiseDraws:
 
 
 @dataclass(frozen=True)
-class AddNoise:
+class AddNoise(ChangesRows):
     probability: float = 0.3
     kinds: tuple[NoiseKind, ...] = RECIPE_KINDS
     bank: NoiseBank | None = field(default=None, init=False, repr=False, compare=False)
@@ -123,7 +123,8 @@ class AddNoise:
         bank = self._bank()
         row, slot = draws.used.nonzero().unbind(1)  # row-major: each row's clips in slot order
         pieces = bank.windows(draws.clips[row, slot], draws.offsets[row, slot], frames)
-        pieces *= valid_frames(lengths[row], frames)
+        if int(lengths.min()) < frames:  # rows shorter than the batch (crops are all full)
+            pieces.masked_fill_(~valid_frames(lengths[row], frames), 0.0)  # in place: no float copy of the mask
         power = row_power(pieces, lengths[row])
         pieces *= torch.where(power > 0, power.clamp(min=1e-30).rsqrt(), 0.0).to(pieces.dtype)[:, None]
         n_clips = draws.used.sum(1)
@@ -136,10 +137,11 @@ class AddNoise:
             out[more] += pieces[first[more] + k]
         return out
 
-    def __call__(self, batch: DeviceBatch, rng: RowRandom) -> DeviceBatch:
+    def changed_rows(self, batch: DeviceBatch, rng: RowRandom) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rows given noise and their new waves (None: no row picked)."""
         draws = self.draw(rng)
         if len(draws.rows) == 0:
-            return batch
+            return None
         clean, lengths = batch.wave[draws.rows], batch.lengths[draws.rows]
         noise = self.noise(draws, lengths, clean.shape[1])
         signal_power, noise_power = row_power(clean, lengths), row_power(noise, lengths)
@@ -147,8 +149,7 @@ class AddNoise:
         # (in float64, rounded once: the same gain for a row whatever batch it is in).
         snr = torch.pow(10.0, draws.snr_db.double() / 10)
         gain = torch.where(noise_power > 0, (signal_power / (noise_power.clamp(min=1e-30) * snr)).sqrt(), 0.0)
-        mixed = noise.mul_(gain.to(noise.dtype)[:, None]).add_(clean)
-        return replace(batch, wave=batch.wave.index_copy(0, draws.rows, mixed))
+        return draws.rows, noise.mul_(gain.to(noise.dtype)[:, None]).add_(clean)
 
     def _bank(self) -> NoiseBank:
         return bound(self.bank, "noise", "noise bank")

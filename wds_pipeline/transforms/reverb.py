@@ -11,14 +11,14 @@ and stays zero). Default probability: WeSpeaker's 0.6 for reverb or noise, split
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 
 from ..errors import ConfigError
 from .bank import Banks, RirBank, bound, with_field
-from .batch import DeviceBatch
+from .batch import ChangesRows, DeviceBatch
 from .keyed import RowRandom
 from .rows import picked_rows, uniform_index, valid_frames
 
@@ -37,15 +37,16 @@ def fft_size(n: int) -> int:
     return best
 
 
-def complex_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b`` for complex tensors, from real products and sums: torch's complex multiply
-    is vectorised with a scalar tail that may fuse a multiply-add, so a row's product would
-    depend on where the row lies in the batch; separate real ops round the same everywhere."""
-    return torch.complex(a.real * b.real - a.imag * b.imag, a.real * b.imag + a.imag * b.real)
+# Spectra are multiplied in rows padded to a multiple of this many bins: torch's CPU complex
+# multiply is vectorised with a scalar tail (the last elements of the tensor) that rounds
+# differently (a fused multiply-add), so with odd-length rows (n // 2 + 1 bins) the last row's
+# last bins would depend on how many rows the batch has; with whole vectors in every row each
+# row's product is the same in any batch. 16 complex64 covers AVX-512 twice over.
+SPECTRUM_ALIGN = 16
 
 
 @dataclass(frozen=True)
-class Reverb:
+class Reverb(ChangesRows):
     probability: float = 0.3
     bank: RirBank | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -66,17 +67,21 @@ class Reverb:
         u = rng[rows].uniform(1, first=1)[:, 0]
         return rows, uniform_index(u, torch.tensor(len(bank.lengths), device=u.device))
 
-    def __call__(self, batch: DeviceBatch, rng: RowRandom) -> DeviceBatch:
+    def changed_rows(self, batch: DeviceBatch, rng: RowRandom) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rows reverberated and their new waves (None: no row picked)."""
         rows, rirs = self.draw(rng)
         if len(rows) == 0:
-            return batch
+            return None
         bank = self._bank()
         dry = batch.wave[rows]
         frames = dry.shape[1]
         n = fft_size(frames + bank.rirs.shape[1] - 1)  # no wrap-around into the first frames
-        wet = torch.fft.irfft(complex_mul(torch.fft.rfft(dry, n), bank.spectra(rirs, n)), n)[:, :frames]
-        wet *= valid_frames(batch.lengths[rows], frames)
-        return replace(batch, wave=batch.wave.index_copy(0, rows, wet))
+        bins = n // 2 + 1
+        spectrum = bank.spectra(rirs, n, -(-bins // SPECTRUM_ALIGN) * SPECTRUM_ALIGN)
+        spectrum[:, :bins] *= torch.fft.rfft(dry, n)  # a new tensor: the kept spectra stay as they are
+        wet = torch.fft.irfft(spectrum[:, :bins], n)[:, :frames]
+        lengths = batch.lengths[rows]
+        return rows, wet.masked_fill_(~valid_frames(lengths, frames), 0.0) if int(lengths.min()) < frames else wet
 
     def _bank(self) -> RirBank:
         return bound(self.bank, "reverb", "RIR bank")
