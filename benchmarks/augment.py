@@ -6,9 +6,10 @@ of the per-repeat (paired) ratios. Every pipeline yields batches of ``--batch`` 
 random crops of the same speech utterances (float32, padded (B, T), lengths, labels) with
 2 DataLoader workers; samples/s count the batches "ready for the model".
 
-  (a) ours: ``StreamingLoader`` over the speech shards (2 workers, crop in the workers),
-      then the trainer's device stage (``train.stage.DeviceStage`` of an ``augment`` block:
-      ``reverb`` -> ``noise`` -> ``row_gain``) on the device, the CPU here, in the main
+  (a) ours: ``StreamingLoader`` over the speech shards (2 workers, crop in the workers, int16
+      batches as ``configs/augment.yaml`` has them), then the trainer's device stage
+      (``train.stage.DeviceStage`` of an ``augment`` block: ``reverb`` -> ``noise`` ->
+      ``row_gain``, draws keyed by the sample ids) on the device, the CPU here, in the main
       process, with the noise and RIR banks in memory, read from the MUSAN and RIRS_NOISES
       shards (``train.banks``; RIRs trimmed to their energetic part by ``trim_rir``).
   (b) WeSpeaker-style, written here as that toolkit does it: a map-style dataset over the
@@ -23,7 +24,7 @@ Data (written once, reused): synthetic VoxCeleb1 speech (``wds_pipeline.synth``)
 into shards with ``build_dataset`` and kept as the wavs (b) reads; ``synth musan`` and
 ``synth rirs`` corpora, built into shards for (a) and read as wavs by (b).
 
-    .venv/bin/python benchmarks/augment.py            # full run (~5 min incl. data)
+    .venv/bin/python benchmarks/augment.py            # full run (~6 min incl. data)
     .venv/bin/python benchmarks/augment.py --quick    # smoke run (seconds)
 """
 
