@@ -103,25 +103,62 @@ def make_corpus(root: str, speakers: int, utterances: int) -> dict:
             "flac_file_bytes": sum(os.path.getsize(p) for p in flacs)}
 
 
-def train(index: str, out: str, args, cache_dir: str | None) -> dict:
-    """Two epochs of the trainer; each epoch's data-wait fraction and crops/s."""
+def train(index: str, out: str, args, cache_dir: str | bool | None, *, epochs: int = 2,
+          model_rate: float | None = None, workers: int | None = None) -> dict:
+    """The trainer's epochs; each one's data-wait fraction, crops/s and the input doctor's
+    verdict (its bottleneck)."""
     shutil.rmtree(out, ignore_errors=True)
-    loader = {"batch_size": args.batch, "crop_seconds": 3.0, "num_workers": args.workers,
+    loader = {"batch_size": args.batch, "crop_seconds": 3.0,
+              "num_workers": args.workers if workers is None else workers,
               "persistent_workers": True, "waveform_dtype": "int16", "shuffle_buffer": 5000}
-    if cache_dir is not None:
+    if isinstance(cache_dir, str):
         shutil.rmtree(cache_dir, ignore_errors=True)
+    if cache_dir is not None:
         loader["cache_dir"] = cache_dir
     cfg = parse_config({
         "data": {"train": [index]}, "loader": loader,
-        "model": {"factory": "train_input:fixed_rate_model", "rate": args.model_rate},
+        "model": {"factory": "train_input:fixed_rate_model", "rate": model_rate or args.model_rate},
         "optim": {"warmup_steps": 1},
         "checkpoint": {"dir": os.path.join(out, "ckpt"), "every_steps": 10**6},
-        "run": {"epochs": 2, "out_dir": out, "progress": False, "tensorboard": False,
+        "run": {"epochs": epochs, "out_dir": out, "progress": False, "tensorboard": False,
                 "log_every": 10**6, "preflight": False},
     }, "train_input")
-    t = Trainer(cfg, log=lambda m: None)
+    verdicts: list[str] = []
+    t = Trainer(cfg, log=lambda m: verdicts.append(m) if "input doctor" in m else None)
     t.fit()
-    return {f"epoch{e + 1}": s for e, s in t.epoch_stats.items()}
+    bottlenecks = [v.split("bottleneck: ", 1)[1].split(" ", 1)[0] for v in verdicts]
+    return {f"epoch{e + 1}": {**s, "doctor": bottlenecks[e] if e < len(bottlenecks) else None,
+                              "doctor_line": verdicts[e] if e < len(verdicts) else None}
+            for e, s in t.epoch_stats.items()}
+
+
+# The input doctor's four built-in bottlenecks: run -> (what is slow, the bottleneck it must name).
+DOCTOR_CASES = {
+    "slow model": "model",  # local npy shards, the model at a tenth of its rate
+    "too few workers": "workers",  # local npy shards, num_workers 0, a model 100x faster
+    "slow decoding": "decoding",  # local FLAC shards, 2 workers on 2 cores, a model 100x faster
+    "slow link": "link",  # npy shards on the mount, no cache, a model 100x faster
+}
+
+
+def doctor_cases(backing: str, mountpoint: str, args) -> list[dict]:
+    """One epoch of each case; the doctor's verdict against the bottleneck built."""
+    fast, slow = 100 * args.model_rate, args.model_rate / 10
+    local = {c: os.path.join(backing, c, PART, "index.json") for c in ("npy", "flac")}
+    runs = {
+        "slow model": (local["npy"], {"model_rate": slow}),
+        "too few workers": (local["npy"], {"model_rate": fast, "workers": 0}),
+        "slow decoding": (local["flac"], {"model_rate": fast}),
+        "slow link": (os.path.join(mountpoint, "npy", PART, "index.json"), {"model_rate": fast, "cache": False}),
+    }
+    rows = []
+    for name, (index, opts) in runs.items():
+        cache = opts.pop("cache", None)
+        r = train(index, os.path.join(args.data_dir, "doctor"), args, cache, epochs=1, **opts)["epoch1"]
+        rows.append({"case": name, "expected": DOCTOR_CASES[name], "named": r["doctor"],
+                     "right": r["doctor"] == DOCTOR_CASES[name], "line": r["doctor_line"]})
+        print(f"  {name}: {r['doctor_line']}", flush=True)
+    return rows
 
 
 def colab_first_batch(index: str, cache_dir: str) -> dict:
@@ -254,18 +291,22 @@ def main(argv: list[str] | None = None) -> int:
         print("(4) per-file FLAC on the mount, num_workers=0 ...", flush=True)
         paths = [os.path.join(m.mountpoint, p) for p in data["flacs"][: args.baseline_files]]
         runs["per_file_flac_nw0"] = {"epoch1": per_file(paths, args)}
+        print("(6) the input doctor on four built-in bottlenecks (one epoch each) ...", flush=True)
+        doctor = doctor_cases(backing, m.mountpoint, args)
     rows = []
     for name, r in runs.items():
         for epoch, s in r.items():
             row = {"run": f"{name} {epoch}", "crops_s": s["samples_per_s"], "wait": 100 * s["data_wait"],
-                   "first": s.get("first_batch_wait_s")}
+                   "first": s.get("first_batch_wait_s"), "doctor": s.get("doctor") or ""}
             if "MBps" in s:
                 row["MBps"] = s["MBps"]
                 row["cap"] = 100 * s["MBps"] / args.bandwidth_mbps
             rows.append(row)
     print(table(rows, [("run", "run", ""), ("crops_s", "crops/s", ".0f"), ("wait", "data-wait %", ".1f"),
                        ("first", "1st batch s", ".2f"),
-                       ("MBps", "link MB/s", ".1f"), ("cap", "% of cap", ".0f")]))
+                       ("MBps", "link MB/s", ".1f"), ("cap", "% of cap", ".0f"), ("doctor", "doctor", "")]))
+    print(table(doctor, [("case", "bottleneck built", ""), ("expected", "expected", ""), ("named", "doctor named", ""),
+                         ("right", "right", "")]))
     e2 = runs["mount_npy"]["epoch2"]["data_wait"]
     targets = {"epoch2_data_wait_on_mount": {"target_at_most": TARGETS["epoch2_data_wait_on_mount"],
                                              "measured": e2, "met": e2 <= TARGETS["epoch2_data_wait_on_mount"]}}
@@ -278,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                                                "met": first <= TARGETS["colab_first_batch_on_mount_s"]}
     print(f"  colab_first_batch_on_mount_s (median of 3): {first:.2f} (target <= "
           f"{TARGETS['colab_first_batch_on_mount_s']})  {'met' if first <= TARGETS['colab_first_batch_on_mount_s'] else 'MISSED'}")
+    right = sum(r["right"] for r in doctor)
+    targets["doctor_names_the_bottleneck"] = {"target": len(doctor), "measured": right, "met": right == len(doctor)}
+    print(f"  doctor_names_the_bottleneck: {right} of {len(doctor)}  {'met' if right == len(doctor) else 'MISSED'}")
     write_json(args.json_out, {"setup": setup, "decode_rate": decode, "runs": runs, "colab_first_batch": colab,
-                               "targets": targets})
+                               "doctor": doctor, "targets": targets})
     return 0
 
 

@@ -40,22 +40,27 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def train_index(shards: Path) -> str:
-    return str(next(shards.glob("*/index.json")))
+def train_index(shards: Path) -> list[str]:
+    """Both splits' indexes: 48 clips, 24 batches of 2 an epoch."""
+    return sorted(str(p) for p in shards.glob("*/index.json"))
 
 
-def run_doctor(index: str, out: Path, *, model: str = FAST_MODEL, workers: int = 2, **loader) -> list[str]:
+def run_doctor(index: list[str], out: Path, *, model: str = FAST_MODEL, workers: int = 2, **loader) -> list[str]:
     doc = small_config(index, str(out))
     doc["model"] = {"factory": model} | ({"delay": 0.05} if model.endswith("slow_tdnn") else {})
-    doc["loader"].update(num_workers=workers, batch_size=4, persistent_workers=False, **loader)
-    doc["run"].update(epochs=1, progress=False)
+    doc["loader"].update(num_workers=workers, batch_size=2, **loader)
+    doc["run"].update(epochs=2, progress=False)
     lines: list[str] = []
     trainer = Trainer(parse_config(doc, "doctor.yaml"), log=lines.append)
     try:
         trainer.fit()
     finally:
         trainer.close()
-    return [line for line in lines if "input doctor" in line]
+    verdicts = [line for line in lines if "input doctor" in line]
+    assert [v.split(" input doctor")[0] for v in verdicts] == ["epoch 0", "epoch 1"], lines
+    # Epoch 1: the workers persist, so its start-up is short (a real epoch's thousands of
+    # batches dwarf it; these have 24).
+    return verdicts[1:]
 
 
 @pytest.fixture
@@ -95,10 +100,11 @@ def test_a_slow_link_is_named_and_the_figures_reach_metrics(corpora, tmp_path, s
     assert "fix: shards are read from Drive/GCS without a cache: set loader.cache_dir to local disk" in lines[0]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     doctor = [r for r in records if r["kind"] == "doctor"]
-    assert len(doctor) == 1 and doctor[0]["bottleneck"] == "link"
+    assert len(doctor) == 2 and doctor[1]["bottleneck"] == "link"
+    doctor = doctor[1:]
     assert {"read_ms", "decode_ms", "transform_ms", "collate_ms", "to_device_ms", "link_mb_s",
             "data_wait"} <= set(doctor[0])
-    assert 0.2 < doctor[0]["link_mb_s"] < 2.5  # the mount's 2 MB/s cap, over the whole loop
+    assert 0.2 < doctor[0]["link_mb_s"] < 4  # the mount's 2 MB/s cap (and its burst), over the whole loop
     assert doctor[0]["read_ms"] > doctor[0]["decode_ms"]
 
 
@@ -132,7 +138,7 @@ def test_every_batch_carries_its_workers_stage_times(corpora, workers):
     from wds_pipeline import StreamingLoader
     from wds_pipeline.loader.stages import COLLATE, DECODE, LINK_BYTES, TRANSFORM
 
-    index = train_index(corpora["flac"])
+    index = train_index(corpora["flac"])[0]
     for transforms in ((), [{"name": "gain", "params": {"min_db": -3.0, "max_db": 3.0}}]):
         loader = StreamingLoader(index, batch_size=4, num_workers=workers, crop_seconds=1.0,
                                  sample_transforms=transforms, persistent_workers=False)

@@ -65,39 +65,31 @@ class PipelineTimes:
 
     batches: int = 0
     seconds: float = 0.0  # wall time of the training loop over these batches
-    wait: float = 0.0  # of which waiting for the next batch (past start-up)
-    startup: float = 0.0  # of which an epoch's wait for its first batch (worker start, first opens)
+    wait: float = 0.0  # of which waiting for the next batch
+    startup: float = 0.0  # of that wait, an epoch's wait for its first batch (worker start, first opens)
     to_device: float = 0.0  # host-to-device copies
     worker: list[float] = field(default_factory=lambda: [0.0] * len(STAGE_FIELDS))
 
     def add(self, stage_seconds: Sequence[float] | None, *, wait: float, seconds: float, to_device: float,
             first: bool = False) -> None:
-        """One batch: ``first`` of its epoch, its wait is start-up (counted apart: it says
-        nothing of the steady state the verdict is about)."""
+        """One batch; ``first`` of its epoch: its wait is start-up too (reported apart)."""
         self.batches += 1
+        self.wait += wait
         if first:
             self.startup += wait
-        else:
-            self.wait += wait
         self.seconds += seconds
         self.to_device += to_device
         if stage_seconds:
             for i, v in enumerate(stage_seconds):
                 self.worker[i] += v
 
-    @property
-    def steady(self) -> float:
-        """Wall seconds past start-up."""
-        return self.seconds - self.startup
-
     def figures(self) -> dict[str, float]:
-        """Per batch, in milliseconds, plus the data-wait fraction (past start-up), the
-        start-up wait, link MB/s (over the whole loop) and the cache's hit rate (for
-        metrics.jsonl and TensorBoard)."""
+        """Per batch, in milliseconds, plus the data-wait fraction, the start-up wait (of
+        it), link MB/s and the cache's hit rate (for metrics.jsonl and TensorBoard)."""
         n = max(1, self.batches)
         w = self.worker
         out = {
-            "data_wait": self.wait / self.steady if self.steady > 0 else 0.0,
+            "data_wait": self.wait / self.seconds if self.seconds else 0.0,
             "startup_s": self.startup,
             "wait_ms": 1e3 * self.wait / n,
             "to_device_ms": 1e3 * self.to_device / n,
@@ -155,7 +147,7 @@ def diagnose(t: PipelineTimes, cfg: LoaderConfig, *, slow_storage: bool, audio_f
     fixes = loader_fixes(cfg, slow_storage=slow_storage, audio_fields=audio_fields)
     f = t.figures()
     wait = f["data_wait"]
-    step_ms = 1e3 * (t.steady - t.wait) / max(1, t.batches)
+    step_ms = 1e3 * (t.seconds - t.wait) / max(1, t.batches)
 
     def verdict(name: Bottleneck, detail: str) -> Diagnosis:
         return Diagnosis(name, f"data-wait {100 * wait:.0f}%, {detail}", fixes[name])
