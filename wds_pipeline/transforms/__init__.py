@@ -4,9 +4,9 @@ Two stages, each a list of ``{name, params}`` in the config, each name looked up
 registry (one small module per transform, like the corpus sources):
 
 - **sample transforms** (``LoaderConfig.sample_transforms``, :mod:`.sample`): numpy, in the
-  loader's workers, on every sample after its crop, whether it was decoded from a streamed
-  shard or sliced from a memory-mapped one (``loader/finish.py`` is the one place that
-  finishes a sample). Each gets a counter-based RNG that is a pure function of
+  loader's workers, on every sample after its crop (``speed`` alone runs before it, where
+  lengths are still free), whether it was decoded from a streamed shard or sliced from a
+  memory-mapped one (``loader/finish.py`` is the one place that finishes a sample). Each gets a counter-based RNG that is a pure function of
   (loader seed, epoch, sample id, position in the list): results do not depend on the worker
   count, the read order or a resume.
 - **batch transforms** (``TrainConfig.batch_transforms``, :mod:`.batch`): torch, in the
