@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 
@@ -19,44 +17,10 @@ from ..format import AUDIO_FLAC
 from ..index import DatasetIndex, load_index
 from .config import TrainConfig
 from .preflight_banks import check_bank_indexes
+from .preflight_report import PreflightReport
 
-Status = Literal["pass", "warn", "fail"]
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 MIN_LOADER_MARGIN = 1.2  # the loader must deliver 1.2x what the model consumes
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-
-@dataclass
-class PreflightReport:
-    checks: list[Check] = field(default_factory=list)
-    figures: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.status != "fail" for c in self.checks)
-
-    def add(self, name: str, status: Status, detail: str, fix: str = "") -> None:
-        self.checks.append(Check(name, status, detail, fix))
-
-    def to_dict(self) -> dict:
-        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks], "figures": self.figures}
-
-    def to_text(self) -> str:
-        width = max((len(c.name) for c in self.checks), default=10)
-        lines = ["preflight:"]
-        for c in self.checks:
-            line = f"  {c.status.upper():4}  {c.name:<{width}}  {c.detail}"
-            if c.fix and c.status != "pass":
-                line += f"\n        fix: {c.fix}"
-            lines.append(line)
-        return "\n".join(lines)
 
 
 def run_preflight(cfg: TrainConfig) -> PreflightReport:

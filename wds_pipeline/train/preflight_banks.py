@@ -20,7 +20,7 @@ from .bank_plan import index_frames, max_frames, padded_bytes
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .preflight import PreflightReport
+    from .preflight_report import PreflightReport
 
 BUILD = {"noise_index": "wds-pipeline build musan <musan folder> <out>",
          "rir_index": "wds-pipeline build rirs <RIRS_NOISES folder> <out>"}
