@@ -50,7 +50,7 @@ def demo_config(workdir: str, *, augment: bool = True) -> dict[str, Any]:
         "optim": {"lr": 0.003, "warmup_steps": 10, "grad_accum": 1, "grad_clip": 5.0},
         "checkpoint": {"dir": f"{run_dir}/checkpoints", "every_steps": 20, "keep_last": 2,
                        "keep_best": 1, "metric": "valid_accuracy"},
-        "run": {"epochs": 12, "out_dir": run_dir, "log_every": 10, "seed": 0,
+        "run": {"epochs": 30, "out_dir": run_dir, "log_every": 10, "seed": 0,
                 "preflight_batches": 5},
         **({"augment": {**noise, "speed": {}, "reverb": {}, "noise": {}, "spec_augment": {}}} if augment else {}),
     }
