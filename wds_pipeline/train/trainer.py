@@ -330,9 +330,8 @@ class Trainer:
                 if bar is not None:
                     bar.close()
                 self.epoch_stats[epoch] = epoch_rates(this_epoch)
-                metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch]})
-                if epoch_times.batches and self.dist.is_main:
-                    self._doctor(epoch, epoch_times, metrics)
+                doctor = self._doctor(epoch, epoch_times) if epoch_times.batches and self.dist.is_main else {}
+                metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch], **doctor})
                 if micro:  # an epoch that ends inside an accumulation still steps on it
                     self._optimizer_step()
                 if stop and self.loader.epoch == epoch:
@@ -452,14 +451,16 @@ class Trainer:
         else:
             self.log(line)
 
-    def _doctor(self, epoch: int, times: PipelineTimes, metrics: MetricsLog) -> None:
-        """The epoch's input-pipeline verdict: one line in the log, its figures in metrics."""
+    def _doctor(self, epoch: int, times: PipelineTimes) -> dict[str, Any]:
+        """The epoch's input-pipeline verdict: one line in the log; its figures and bottleneck
+        returned for the epoch's metrics record (as ``input/...``)."""
         from ..readpath import default_cache_policy
 
         d = diagnose(times, self.cfg.loader, slow_storage=any(default_cache_policy(u) for u in self.cfg.data.train),
                      audio_fields=[i.audio_field for i in self.loader.indexes])
-        metrics.write("doctor", self.step, {"epoch": epoch, **times.figures(), "bottleneck": d.bottleneck})
         self.log(d.line(epoch))
+        figures = {k: v for k, v in times.figures().items() if k != "data_wait"}  # the record has data_wait
+        return {**{f"input/{k}": v for k, v in figures.items()}, "input/bottleneck": d.bottleneck}
 
     def _progress(self, epoch: int):
         if not self.cfg.run.progress or not self.dist.is_main:
