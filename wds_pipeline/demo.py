@@ -121,8 +121,31 @@ def write_holdout_manifest(part_dir: str, out: str) -> int:
     return len(rows)
 
 
+def _build_into(ctx: DemoContext, name: str, source: str, root: str, options: Any,
+                source_options: dict[str, Any] | None = None, label: str | None = None) -> None:
+    """Build ``root`` with ``source`` into ``shards/<name>``, print its summary, record its
+    splits; nothing written is a demo failure."""
+    from .builder import build_dataset
+
+    r = build_dataset(source, root, os.path.join(ctx.shards, name), options=options,
+                      source_options=source_options or {})
+    print(f"  {label or name}: {r.summary()}")
+    if r.counts.written == 0:
+        raise DemoFailure(f"{name}: nothing written")
+    ctx.results.setdefault("datasets", {})[name] = {k: v.index_url for k, v in r.splits.items()}
+
+
+def _synth_once(root: str, write: Callable[[], str]) -> None:
+    """Run ``write`` (which synthesises ``root`` and returns its summary line) unless a
+    previous run finished it: the corpora are deterministic, reused once complete."""
+    if not os.path.exists(os.path.join(root, ".complete")):
+        line = write()
+        storage.write_bytes_atomic(os.path.join(root, ".complete"), b"")
+        print(f"  {line}")
+
+
 def _build(ctx: DemoContext) -> None:
-    from .builder import BuildOptions, build_dataset
+    from .builder import BuildOptions
 
     jobs = [("librispeech", "librispeech", {}, BuildOptions(shard_size=16, workers=ctx.workers)),
             ("voxceleb", "voxceleb", {"kaldi_split": True},
@@ -130,55 +153,41 @@ def _build(ctx: DemoContext) -> None:
             ("speakers", "manifest", {}, BuildOptions(shard_size=16, workers=ctx.workers))]
     ctx.results["datasets"] = {}
     for name, source, source_options, options in jobs:
-        out = os.path.join(ctx.shards, name)
-        r = build_dataset(source, ctx.results["corpora"][name], out, options=options,
-                          source_options=source_options)
-        print(f"  {name}: {r.summary()}")
-        if r.counts.written == 0:
-            raise DemoFailure(f"{name}: nothing written")
-        ctx.results["datasets"][name] = {k: v.index_url for k, v in r.splits.items()}
+        _build_into(ctx, name, source, ctx.results["corpora"][name], options, source_options)
 
 
 def _sessions(ctx: DemoContext) -> None:
     """Voice-command clips cut from long session recordings at their WhisperX word times."""
-    from .builder import BuildOptions, build_dataset
+    from .builder import BuildOptions
     from .synth import COMMANDS, synth_sessions
 
     root = os.path.join(ctx.corpus, "sessions")
-    if not os.path.exists(os.path.join(root, ".complete")):
+
+    def write() -> str:
         s = synth_sessions(root, sessions=2, seconds=30.0)
-        storage.write_bytes_atomic(os.path.join(root, ".complete"), b"")
-        print(f"  sessions: {len(s['sessions'])} recordings, {s['seconds'] / 60:.1f} min, WhisperX JSON beside each")
-    r = build_dataset("sessions", root, os.path.join(ctx.shards, "sessions"),
-                      options=BuildOptions(shard_size=64, min_duration=0.05, workers=ctx.workers),
-                      source_options={"mode": "words", "vocabulary": ",".join(COMMANDS),
-                                      "synonyms": "walking=walk", "pad_before": 0.1, "pad_after": 0.1})
-    print(f"  sessions (words mode): {r.summary()}")
-    if r.counts.written == 0:
-        raise DemoFailure("sessions: nothing written")
-    ctx.results["datasets"]["sessions"] = {k: v.index_url for k, v in r.splits.items()}
+        return f"sessions: {len(s['sessions'])} recordings, {s['seconds'] / 60:.1f} min, WhisperX JSON beside each"
+
+    _synth_once(root, write)
+    _build_into(ctx, "sessions", "sessions", root,
+                BuildOptions(shard_size=64, min_duration=0.05, workers=ctx.workers),
+                {"mode": "words", "vocabulary": ",".join(COMMANDS), "synonyms": "walking=walk",
+                 "pad_before": 0.1, "pad_after": 0.1}, label="sessions (words mode)")
 
 
 def _noise(ctx: DemoContext) -> None:
     """The noise and RIR corpora augmentation draws from: MUSAN and RIRS_NOISES layouts."""
     from . import synth
-    from .builder import BuildOptions, build_dataset
+    from .builder import BuildOptions
+
+    def layout(name: str, s: dict[str, Any]) -> str:
+        return f"{name} layout: {s['files']} files, {s['seconds']:.0f} s"
 
     musan, rirs = os.path.join(ctx.corpus, "musan"), os.path.join(ctx.corpus, "RIRS_NOISES")
-    for root, write in ((musan, lambda: synth.synth_musan(musan, clips_per_subset=2, seconds=3.0)),
-                        (rirs, lambda: synth.synth_rirs(rirs))):
-        if not os.path.exists(os.path.join(root, ".complete")):  # deterministic: reuse a finished one
-            s = write()
-            storage.write_bytes_atomic(os.path.join(root, ".complete"), b"")
-            print(f"  {os.path.basename(root)} layout: {s['files']} files, {s['seconds']:.0f} s")
+    _synth_once(musan, lambda: layout("musan", synth.synth_musan(musan, clips_per_subset=2, seconds=3.0)))
+    _synth_once(rirs, lambda: layout("RIRS_NOISES", synth.synth_rirs(rirs)))
     for name, root in (("musan", musan), ("rirs", rirs)):
         # Real RIRs can be shorter than the default minimum duration (0.5 s): keep every clip.
-        r = build_dataset(name, root, os.path.join(ctx.shards, name),
-                          options=BuildOptions(shard_size=64, min_duration=0, workers=ctx.workers))
-        print(f"  {name}: {r.summary()}")
-        if r.counts.written == 0:
-            raise DemoFailure(f"{name}: nothing written")
-        ctx.results["datasets"][name] = {k: v.index_url for k, v in r.splits.items()}
+        _build_into(ctx, name, name, root, BuildOptions(shard_size=64, min_duration=0, workers=ctx.workers))
 
 
 def _inspect(ctx: DemoContext) -> None:

@@ -121,7 +121,7 @@ class ShardStreamDataset(IterableDataset):
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
         self._checks = AheadChecks(self.table)  # their crc32s, checked ahead of the gather
         # A core for the verifier thread beside the loader's processes (main + workers).
-        self._spare_core = _cores() > self.num_workers + 1
+        self._spare_core = usable_cores() > self.num_workers + 1
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -441,7 +441,7 @@ class ShardStreamDataset(IterableDataset):
                         partial_ok=len(entry.crc32) > 0)
 
 
-def _cores() -> int:
+def usable_cores() -> int:
     """CPU cores this process may run on (all of them where affinity is unknown, macOS)."""
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

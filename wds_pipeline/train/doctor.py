@@ -25,12 +25,12 @@ what was measured instead of guessed from the config.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..format import AUDIO_FLAC
+from ..loader.dataset import usable_cores
 from ..loader.stages import (
     CACHED_OPENS,
     COLLATE,
@@ -44,6 +44,7 @@ from ..loader.stages import (
 
 if TYPE_CHECKING:
     from ..loader import LoaderConfig
+    from .config import TrainConfig
 
 WAIT_OK = 0.10  # data-wait under 10% of the step time: the input keeps up
 LINK_SHARE = 0.5  # over half of the workers' busy time blocked on storage: the link
@@ -51,12 +52,11 @@ LINK_SHARE = 0.5  # over half of the workers' busy time blocked on storage: the 
 Bottleneck = Literal["model", "link", "workers", "decoding", "transforms", "collating"]
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+def slow_shards(cfg: TrainConfig) -> list[str]:
+    """The training indexes on remote/FUSE storage: where the loader caches by default."""
+    from ..readpath import default_cache_policy
+
+    return [u for u in cfg.data.train if default_cache_policy(u)]
 
 
 @dataclass

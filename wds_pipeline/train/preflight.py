@@ -16,6 +16,7 @@ from .. import storage
 from ..format import AUDIO_FLAC
 from ..index import DatasetIndex, load_index
 from .config import TrainConfig
+from .doctor import loader_fixes, slow_shards
 from .preflight_banks import check_bank_indexes
 from .preflight_report import PreflightReport
 
@@ -162,18 +163,11 @@ def _check_sample_decodes(r: PreflightReport, cfg: TrainConfig, train: list[Data
               "run `wds-pipeline verify` on the dataset and rebuild what it reports")
 
 
-def _slow_shards(cfg: TrainConfig) -> list[str]:
-    """The training indexes on remote/FUSE storage: where the loader caches by default."""
-    from ..readpath import default_cache_policy
-
-    return [u for u in cfg.data.train if default_cache_policy(u)]
-
-
 def _check_cache(r: PreflightReport, cfg: TrainConfig, indexes: list[DatasetIndex]) -> None:
     from ..readpath import default_cache_dir, default_cache_policy
 
     lc = cfg.loader
-    slow = _slow_shards(cfg)
+    slow = slow_shards(cfg)
     if not slow:
         r.add("shard cache", "pass", "training shards are on local disk: no cache needed")
         return
@@ -347,10 +341,8 @@ def _loader_rate(loader, batches: int, min_seconds: float = 1.0) -> float:
 def _slow_loader_cause(cfg: TrainConfig, loader) -> str:
     """The likeliest cause of a slow loader, read from the config (preflight has not trained
     yet); the fix texts are the input doctor's, which later names the cause it measures."""
-    from .doctor import loader_fixes
-
     lc = cfg.loader
-    slow = bool(_slow_shards(cfg))
+    slow = bool(slow_shards(cfg))
     fields = [i.audio_field for i in loader.indexes]
     fixes = loader_fixes(lc, slow_storage=slow, audio_fields=fields)
     if slow and lc.cache_dir is False:

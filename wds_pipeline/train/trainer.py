@@ -36,7 +36,7 @@ from .distributed import (
     run_on_main,
     sync_buffers,
 )
-from .doctor import PipelineTimes, diagnose
+from .doctor import PipelineTimes, diagnose, slow_shards
 from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
 from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
@@ -454,9 +454,7 @@ class Trainer:
     def _doctor(self, epoch: int, times: PipelineTimes) -> dict[str, Any]:
         """The epoch's input-pipeline verdict: one line in the log; its figures and bottleneck
         returned for the epoch's metrics record (as ``input/...``)."""
-        from ..readpath import default_cache_policy
-
-        d = diagnose(times, self.cfg.loader, slow_storage=any(default_cache_policy(u) for u in self.cfg.data.train),
+        d = diagnose(times, self.cfg.loader, slow_storage=bool(slow_shards(self.cfg)),
                      audio_fields=[i.audio_field for i in self.loader.indexes])
         self.log(d.line(epoch))
         figures = {k: v for k, v in times.figures().items() if k != "data_wait"}  # the record has data_wait
