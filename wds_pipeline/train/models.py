@@ -1,9 +1,11 @@
-"""A compact speaker/keyword model over on-device log-mel fbank.
+"""A compact speaker/keyword model over on-device log-mel fbank, and what the speaker models share.
 
 ``speaker_tdnn`` is the default ``model.factory``: 80-bin Kaldi fbank computed from the
 waveform batch on the model's device (``features.Fbank``, mean-normalised), a small
 x-vector style TDNN, masked statistics pooling, an embedding layer and a linear classifier.
-Any factory with the same call signature can replace it.
+Any factory with the same call signature can replace it; the speaker-verification models
+``wds_pipeline.train.ecapa:ecapa_tdnn`` and ``wds_pipeline.train.resnet:resnet34`` do, on
+the same base (:class:`FbankModel`: the fbank front end, ``embed``, ``classifier``).
 
 The feature hook: a model that computes fbank on the device may run the trainer's feature
 transforms (SpecAugment) on it by calling its ``feature_hook`` (an attribute, ``None`` when
@@ -31,9 +33,15 @@ INT16_SCALE = 32768.0
 FeatureHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class SpeakerTDNN(nn.Module):
-    def __init__(self, num_classes: int, *, sample_rate: int = 16000, num_mel_bins: int = 80,
-                 channels: int = 256, embed_dim: int = 128, dither: float = 1.0) -> None:
+class FbankModel(nn.Module):
+    """The base of the speaker models: the waveform batch -> mean-normalised Kaldi fbank on the
+    model's device (with the feature hook), ``embed`` (each model's) and a ``classifier`` on the
+    embedding, so ``forward`` gives logits (or cosines, once the trainer puts a cosine
+    classifier there for AAM-softmax, see :mod:`.losses`)."""
+
+    classifier: nn.Module
+
+    def __init__(self, num_classes: int, *, sample_rate: int, num_mel_bins: int, dither: float) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}; does the index have labels?")
@@ -41,16 +49,8 @@ class SpeakerTDNN(nn.Module):
                            mean_norm=True)
         self.feature_hook: FeatureHook | None = None  # see the module's docstring
 
-        def block(cin: int, cout: int, k: int, d: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv1d(cin, cout, k, dilation=d, padding=d * (k - 1) // 2),
-                                 nn.ReLU(), nn.BatchNorm1d(cout))
-
-        self.encoder = nn.Sequential(block(num_mel_bins, channels, 5, 1), block(channels, channels, 3, 2),
-                                     block(channels, channels, 3, 3), block(channels, 2 * channels, 1, 1))
-        self.embedding = nn.Sequential(nn.Linear(4 * channels, embed_dim), nn.BatchNorm1d(embed_dim))
-        self.classifier = nn.Linear(embed_dim, num_classes)
-
     def features(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fbank (B, T, F), frames (B,))``; frames past a row's length are zero."""
         # Fbank wants int16-scale samples; the loader gives int16 or float32 in [-1, 1].
         x = waveform.float()
         if waveform.is_floating_point():
@@ -63,17 +63,46 @@ class SpeakerTDNN(nn.Module):
             return feats, frames
 
     def embed(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        feats, frames = self.features(waveform, lengths)
-        h = self.encoder(feats.transpose(1, 2))  # (B, C, F)
-        valid = (torch.arange(h.shape[-1], device=h.device)[None, :] < frames[:, None]).to(h.dtype)
-        count = valid.sum(-1, keepdim=True).clamp_min(1.0)
-        mean = (h * valid[:, None, :]).sum(-1) / count
-        var = (((h - mean[..., None]) ** 2) * valid[:, None, :]).sum(-1) / count
-        stats = torch.cat([mean, var.clamp_min(1e-5).sqrt()], dim=1)
-        return self.embedding(stats)
+        raise NotImplementedError
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(waveform, lengths))
+
+
+def frame_mask(frames: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, length)``: 1 on each row's first ``frames`` frames, 0 on its padding."""
+    return (torch.arange(length, device=frames.device)[None, :] < frames[:, None]).to(dtype)
+
+
+def masked_mean_std(h: torch.Tensor, frames: torch.Tensor, *, eps: float = 1e-5) -> torch.Tensor:
+    """Statistics pooling over the last (time) axis of ``h`` ``(B, C, T)``, over each row's
+    valid frames only: ``(B, 2C)`` = mean and standard deviation (variance floored at ``eps``),
+    so a row's statistics do not depend on how far its batch is padded."""
+    valid = frame_mask(frames, h.shape[-1], h.dtype)
+    count = valid.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (h * valid[:, None, :]).sum(-1) / count
+    var = (((h - mean[..., None]) ** 2) * valid[:, None, :]).sum(-1) / count
+    return torch.cat([mean, var.clamp_min(eps).sqrt()], dim=1)
+
+
+class SpeakerTDNN(FbankModel):
+    def __init__(self, num_classes: int, *, sample_rate: int = 16000, num_mel_bins: int = 80,
+                 channels: int = 256, embed_dim: int = 128, dither: float = 1.0) -> None:
+        super().__init__(num_classes, sample_rate=sample_rate, num_mel_bins=num_mel_bins, dither=dither)
+
+        def block(cin: int, cout: int, k: int, d: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv1d(cin, cout, k, dilation=d, padding=d * (k - 1) // 2),
+                                 nn.ReLU(), nn.BatchNorm1d(cout))
+
+        self.encoder = nn.Sequential(block(num_mel_bins, channels, 5, 1), block(channels, channels, 3, 2),
+                                     block(channels, channels, 3, 3), block(channels, 2 * channels, 1, 1))
+        self.embedding = nn.Sequential(nn.Linear(4 * channels, embed_dim), nn.BatchNorm1d(embed_dim))
+        self.classifier = nn.Linear(embed_dim, num_classes)
+
+    def embed(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        feats, frames = self.features(waveform, lengths)
+        h = self.encoder(feats.transpose(1, 2))  # (B, C, F)
+        return self.embedding(masked_mean_std(h, frames))
 
 
 def speaker_tdnn(num_classes: int, sample_rate: int = 16000, *, num_mel_bins: int = 80,
