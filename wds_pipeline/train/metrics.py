@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import storage
 from ..storage import STORAGE_RETRY, RetryPolicy
+from ..sv.metrics import eer
 
 T = TypeVar("T")
 
@@ -34,24 +35,9 @@ def timed(items: Iterable[T]) -> Iterator[tuple[T, float]]:
 
 def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
     """EER of verification ``scores`` (higher = same speaker) against 0/1 ``labels``:
-    the error rate where false acceptance equals false rejection (interpolated)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    pos, neg = int((labels == 1).sum()), int((labels == 0).sum())
-    if pos == 0 or neg == 0:
-        raise ValueError(f"EER needs target and non-target trials, got {pos} and {neg}")
-    order = np.argsort(-scores, kind="stable")
-    lab = labels[order]
-    # Accept the top k trials, k = 0..N: false rejections fall, false acceptances rise.
-    fa = np.concatenate([[0], np.cumsum(lab == 0)]) / neg
-    fr = 1 - np.concatenate([[0], np.cumsum(lab == 1)]) / pos
-    i = int(np.argmax(fa >= fr))  # first threshold where FA catches up with FR
-    if i == 0:
-        return float(fr[0])
-    # Linear interpolation between thresholds i-1 and i.
-    d0, d1 = fr[i - 1] - fa[i - 1], fr[i] - fa[i]
-    t = d0 / (d0 - d1) if d0 != d1 else 0.0
-    return float(fa[i - 1] + t * (fa[i] - fa[i - 1]))
+    :func:`wds_pipeline.sv.metrics.eer` (tied scores are one threshold; interpolated where
+    false acceptance meets false rejection), the one implementation the scoring CLI shares."""
+    return eer(scores, labels)
 
 
 class AppendFile:
