@@ -216,8 +216,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from .train.cli import add_commands as add_train_commands
+    from .train.embed_cli import add_commands as add_embed_commands
 
     add_train_commands(sub, raw)
+    add_embed_commands(sub, raw)
     return parser
 
 
@@ -288,7 +290,7 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"(wds-pipeline inspect {args.out})")
     code = result.exit_code(options.strict)
     if result.counts.written == 0:
-        print("wds-pipeline: nothing was written (every input was rejected)", file=sys.stderr)
+        print(f"wds-pipeline: nothing was written: {result.all_rejected}", file=sys.stderr)
     elif code:
         print(f"wds-pipeline: --strict: {result.counts.rejected} inputs rejected", file=sys.stderr)
     return code

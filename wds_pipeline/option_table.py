@@ -23,6 +23,13 @@ fingerprint and index): :func:`recorded` gives the fields declared ``fingerprint
 whose ``unused_when`` holds recorded as None, and an ``omit_default`` field left out while
 at its default (an option added later: outputs made before it keep their record).
 :func:`choices` reads a field's allowed values from its ``Literal`` type.
+
+A default may depend on another option's value (``build sessions --mode words`` keeps
+words shorter than the build-wide ``--min-duration``): the deciding field declares it,
+``option("segments", ..., sets_defaults={"words": {"min_duration": 0.05}})``, and the
+table gives ``min_duration`` that default when ``mode`` is ``words`` and neither a flag nor
+a YAML key set ``min_duration``; ``--help`` shows both defaults. The value chosen is the
+field's value like any other, so it is recorded (and fingerprinted) as such.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class OptionSpec:
     group: str | None = None  # --help section
     presets: tuple[Preset, ...] = ()
     toggle: bool = True  # bool fields: --x/--no-x (True) or only --x, setting True (False)
+    # (value of this field, another field, that field's default while this one has the value)
+    sets_defaults: tuple[tuple[Any, str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +85,16 @@ def option(default: T, *, help: str, flag: str | None = _AUTO, metavar: str | No
            parse: Callable[[str], Any] | None = None, group: str | None = None,
            presets: Sequence[Preset] = (), toggle: bool = True, fingerprint: bool = True,
            unused_when: Callable[[Any], bool] | None = None,
-           omit_default: bool = False) -> T:
+           omit_default: bool = False,
+           sets_defaults: Mapping[Any, Mapping[str, Any]] | None = None) -> T:
     """A dataclass field with ``default`` that is a command-line option and a YAML key.
-    ``fingerprint``, ``unused_when``, ``omit_default``: how :func:`recorded` records it."""
+    ``fingerprint``, ``unused_when``, ``omit_default``: how :func:`recorded` records it.
+    ``sets_defaults``: ``{value: {other field: its default while this field has value}}``
+    (fields of this class or of another class of the same :class:`OptionTable`)."""
+    implied = tuple((value, name, default) for value, named in (sets_defaults or {}).items()
+                    for name, default in named.items())
     spec = OptionSpec(help=help, flag=flag, metavar=metavar, parse=parse, group=group,
-                      presets=tuple(presets), toggle=toggle)
+                      presets=tuple(presets), toggle=toggle, sets_defaults=implied)
     record = Record(fingerprint, unused_when, omit_default)
     return dataclasses.field(default=default, metadata={_KEY: spec, _RECORD: record})
 
@@ -112,6 +126,18 @@ def recorded(obj: Any, group: str | None = None) -> dict[str, Any]:
         if record.omit_default and value == f.default:
             continue
         out[f.name] = None if record.unused_when and record.unused_when(obj) else value
+    return out
+
+
+def implied_defaults(cls: type, chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults the fields of ``cls`` set for other fields (``sets_defaults``), given the
+    values ``chosen`` (a field not in it: its own default)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get(_KEY)
+        for value, name, default in spec.sets_defaults if spec else ():
+            if chosen.get(f.name, f.default) == value:
+                out[name] = default
     return out
 
 
@@ -192,14 +218,21 @@ def _text_parser(opt: _Option) -> tuple[Callable[[str], Any], list[Any] | None]:
                     "give it parse=... in option(...) or declare it internal()")
 
 
-def _help(opt: _Option) -> str:
+def _help(opt: _Option, also: Sequence[str] = ()) -> str:
+    """The help line: the declared text, the default, and ``also`` (defaults other options
+    set: "0.05 with --mode words")."""
     text = opt.spec.help
     shown = opt.default
     if isinstance(shown, bool) and not opt.spec.toggle:
         shown = None  # a switch: off unless given
     if "default" not in text and shown is not None and shown is not False:
+        shown = "; ".join((str(shown), *also))
         text = f"{text} (default: {shown})" if text else f"default: {shown}"
     return text.replace("%", "%%")
+
+
+def _flag(o: _Option) -> str:
+    return o.spec.flag if o.spec.flag not in (_AUTO, None) else "--" + o.field.replace("_", "-")
 
 
 class OptionTable:
@@ -223,12 +256,17 @@ class OptionTable:
             dests[o.field] = o
             flags: list[tuple[str, Preset | None]] = [(p.flag, p) for p in o.spec.presets]
             if o.spec.flag is not None:
-                main = o.spec.flag if o.spec.flag != _AUTO else "--" + o.field.replace("_", "-")
-                flags.insert(0, (main, None))
+                flags.insert(0, (_flag(o), None))
             for flag, preset in flags:
                 if _key(flag) in self._keys:
                     raise TypeError(f"flag {flag} declared twice ({o.cls.__name__}.{o.field})")
                 self._keys[_key(flag)] = (o, preset)
+        # --help of a field whose default another option's value changes: both defaults.
+        self._also: dict[str, list[str]] = {}
+        for o in self._options:
+            for value, name, default in o.spec.sets_defaults:
+                if name in dests:
+                    self._also.setdefault(name, []).append(f"{default} with {_flag(o)} {value}")
 
     def keys(self) -> list[str]:
         """The YAML keys, which are the flags without ``--``, with ``_`` for ``-``."""
@@ -252,11 +290,12 @@ class OptionTable:
                                     help=preset.help.replace("%", "%%"), **kw)
             elif _strip_none(o.annotation) == (bool,):
                 action = argparse.BooleanOptionalAction if o.spec.toggle else "store_true"
-                target.add_argument(flag, action=action, help=_help(o), **kw)
+                target.add_argument(flag, action=action, help=_help(o, self._also.get(o.field, ())),
+                                    **kw)
             else:
                 parse, choices = _text_parser(o)
                 target.add_argument(flag, type=parse, choices=choices, metavar=o.spec.metavar,
-                                    help=_help(o), **kw)
+                                    help=_help(o, self._also.get(o.field, ())), **kw)
 
     def build(self, args: argparse.Namespace, config: Mapping[str, Any] | None = None,
               where: str = "--config") -> list[Any]:
@@ -283,6 +322,9 @@ class OptionTable:
         for o in self._options:
             if o.field in given:
                 chosen[o.field] = given[o.field]
+        for cls in self.classes:  # defaults set by other options' values; given values win
+            implied = implied_defaults(cls, chosen)
+            chosen.update({k: v for k, v in implied.items() if k not in chosen})
         out = []
         for cls in self.classes:
             kwargs = {o.field: chosen[o.field] for o in self._options

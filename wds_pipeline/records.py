@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import typing
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -101,6 +102,71 @@ class Reject:
             raise ValueError(f"reject {d.get('input')!r}: unknown stage {stage!r}; "
                              f"expected one of {typing.get_args(RejectStage)}")
         return cls(**d)  # type: ignore[arg-type]  # stage checked just above
+
+
+@dataclass(frozen=True)
+class RejectKind:
+    """A reject reason worded the same way each time, and the option that changes it.
+
+    The builder and the sources word such a reason with :attr:`phrase` in it; a build whose
+    every input was rejected names its most common kind (:func:`explain_rejects`).
+    ``what``: how a count of them reads ("12 of 12 " + what), with ``{field}`` taken from
+    the build's and the source's option values; ``fix``: the option that would keep them.
+    """
+
+    phrase: str
+    what: str
+    fix: str
+
+
+TOO_SHORT = RejectKind("shorter than --min-duration", "shorter than --min-duration "
+                       "{min_duration:g} s", "lower --min-duration (words are often 0.2-0.6 s; "
+                       "0 keeps every input)")
+TOO_LONG = RejectKind("longer than --max-duration", "longer than --max-duration "
+                      "{max_duration:g} s", "raise --max-duration, or cut long inputs into "
+                      "pieces with --chunk-seconds")
+NO_CHUNK = RejectKind("no chunk of at least", "shorter than --min-chunk-seconds "
+                      "{min_chunk_seconds:g} s", "lower --min-chunk-seconds")
+ALL_SILENCE = RejectKind("all silence (--vad", "all silence to --vad {vad}",
+                         "check the recordings' level, or build without --vad")
+NO_REGION = RejectKind("no speech region within", "without a speech region within "
+                       "--min-duration {min_duration:g} s", "lower --min-duration, or raise "
+                       "--vad-split-pause")
+LOW_SCORE = RejectKind("below --min-score", "aligned below --min-score {min_score:g}",
+                       "lower --min-score, or leave it out")
+UNTIMED = RejectKind("has no timestamps (--untimed skip)", "words without timestamps",
+                     "--untimed interpolate gives them the gap around them")
+NO_TRANSCRIPT = RejectKind("no WhisperX transcript", "sessions without a WhisperX transcript",
+                           "transcribe the recordings, or name the JSON with --transcript-name")
+UNDECODABLE = RejectKind("cannot decode", "that cannot be decoded",
+                         "`wds-pipeline inspect OUT` lists each file and why")
+REJECT_KINDS: tuple[RejectKind, ...] = (TOO_SHORT, TOO_LONG, NO_CHUNK, ALL_SILENCE, NO_REGION,
+                                        LOW_SCORE, UNTIMED, NO_TRANSCRIPT, UNDECODABLE)
+
+
+def explain_rejects(rejects: list[Reject], inputs: int, settings: dict[str, Any]) -> str:
+    """The most common reject reason of ``rejects`` out of ``inputs``, with its count and,
+    for a :class:`RejectKind`, the option that changes it: "12 of 12 shorter than
+    --min-duration 0.5 s; lower --min-duration ...". ``settings``: the option values its
+    ``what`` names. Other reasons are counted as they are worded."""
+    kinds: dict[str, RejectKind | None] = {}  # a kind's phrase, or a reason of no kind
+    counts: Counter[str] = Counter()
+    for r in rejects:
+        kind = next((k for k in REJECT_KINDS if k.phrase in r.reason), None)
+        name = kind.phrase if kind else r.reason
+        kinds[name] = kind
+        counts[name] += 1
+    if not counts:
+        return f"0 of {inputs:,} rejected"
+    top, n = counts.most_common(1)[0]  # ties: the first in the (sorted) rejects
+    kind = kinds[top]
+    if kind is None:
+        return f"{n:,} of {inputs:,}: {top}"
+    try:
+        what = kind.what.format_map(settings)
+    except (KeyError, ValueError, TypeError):  # an option it names is unset here
+        what = kind.phrase
+    return f"{n:,} of {inputs:,} {what}; {kind.fix}"
 
 
 @dataclass

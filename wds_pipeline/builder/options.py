@@ -259,6 +259,9 @@ def shards_text(shards: int, built: int, reused: int, empty: int) -> str:
 class BuildResult:
     out: str
     splits: dict[str, SplitResult]
+    # When nothing was written: why, in one line ("every input was rejected: 12 of 12
+    # shorter than --min-duration 0.5 s; lower --min-duration ..."); else "".
+    all_rejected: str = ""
 
     @property
     def counts(self) -> BuildCounts:

@@ -19,8 +19,9 @@ from typing import Any
 from tqdm import tqdm
 
 from ..audio.vad import get_vad
+from ..option_table import implied_defaults
 from ..option_table import values as option_values
-from ..records import SourceScan
+from ..records import Reject, SourceScan, explain_rejects
 from ..sources import Source
 from .executor import Executor, InProcessExecutor, LocalPoolExecutor, TaskReport
 from .lock import OutLock, locked
@@ -168,11 +169,13 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     ``executor`` runs the shard tasks (default: the one ``options`` ask for, see
     `make_executor`).
     """
-    options = options or BuildOptions()
     log = log or _stderr
-    options.validate()
     module = _get_source(source)  # once per build
     resolved = resolve_source_options(module, source_options)
+    # No options given: the defaults, as the command line has them for these source options
+    # (``sets_defaults``: --mode words has its own --min-duration).
+    options = options or BuildOptions(**implied_defaults(type(resolved), option_values(resolved)))
+    options.validate()
     out = out.rstrip("/") if len(out) > 1 else out
     # A source with read_inputs hands the worker its inputs' bytes (dataset rows): there is
     # no file to probe for the duration that --max-shard-bytes plans with.
@@ -195,7 +198,13 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     check_out_apart(source, root, out, [p.split_url for p in plans])
     with locked(out, options.storage_options, wait_seconds=options.wait_for_lock,
                 log=log) as lock:
-        return _build_plans(plans, out, options, cfg, preprocessing, lock, log, executor)
+        result, rejects = _build_plans(plans, out, options, cfg, preprocessing, lock, log,
+                                       executor)
+    if result.counts.written == 0:
+        settings = {**option_values(options), **option_values(resolved)}
+        result.all_rejected = ("every input was rejected: "
+                               + explain_rejects(rejects, result.counts.inputs, settings))
+    return result
 
 
 def _local_path(url: str) -> str | None:
@@ -231,8 +240,9 @@ def check_out_apart(source: str, root: str, out: str, split_urls: list[str]) -> 
 
 def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: WorkerConfig,
                  preprocessing: dict[str, Any], lock: OutLock, log: Log,
-                 executor: Executor | None) -> BuildResult:
-    """Everything after planning, run while this build holds the lock on OUT."""
+                 executor: Executor | None) -> tuple[BuildResult, list[Reject]]:
+    """Everything after planning, run while this build holds the lock on OUT; the result
+    and the rejects of every split."""
     writers = {plan.split: SplitWriter(plan, options.storage_options, log) for plan in plans}
     # Check every split before touching any: a refusal must leave OUT as it was.
     for w in writers.values():
@@ -244,6 +254,7 @@ def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: W
             w.clear()
 
     results: dict[str, SplitResult] = {}
+    rejects: list[Reject] = []
     pending: list[ShardTask] = []
     for plan in plans:
         w = writers[plan.split]
@@ -259,6 +270,7 @@ def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: W
                 counts=idx.counts, shards=len(idx.shards), shards_built=0,
                 shards_reused=len(idx.shards), duration=idx.total_duration,
                 already_complete=True)
+            rejects += idx.rejected
             log(f"{plan.split}: already complete ({len(idx.shards)} shards, fingerprint "
                 f"{plan.fingerprint[:12]}; --repair re-hashes them)")
             continue
@@ -278,6 +290,7 @@ def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: W
             continue
         w = writers[plan.split]
         index = w.write_index(cfg, preprocessing, lock)
+        rejects += index.rejected
         # A planned shard whose every input was rejected has no file and no index entry:
         # counted apart, so that built + reused is the number of shards in the index.
         kept = [o for o in w.outcomes.values() if o.info is not None]
@@ -287,4 +300,4 @@ def _build_plans(plans: list[SplitPlan], out: str, options: BuildOptions, cfg: W
             shards=len(index.shards), shards_built=len(kept) - reused,
             shards_reused=reused, duration=index.total_duration,
             shards_empty=len(plan.shards) - len(kept))
-    return BuildResult(out=out, splits=dict(sorted(results.items())))
+    return BuildResult(out=out, splits=dict(sorted(results.items()))), rejects

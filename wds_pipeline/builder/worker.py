@@ -20,7 +20,7 @@ from .. import audio, storage  # noqa: F401 (storage: preloaded, see above)
 from .. import format as fmt
 from ..audio.vad import VadBackend, get_vad
 from ..index import BuildCounts, ShardInfo, VadCounts
-from ..records import Reject
+from ..records import ALL_SILENCE, NO_CHUNK, NO_REGION, TOO_LONG, TOO_SHORT, UNDECODABLE, Reject
 from ..shard_writer import ShardWriter
 from .plan import PlannedInput, ShardTask, WorkerConfig
 from .recordings import ShardRecordings, source_reader
@@ -97,7 +97,7 @@ def _samples_for(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig,
 def _all_silence(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, vad: VadCounts) -> Reject:
     """The reject of an input in which voice activity detection found no speech, counted."""
     vad.clips_dropped += 1
-    return Reject(p.rel, f"all silence (--vad {cfg.vad} found no speech in "
+    return Reject(p.rel, f"{ALL_SILENCE.phrase} {cfg.vad} found no speech in "
                          f"{len(x) / cfg.sample_rate:.3f} s)", "filter")
 
 
@@ -137,7 +137,7 @@ def _region_samples(p: PlannedInput, x: np.ndarray, cfg: WorkerConfig, backend: 
         limits = f"--min-duration {cfg.min_duration:g} s"
         if cfg.max_duration is not None:
             limits += f" and --max-duration {cfg.max_duration:g} s"
-        return [], Reject(p.rel, f"no speech region within {limits} ({len(regions)} "
+        return [], Reject(p.rel, f"{NO_REGION.phrase} {limits} ({len(regions)} "
                                  f"region(s) split at {pause:g} s pauses, longest "
                                  f"{longest:.3f} s)", "filter")
     return samples, None
@@ -154,7 +154,7 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
         return [], Reject(p.rel, "file disappeared after the scan (no such file)", "decode")
     except _INPUT_ERRORS as e:
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
-        return [], Reject(p.rel, f"cannot decode: {reason}", "decode")
+        return [], Reject(p.rel, f"{UNDECODABLE.phrase}: {reason}", "decode")
     if backend is not None and cfg.vad_split_pause is not None:
         return _region_samples(p, x, cfg, backend, cfg.vad_split_pause, vad)
     if backend is not None:
@@ -171,14 +171,14 @@ def _input_samples(p: PlannedInput, cfg: WorkerConfig, recordings: ShardRecordin
         lead = 0
     dur = len(x) / cfg.sample_rate
     if dur < cfg.min_duration:
-        return [], Reject(p.rel, f"shorter than --min-duration ({dur:.3f} s < "
+        return [], Reject(p.rel, f"{TOO_SHORT.phrase} ({dur:.3f} s < "
                                  f"{cfg.min_duration:g} s after preprocessing)", "filter")
     if cfg.max_duration is not None and dur > cfg.max_duration:
-        return [], Reject(p.rel, f"longer than --max-duration ({dur:.3f} s > "
+        return [], Reject(p.rel, f"{TOO_LONG.phrase} ({dur:.3f} s > "
                                  f"{cfg.max_duration:g} s)", "filter")
     samples = _samples_for(p, x, cfg, lead)
     if not samples:
-        return [], Reject(p.rel, f"no chunk of at least {cfg.min_chunk_seconds:g} s "
+        return [], Reject(p.rel, f"{NO_CHUNK.phrase} {cfg.min_chunk_seconds:g} s "
                                  f"({dur:.3f} s with --chunk-seconds {cfg.chunk_seconds:g})",
                           "filter")
     return samples, None

@@ -13,7 +13,8 @@ per shard for all its cuts):
               ``--vocabulary`` when given; ``--pad-before``/``--pad-after`` seconds of
               context (cut at the recording's edges; the sample json says what was kept);
               ``--min-score`` rejects words aligned with a lower (or no) score. Words are
-              short: lower ``--min-duration`` (default 0.5 s) to keep them.
+              short (0.2-0.6 s): in this mode ``--min-duration`` defaults to 0.05 s, not
+              the build-wide 0.5 s.
 ``windows``   fixed windows (``--window-seconds``, ``--hop-seconds``) over the whole
               recording; the sample json lists the words and speakers overlapping each
               window with the overlap's times relative to the window start.
@@ -36,7 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wds_pipeline.option_table import option
-from wds_pipeline.records import NO_LABEL, Reject, SourceRecord, SourceScan
+from wds_pipeline.records import (
+    LOW_SCORE,
+    NO_LABEL,
+    NO_TRANSCRIPT,
+    UNTIMED,
+    Reject,
+    SourceRecord,
+    SourceScan,
+)
 from wds_pipeline.sources._walk import list_dir, tag_split
 from wds_pipeline.sources._whisperx import (
     Segment,
@@ -54,12 +63,18 @@ NAME = "sessions"
 KEEP_RECORDINGS_TOGETHER = True
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4", ".aac")
 DEFAULT_TRANSCRIPT = "whisperx_output.json"
+# --min-duration of --mode words unless given: words last 0.2-0.6 s, and the build-wide 0.5 s
+# would drop most of them. Shorter than 50 ms (2-3 of WhisperX's 20 ms alignment frames) a
+# "word" is an alignment artefact. No maximum: --pad-before/--pad-after lengthen every cut
+# by the user's choice, and a misaligned long word is what --min-score is for.
+WORD_MIN_DURATION = 0.05
 
 
 @dataclass(frozen=True)
 class Options:
     mode: Literal["segments", "words", "windows"] = option(
-        "segments", help="one sample per transcript segment, per word, or per fixed window")
+        "segments", help="one sample per transcript segment, per word, or per fixed window",
+        sets_defaults={"words": {"min_duration": WORD_MIN_DURATION}})
     split: str = option("train", help="split of every sample")
     dataset_name: str | None = option(None, metavar="NAME",
                                       help="dataset name (default: ROOT's folder name)")
@@ -172,7 +187,7 @@ def _session(folder: str, name: str, o: Options, dataset: str, records: list[Sou
     transcript = _find_transcript(folder, audio_path, o)
     if transcript is None:
         wanted = o.transcript_name or f"{os.path.splitext(os.path.basename(audio_path))[0]}.json"
-        rejects.append(Reject(folder, f"session {name}: no WhisperX transcript ({wanted}); "
+        rejects.append(Reject(folder, f"session {name}: {NO_TRANSCRIPT.phrase} ({wanted}); "
                                       "transcribe the recording or pass --transcript-name"))
         return
     from wds_pipeline.audio import probe_duration  # audio stack only when there are sessions
@@ -227,8 +242,8 @@ def _untimed(segments: list[Segment], o: Options, name: str, audio_path: str,
             tally.untimed_skipped += len(untimed)
             for j in untimed:
                 rejects.append(Reject(f"{audio_path}#{name}/w-{i:05d}-{j:03d}",
-                                      f"word {s.words[j].word!r} has no timestamps "
-                                      "(--untimed skip)", "filter"))
+                                      f"word {s.words[j].word!r} {UNTIMED.phrase}",
+                                      "filter"))
             out.append(Segment(s.start, s.end, s.text,
                                tuple(w for w in s.words if w.timed), s.speaker))
     return out
@@ -287,7 +302,7 @@ def _word_problem(w: Word, cls: str, o: Options) -> str | None:
         return f"word {w.word!r} has no letters or digits"
     if o.min_score is not None and (w.score is None or w.score < o.min_score):
         got = "no score" if w.score is None else f"score {w.score:g}"
-        return f"word {w.word!r}: {got}, below --min-score {o.min_score:g}"
+        return f"word {w.word!r}: {got}, {LOW_SCORE.phrase} {o.min_score:g}"
     return None
 
 
