@@ -216,10 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from .train.cli import add_commands as add_train_commands
-    from .train.embed_cli import add_commands as add_embed_commands
 
     add_train_commands(sub, raw)
-    add_embed_commands(sub, raw)
     return parser
 
 
