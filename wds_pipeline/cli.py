@@ -50,6 +50,12 @@ examples:
   wds-pipeline inspect shards                      # every split under the dataset root
   wds-pipeline inspect shards/train-clean-100      # one split folder
   wds-pipeline inspect gs://bucket/shards/train/index.json
+  wds-pipeline inspect shards --plot shards.png    # duration + samples-per-class histograms
+
+--plot FILE.png writes one PNG of two panels, one histogram per split in each: sample
+durations (from the index) and how many classes (speakers, labels) have N samples (from
+each sample's cls member: tar headers and labels are read, never the audio). A folder
+instead of FILE.png gets FOLDER/dataset.png. Needs matplotlib.
 """
 
 VERIFY_EPILOG = """\
@@ -135,6 +141,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="dataset root, split folder or index.json URL")
     p.add_argument("--examples", type=int, default=3, help="sample keys to show (default 3)")
     p.add_argument("--rejects", type=int, default=5, help="reject reasons to show (default 5)")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also draw duration and samples-per-class histograms into one PNG "
+                        "(a folder: FOLDER/dataset.png)")
     p.add_argument("--allow-external-shards", action="store_true", help=EXTERNAL_HELP)
     p.set_defaults(handler=cmd_inspect)
 
@@ -216,8 +225,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from .train.cli import add_commands as add_train_commands
+    from .train.plots import add_command as add_plot_command
 
     add_train_commands(sub, raw)
+    add_plot_command(sub, raw)
     return parser
 
 
@@ -316,10 +327,21 @@ def _read_dataset(command: Callable[[], int]) -> int:
 def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .verify import inspect_dataset
 
+    if args.plot:
+        from .plots import require_matplotlib
+
+        require_matplotlib()  # before reading anything
+
     def inspect() -> int:
         summaries = inspect_dataset(args.out, examples=args.examples,
                                     allow_external_shards=args.allow_external_shards)
         print("\n\n".join(s.to_text(max_rejects=args.rejects) for s in summaries))
+        if args.plot:
+            from .plots import plot_dataset
+            from .storage.urls import join_url
+
+            url = args.plot if args.plot.endswith(".png") else join_url(args.plot, "dataset.png")
+            print(f"plot: {plot_dataset([s.index for s in summaries], url)}")
         return EXIT_OK
 
     return _read_dataset(inspect)

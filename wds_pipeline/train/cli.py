@@ -122,6 +122,9 @@ def cmd_train(args, parser) -> int:
         return EXIT_INTERRUPTED
     if trainer.dist.is_main:
         print(summary.to_text())
+        from .plots import write_training_plots  # <out_dir>/plots/*.png; never fails the run
+
+        write_training_plots(summary.metrics_file, cfg.run.out_dir)
     return 0
 
 
