@@ -22,7 +22,10 @@ imported before the clock starts):
 On local disk and on the Drive-like mount (tools/slowfs.py: FUSE, ``--latency-ms`` per
 open, ``--bandwidth-mbps`` shared; the kernel does not keep a FUSE file's pages between
 opens, so every run reads the index over the link), with a cold shard cache in a local
-folder. ``--baseline REV`` runs the same measurements with REV's wds_pipeline (unpacked with
+folder. The working tree reads the index as the builder writes a split this large
+(``index.json`` plus its per-sample lists in ``index-samples.npy``: "new") and, except with
+``--quick``, the same index with the lists inline in the JSON ("new-inline"). ``--baseline
+REV`` runs the same measurements with REV's wds_pipeline on the inline index (unpacked with
 ``git archive``, as ``peers.py --baseline`` does), interleaved with the working tree's.
 
     .venv/bin/python benchmarks/scale.py --baseline 6c97b66       # ~10 min on 2 cores
@@ -48,14 +51,20 @@ TARGETS = {"local": 1.0, "drive": 3.0}  # construct + first batch, s (issue 21)
 PLAN_TARGET = 0.5  # s per epoch plan
 
 
+INLINE = "index-inline.json"  # the same index with its per-sample lists in the JSON (format 2)
+
+
 def write_index(data_dir: str, shards: int, per_shard: int, real: int) -> str:
-    """The synthetic index (reused when already written with these sizes)."""
+    """The synthetic index (reused when already written with these sizes), as the builder
+    writes it: ``index.json`` with its per-sample lists in ``index-samples.npy``; and the same
+    index with the lists inline (:data:`INLINE`, what builds wrote before the sidecar)."""
     import numpy as np  # noqa: F401  (the writer's dependency, imported before timing nothing)
 
+    from wds_pipeline.index import DatasetIndex
     from wds_pipeline.testing import write_synthetic_dataset
 
     path = os.path.join(data_dir, "index.json")
-    stamp = os.path.join(data_dir, f".written-{shards}x{per_shard}-{real}")
+    stamp = os.path.join(data_dir, f".written-{shards}x{per_shard}-{real}-sidecar")
     if os.path.exists(stamp):
         return path
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -70,8 +79,13 @@ def write_index(data_dir: str, shards: int, per_shard: int, real: int) -> str:
     d["wds_pipeline"]["num_samples"] = shards * per_shard
     d["wds_pipeline"]["total_duration"] = round(sum(s["duration"] for s in d["shardlist"]), 3)
     d["wds_pipeline"]["counts"] = {k: shards * per_shard for k in ("inputs", "written", "samples")}
-    with open(path, "w") as f:
+    with open(os.path.join(data_dir, INLINE), "w") as f:
         f.write(json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + "\n")  # as DatasetIndex.to_json
+    with open(os.path.join(data_dir, INLINE), "rb") as f:
+        index = DatasetIndex.from_json(f.read(), base_url=data_dir, arrays=True)
+    for url, data in index.files(path):  # as the builder writes a split this large
+        with open(url, "wb") as f:
+            f.write(data)
     open(stamp, "w").close()
     return path
 
@@ -166,10 +180,19 @@ def main(argv: list[str] | None = None) -> int:
 
     backing = os.path.join(args.data_dir, "set")
     index = write_index(backing, args.shards, args.per_shard, args.real)
-    sides = {"new": REPO}
+    # side -> (the wds_pipeline it imports, the index it reads): the working tree on the
+    # builder's index (sidecar) and on the inline one; REV on the inline one (it predates
+    # the sidecar's format 3, which it refuses).
+    sides = {"new": (REPO, "index.json")}
+    if not args.quick:
+        sides["new-inline"] = (REPO, INLINE)
     if args.baseline:
-        sides["old"] = unpack(args.baseline, args.data_dir)[0]
-    setup = {"index_MB": os.path.getsize(index) / 1e6, "samples": args.shards * args.per_shard,
+        sides["old"] = (unpack(args.baseline, args.data_dir)[0], INLINE)
+    sidecar = os.path.join(backing, "index-samples.npy")
+    setup = {"index_MB": os.path.getsize(index) / 1e6,
+             "sidecar_MB": os.path.getsize(sidecar) / 1e6 if os.path.exists(sidecar) else None,
+             "inline_index_MB": os.path.getsize(os.path.join(backing, INLINE)) / 1e6,
+             "samples": args.shards * args.per_shard,
              "shards": args.shards, "real_shards": args.real, "batch_size": 32,
              "mount": f"slowfs: {args.latency_ms:g} ms per open, {args.bandwidth_mbps:g} MB/s",
              "baseline": args.baseline, "repeats": args.repeats}
@@ -177,21 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {}
     cache = os.path.join(args.data_dir, "cache")
 
-    def run_all(storage: str, path: str) -> None:
+    def run_all(storage: str, folder: str) -> None:
         for rep in range(args.repeats):
             for workers in args.workers:
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for side in order:
-                    r = measure(sides[side], path, workers, cache)
+                    root, name = sides[side]
+                    r = measure(root, os.path.join(folder, name), workers, cache)
                     runs.setdefault(f"{storage}|{workers}|{side}", []).append(r)
                     print(f"  {storage} {workers}w {side}: construct {r['construct_s']:.2f} s, first batch "
                           f"{r['first_batch_s']:.2f} s, plan {r['plan_s']:.2f} s, USS {r['uss_main_MB']:.0f} MB",
                           flush=True)
 
-    run_all("local", index)
+    run_all("local", backing)
     with mount_slowfs(backing, os.path.join(args.data_dir, "mnt"), latency_ms=args.latency_ms,
                       bandwidth_mbps=args.bandwidth_mbps) as m:
-        run_all("drive", os.path.join(m.mountpoint, "index.json"))
+        run_all("drive", m.mountpoint)
     rows = summarize(runs)
     print_table(rows)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -208,7 +232,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for k in rs[0]:
             vals = [r[k] for r in rs if r[k] is not None]
             row[k] = statistics.median(vals) if vals else None
-        if side == "new":
+        if side.startswith("new"):
             row["meets"] = row["start_s"] <= TARGETS[storage] and row["plan_s"] <= PLAN_TARGET
         rows.append(row)
     return rows
@@ -221,7 +245,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("| storage | workers | side | construct s | first batch s | construct + first s | plan/epoch s "
           "| USS main MB (growth) | PSS main MB | USS / PSS per worker MB | table arrays MB | target met |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for r in sorted(rows, key=lambda r: (r["storage"] != "local", r["workers"], r["side"] != "old")):
+    for r in sorted(rows, key=lambda r: (r["storage"] != "local", r["workers"], r["side"])):
         print(f"| {r['storage']} | {r['workers']} | {r['side']} | {f(r['construct_s'], '.2f')} | "
               f"{f(r['first_batch_s'], '.2f')} | {f(r['start_s'], '.2f')} | {f(r['plan_s'], '.2f')} | "
               f"{f(r['uss_main_MB'], '.0f')} ({f(r['uss_main_growth_MB'], '.0f')}) | {f(r['pss_main_MB'], '.0f')} | "

@@ -16,11 +16,13 @@ import json
 import math
 import posixpath
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NoReturn
 
 import numpy as np
 
+from . import index_sidecar as sidecar
 from .errors import WdsPipelineError
 from .format import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from .index_arrays import lift_sample_lists, lifted
@@ -243,6 +245,28 @@ class DatasetIndex:
         # Deterministic bytes: an interrupted-then-resumed build must equal a clean one.
         return json.dumps(self.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
+    def files(self, index_url: str, *, sidecar_min_samples: int | None = None) -> list[tuple[str, bytes]]:
+        """(URL, bytes) of the files this index is written as, in the order to write them
+        (``index.json`` last: present = split complete). From ``sidecar_min_samples``
+        samples on, the per-sample lists go into the sidecar (index_sidecar.py) and
+        ``index.json`` records it; smaller indexes are ``to_json()`` alone, byte for byte."""
+        if sidecar_min_samples is None:
+            sidecar_min_samples = sidecar.SIDECAR_MIN_SAMPLES
+        lists = [(s.sample_frames, s.sample_offsets, s.sample_crc32) for s in self.shards]
+        packed = (sidecar.pack([s.nsamples for s in self.shards], lists)
+                  if self.num_samples >= sidecar_min_samples else None)
+        if packed is None:
+            return [(index_url, self.to_json().encode("utf-8"))]
+        d = self.to_dict()
+        for entry in d["shardlist"]:
+            for key in sidecar.LISTS:
+                entry.pop(key, None)
+        d["wds_pipeline"]["format_version"] = sidecar.SIDECAR_FORMAT_VERSION
+        d["wds_pipeline"]["sample_lists"] = sidecar.describe(packed)
+        text = json.dumps(d, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+        return [(join_url(dirname_url(index_url), sidecar.SIDECAR_NAME), packed),
+                (index_url, text.encode("utf-8"))]
+
     @classmethod
     def from_dict(cls, d: Any, *, base_url: str = "", source: str = "index",
                   arrays: list[np.ndarray] | None = None) -> DatasetIndex:
@@ -268,6 +292,9 @@ class DatasetIndex:
                 f"wds_pipeline (reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}); "
                 "upgrade wds-pipeline or rebuild"
             )
+        if (version == sidecar.SIDECAR_FORMAT_VERSION) != ("sample_lists" in ours):
+            check.fail("wds_pipeline.sample_lists", ours.get("sample_lists", MISSING),
+                       f"a sidecar record exactly when format_version is {sidecar.SIDECAR_FORMAT_VERSION}")
         shardlist = check.items(d.get("shardlist", MISSING), "shardlist")
         shards = [ShardInfo.from_dict(s, source=source, path=f"shardlist[{i}]", arrays=arrays)
                   for i, s in enumerate(shardlist)]
@@ -308,14 +335,18 @@ class DatasetIndex:
             build_fingerprint=check.text(ours.get("build_fingerprint", ""),
                                          f"{w}.build_fingerprint"),
             tool_version=check.text(ours.get("tool_version", ""), f"{w}.tool_version"),
-            format_version=version,
+            # The shards' format: a sidecar index (3) holds format 2 shards.
+            format_version=FORMAT_VERSION if version == sidecar.SIDECAR_FORMAT_VERSION else version,
             base_url=base_url,
         )
 
     @classmethod
     def from_json(cls, text: str | bytes, *, base_url: str = "", source: str = "index",
-                  arrays: bool = False) -> DatasetIndex:
-        """``arrays``: per-sample lists as int64 arrays, never as Python ints (the loader)."""
+                  arrays: bool = False, read_file: Callable[[str], bytes] | None = None) -> DatasetIndex:
+        """``arrays``: per-sample lists as int64 arrays, never as Python ints (the loader).
+        ``read_file(name)``: the bytes of a file beside the index (its sidecar, when it
+        has one); without it a sidecar's lists stay unread (empty): enough for the shard
+        list, not for a loader."""
         lists: list[np.ndarray] | None = None
         if arrays:
             text, lists = lift_sample_lists(text.encode() if isinstance(text, str) else text)
@@ -324,7 +355,40 @@ class DatasetIndex:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise IndexFormatError(
                 f"{source}: index is not valid JSON ({e}); was the upload truncated?") from None
-        return cls.from_dict(d, base_url=base_url, source=source, arrays=lists)
+        index = cls.from_dict(d, base_url=base_url, source=source, arrays=lists)
+        record = d["wds_pipeline"].get("sample_lists")
+        if record is not None and read_file is not None:
+            index._read_sidecar(record, read_file, source, arrays)
+        return index
+
+    def _read_sidecar(self, record: Any, read_file: Callable[[str], bytes], source: str,
+                      arrays: bool) -> None:
+        """Fill the shards' per-sample lists from the sidecar ``record`` names."""
+        w = "wds_pipeline.sample_lists"
+        check = _Checker(source)
+        check.obj(record, w)
+        name = check.text(record.get("file", MISSING), f"{w}.file", nonempty=True)
+        check.whole(record.get("bytes", MISSING), f"{w}.bytes")
+        check.text(record.get("sha256", MISSING), f"{w}.sha256", nonempty=True)
+        if "/" in name or name in (".", ".."):
+            check.fail(f"{w}.file", name, "a file name in the index's folder")
+        where = join_url(self.base_url, name) if self.base_url else name
+        try:
+            data = read_file(name)
+        except FileNotFoundError:
+            raise IndexFormatError(
+                f"{source}: its per-sample lists are in {where}, which is missing: copy it "
+                "along with index.json (the two files go together), or rebuild") from None
+        try:
+            per_shard = sidecar.unpack(data, record, [s.nsamples for s in self.shards])
+        except sidecar.SidecarError as e:
+            raise IndexFormatError(f"{where} (the per-sample lists of {source}): {e}; {REBUILD}") from None
+        for s, (frames, offsets, crcs) in zip(self.shards, per_shard):
+            if arrays:
+                s.sample_frames, s.sample_offsets, s.sample_crc32 = frames, offsets, crcs
+            else:
+                s.sample_frames, s.sample_offsets, s.sample_crc32 = (
+                    frames.tolist(), offsets.tolist(), crcs.tolist())
 
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
@@ -415,7 +479,12 @@ def read_index(url: str, *, arrays: bool = False, **storage_options: Any) -> Dat
     from . import storage  # on first read: `import wds_pipeline` does not load fsspec
 
     text = storage.read_bytes(url, **storage_options)
-    return DatasetIndex.from_json(text, base_url=dirname_url(url), source=url, arrays=arrays)
+    folder = dirname_url(url)
+
+    def beside(name: str) -> bytes:
+        return storage.read_bytes(join_url(folder, name), **storage_options)
+
+    return DatasetIndex.from_json(text, base_url=folder, source=url, arrays=arrays, read_file=beside)
 
 
 def load_index(url: str, *, arrays: bool = False, **storage_options: Any) -> DatasetIndex:

@@ -104,7 +104,8 @@ class SplitWriter:
         index = assemble_index(self.plan, self.outcomes, preprocessing, cfg)
         lock.check()  # another build took OUT over: its shards may be mixed with ours
         storage.makedirs(self.plan.split_url, **self.so)
-        storage.write_bytes_atomic(self.index_url, index.to_json().encode("utf-8"), **self.so)
+        for url, data in index.files(self.index_url):  # a large split's sidecar first, index.json last
+            storage.write_bytes_atomic(url, data, **self.so)
         self.clean_staging()
         return index
 

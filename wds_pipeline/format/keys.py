@@ -14,7 +14,8 @@ from typing import Literal
 # 2: shards record an XXH3-128 digest (``xxh3_128``) where 1 recorded ``sha256``; the
 # tar layout is the same. Readers take both (the index names the algorithm it used).
 FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+# 3: format 2 shards, the index's per-sample lists in a sidecar file (index_sidecar.py).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 
 AUDIO_NPY = "audio.npy"
 AUDIO_NPY_ZST = "audio.npy.zst"
