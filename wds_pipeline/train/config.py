@@ -1,6 +1,6 @@
 """The trainer's configuration: YAML blocks ``data``, ``loader``, ``model``, ``optim``,
-``checkpoint``, ``run`` and the optional ``augment`` (:mod:`.augment`), each read into a
-typed dataclass.
+``checkpoint``, ``run`` and the optional ``augment`` (:mod:`.augment`) and ``loss``
+(:class:`LossConfig`, :mod:`.losses`), each read into a typed dataclass.
 
 An unknown key, a wrong type or an impossible value is a :class:`ConfigError` naming the
 key and the file; ``--set block.key=value`` overrides any value (read as YAML).
@@ -9,12 +9,21 @@ key and the file; ``--set block.key=value`` overrides any value (read as YAML).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..loader import LoaderConfig
 from ..transforms import TransformSpec
-from ..typedconfig import ConfigError, convert, from_mapping, set_dotted, to_mapping
+from ..typedconfig import (
+    ConfigError,
+    at_least,
+    check_options,
+    convert,
+    from_mapping,
+    set_dotted,
+    to_mapping,
+)
 from .augment import AugmentConfig
 
 DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"
@@ -87,6 +96,35 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """``ce``: cross-entropy on the classifier's logits. ``aam``: AAM-softmax (ArcFace's
+    additive angular margin, WeSpeaker's defaults): the classifier becomes a cosine classifier
+    and the target's cosine cos(theta) becomes cos(theta + margin), all scaled by ``scale``.
+    The margin is 0 for ``margin_hold_epochs``, then rises to ``margin`` over
+    ``margin_warmup_epochs`` (linearly, or as WeSpeaker's ``exp`` curve), a pure function of
+    the position in training (:func:`.losses.margin_at`)."""
+
+    name: Literal["ce", "aam"] = "ce"
+    scale: float = 32.0  # s
+    margin: float = at_least(0.0, 0.2)  # m, radians
+    easy_margin: bool = False  # keep cos(theta) where cos(theta) <= 0 (else the continuous fallback)
+    margin_hold_epochs: float = at_least(0.0, 0.0)
+    margin_warmup_epochs: float = at_least(0.0, 0.0)
+    margin_increase: Literal["linear", "exp"] = "linear"
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        _positive("scale", self.scale)
+        if self.margin >= math.pi / 2:
+            raise ValueError(f"margin must be < pi/2 radians, got {self.margin} (WeSpeaker uses 0.2)")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The checkpoint fingerprint's ``loss`` entry: none for ``ce``, so checkpoints written
+        before the block existed resume."""
+        return {} if self.name == "ce" else {"loss": to_mapping(self)}
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     dir: str | None = None  # any fsspec URL; default <run.out_dir>/checkpoints
     every_steps: int = 200  # optimizer steps between checkpoints (also one per epoch)
@@ -142,6 +180,7 @@ class TrainConfig:
     # Batch transforms on the device, in order: a YAML list of {name, params} (wds_pipeline.transforms).
     batch_transforms: tuple[TransformSpec, ...] = ()
     augment: AugmentConfig | None = None  # None: no augmentation block
+    loss: LossConfig = field(default_factory=LossConfig)
     source: str = "<config>"  # the file it came from, for messages
 
     @property
@@ -169,7 +208,7 @@ def loader_config(cfg: TrainConfig) -> LoaderConfig:
 
 
 BLOCKS = ("data", "loader", "model", "optim", "checkpoint", "run")
-OPTIONAL_BLOCKS = ("batch_transforms", "augment")
+OPTIONAL_BLOCKS = ("batch_transforms", "augment", "loss")
 
 def check_model(model: ModelConfig, source: str) -> None:
     """The factory loads and takes every option given (when its signature says which)."""
@@ -216,6 +255,7 @@ def parse_config(doc: Any, source: str = "<config>") -> TrainConfig:
         batch_transforms=convert(tuple[TransformSpec, ...], doc.get("batch_transforms") or (),
                                  f"{source}: batch_transforms"),
         augment=convert(AugmentConfig | None, doc.get("augment"), f"{source}: augment"),
+        loss=from_mapping(LossConfig, doc.get("loss") or {}, f"{source}: loss"),
         source=source,
     )
 

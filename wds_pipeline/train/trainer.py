@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ResumeMismatch
@@ -37,6 +36,7 @@ from .distributed import (
     sync_buffers,
 )
 from .doctor import PipelineTimes, diagnose, slow_shards
+from .losses import Criterion
 from .metrics import MetricsLog, metrics_mirror_url, restore_metrics, timed
 from .models import build_model, load_factory, unloadable_weights
 from .rng import capture_rng_state, restore_rng_state
@@ -116,8 +116,10 @@ class Trainer:
                                         sample_rate=self.loader.sample_rate, seed=run.seed, rank=self.dist.rank,
                                         device=self.device)
                             if cfg.batch_transforms or cfg.augment is not None else None)
-        self.model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=self.loader.num_classes,
-                                 sample_rate=self.loader.sample_rate, where=cfg.source).to(self.device)
+        self.criterion = Criterion(cfg.loss)  # for AAM-softmax, the model gets a cosine classifier
+        self.model = self.criterion.adapt(build_model(
+            cfg.model.factory, dict(cfg.model.options), num_classes=self.loader.num_classes,
+            sample_rate=self.loader.sample_rate, where=cfg.source), cfg.model.factory).to(self.device)
         if self.batch_stage is not None:
             self.batch_stage.check_model(self.model, cfg.model.factory)
         # Same initial weights on every rank (seeded above); then each rank its own random
@@ -178,6 +180,7 @@ class Trainer:
             **({"batch_transforms": [s.to_dict() for s in self.cfg.batch_transforms]}
                if self.cfg.batch_transforms else {}),
             **({"augment": self.cfg.augment.fingerprint()} if self.cfg.augment is not None else {}),
+            **self.cfg.loss.fingerprint(),  # nothing for the default (ce)
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -331,7 +334,8 @@ class Trainer:
                     bar.close()
                 self.epoch_stats[epoch] = epoch_rates(this_epoch)
                 doctor = self._doctor(epoch, epoch_times) if epoch_times.batches and self.dist.is_main else {}
-                metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch], **doctor})
+                metrics.write("epoch", self.step, {"epoch": epoch, **self.epoch_stats[epoch], **doctor,
+                                                   **self.criterion.epoch_metrics(epoch)})
                 if micro:  # an epoch that ends inside an accumulation still steps on it
                     self._optimizer_step()
                 if stop and self.loader.epoch == epoch:
@@ -390,7 +394,9 @@ class Trainer:
                 set_feature_hook(self.model, None)
             # A batch of padding only still runs backward (zero loss): under DDP every rank
             # must join every gradient all-reduce.
-            loss = F.cross_entropy(logits[keep].float(), labels[keep]) if n else logits.sum() * 0.0
+            fraction = batch.index / max(1, self.loader.plan().num_batches)  # the AAM margin's position
+            loss = (self.criterion(logits[keep], labels[keep], epoch=self.loader.epoch, fraction=fraction) if n
+                    else logits.sum() * 0.0)
             scaled = loss / accum
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return float(loss.detach()), n
