@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ShardFormatError
 from . import keys as k
-from .flac import decode_flac_bytes
+from .flac import decode_flac_field
 from .keys import Payload
 
 
@@ -108,14 +108,7 @@ def encode_flac(pcm_int16: np.ndarray, sample_rate: int) -> bytes:
 
 
 def decode_flac(data: Payload) -> np.ndarray:
-    fast = decode_flac_bytes(data)  # dr_flac; None if it cannot
-    if fast is not None and fast[0].shape[1] == 1:
-        return fast[0][:, 0]
-    import soundfile as sf
-
-    # libsndfile: other layouts, and the error for a truncated or corrupt field
-    pcm, _ = sf.read(io.BytesIO(bytes(data)), dtype="int16", always_2d=False)
-    return pcm
+    return decode_flac_field(data)  # dr_flac, libsndfile for the rest (format/flac.py)
 
 
 def encode_audio(pcm_int16: np.ndarray, sample_rate: int, field: str) -> Payload:
