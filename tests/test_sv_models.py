@@ -124,3 +124,16 @@ def test_factories_load_by_name_with_their_options():
         parse_config(doc, "t.yaml")
     with pytest.raises(ValueError, match="model.channels must be a multiple of the Res2Net scale 8, got 60"):
         ecapa_tdnn(3, channels=60)
+
+
+def test_bf16_autocast_gives_the_float32_embedding_closely(small):
+    """Under autocast (bf16 is the trainer's choice on CUDA) the pooling statistics stay in
+    float32: the embedding is the float32 one up to bf16 rounding of the convolutions."""
+    model, _ = small
+    wave, lengths = batch()
+    with torch.no_grad():
+        exact = model.embed(wave, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.embed(wave, lengths).float()
+    assert torch.isfinite(low).all()
+    assert torch.nn.functional.cosine_similarity(low, exact).min() > 0.99

@@ -85,11 +85,13 @@ class AttentiveStatsPooling(nn.Module):
                                        nn.Conv1d(bottleneck, channels, 1))
 
     def forward(self, h: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        # Statistics in float32 under any autocast: E[h^2] - mean^2 cancels badly in bf16.
+        h = h.float()
         length = h.shape[-1]
         context = masked_mean_std(h, frames).unsqueeze(-1).expand(-1, -1, length)  # (B, 2C, T)
         scores = self.attention(torch.cat([h, context], dim=1))
         padding = (torch.arange(length, device=h.device)[None, :] >= frames[:, None])[:, None, :]
-        alpha = torch.softmax(scores.float().masked_fill(padding, float("-inf")), dim=-1).to(h.dtype)
+        alpha = torch.softmax(scores.float().masked_fill(padding, float("-inf")), dim=-1)
         mean = (alpha * h).sum(-1)
         var = (alpha * h * h).sum(-1) - mean * mean
         return torch.cat([mean, var.clamp_min(1e-5).sqrt()], dim=1)

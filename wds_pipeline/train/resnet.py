@@ -31,12 +31,10 @@ def _halved(frames: torch.Tensor) -> torch.Tensor:
     return (frames + 1) // 2
 
 
-def _masked(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, C, F, T) with the time frames past each row's length zeroed (a no-op copy-free
-    return when no row is padded)."""
-    if not bool((frames < x.shape[-1]).any()):
-        return x
-    return x * frame_mask(frames, x.shape[-1], x.dtype)[:, None, None, :]
+def _masked(x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+    """``x`` (B, C, F, T) with the time frames past each row's length zeroed; ``frames`` None:
+    no row is padded, ``x`` as it is."""
+    return x if frames is None else x * frame_mask(frames, x.shape[-1], x.dtype)[:, None, None, :]
 
 
 class BasicBlock(nn.Module):
@@ -50,9 +48,9 @@ class BasicBlock(nn.Module):
                          if stride != 1 or cin != cout else nn.Identity())
         self.stride = stride
 
-    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, frames)`` -> the block's output and its valid frames."""
-        out_frames = _halved(frames) if self.stride == 2 else frames
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x, frames)`` -> the block's output and its valid frames (None: no row padded)."""
+        out_frames = _halved(frames) if self.stride == 2 and frames is not None else frames
         h = F.relu(self.bn1(self.conv1(_masked(x, frames))))
         h = self.bn2(self.conv2(_masked(h, out_frames)))
         # The 1x1 shortcut reads frame 2t for output t: valid wherever t is.
@@ -84,9 +82,14 @@ class ResNetSpeaker(FbankModel):
         feats, frames = self.features(waveform, lengths)
         # (B, 1, F, T); fbank frames past a row's length are already zero.
         h = F.relu(self.bn1(self.conv1(feats.transpose(1, 2).unsqueeze(1))))
+        # One check (a device sync) per batch; none of the masks where no row is padded
+        # (fixed-length training crops).
+        valid: torch.Tensor | None = frames if bool((frames < feats.shape[1]).any()) else None
         for block in self.blocks:
-            h, frames = block(h, frames)
-        return self.embedding(masked_mean_std(h.flatten(1, 2), frames))
+            h, valid = block(h, valid)
+        stats = masked_mean_std(h.flatten(1, 2).float(),  # float32 statistics under any autocast
+                                valid if valid is not None else torch.full_like(frames, h.shape[-1]))
+        return self.embedding(stats)
 
 
 def resnet34(num_classes: int, sample_rate: int = 16000, *, base_channels: int = 32, embedding_dim: int = 256,
