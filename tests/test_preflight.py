@@ -31,7 +31,7 @@ def test_passes_on_local_shards_with_the_default_model(data, tmp_path):
     assert r.ok, r.to_text()
     assert {k: v[0] for k, v in got.items()} == {
         "audio backends": "pass", "train data": "pass", "sample decodes": "pass", "shard cache": "pass",
-        "checkpoint dir": "pass", "GPU": "warn", "loader vs model": "pass"}
+        "checkpoint dir": "pass", "GPU": "warn", "embedding": "pass", "loader vs model": "pass"}
     assert r.figures["loader_batches_per_s"] > 0 and r.figures["model_batches_per_s"] > 0
 
 

@@ -303,7 +303,8 @@ def test_validation_reports_accuracy_and_eer_from_trials(tmp_path):
         json.dump(doc, f)
     t = train_in_process(small_config(path, str(tmp_path / "run"), data={"valid": [path]},
                                       run={"epochs": 1}))
-    assert set(t.valid_metrics) == {"valid_accuracy", "valid_eer", "valid_trials"}
+    assert set(t.valid_metrics) == {"valid_accuracy", "valid_eer", "valid_min_dcf_0.01", "valid_min_dcf_0.05",
+                                    "valid_trials"}
     assert t.valid_metrics["valid_trials"] == 4.0
     assert 0.0 <= t.valid_metrics["valid_eer"] <= 1.0
 

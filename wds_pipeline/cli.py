@@ -225,10 +225,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from .train.cli import add_commands as add_train_commands
+    from .train.embed_cli import add_commands as add_embed_commands
     from .train.plots import add_command as add_plot_command
 
     add_train_commands(sub, raw)
     add_plot_command(sub, raw)
+    add_embed_commands(sub, raw)
     return parser
 
 

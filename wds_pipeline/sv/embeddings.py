@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,8 +38,9 @@ from ..errors import WdsPipelineError
 from ..storage.urls import join_url
 
 __all__ = ["EMBEDDINGS_FORMAT_VERSION", "MANIFEST_NAME", "Embeddings", "EmbeddingsError", "Manifest",
-           "PartEntry", "decode_part", "encode_part", "load_embeddings", "part_names", "read_manifest",
-           "read_part_entry", "write_embeddings", "write_manifest", "write_part"]
+           "PartEntry", "decode_part", "encode_part", "is_embeddings_file", "load_embeddings", "manifest_url",
+           "part_index", "part_intact", "part_names", "read_manifest", "read_part_entry", "write_embeddings",
+           "write_manifest", "write_part"]
 
 EMBEDDINGS_FORMAT_VERSION = 1
 MANIFEST_NAME = "embeddings.json"
@@ -108,6 +110,7 @@ class PartEntry:
     count: int
     size: int
     sha256: str
+    dim: int = 0  # of its vectors
     shard: str = ""  # the input shard it embeds (its URL as the index names it)
     shard_digest: str = ""  # that shard's digest in the index (a rebuilt shard is re-embedded)
     fingerprint: str = ""  # of the run that wrote it (see Manifest.fingerprint)
@@ -120,7 +123,7 @@ class PartEntry:
     def from_dict(cls, d: Any, *, source: str) -> PartEntry:
         try:
             return cls(file=str(d["file"]), count=int(d["count"]), size=int(d["size"]), sha256=str(d["sha256"]),
-                       shard=str(d.get("shard", "")), shard_digest=str(d.get("shard_digest", "")),
+                       dim=int(d.get("dim", 0)), shard=str(d.get("shard", "")), shard_digest=str(d.get("shard_digest", "")),
                        fingerprint=str(d.get("fingerprint", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise EmbeddingsError(f"{source}: malformed part entry ({type(e).__name__}: {e}); {RERUN}") from None
@@ -173,6 +176,22 @@ class Manifest:
                        normalized=bool(doc.get("normalized", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise EmbeddingsError(f"{source}: missing or malformed key ({type(e).__name__}: {e}); {RERUN}") from None
+
+
+_PART_FILE = re.compile(r"^part-(\d{6,})\.(?:npz|json)$")
+# storage's atomic writers stage into ".<final name>.tmp-<uuid hex>".
+_TEMP_FILE = re.compile(r"^\.(?:part-\d{6,}\.(?:npz|json)|" + re.escape(MANIFEST_NAME) + r")\.tmp-[0-9a-f]{32}$")
+
+
+def is_embeddings_file(name: str) -> bool:
+    """A file name this format writes (parts, sidecars, the manifest, their temp names)."""
+    return bool(name == MANIFEST_NAME or _PART_FILE.match(name) or _TEMP_FILE.match(name))
+
+
+def part_index(name: str) -> int | None:
+    """``part-000012.npz`` or its sidecar -> 12; None for any other name."""
+    m = _PART_FILE.match(name)
+    return int(m.group(1)) if m else None
 
 
 def part_names(i: int) -> tuple[str, str]:
@@ -231,7 +250,7 @@ def write_part(out_url: str, i: int, emb: Embeddings, *, fingerprint: str = "", 
     data = encode_part(emb)
     npz, side = part_names(i)
     entry = PartEntry(file=npz, count=len(emb), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                      shard=shard, shard_digest=shard_digest, fingerprint=fingerprint)
+                      dim=emb.dim, shard=shard, shard_digest=shard_digest, fingerprint=fingerprint)
     storage.write_bytes_atomic(join_url(out_url, npz), data, **storage_options)
     storage.write_bytes_atomic(join_url(out_url, side), entry.to_json(), **storage_options)
     return entry

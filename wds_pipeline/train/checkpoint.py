@@ -64,6 +64,8 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointManager",
     "CheckpointWarning",
+    "checkpoint_step",
+    "lower_is_better",
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -81,6 +83,23 @@ LOCK_NAME = ".wds-pipeline-train.lock"
 # Test hook: a save SIGKILLs its own process at the named point (see _kill_point), so that
 # tests kill a real save at each step of its sequence deterministically.
 KILL_AT_ENV = "WDS_PIPELINE_CHECKPOINT_KILL_AT"
+
+
+# Figures where lower is better (error rates, detection costs, losses: valid_eer,
+# valid_min_dcf_0.01, valid_eer/<list>, loss): keep_best by one in mode "max" keeps the worst.
+_LOWER_IS_BETTER = re.compile(r"(?:^|_)(?:eer|min_dcf|loss)(?:[_/]|$)")
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for a metric name that is an error rate, a cost or a loss."""
+    return bool(_LOWER_IS_BETTER.search(metric))
+
+
+def checkpoint_step(url: str) -> int | None:
+    """The step of a checkpoint file's URL (``.../ckpt-000001200.pt`` -> 1200); None for any
+    other name."""
+    m = _PT_RE.match(url.rstrip("/").rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
 
 
 def _names(step: int) -> tuple[str, str]:
@@ -432,6 +451,19 @@ class CheckpointManager:
                 stacklevel=2,
             )
         return None
+
+    def load(self, step: int, map_location: Any = "cpu") -> tuple[dict[str, Any], CheckpointInfo]:
+        """The checkpoint of ``step``, checked as :meth:`load_latest` checks it (sidecar, size,
+        sha256, ``weights_only``); :class:`CheckpointError` naming the file when it fails."""
+        skipped: list[tuple[str, str]] = []
+        try:
+            found = self._verify_and_load(step, map_location, skipped)
+        except FileNotFoundError as exc:
+            skipped.append((self._join(_names(step)[0]), f"missing ({exc})"))
+            found = None
+        if found is None:
+            raise CheckpointError(_skipped_text(skipped) + "; pick another checkpoint of the run")
+        return found
 
     def _verify_and_load(
         self, step: int, map_location: Any, skipped: list[tuple[str, str]]

@@ -25,6 +25,7 @@ from ..typedconfig import (
     to_mapping,
 )
 from .augment import AugmentConfig
+from .checkpoint import lower_is_better
 
 DEFAULT_MODEL = "wds_pipeline.train.models:speaker_tdnn"
 
@@ -138,6 +139,9 @@ class CheckpointConfig:
         _positive("every_steps", self.every_steps)
         _positive("keep_last", self.keep_last)
         _positive("keep_best", self.keep_best, allow_zero=True)
+        if self.keep_best and self.mode == "max" and lower_is_better(self.metric):
+            raise ValueError(f"mode: max would keep the worst checkpoints by {self.metric} (lower is better): "
+                             "set checkpoint.mode: min")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..index import DatasetIndex, load_index
 from .config import TrainConfig
 from .doctor import loader_fixes, slow_shards
 from .preflight_banks import check_bank_indexes
+from .preflight_embed import check_embedding
 from .preflight_report import PreflightReport
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
@@ -255,6 +256,7 @@ def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[Da
               "on Colab: Runtime > Change runtime type > GPU")
     model = build_model(cfg.model.factory, dict(cfg.model.options), num_classes=max(1, loader.num_classes),
                         sample_rate=loader.sample_rate, where=cfg.source).to(device)
+    check_embedding(r, cfg, model, device, amp)  # the embedding path (validation, `embed`) on the device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch_size = _configured_batch(cfg, typical)
     fits = _fits(model, opt, cfg, loader.sample_rate, typical, batch_size, device, amp)

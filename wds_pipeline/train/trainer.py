@@ -199,6 +199,7 @@ class Trainer:
             "best": dict(self.best),
             "valid": dict(self.valid_metrics),
             "label_names": list(self.loader.label_names),
+            "sample_rate": self.loader.sample_rate,  # the model's input rate (embed checks the data's)
             "config": self.cfg.to_dict(),
             "fingerprints": self.fingerprints(),
         }

@@ -1,5 +1,11 @@
-"""Validation: closed-set accuracy on held-out utterances of the training classes, and
-equal error rate on the trial lists an index carries (VoxCeleb's ``veri_test2.txt``)."""
+"""Validation: closed-set accuracy on held-out utterances of the training classes, and the
+speaker-verification figures (EER, minDCF at p_target 0.01 and 0.05, by :mod:`..sv.metrics`)
+on the trial lists an index carries (VoxCeleb's ``veri_test2.txt``, ``list_test_hard2.txt``).
+
+Names: ``valid_eer``, ``valid_min_dcf_0.01``, ``valid_min_dcf_0.05`` and ``valid_trials`` over
+every trial of every list (the one list's figures when there is one); with more than one
+list, each list's own as ``valid_eer/<list>`` etc. (``<index name>/<list>`` when two indexes
+carry a list of one name). ``checkpoint.metric`` may name any of them (mode min)."""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ from torch import nn
 from ..format import make_key
 from ..index import load_index
 from ..loader import Batch, StreamingLoader
+from ..sv.metrics import eer_of, error_counts, min_dcf_of
 from ..transforms.batch import DeviceBatch
-from .metrics import equal_error_rate
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -24,6 +30,8 @@ if TYPE_CHECKING:
 
 # The seed of data.valid_noisy's draws (per sample): the same noisy copy for every run.
 VALID_NOISY_SEED = 0
+# The priors of the minDCF figures (VoxSRC's 0.05, NIST SRE's 0.01), with c_miss = c_fa = 1.
+DCF_TARGETS = (0.01, 0.05)
 
 
 def speed_copy_of(name: str) -> str:
@@ -47,26 +55,43 @@ class _Scores:
     def __init__(self) -> None:
         self.correct = self.counted = 0
         self.embeddings: dict[str, torch.Tensor] = {}
-        self.scores: list[float] = []
-        self.targets: list[int] = []
+        self.lists: dict[str, tuple[list[float], list[int]]] = {}  # list name -> (scores, targets)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.counted:
             out[f"{prefix}_accuracy"] = self.correct / self.counted
-        if self.targets and 0 < sum(self.targets) < len(self.targets):
-            out[f"{prefix}_eer"] = equal_error_rate(np.array(self.scores), np.array(self.targets))
-            out[f"{prefix}_trials"] = float(len(self.targets))
+        out.update(trial_metrics(prefix, self.lists))
         return out
+
+
+def trial_metrics(prefix: str, lists: dict[str, tuple[list[float], list[int]]]) -> dict[str, float]:
+    """EER, minDCF and trial count over every trial of ``lists`` pooled (``<prefix>_eer``, ...),
+    and with more than one list each list's own (``<prefix>_eer/<list>``, ...); a set without
+    both target and non-target trials has no figures."""
+    sets = {"": ([s for v in lists.values() for s in v[0]], [t for v in lists.values() for t in v[1]])}
+    if len(lists) > 1:
+        sets.update({f"/{name}": v for name, v in lists.items()})
+    out: dict[str, float] = {}
+    for suffix, (scores, targets) in sets.items():
+        if not 0 < sum(targets) < len(targets):
+            continue
+        counts = error_counts(np.array(scores), np.array(targets))
+        out[f"{prefix}_eer{suffix}"] = eer_of(counts)
+        for p in DCF_TARGETS:
+            out[f"{prefix}_min_dcf_{p}{suffix}"] = min_dcf_of(counts, p)
+        out[f"{prefix}_trials{suffix}"] = float(len(targets))
+    return out
 
 
 @torch.no_grad()
 def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], device: torch.device,
              amp_dtype: torch.dtype | None, noisy: DeviceStage | None = None) -> dict[str, float]:
-    """``valid_accuracy`` over samples whose class the model was trained on, ``valid_eer`` over
-    every trial list of the validation indexes (cosine scores of embeddings); with ``noisy``
-    (the stage of ``data.valid_noisy``), the same on the noisy copy of every batch, as
-    ``valid_noisy_accuracy`` and ``valid_noisy_eer`` (each batch read once, scored twice)."""
+    """``valid_accuracy`` over samples whose class the model was trained on, ``valid_eer`` and
+    ``valid_min_dcf_*`` over the trial lists of the validation indexes (cosine scores of
+    embeddings; per list too, see the module's docstring); with ``noisy`` (the stage of
+    ``data.valid_noisy``), the same on the noisy copy of every batch, as
+    ``valid_noisy_accuracy``, ``valid_noisy_eer``, ... (each batch read once, scored twice)."""
     was_training = model.training
     model.eval()
     train_ids = {n: i for i, n in enumerate(label_names)}
@@ -116,12 +141,15 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
                             if real[row]:
                                 view.embeddings[key] = emb[row]
             for view in views.values():
-                for lines in trials.values():
+                for list_name, lines in trials.items():
+                    # Two indexes carrying a list of one name: the second is told apart by its index.
+                    name = f"{index.name}/{list_name}" if list_name in view.lists else list_name
+                    scores, targets = view.lists.setdefault(name, ([], []))
                     for label, a, b in lines:
                         ea, eb = view.embeddings.get(trial_key(a)), view.embeddings.get(trial_key(b))
                         if ea is not None and eb is not None:
-                            view.scores.append(float(ea @ eb))
-                            view.targets.append(int(label))
+                            scores.append(float(ea @ eb))
+                            targets.append(int(label))
     finally:
         model.train(was_training)
     return {k: v for name, view in views.items() for k, v in view.metrics(name).items()}
