@@ -224,6 +224,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "and noisy, with the augmented run's)")
     p.set_defaults(handler=cmd_demo)
 
+    from .sv.score_cli import add_score_command
     from .train.cli import add_commands as add_train_commands
     from .train.embed_cli import add_commands as add_embed_commands
     from .train.plots import add_command as add_plot_command
@@ -231,6 +232,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_commands(sub, raw)
     add_plot_command(sub, raw)
     add_embed_commands(sub, raw)
+    add_score_command(sub, raw)
     return parser
 
 
