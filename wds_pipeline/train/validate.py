@@ -9,7 +9,6 @@ carry a list of one name). ``checkpoint.metric`` may name any of them (mode min)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..format import make_key
 from ..index import load_index
 from ..loader import Batch, StreamingLoader
 from ..sv.metrics import eer_of, error_counts, min_dcf_of
+from ..sv.trials import trial_key
 from ..transforms.batch import DeviceBatch
 
 if TYPE_CHECKING:
@@ -42,11 +41,6 @@ def speed_copy_of(name: str) -> str:
     except ValueError:
         return name
     return base if sep and base else name
-
-
-def trial_key(path: str) -> str:
-    """A trial list's ``id10270/x6uYqmx31kE/00001.wav`` -> the sample key it was built as."""
-    return make_key(os.path.splitext(path)[0])
 
 
 class _Scores:
