@@ -1,9 +1,9 @@
 """What both Colab notebooks do before their own steps: install, mount Drive, run commands.
 
-A notebook runs it with ``%run {REPO}/notebooks/colab_setup.py`` (REPO: the checkout) and then
-calls ``install(REPO)`` and ``mount_drive(DRIVE)``; ``sh``, ``show_plots`` and
-``last_validation`` serve the later cells. Plain Python, so tests/test_notebooks.py checks it
-with the rest; it is not part of the installed package (the notebooks clone the repository).
+A notebook imports it from ``REPO/notebooks`` (REPO: the checkout, cloned on Colab) and calls
+``install(REPO)`` and ``mount_drive(DRIVE)``; ``sh``, ``settings``, ``show_plots`` and
+``last_validation`` serve the later cells. It is not part of the installed package: the
+notebooks run from the repository, where ``configs/colab.yaml`` is too.
 """
 
 from __future__ import annotations

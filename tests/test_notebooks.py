@@ -228,6 +228,16 @@ def test_stored_notebooks_have_no_outputs():
     assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
 
 
+def test_notebooks_pass_the_linter():
+    """ruff reads the notebooks' cells as Python: an undefined name (a helper not imported, a
+    parameter misspelt) fails here, before a kernel runs anything."""
+    ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
+    assert ruff, "ruff is in the test extra"
+    p = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", str(NOTEBOOKS)],
+                       capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_a_notebook_saved_with_outputs_fails_the_check(tmp_path):
     copy = tmp_path / "colab_quickstart.ipynb"
     shutil.copy(NOTEBOOKS / "colab_quickstart.ipynb", copy)
