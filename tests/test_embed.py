@@ -208,3 +208,30 @@ def test_a_damaged_part_is_named_and_recomputed(data, ckpt, batched, tmp_path):
     part.write_bytes(b"not an npz")
     with pytest.raises(EmbeddingsError, match="part-000002.npz: 10 bytes, the manifest says .* \\(truncated\\)"):
         load_embeddings(out)
+
+
+def test_preflight_runs_embed_on_a_real_batch_and_fails_on_non_finite_vectors(data, tmp_path):
+    from trainer_helpers import MeanModel, small_config
+
+    from wds_pipeline.train.config import parse_config
+    from wds_pipeline.train.models import SpeakerTDNN
+    from wds_pipeline.train.preflight_embed import check_embedding
+    from wds_pipeline.train.preflight_report import PreflightReport
+
+    class NanTDNN(SpeakerTDNN):
+        def embed(self, waveform, lengths):
+            return super().embed(waveform, lengths) * float("nan")
+
+    cfg = parse_config(small_config(data, str(tmp_path)), "t.yaml")
+    cpu = torch.device("cpu")
+    found = []
+    for model in (SpeakerTDNN(3, channels=16, embed_dim=8), NanTDNN(3, channels=16, embed_dim=8), MeanModel(3)):
+        r = PreflightReport()
+        check_embedding(r, cfg, model.train(), cpu, None)
+        assert model.training  # left as it was found
+        found += [(c.name, c.status, c.detail) for c in r.checks]
+    assert found == [
+        ("embedding", "pass", "embed on 2 training utterances on cpu: (2, 8), finite"),
+        ("embedding", "fail", "embed gave non-finite values on a training batch on cpu"),
+        ("embedding", "warn", "wds_pipeline.train.models:speaker_tdnn has no embed(waveform, lengths): validation "
+                              "gives no EER or minDCF, and `wds-pipeline embed` cannot use it")]

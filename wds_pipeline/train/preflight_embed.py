@@ -17,7 +17,9 @@ def check_embedding(r: PreflightReport, cfg: TrainConfig, model: nn.Module, devi
                     amp: torch.dtype | None) -> None:
     """One check: ``embed`` on two utterances of the first validation index (else of the
     training data), cropped to ``data.valid_max_seconds`` as validation crops them."""
+    from ..index import load_index
     from ..loader import StreamingLoader
+    from .validate import valid_crop_seconds
 
     embed = getattr(model, "embed", None)
     if not callable(embed):
@@ -29,8 +31,10 @@ def check_embedding(r: PreflightReport, cfg: TrainConfig, model: nn.Module, devi
     lc = cfg.loader
     was_training = model.training
     try:
-        loader = StreamingLoader(url, batch_size=2, shuffle=False, last_batch="pad",
-                                 crop_seconds=cfg.data.valid_max_seconds, waveform_dtype="int16",
+        index = load_index(url, arrays=True, **lc.storage_options)
+        loader = StreamingLoader(index, batch_size=2, shuffle=False, last_batch="pad",
+                                 crop_seconds=valid_crop_seconds(index, cfg.data.valid_max_seconds),
+                                 waveform_dtype="int16",
                                  fields=("waveform", "label"), num_workers=0, persistent_workers=False,
                                  cache_dir=lc.cache_dir, cache_limit=lc.cache_limit,
                                  storage_options=lc.storage_options, rank=0, world_size=1)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..index import load_index
+from ..index import DatasetIndex, load_index
 from ..loader import Batch, StreamingLoader
 from ..sv.metrics import eer_of, error_counts, min_dcf_of
 from ..sv.trials import trial_key
@@ -41,6 +41,13 @@ def speed_copy_of(name: str) -> str:
     except ValueError:
         return name
     return base if sep and base else name
+
+
+def valid_crop_seconds(index: DatasetIndex, limit: float | None) -> float | None:
+    """The crop of validation batches: ``limit`` (``data.valid_max_seconds``) only where a clip
+    of ``index`` is longer (a crop pads every batch to its length)."""
+    longest = max((f for s in index.shards for f in s.sample_frames), default=0)
+    return limit if limit and longest > limit * index.sample_rate else None
 
 
 class _Scores:
@@ -99,10 +106,7 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
     try:
         for url in cfg.data.valid:
             index = load_index(url, **lc.storage_options)
-            longest = max((f for s in index.shards for f in s.sample_frames), default=0)
-            limit = cfg.data.valid_max_seconds
-            # Crop only where a clip is longer: a crop pads every batch to its length.
-            crop = limit if limit and longest > limit * index.sample_rate else None
+            crop = valid_crop_seconds(index, cfg.data.valid_max_seconds)
             loader = StreamingLoader(
                 index, batch_size=cfg.data.valid_batch_size, crop_seconds=crop,
                 shuffle=False, last_batch="pad", waveform_dtype="int16", fields=("waveform", "label"),
