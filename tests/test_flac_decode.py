@@ -4,7 +4,11 @@ clear error naming the sample (format/flac.py, format/codecs.py, loader/decode.p
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +128,18 @@ def test_the_loader_names_the_sample_of_a_damaged_field_or_skips_it(tmp_path, pa
     assert sorted(got) == [f"flac-u{i:04d}" for i in range(8) if i != 5]
     for k, w in got.items():  # the samples around it decode to the clips written
         assert np.array_equal(w, clips[int(k[-4:])])
+
+
+def test_the_decode_benchmark_runs_and_checks_every_method(tmp_path):
+    """benchmarks/flac_decode.py --quick: every method decodes every clip to the same
+    samples (it checks before timing), and the report has a rate per method and length."""
+    out = tmp_path / "flac_decode.json"
+    repo = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "benchmarks/flac_decode.py", "--quick", "--json-out", str(out)],
+                       capture_output=True, text=True, cwd=repo, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "all methods decode every clip to the same int16 samples" in p.stdout
+    report = json.loads(out.read_text())
+    assert len(report["rows"]) == 3 and report["setup"]["repeats"] == 2
+    for row in report["rows"]:
+        assert all(row[m] > 0 for m in ("ours", "dr_flac", "libFLAC"))
