@@ -169,6 +169,31 @@ def test_a_malformed_trial_line_names_file_and_line(setup, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.gcs
+def test_embeddings_trials_and_report_on_the_gcs_emulator(setup, gcs_emulator):
+    """Every read and write through storage: embeddings, cohort and trial list in a bucket,
+    the report and the plot written there; the same figures as from local files."""
+    from wds_pipeline.sv.score_cli import run_score
+
+    root, trials = setup
+    so = gcs_emulator.storage_options
+    for name in ("emb", "train"):
+        write_embeddings(gcs_emulator.gs(f"sv/{name}"), load_embeddings(str(root / name)), **so)
+    gcs_emulator.fs.pipe(f"{gcs_emulator.bucket}/sv/veri_test2.txt", (root / "veri_test2.txt").read_bytes())
+    out, lines = gcs_emulator.gs("sv/out"), []
+    doc = run_score(gcs_emulator.gs("sv/emb"), [gcs_emulator.gs("sv/veri_test2.txt")], out,
+                    cohort=gcs_emulator.gs("sv/train"), use_as_norm=True, top_k=5, log=lines.append, **so)
+    stored = json.loads(gcs_emulator.fs.cat(f"{gcs_emulator.bucket}/sv/out/report.json"))
+    assert stored == doc and list(doc["lists"]) == ["veri_test2"]
+    local = run_score(str(root / "emb"), [trials[0]], str(root / "local"), cohort=str(root / "train"),
+                      use_as_norm=True, top_k=5, log=lambda line: None)
+    assert doc["lists"]["veri_test2"]["results"] == local["lists"]["veri_test2"]["results"]
+    assert doc["lists"]["veri_test2"]["missing"] == 3
+    png = gcs_emulator.fs.cat(f"{gcs_emulator.bucket}/sv/out/det_veri_test2.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lines[0].startswith("veri_test2: 80 of 83 trials scored; 3 left out")
+
+
 def test_help_has_examples(capsys):
     with pytest.raises(SystemExit) as e:
         main(["score", "--help"])

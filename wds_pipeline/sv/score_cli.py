@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import storage
@@ -63,6 +64,18 @@ def _positive(text: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    run_score(args.embeddings, args.trials, args.out, cohort=args.cohort, mean_subtract=args.mean_subtract,
+              use_as_norm=args.as_norm, top_k=args.top_k, write_scores=args.write_scores)
+    return EXIT_OK
+
+
+def run_score(embeddings: str, trials: Sequence[str], out: str, *, cohort: str | None = None,
+              mean_subtract: bool = False, use_as_norm: bool = False, top_k: int = 300,
+              write_scores: bool = False, log: Callable[[str], None] = print,
+              **storage_options: Any) -> dict[str, Any]:
+    """What ``wds-pipeline score`` does, on any storage: the trial lists scored on the
+    embeddings folder ``embeddings``, the plots (and score files) written under ``out``, then
+    ``out/report.json``; returns the report. ``log`` gets the lines the command prints."""
     from ..plots import require_matplotlib
     from .det_plot import plot_det
     from .embeddings import load_embeddings
@@ -71,29 +84,29 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .trials import load_trial_lists
 
     require_matplotlib()  # the DET plots: say so before any work, not after it
-    if (args.mean_subtract or args.as_norm) and not args.cohort:
-        flag = "--mean-subtract" if args.mean_subtract else "--as-norm"
+    if (mean_subtract or use_as_norm) and not cohort:
+        flag = "--mean-subtract" if mean_subtract else "--as-norm"
         raise ConfigError(f"{flag} needs --cohort TRAIN_EMBEDDINGS (embeddings of the training data)")
-    lists = load_trial_lists(args.trials)  # a bad list fails before any embedding is read
-    emb = load_embeddings(args.embeddings)
-    cohort = Cohort.from_embeddings(load_embeddings(args.cohort), source=args.cohort) if args.cohort else None
-    results = score_lists(emb, lists, cohort=cohort, mean_subtract=args.mean_subtract,
-                          use_as_norm=args.as_norm, top_k=args.top_k, embeddings_name=args.embeddings)
-    doc = report(results, embeddings=args.embeddings, cohort=args.cohort,
-                 cohort_speakers=len(cohort.speakers) if cohort is not None else None,
-                 mean_subtract=args.mean_subtract, use_as_norm=args.as_norm, top_k=args.top_k,
-                 score_files=args.write_scores)
+    so = storage_options
+    lists = load_trial_lists(trials, **so)  # a bad list fails before any embedding is read
+    emb = load_embeddings(embeddings, **so)
+    pool = Cohort.from_embeddings(load_embeddings(cohort, **so), source=cohort) if cohort else None
+    results = score_lists(emb, lists, cohort=pool, mean_subtract=mean_subtract, use_as_norm=use_as_norm,
+                          top_k=top_k, embeddings_name=embeddings)
+    doc = report(results, embeddings=embeddings, cohort=cohort,
+                 cohort_speakers=len(pool.speakers) if pool is not None else None,
+                 mean_subtract=mean_subtract, use_as_norm=use_as_norm, top_k=top_k, score_files=write_scores)
     for r in results:
-        print(r.missing_line(args.embeddings))
+        log(r.missing_line(embeddings))
         for name, f in r.figures.items():
-            print(f"  {name}: EER {100 * f['eer']:.2f}%, minDCF(0.01) {f['min_dcf_0.01']:.4f}, "
-                  f"minDCF(0.05) {f['min_dcf_0.05']:.4f}")
+            log(f"  {name}: EER {100 * f['eer']:.2f}%, minDCF(0.01) {f['min_dcf_0.01']:.4f}, "
+                f"minDCF(0.05) {f['min_dcf_0.05']:.4f}")
         entry = doc["lists"][r.name]
-        plot_det(r.name, r.det, r.figures, join_url(args.out, entry["det_png"]))
-        if args.write_scores:
-            storage.write_bytes_atomic(join_url(args.out, entry["scores_file"]), scores_text(r))
+        plot_det(r.name, r.det, r.figures, join_url(out, entry["det_png"]), **so)
+        if write_scores:
+            storage.write_bytes_atomic(join_url(out, entry["scores_file"]), scores_text(r), **so)
     # Last: a report.json vouches for the plots and score files beside it.
-    url = join_url(args.out, "report.json")
-    storage.write_bytes_atomic(url, (json.dumps(doc, indent=1) + "\n").encode())
-    print(f"report: {url}")
-    return EXIT_OK
+    url = join_url(out, "report.json")
+    storage.write_bytes_atomic(url, (json.dumps(doc, indent=1) + "\n").encode(), **so)
+    log(f"report: {url}")
+    return doc
