@@ -543,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
                              "sets": {"clips": f"{args.clips} x 3 s", "utts": f"{args.utts} x 1-15 s"},
                              "load_before": [round(x, 2) for x in load], "reported": "median of interleaved repeats"}
     for mod in ("litdata", "streaming", "lhotse", "datasets", "webdataset"):
-        setup[mod] = getattr(__import__(mod), "__version__", "?")
+        try:
+            setup[mod] = getattr(__import__(mod), "__version__", "?")
+        except ImportError:  # not installed: none of the --formats asked needs it
+            setup[mod] = None
     print("setup:", setup, flush=True)
 
     frames_of = {name: sum(len(a) for _, a, _ in samples(name, n)) for name, n in sets.items()}

@@ -150,6 +150,18 @@ def measure(root: str, index: str, workers: int, cache_dir: str) -> dict[str, An
 # ------------------------------------------------------------------ the run
 
 
+def add_mount_options(ap: argparse.ArgumentParser, data_dir: str, out_name: str) -> None:
+    """Options of a benchmark on the Drive-like mount that measures in child processes
+    (this one and first_batch.py): the mount, where its data and results go, the child's."""
+    ap.add_argument("--latency-ms", type=float, default=100.0)
+    ap.add_argument("--bandwidth-mbps", type=float, default=20.0)
+    ap.add_argument("--data-dir", default=data_dir)
+    ap.add_argument("--out", default=os.path.join(BENCH, "results", out_name))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--index", help=argparse.SUPPRESS)
+    ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", metavar="REV", help="also measure REV's wds_pipeline, interleaved")
@@ -159,13 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-shard", type=int, default=1000)
     ap.add_argument("--real", type=int, default=2, help="shard files that exist (the rest point at them)")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    ap.add_argument("--latency-ms", type=float, default=100.0)
-    ap.add_argument("--bandwidth-mbps", type=float, default=20.0)
-    ap.add_argument("--data-dir", default="/tmp/wds-scale-bench")
-    ap.add_argument("--out", default=os.path.join(BENCH, "results", "scale.json"))
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--index", help=argparse.SUPPRESS)
-    ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    add_mount_options(ap, "/tmp/wds-scale-bench", "scale.json")
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

@@ -454,3 +454,22 @@ def test_the_batch_buffer_shelf_keeps_at_most_max_bytes_of_free_buffers(monkeypa
     again = pool.take((1, 1 << 20))  # reuses one; the free rest is trimmed to MAX_BYTES
     assert len(shelf) == 2 and sum(a.nbytes for a in shelf) <= 10 << 20
     assert any(again.data_ptr() == a.ctypes.data for a in shelf)
+
+
+def test_other_workers_leave_the_link_to_the_first_batch(slowfs_factory, tmp_path):
+    """On a FUSE mount with a cold cache, worker 1 opens no shard before worker 0 has built
+    the epoch's first batch (dataset.FIRST_BATCH_WAIT_S): here that batch needs worker 0's
+    first two shards, so both are opened before any of worker 1's. Every key once."""
+    m = slowfs_factory("link", latency_ms=50, bandwidth_mbps=200)
+    index = make_dataset(m.source, [10] * 6)
+    opts = dict(batch_size=16, num_workers=2, last_batch="pad", shuffle_buffer=8,
+                cache_dir=str(tmp_path / "cache"), shard_prefetch=0)
+    loader = StreamingLoader(f"{m.mountpoint}/index.json", **opts)
+    plan = loader.plan(0)
+    first = [[loader.dataset.table[plan.slots[s]].url.rsplit("/", 1)[1] for s in dict.fromkeys(w.read_slots.tolist())]
+             for w in plan.ranks[0].workers]
+    batches = list(loader)
+    assert Counter(keys_of(batches)) == Counter(all_keys(index))
+    opens = [line.split()[-1].lstrip("/") for line in m.log_lines() if line.startswith("open ") and ".tar" in line]
+    assert set(opens[:2]) == set(first[0][:2])  # worker 0's first two shards, before worker 1's
+    assert sorted(opens) == sorted(f"shard-{i:06d}.tar" for i in range(6))

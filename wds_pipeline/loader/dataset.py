@@ -44,6 +44,11 @@ from .verifier import AheadChecks, mapped_problem
 # Only where a core is spare for it: with as many loader processes as cores, the thread
 # made a 2-worker epoch on 2 cores slower than checking inline (and a 0-worker one faster).
 VERIFY_AHEAD = 4
+# With several workers whose first shards come over one link (Drive, GCS), the others wait
+# for the worker of the epoch's first batch to build it, at most this long: sharing the
+# link from the start, that batch came at half the speed (the README's settings on the
+# Drive-like mount: 2.8 s). The link is busy either way, so the epoch is no longer.
+FIRST_BATCH_WAIT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +104,8 @@ class ShardStreamDataset(IterableDataset):
         self.num_workers = num_workers
         self.num_logical_workers = max(1, num_workers)
         self.sample_rate = self.indexes[0].sample_rate if self.indexes else 16000
-        # [epoch, batches already consumed in that epoch]; see start().
-        self.control = torch.zeros(2, dtype=torch.int64).share_memory_()
+        # [epoch, batches already consumed in that epoch, first batch built]; see start().
+        self.control = torch.zeros(3, dtype=torch.int64).share_memory_()
         self._plan_cache: tuple[tuple, EpochPlan] | None = None
         # Elastic resume: (world_size, num_workers, batches) stages already run in
         # epoch ``stages_epoch`` under other layouts; that epoch plans only the rest.
@@ -127,6 +132,7 @@ class ShardStreamDataset(IterableDataset):
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
         self._plain = set(read_cfg.fields) <= {"waveform", "label"}
         self._want_label = "label" in read_cfg.fields
+        self._leads = True  # this process yields the first batch (physical worker 0, or no workers)
 
     def set_prior_stages(self, epoch: int, stages: Stages) -> None:
         """Elastic resume: ``epoch`` already ran ``stages`` under other layouts."""
@@ -136,7 +142,7 @@ class ShardStreamDataset(IterableDataset):
     def start(self, epoch: int, consumed: int) -> None:
         """Which epoch the next ``iter()`` runs and how many of its batches to skip: written
         into shared memory, so persistent workers see it too without being re-created."""
-        self.control.copy_(torch.tensor([epoch, consumed], dtype=torch.int64))
+        self.control.copy_(torch.tensor([epoch, consumed, 0], dtype=torch.int64))
 
     def new_buffer_generation(self) -> torch.Tensor | None:
         """Fresh flags for the recycled batch buffers of the workers started next (workers of
@@ -173,7 +179,7 @@ class ShardStreamDataset(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
-        epoch, consumed = (int(v) for v in self.control.tolist())
+        epoch, consumed, _ = (int(v) for v in self.control.tolist())
         plan = self.plan(epoch)
         rp = plan.ranks[self.rank]
         done, nxt = resume_point(rp.order, self.num_logical_workers, consumed)
@@ -181,7 +187,20 @@ class ShardStreamDataset(IterableDataset):
         positions = [i for i, w in enumerate(rp.order) if w == logical]
         start = done[logical]
         wp = rp.workers[logical]
-        yield from self._execute(plan, wp, start, positions, epoch)
+        # Physical worker 0 yields the epoch's (or the resumed pass's) first batch.
+        self._leads = physical == 0
+        try:
+            yield from self._execute(plan, wp, start, positions, epoch)
+        finally:
+            if self._leads:
+                self.control[2] = 1  # no first batch coming from here: nobody waits longer
+
+    def _wait_for_first_batch(self) -> float:
+        """Seconds waited for the leading worker's first batch (see FIRST_BATCH_WAIT_S)."""
+        t0 = time.perf_counter()
+        while not int(self.control[2]) and time.perf_counter() - t0 < FIRST_BATCH_WAIT_S:
+            time.sleep(0.005)
+        return time.perf_counter() - t0
 
     def _execute(
         self, plan: EpochPlan, wp: WorkerPlan, start: int, positions: list[int], epoch: int
@@ -217,6 +236,8 @@ class ShardStreamDataset(IterableDataset):
             rows, pads = self._rows(run, batches[i], skipped)
             t1 = time.perf_counter()
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
+            if self._leads:
+                self.control[2] = 1  # built: the workers waiting for the link may start
             t2 = time.perf_counter()
             clock.add(DECODE, t1 - t0)  # mapped samples are decoded (their pages read) as gathered
             clock.add(COLLATE, t2 - t1)
@@ -235,7 +256,10 @@ class ShardStreamDataset(IterableDataset):
         try:
             reader = self._get_reader()
             runs = sequential_runs(wp, first, last)
-            reader.schedule([self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs])
+            refs_ = [self._ref_of(self.table[plan.slots[slot]]) for slot, _, _, _ in runs]
+            if not self._leads and self.num_workers > 1 and refs_ and reader.over_link(refs_[0]):
+                clock.add_read(self._wait_for_first_batch())  # waiting on the link, in effect
+            reader.schedule(refs_)
             for slot, a, b, pos0 in runs:
                 e = plan.slots[slot]
                 t_open = time.perf_counter()

@@ -170,6 +170,13 @@ class ShardReader:
             return bio
         return self._stream(ref, offset)
 
+    def over_link(self, ref: ShardRef) -> bool:
+        """Whether opening ``ref`` now reads its bytes over the network or a FUSE mount:
+        not a local file, and not already whole in the cache."""
+        if self._is_direct(ref.url):
+            return False
+        return self.cache is None or not self.cache.contains(ref.url)
+
     def close(self) -> None:
         with self._lock:
             for fut in self._futures.values():

@@ -43,6 +43,8 @@ class MountInfo:
 
 def _unescape_mount_field(s: str) -> str:
     # /proc/self/mounts escapes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in s:  # nearly every field: a loader reads the table at every start
+        return s
     out = []
     i = 0
     while i < len(s):
