@@ -235,3 +235,31 @@ def test_preflight_runs_embed_on_a_real_batch_and_fails_on_non_finite_vectors(da
         ("embedding", "fail", "embed gave non-finite values on a training batch on cpu"),
         ("embedding", "warn", "wds_pipeline.train.models:speaker_tdnn has no embed(waveform, lengths): validation "
                               "gives no EER or minDCF, and `wds-pipeline embed` cannot use it")]
+
+
+def test_a_full_disk_stops_embed_in_one_line_and_the_rerun_with_space_completes(data, ckpt, batched,
+                                                                               tmpfs_factory):
+    """ENOSPC on a real small tmpfs: one line naming the file, nothing half-written published,
+    no manifest; with space again the same command finishes, equal to a run on a roomy disk."""
+    disk = tmpfs_factory(size="64k", name="emb-disk")
+    filler = os.path.join(disk, "filler.bin")
+    st = os.statvfs(disk)
+    with open(filler, "wb") as f:
+        f.write(bytes(st.f_bavail * st.f_frsize - 6 * 1024))  # room for about one part
+    out = os.path.join(disk, "emb")
+    p = subprocess.run(wds("embed", "--checkpoint", ckpt, data, out, "--workers", "0", "--no-progress"),
+                       capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=300)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith("wds-pipeline embed: [Errno 28] disk full writing ") and "/emb/part-" in lines[0]
+    assert lines[0].endswith("nothing was published under that name; free space on that disk and rerun")
+    left = os.listdir(out) if os.path.isdir(out) else []
+    assert "embeddings.json" not in left and not [n for n in left if ".tmp-" in n], left
+    os.remove(filler)
+    p = subprocess.run(wds("embed", "--checkpoint", ckpt, data, out, "--workers", "0", "--no-progress"),
+                       capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr
+    a, b = load_embeddings(out), load_embeddings(batched)
+    assert a.keys.tolist() == b.keys.tolist() and a.speakers.tolist() == b.speakers.tolist()
+    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-5, atol=1e-6)
