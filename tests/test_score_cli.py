@@ -5,6 +5,7 @@ missing utterances counted, and the one-line errors with their exit status."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import numpy as np
@@ -201,3 +202,25 @@ def test_help_has_examples(capsys):
     assert e.value.code == 0
     assert "--as-norm" in out and "--top-k K" in out
     assert "wds-pipeline score emb/test --trials voxceleb1/veri_test2.txt --out scores" in out.split("examples:")[1]
+
+
+def test_a_full_disk_is_one_line_and_publishes_no_report(setup, tmpfs_factory):
+    """ENOSPC on a real small tmpfs while the DET plot is written: one line naming the file,
+    no report.json (written last) and no temp file left; with space again the same command
+    writes the report."""
+    root, trials = setup
+    disk = tmpfs_factory(size="64k", name="score-disk")
+    filler = os.path.join(disk, "filler.bin")
+    st = os.statvfs(disk)
+    with open(filler, "wb") as f:
+        f.write(bytes(st.f_bavail * st.f_frsize - 4 * 1024))  # less than one DET plot
+    out = os.path.join(disk, "scores")
+    p = cli("score", root / "emb", "--trials", trials[1], "--out", out)
+    assert p.returncode != 0 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "No space left on device" in p.stderr and "det_list_test_hard2.png" in p.stderr, p.stderr
+    left = os.listdir(out) if os.path.isdir(out) else []
+    assert "report.json" not in left and not [n for n in left if ".tmp-" in n], left
+    os.remove(filler)
+    p = cli("score", root / "emb", "--trials", trials[1], "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(out)) == ["det_list_test_hard2.png", "report.json"]
