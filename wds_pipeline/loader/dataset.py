@@ -236,8 +236,8 @@ class ShardStreamDataset(IterableDataset):
             rows, pads = self._rows(run, batches[i], skipped)
             t1 = time.perf_counter()
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
-            if self._leads:
-                self.control[2] = 1  # built: the workers waiting for the link may start
+            if i == 0 and self._leads:
+                self.control[2] = 1  # built: the workers waiting for the link may start (once an epoch)
             t2 = time.perf_counter()
             clock.add(DECODE, t1 - t0)  # mapped samples are decoded (their pages read) as gathered
             clock.add(COLLATE, t2 - t1)
