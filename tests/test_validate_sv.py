@@ -13,6 +13,7 @@ from trainer_helpers import small_config
 
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.sv.metrics import eer, min_dcf
+from wds_pipeline.sv.score import figures
 from wds_pipeline.train.checkpoint import CheckpointManager
 from wds_pipeline.train.config import parse_config
 from wds_pipeline.train.trainer import Trainer
@@ -60,6 +61,20 @@ def test_trial_metrics_are_sv_metrics_pooled_and_per_list():
     assert both["valid_eer/b.txt"] == eer(*b) and both["valid_min_dcf_0.01/a.txt"] == min_dcf(*a, 0.01)
     assert both["valid_trials/b.txt"] == 50.0 and len(both) == 12
     assert trial_metrics("valid", {"t.txt": ([0.1, 0.2], [1, 1])}) == {}  # no non-target: no figures
+
+
+def test_trial_metrics_names_are_exactly_the_logged_ones():
+    """The names the trainer logs and checkpoint.metric picks from, in order: pooled, then each
+    list with figures (a list of targets only has none); values as `wds-pipeline score`'s."""
+    rng = np.random.default_rng(1)
+    a = (rng.normal(size=40).tolist(), [0, 1] * 20)
+    b = (rng.normal(size=10).round(1).tolist(), [1, 0] * 5)
+    got = trial_metrics("valid_noisy", {"a.txt": a, "b.txt": b, "same.txt": ([0.3, 0.2], [1, 1])})
+    per = ("eer", "min_dcf_0.01", "min_dcf_0.05", "trials")
+    assert list(got) == [f"valid_noisy_{f}{s}" for s in ("", "/a.txt", "/b.txt") for f in per]
+    values, _ = figures(np.array(b[0]), np.array(b[1]))
+    assert [got[f"valid_noisy_{f}/b.txt"] for f in per[:3]] == list(values.values())
+    assert got["valid_noisy_trials"] == 52.0 and got["valid_noisy_trials/a.txt"] == 40.0
 
 
 def test_validation_reports_every_figure_per_list(train, valid, tmp_path):

@@ -1,6 +1,7 @@
 """Validation: closed-set accuracy on held-out utterances of the training classes, and the
-speaker-verification figures (EER, minDCF at p_target 0.01 and 0.05, by :mod:`..sv.metrics`)
-on the trial lists an index carries (VoxCeleb's ``veri_test2.txt``, ``list_test_hard2.txt``).
+speaker-verification figures (EER, minDCF at each of :data:`..sv.score.P_TARGETS`, 0.01 and
+0.05), computed by :func:`..sv.score.figures` as ``wds-pipeline score`` computes them, on the
+trial lists an index carries (VoxCeleb's ``veri_test2.txt``, ``list_test_hard2.txt``).
 
 Names: ``valid_eer``, ``valid_min_dcf_0.01``, ``valid_min_dcf_0.05`` and ``valid_trials`` over
 every trial of every list (the one list's figures when there is one); with more than one
@@ -19,7 +20,7 @@ from torch import nn
 
 from ..index import DatasetIndex, load_index
 from ..loader import Batch, StreamingLoader
-from ..sv.metrics import eer_of, error_counts, min_dcf_of
+from ..sv.score import figures
 from ..sv.trials import trial_key
 from ..transforms.batch import DeviceBatch
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 
 # The seed of data.valid_noisy's draws (per sample): the same noisy copy for every run.
 VALID_NOISY_SEED = 0
-# The priors of the minDCF figures (VoxSRC's 0.05, NIST SRE's 0.01), with c_miss = c_fa = 1.
-DCF_TARGETS = (0.01, 0.05)
 
 
 def speed_copy_of(name: str) -> str:
@@ -77,10 +76,8 @@ def trial_metrics(prefix: str, lists: dict[str, tuple[list[float], list[int]]]) 
     for suffix, (scores, targets) in sets.items():
         if not 0 < sum(targets) < len(targets):
             continue
-        counts = error_counts(np.array(scores), np.array(targets))
-        out[f"{prefix}_eer{suffix}"] = eer_of(counts)
-        for p in DCF_TARGETS:
-            out[f"{prefix}_min_dcf_{p}{suffix}"] = min_dcf_of(counts, p)
+        values, _det = figures(np.array(scores), np.array(targets))  # wds-pipeline score's figures
+        out.update({f"{prefix}_{name}{suffix}": v for name, v in values.items()})
         out[f"{prefix}_trials{suffix}"] = float(len(targets))
     return out
 
