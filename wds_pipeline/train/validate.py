@@ -45,7 +45,9 @@ def speed_copy_of(name: str) -> str:
 def valid_crop_seconds(index: DatasetIndex, limit: float | None) -> float | None:
     """The crop of validation batches: ``limit`` (``data.valid_max_seconds``) only where a clip
     of ``index`` is longer (a crop pads every batch to its length)."""
-    longest = max((f for s in index.shards for f in s.sample_frames), default=0)
+    # One numpy max per shard over its frame counts (the int64 arrays of an index loaded with
+    # arrays=True, a sidecar's included): no Python int per sample at 1.1 M samples.
+    longest = max((int(np.max(s.sample_frames, initial=0)) for s in index.shards), default=0)
     return limit if limit and longest > limit * index.sample_rate else None
 
 
@@ -102,7 +104,7 @@ def validate(model: nn.Module, cfg: TrainConfig, label_names: Sequence[str], dev
     lc = cfg.loader
     try:
         for url in cfg.data.valid:
-            index = load_index(url, **lc.storage_options)
+            index = load_index(url, arrays=True, **lc.storage_options)  # as the loader reads one
             crop = valid_crop_seconds(index, cfg.data.valid_max_seconds)
             loader = StreamingLoader(
                 index, batch_size=cfg.data.valid_batch_size, crop_seconds=crop,
