@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from test_train import (
     final_weights,
     run_cli,
 )
-from trainer_helpers import small_config, write_config
+from trainer_helpers import small_config, wait_until_held, write_config
 
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.loader import LoaderConfig
@@ -253,13 +252,16 @@ def test_sigkill_and_resume_with_banks_refreshed_every_two_batches(corpora, tmp_
 
 
 def kill_and_resume(tmp_path: Path, augment: dict) -> None:
-    """``wds-pipeline train`` with ``augment``, killed with SIGKILL after its first mid-epoch
-    checkpoint and run again: the uninterrupted run's weights, bit for bit, and the same batches."""
+    """``wds-pipeline train`` with ``augment``, killed with SIGKILL two steps after its first
+    mid-epoch checkpoint (held there: exact on any machine) and run again: the uninterrupted
+    run's weights, bit for bit, and the same batches."""
     data = make_dataset(str(tmp_path / "speech"), [16, 16, 16], speakers=4)
+    held = str(tmp_path / "held")
 
     def cfg(name: str) -> str:
+        hold = {"hold_after": 7, "hold_file": held} if name == "cut" else {}
         doc = small_config(data, str(tmp_path / name), loader={"num_workers": 2, "persistent_workers": True},
-                           model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03},
+                           model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03, **hold},
                            checkpoint={"every_steps": 5}, run={"epochs": 3, "keys_log": str(tmp_path / f"{name}.keys")})
         return write_config(str(tmp_path / f"{name}.yaml"), {**doc, "augment": augment})
 
@@ -269,16 +271,12 @@ def kill_and_resume(tmp_path: Path, augment: dict) -> None:
     killed = subprocess.Popen([sys.executable, "-m", "wds_pipeline.cli", "train", "--config", cut], env=cli_env(),
                               cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    give_up = time.monotonic() + 240
-    try:
-        while not checkpoint_steps(str(tmp_path / "cut" / "ckpt")) and killed.poll() is None \
-                and time.monotonic() < give_up:
-            time.sleep(0.01)
-        time.sleep(0.1)
+    try:  # held in the forward of step 8, the checkpoint of step 5 written
+        wait_until_held(killed, held)
     finally:
         os.killpg(killed.pid, signal.SIGKILL)  # the trainer and its workers
         killed.wait()
-    assert 0 < max(checkpoint_steps(str(tmp_path / "cut" / "ckpt"))) < 36, "not killed mid-run"
+    assert checkpoint_steps(str(tmp_path / "cut" / "ckpt")) == [5], "not killed mid-epoch"
     resumed = run_cli("train", "--config", cut, timeout=300)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr + resumed.stdout, resumed.stderr
     assert_same_weights(final_weights(str(tmp_path / "ref" / "ckpt")), final_weights(str(tmp_path / "cut" / "ckpt")))

@@ -9,14 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from embed_helpers import trained_checkpoints
+from embed_helpers import HOLD_ENV, trained_checkpoints
 from shardgen import all_keys, make_dataset
+from trainer_helpers import wait_until_held
 
 from wds_pipeline.index import load_index
 from wds_pipeline.loader import StreamingLoader
@@ -150,9 +150,11 @@ def test_gcs_output_and_a_rerun_that_skips_every_part(data, ckpt, batched, gcs_e
 
 
 def test_sigkill_mid_run_then_the_rerun_keeps_committed_parts_and_equals_an_uninterrupted_run(data, tmp_path):
-    # embed() sleeps 50 ms per call and each utterance runs alone: ~0.5 s per part.
-    slow = trained_checkpoints(data, str(tmp_path / "run"), model={
-        "factory": "embed_helpers:slow_embed_tdnn", "embed_delay": 0.05})
+    # Each utterance is embedded alone, a part's all at once before its commit (parts of 8 to
+    # 11): the run that holds in its 13th embed call has committed exactly one part, in any
+    # order of parts and on any machine.
+    slow = trained_checkpoints(data, str(tmp_path / "run"), model={"factory": "embed_helpers:slow_embed_tdnn"})
+    held = tmp_path / "held"
     ref, out = tmp_path / "ref", tmp_path / "cut"
 
     def argv(to: Path) -> list[str]:
@@ -161,20 +163,16 @@ def test_sigkill_mid_run_then_the_rerun_keeps_committed_parts_and_equals_an_unin
 
     # The uninterrupted run: a process like the others (torch's thread count, so its rounding).
     assert subprocess.run(argv(ref), capture_output=True, env=cli_env(), cwd=REPO, timeout=300).returncode == 0
-    proc = subprocess.Popen(argv(out), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
+    proc = subprocess.Popen(argv(out), env={**cli_env(), HOLD_ENV: f"12:{held}"}, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while not (out.exists() and any(n.endswith(".json") for n in os.listdir(out))):
-            assert proc.poll() is None, "embed finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_held(proc, str(held))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # embed and its DataLoader workers
         proc.wait()
     committed = {n: (out / n).stat().st_mtime_ns for n in os.listdir(out) if n.endswith(".npz")
                  and (out / n.replace(".npz", ".json")).exists()}
-    assert 1 <= len(committed) < 4 and not (out / "embeddings.json").exists(), sorted(os.listdir(out))
+    assert len(committed) == 1 and not (out / "embeddings.json").exists(), sorted(os.listdir(out))
     p = subprocess.run(argv(out), capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=300)
     assert p.returncode == 0, p.stderr
     assert f"skipped {len(committed)} parts (already committed, hash verified)" in p.stderr

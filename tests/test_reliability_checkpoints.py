@@ -19,7 +19,7 @@ import pytest
 import torch
 from shardgen import make_dataset
 from test_train import assert_same_weights, checkpoint_steps, cli_env, final_weights, run_cli
-from trainer_helpers import small_config, write_config
+from trainer_helpers import small_config, wait_until_held, write_config
 
 from wds_pipeline.train.checkpoint import CheckpointManager
 from wds_pipeline.train.config import parse_config
@@ -84,17 +84,17 @@ def test_a_second_trainer_is_refused_naming_the_first_and_a_killed_one_is_taken_
     """Two real `wds-pipeline train` processes on one checkpoint folder: the second exits 2
     with one line naming the first (host, pid); after the first is SIGKILLed its lock is stale
     (its process on this host is gone), and the next run takes it over and resumes."""
+    # The first run holds in step 6 (step 4 saved) until it is killed: it outlives the
+    # second's start however slow that start is (a run sized in seconds of training need not).
+    held = str(tmp_path / "held")
     doc = small_config(data, str(tmp_path / "run"),
-                       model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.3},
-                       run={"epochs": 8})  # ~29 s of training: outlives the second's start
+                       model={"factory": "trainer_helpers:slow_tdnn", "hold_after": 5, "hold_file": held})
     cfg = write_config(str(tmp_path / "c.yaml"), doc)
     ckpt = tmp_path / "run" / "ckpt"
     first = popen_cli("train", "--config", cfg, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not checkpoint_steps(str(ckpt)):  # the first run is training and saving
-            assert first.poll() is None and time.monotonic() < deadline, "the first run never saved"
-            time.sleep(0.05)
+        wait_until_held(first, held)
+        assert checkpoint_steps(str(ckpt)) == [4]  # the first run trained and saved
         second = run_cli("train", "--config", cfg, timeout=300)
         assert second.returncode == 2, "both trained in one folder:\n" + second.stderr[-2000:]
         assert first.poll() is None, "the first run ended before the second tried: nothing tested"

@@ -5,6 +5,7 @@ end with identical weights."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from wds_pipeline.train.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-EPOCHS = 4  # 6 steps per epoch per rank at 0.3 s each: the kill lands well before the end
+EPOCHS = 4  # 6 steps per epoch per rank
 
 
 def free_port() -> int:
@@ -71,8 +72,11 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
     data = make_dataset(str(tmp_path / "data"), [20, 16, 12], speakers=4)  # 48 samples
     everything = all_keys(data)
     run = tmp_path / "run"
+    # A rank holds in step 6 (the other waits for it in the gradients' all-reduce), step 4
+    # saved, until both are killed: a kill at a known step whatever the machine's speed.
+    held = str(tmp_path / "held")
     doc = small_config(data, str(run), loader={"last_batch": "pad"},
-                       model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.3},
+                       model={"factory": "trainer_helpers:slow_tdnn", "hold_after": 5, "hold_file": held},
                        checkpoint={"every_steps": 2, "keep_last": 100}, run={"epochs": EPOCHS})
     cfg = write_config(str(tmp_path / "c.yaml"), doc)
 
@@ -83,13 +87,14 @@ def test_two_nodes_killed_and_resumed_as_three_ranks(tmp_path):
     nodes = [launch(rdzv, cfg, f"run.keys_log={tmp_path / 'first'}") for _ in range(2)]
     deadline = time.monotonic() + 240
     try:
-        while not any(s >= 4 for s in checkpoint_steps(str(run / "ckpt"))):
+        while not os.path.exists(held):
             assert all(p.poll() is None for p in nodes), [p.communicate() for p in nodes]
-            assert time.monotonic() < deadline, "no checkpoint within the time limit"
+            assert time.monotonic() < deadline, "no rank held within the time limit"
             time.sleep(0.05)
     finally:
         for p in nodes:
             kill_tree(p)
+    assert checkpoint_steps(str(run / "ckpt")) == [2, 4]
 
     loaded = CheckpointManager(str(run / "ckpt")).load_latest()
     assert loaded is not None

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from shardgen import make_dataset
-from trainer_helpers import HERE, small_config, write_config
+from trainer_helpers import HERE, small_config, wait_until_held, write_config
 
 from wds_pipeline.train.checkpoint import CheckpointManager
 from wds_pipeline.train.config import parse_config
@@ -77,16 +76,18 @@ def checkpoint_steps(ckpt_dir: str) -> list[int]:
 def test_sigkill_and_resume_gives_bitwise_equal_weights_and_same_keys(data, tmp_path, every_steps,
                                                                        kill_after_step):
     """num_workers=2, a checkpoint every ``every_steps`` optimizer steps (1000: only at epoch
-    ends, so the resume starts exactly at an epoch boundary); killed with SIGKILL soon after
-    the checkpoint of ``kill_after_step``."""
+    ends, so the resume starts exactly at an epoch boundary); killed with SIGKILL two steps
+    after the checkpoint of ``kill_after_step`` (held there: exact on any machine)."""
     blocks = dict(loader={"num_workers": 2, "persistent_workers": True},
                   model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03},
                   checkpoint={"every_steps": every_steps}, run={"epochs": 3})
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    held = str(tmp_path / "held")
     ref = write_config(str(tmp_path / "ref.yaml"), small_config(
         data, str(ref_dir), **{**blocks, "run": {**blocks["run"], "keys_log": str(tmp_path / "ref.keys")}}))
     cut = write_config(str(tmp_path / "cut.yaml"), small_config(
-        data, str(cut_dir), **{**blocks, "run": {**blocks["run"], "keys_log": str(tmp_path / "cut.keys")}}))
+        data, str(cut_dir), **{**blocks, "run": {**blocks["run"], "keys_log": str(tmp_path / "cut.keys")},
+                               "model": {**blocks["model"], "hold_after": kill_after_step + 2, "hold_file": held}}))
 
     p = run_cli("train", "--config", ref, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -94,18 +95,13 @@ def test_sigkill_and_resume_gives_bitwise_equal_weights_and_same_keys(data, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "wds_pipeline.cli", "train", "--config", cut],
                             env=cli_env(), cwd=str(REPO), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not any(s >= kill_after_step for s in checkpoint_steps(str(cut_dir / "ckpt"))):
-            assert proc.poll() is None, "the trainer finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(0.1)  # a few batches past the checkpoint
+    try:  # held in the forward of step kill_after_step + 3, its checkpoint written
+        wait_until_held(proc, held)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its DataLoader workers
         proc.wait()
     steps_at_kill = checkpoint_steps(str(cut_dir / "ckpt"))
-    assert steps_at_kill and max(steps_at_kill) < 36, "killed too late to test a resume"
+    assert steps_at_kill and max(steps_at_kill) == kill_after_step, steps_at_kill
 
     p = run_cli("train", "--config", cut, timeout=300)
     assert p.returncode == 0, p.stderr

@@ -6,7 +6,9 @@ Importable by trainer subprocesses: the tests put this folder on PYTHONPATH.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,17 +19,40 @@ from wds_pipeline.train.models import SpeakerTDNN
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class SlowTDNN(SpeakerTDNN):
-    """The default model with a fixed sleep per training forward, so a test can kill the
-    trainer mid-epoch reliably; the arithmetic is unchanged."""
+def hold_once(marker: str) -> None:
+    """Block this process until it is killed, the first time only: create ``marker`` (the
+    test waits for it, then kills) and sleep; a later process that finds ``marker`` (the
+    resumed run) returns at once. A kill timed by this is exact on any machine, where one
+    timed by a sleep in the test lands wherever the scheduler lets the trainer get to."""
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return
+    while True:
+        time.sleep(60)
 
-    def __init__(self, num_classes: int, *, delay: float = 0.0, **kw: Any) -> None:
+
+class SlowTDNN(SpeakerTDNN):
+    """The default model with a fixed sleep per training forward, and ``hold_after``: after
+    that many training forwards in a process, :func:`hold_once` on ``hold_file``, so a test
+    kills the trainer at a known step (the checkpoints before it written); the arithmetic
+    is unchanged."""
+
+    def __init__(self, num_classes: int, *, delay: float = 0.0, hold_after: int = 0,
+                 hold_file: str = "", **kw: Any) -> None:
         super().__init__(num_classes, **kw)
         self.delay = delay
+        self.hold_after, self.hold_file = hold_after, hold_file
+        self.forwards = 0  # training forwards in this process
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.training and self.delay:
-            time.sleep(self.delay)
+        if self.training:
+            self.forwards += 1
+            if self.hold_after and self.forwards > self.hold_after:
+                hold_once(self.hold_file)
+            if self.delay:
+                time.sleep(self.delay)
         return super().forward(waveform, lengths)
 
 
@@ -71,3 +96,15 @@ def write_config(path: str, doc: dict[str, Any]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(doc, f)
     return path
+
+
+def wait_until_held(proc: subprocess.Popen, marker: str, ready: Callable[[], bool] = lambda: True,
+                    limit: float = 240) -> None:
+    """Wait until ``proc`` (or a process under it) holds in :func:`hold_once` on ``marker``
+    and ``ready()`` is true; fails if ``proc`` ends first or ``limit`` seconds pass (a hang
+    guard, not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while not (os.path.exists(marker) and ready()):
+        assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before it held"
+        assert time.monotonic() < deadline, f"{marker} was not held within {limit} s"
+        time.sleep(0.02)
