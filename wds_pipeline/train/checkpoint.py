@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import re
 import signal
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -48,6 +46,15 @@ import torch
 from .. import storage
 from ..storage import RetryPolicy
 from ..storage import lock as folder_lock
+from .checkpoint_files import (
+    CHECKPOINT_FORMAT_VERSION,
+    JSON_RE,
+    PT_RE,
+    TMP_RE,
+    CheckpointInfo,
+    checkpoint_step,
+    file_names,
+)
 from .checkpoint_io import (
     CheckpointError,
     CheckpointLockedError,
@@ -68,17 +75,10 @@ __all__ = [
     "lower_is_better",
 ]
 
-CHECKPOINT_FORMAT_VERSION = 1
-_FORMAT_NAME = "wds_pipeline.checkpoint"
-
 # Drive remounts and GCS hiccups can last tens of seconds; losing a checkpoint costs
 # far more than waiting, so saves retry longer than shard reads do (~1 min of backoff).
 DEFAULT_SAVE_RETRY = RetryPolicy(attempts=8, initial_backoff=0.5, max_backoff=30.0, timeout=300.0)
 
-_PT_RE = re.compile(r"^ckpt-(\d{9,})\.pt$")
-_JSON_RE = re.compile(r"^ckpt-(\d{9,})\.json$")
-# storage's atomic writers stage into ".<final name>.tmp-<uuid hex>".
-_TMP_RE = re.compile(r"^\.ckpt-\d{9,}\.(?:pt|json)\.tmp-[0-9a-f]{32}$")
 LOCK_NAME = ".wds-pipeline-train.lock"
 # Test hook: a save SIGKILLs its own process at the named point (see _kill_point), so that
 # tests kill a real save at each step of its sequence deterministically.
@@ -95,79 +95,6 @@ def lower_is_better(metric: str) -> bool:
     return bool(_LOWER_IS_BETTER.search(metric))
 
 
-def checkpoint_step(url: str) -> int | None:
-    """The step of a checkpoint file's URL (``.../ckpt-000001200.pt`` -> 1200); None for any
-    other name."""
-    m = _PT_RE.match(url.rstrip("/").rsplit("/", 1)[-1])
-    return int(m.group(1)) if m else None
-
-
-def _names(step: int) -> tuple[str, str]:
-    stem = f"ckpt-{step:09d}"
-    return stem + ".pt", stem + ".json"
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    url: str  # of the .pt file
-    step: int
-    epoch: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    sha256: str = ""
-    size: int = 0
-    # While a step is saved again: the entry of the bytes being replaced, which this
-    # sidecar still vouches for until the new .pt is committed.
-    previous: CheckpointInfo | None = None
-
-    def _entry(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "metrics": self.metrics, "sha256": self.sha256,
-                "size": self.size}
-
-    def to_sidecar(self) -> bytes:
-        doc: dict[str, Any] = {
-            "format": _FORMAT_NAME,
-            "version": CHECKPOINT_FORMAT_VERSION,
-            "file": self.url.rsplit("/", 1)[-1],
-            "step": self.step,
-            "epoch": self.epoch,
-            "metrics": self.metrics,
-            "sha256": self.sha256,
-            "size": self.size,
-        }
-        if self.previous is not None:
-            doc["previous"] = self.previous._entry()
-        return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_sidecar(cls, data: bytes, *, pt_url: str, step: int) -> CheckpointInfo:
-        """Parse a sidecar; ``ValueError`` saying what is wrong when it is not one
-        this code wrote for ``step``."""
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != _FORMAT_NAME:
-            raise ValueError(f"not a {_FORMAT_NAME} sidecar")
-        if doc.get("version") != CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(
-                f"format version {doc.get('version')!r}; this code reads version "
-                f"{CHECKPOINT_FORMAT_VERSION}"
-            )
-        name = pt_url.rsplit("/", 1)[-1]
-
-        def entry(d: Any, previous: CheckpointInfo | None = None) -> CheckpointInfo:
-            return cls(url=pt_url, step=int(doc["step"]), epoch=int(d["epoch"]),
-                       metrics={str(k): float(v) for k, v in dict(d["metrics"]).items()},
-                       sha256=str(d["sha256"]), size=int(d["size"]), previous=previous)
-
-        try:
-            prev = entry(doc["previous"]) if doc.get("previous") is not None else None
-            info = entry(doc, prev)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"missing or malformed field ({type(exc).__name__}: {exc})") from None
-        if info.step != step or doc.get("file") != name:
-            raise ValueError(f"describes {doc.get('file')!r} at step {info.step}, not {name!r}")
-        return info
 
 
 class CheckpointManager:
@@ -253,8 +180,8 @@ class CheckpointManager:
     def _complete(self, names: list[str], present: set[str]) -> list[CheckpointInfo]:
         out = []
         for name in names:
-            m = _JSON_RE.match(name)
-            if m and _names(int(m.group(1)))[0] in present:
+            m = JSON_RE.match(name)
+            if m and file_names(int(m.group(1)))[0] in present:
                 info = self._sidecar(int(m.group(1)))
                 if info is not None:
                     out.append(info)
@@ -262,7 +189,7 @@ class CheckpointManager:
 
     def _sidecar(self, step: int) -> CheckpointInfo | None:
         """The sidecar of ``step`` read and parsed; None if it is missing or unreadable."""
-        pt, side = _names(step)
+        pt, side = file_names(step)
         try:
             raw = storage.read_bytes(self._join(side), retry=self.retry, **self.storage_options)
             return CheckpointInfo.from_sidecar(raw, pt_url=self._join(pt), step=step)
@@ -300,7 +227,7 @@ class CheckpointManager:
                 raise ValueError(f"checkpoint metric {k!r} is not a number: {v!r}") from None
 
         data = serialize(state)
-        pt, side = _names(step)
+        pt, side = file_names(step)
         info = CheckpointInfo(
             url=self._join(pt),
             step=step,
@@ -384,17 +311,17 @@ class CheckpointManager:
         for info in infos:
             if info.step in keep:
                 continue
-            pt, side = _names(info.step)
+            pt, side = file_names(info.step)
             # Sidecar first: a checkpoint half-deleted by a crash is then an
             # ignored orphan .pt, never a sidecar vouching for a missing file.
             if self._remove(side):
                 _kill_point("pruned-sidecar")
                 self._remove(pt)
         # Leftovers of interrupted saves: .pt files without a sidecar and temp files.
-        committed = {_names(i.step)[0] for i in infos}
+        committed = {file_names(i.step)[0] for i in infos}
         for name in names:
-            if (_PT_RE.match(name) and name not in committed) or _TMP_RE.match(name):
-                if name != _names(new.step)[0]:
+            if (PT_RE.match(name) and name not in committed) or TMP_RE.match(name):
+                if name != file_names(new.step)[0]:
                     self._remove(name)
 
     # --------------------------------------------------------------------- load
@@ -414,13 +341,13 @@ class CheckpointManager:
         names = self._listing()
         present = set(names)
         steps = sorted(
-            {int(m.group(1)) for n in names if (m := _PT_RE.match(n) or _JSON_RE.match(n))},
+            {int(m.group(1)) for n in names if (m := PT_RE.match(n) or JSON_RE.match(n))},
             reverse=True,
         )
         skipped: list[tuple[str, str]] = []
         damaged_committed = False
         for step in steps:
-            pt, side = _names(step)
+            pt, side = file_names(step)
             if side not in present:
                 skipped.append((self._join(pt), f"no sidecar {side}: its save was interrupted"))
                 continue
@@ -459,7 +386,7 @@ class CheckpointManager:
         try:
             found = self._verify_and_load(step, map_location, skipped)
         except FileNotFoundError as exc:
-            skipped.append((self._join(_names(step)[0]), f"missing ({exc})"))
+            skipped.append((self._join(file_names(step)[0]), f"missing ({exc})"))
             found = None
         if found is None:
             raise CheckpointError(_skipped_text(skipped) + "; pick another checkpoint of the run")
@@ -468,7 +395,7 @@ class CheckpointManager:
     def _verify_and_load(
         self, step: int, map_location: Any, skipped: list[tuple[str, str]]
     ) -> tuple[dict[str, Any], CheckpointInfo] | None:
-        pt, side = _names(step)
+        pt, side = file_names(step)
         pt_url, side_url = self._join(pt), self._join(side)
         try:
             raw = storage.read_bytes(side_url, retry=self.retry, **self.storage_options)
