@@ -50,7 +50,6 @@ from _common import REPO, RESULTS, SR, machine, table, write_json  # noqa: E402
 
 SEED = 7  # the corpus's (voices, noise, trials); --seed is the trainings'
 TRIAL_LISTS = ("veri_test2.txt", "list_test_hard2.txt")
-P_TARGETS = (0.01, 0.05)
 # The options: (flag, default, help, quick value); the type is the default's.
 OPTIONS: tuple[tuple[str, Any, str, Any], ...] = (
     ("--speakers", 120, "training speakers", 12),
