@@ -22,17 +22,25 @@ from wds_pipeline.train.doctor import PipelineTimes, diagnose
 from wds_pipeline.train.trainer import Trainer
 
 FAST_MODEL = "trainer_helpers:mean_model"  # next to no compute: the input is the limit
+# The slow model's sleep per step. At 0.05 s, a loaded 2-core machine measured data-wait
+# 10-14% (the workers' start-up and each batch's hand-over), over the 10% that names the
+# model; 0.15 s with persistent workers keeps it near 3%.
+SLOW_STEP = 0.15
 
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> dict[str, Path]:
-    """The same LibriSpeech-layout corpus as int16 (.npy) shards and as FLAC shards."""
+    """A LibriSpeech-layout corpus as int16 (.npy) shards, and one of longer clips (10-14 s)
+    as FLAC shards: decoding a whole clip for each 0.1 s crop then costs several times the
+    other stages (clips of up to 4 s decoded in about what collating took, and a loaded
+    machine named either)."""
     root = tmp_path_factory.mktemp("doctor")
-    synth_librispeech(str(root / "libri"), speakers=4, chapters_per_speaker=2, utterances_per_chapter=6,
-                      max_seconds=4.0)
+    lengths = {"npy": (1.0, 4.0), "flac": (10.0, 14.0)}
     out = {}
-    for codec in ("npy", "flac"):
-        r = build_dataset("librispeech", str(root / "libri"), str(root / codec),
+    for codec, (shortest, longest) in lengths.items():
+        synth_librispeech(str(root / f"libri-{codec}"), speakers=4, chapters_per_speaker=2,
+                          utterances_per_chapter=6, min_seconds=shortest, max_seconds=longest)
+        r = build_dataset("librispeech", str(root / f"libri-{codec}"), str(root / codec),
                           options=BuildOptions(codec=codec, shard_size=16, workers=1, progress=False),
                           log=lambda _: None)
         out[codec] = root / codec
@@ -47,7 +55,7 @@ def train_index(shards: Path) -> list[str]:
 
 def run_doctor(index: list[str], out: Path, *, model: str = FAST_MODEL, workers: int = 2, **loader) -> list[str]:
     doc = small_config(index, str(out))
-    doc["model"] = {"factory": model} | ({"delay": 0.05} if model.endswith("slow_tdnn") else {})
+    doc["model"] = {"factory": model} | ({"delay": SLOW_STEP} if model.endswith("slow_tdnn") else {})
     doc["loader"].update(num_workers=workers, batch_size=2, **loader)
     doc["run"].update(epochs=2, progress=False)
     lines: list[str] = []
@@ -74,7 +82,8 @@ def two_cores():
 
 
 def test_a_slow_model_is_named(corpora, tmp_path, two_cores):
-    lines = run_doctor(train_index(corpora["npy"]), tmp_path, model="trainer_helpers:slow_tdnn")
+    lines = run_doctor(train_index(corpora["npy"]), tmp_path, model="trainer_helpers:slow_tdnn",
+                       persistent_workers=True)
     assert len(lines) == 1 and "bottleneck: model" in lines[0], lines
     assert "fix: none on the input side" in lines[0]
 
