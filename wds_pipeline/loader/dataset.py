@@ -35,6 +35,7 @@ from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
+from .rowsplit import SPLITTER
 from .shards import ShardEntry, shard_table
 from .stages import COLLATE, DECODE, StageClock
 from .streamed import Opened, read_run
@@ -125,8 +126,11 @@ class ShardStreamDataset(IterableDataset):
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
         self._checks = AheadChecks(self.table)  # their crc32s, checked ahead of the gather
-        # A core for the verifier thread beside the loader's processes (main + workers).
-        self._spare_core = usable_cores() > self.num_workers + 1
+        # A core for the verifier thread beside the loader's processes (main + workers) and,
+        # without workers, the float32 gather's threads (rowsplit.py): on 2 cores the
+        # verifier's GIL hand-offs slowed the split gather more than inline checks cost.
+        gather = SPLITTER.helpers() if num_workers == 0 and read_cfg.waveform_dtype == "float32" else 0
+        self._spare_core = usable_cores() > self.num_workers + 1 + gather
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
