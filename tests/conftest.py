@@ -72,7 +72,9 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
             "probing gRPC; set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before importing gcsfs"
         )
     saved = {k: os.environ.get(k) for k in EMULATOR_ENV}
-    with run_emulator() as (port, url):
+    # A generous start-up limit: a loaded 2-core CI machine can take many seconds to start
+    # a Python server, and the tests behind this fixture would all error.
+    with run_emulator(timeout=120) as (port, url):
         try:
             os.environ["STORAGE_EMULATOR_HOST"] = url
             os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
@@ -126,6 +128,7 @@ def slowfs_factory(tmp_path) -> Iterator[Callable[..., Any]]:
             mnt = tmp_path / f"{name}-mnt"
             src.mkdir(exist_ok=True)
             opts.setdefault("access_log", str(tmp_path / f"{name}-access.log"))
+            opts.setdefault("start_timeout", 120.0)  # a loaded CI machine starts Python slowly
             return stack.enter_context(mount_slowfs(str(src), str(mnt), **opts))
 
         yield make

@@ -54,7 +54,7 @@ def drive(tmp_path: Path, record_property) -> Iterator[str]:
     src, mnt = tmp_path / "drive-src", tmp_path / "drive"
     src.mkdir()
     record_property("drive", "slowfs FUSE mount")
-    with mount_slowfs(str(src), str(mnt), latency_ms=20, bandwidth_mbps=40) as m:
+    with mount_slowfs(str(src), str(mnt), latency_ms=20, bandwidth_mbps=40, start_timeout=120) as m:
         yield m.mountpoint
 
 
@@ -87,7 +87,9 @@ def run_notebook(name: str, params: dict[str, Any], tmp_path: Path) -> Any:
     # leave the venv off PATH, as a kernel started by a Jupyter server may have it.
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != bindir)
+    # startup_timeout: the kernel's start (nbclient's default 60 s) on a loaded CI machine.
     client = nbclient.NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=CELL_TIMEOUT,
+                                     startup_timeout=CELL_TIMEOUT,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     try:
         client.execute(env=env)

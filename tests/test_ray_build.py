@@ -62,20 +62,22 @@ def _cluster_processes(tag: str) -> list[psutil.Process]:
 
 def _stop_cluster(tag: str) -> None:
     """What ``ray stop`` does, limited to this cluster's processes (``ray stop`` would
-    also stop any other Ray instance of this user on the machine)."""
-    procs = _cluster_processes(tag)
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+    also stop any other Ray instance of this user on the machine); again while any is
+    left, as a raylet may start a worker while the others stop."""
+    deadline = time.monotonic() + 120
+    while (procs := _cluster_processes(tag)) and time.monotonic() < deadline:
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +129,9 @@ def ray_driver(ray_cluster, gcs_emulator) -> Iterator[str]:
     ray.init(address=ray_cluster, runtime_env={"env_vars": env_vars},
              logging_level=logging.WARNING)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while sum(n["Alive"] for n in ray.nodes()) < 2:
-            assert time.monotonic() < deadline, f"second node never joined: {ray.nodes()}"
+            assert time.monotonic() < deadline, f"second node never joined in 120 s: {ray.nodes()}"
             time.sleep(0.5)
         yield ray_cluster
     finally:
