@@ -276,7 +276,7 @@ def test_threads_sharing_a_cache_download_once(tmp_path):
     def gated_fetch(url, dst):  # holds the download open until both threads are in get()
         fetches.append(url)
         started.set()
-        release.wait(30)
+        release.wait(60)
         with open(url, "rb") as f:
             dst.write(f.read())
 
@@ -287,11 +287,17 @@ def test_threads_sharing_a_cache_download_once(tmp_path):
 
     t1 = threading.Thread(target=get)
     t1.start()
-    assert started.wait(30)
+    assert started.wait(60)
     t2 = threading.Thread(target=get)
     t2.start()
+    # Release the download only once the second thread has joined it (not merely started:
+    # it could come after the download and pass as a plain hit).
+    deadline = time.monotonic() + 60
+    while cache.stats().joins < 1:
+        assert time.monotonic() < deadline, "the second get() never joined the download"
+        time.sleep(0.005)
     release.set()
-    t1.join(30)
-    t2.join(30)
+    t1.join(60)
+    t2.join(60)
     assert results == [sha, sha] and len(fetches) == 1
-    assert (cache.stats().misses, cache.stats().hits) == (1, 1)
+    assert (cache.stats().misses, cache.stats().hits, cache.stats().joins) == (1, 1, 1)
