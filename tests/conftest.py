@@ -29,7 +29,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # `tools` is a top-level package of the repo, not installed
     sys.path.insert(0, REPO_ROOT)
 
-from tools.gcs_emulator import run_emulator
+from tools.gcs_emulator import run_emulator  # noqa: E402 - needs the sys.path entry above
 
 # gcsfs reads this flag when it is *imported* (it then swaps GCSFileSystem for a
 # gRPC-probing subclass that stalls ~60 s per filesystem against the emulator), so

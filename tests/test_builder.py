@@ -331,13 +331,23 @@ def _journal_count(split_dir: Path) -> int:
     return len(list(d.glob("*.json"))) if d.is_dir() else 0
 
 
-# Shards of the slow build: enough that a signal sent once the first one is journaled lands
-# mid-build even when the test process is descheduled for a while on a loaded machine.
-SLOW_SHARDS = 60
+# Shards of the interrupted build: its processes hold mid-shard once they journaled one
+# (held_build_env), so a few more than two workers' worth are enough.
+SLOW_SHARDS = 8
+HOLD_SITE = Path(__file__).resolve().parent / "hold_build"
+
+
+def held_build_env(marker: Path) -> dict[str, str]:
+    """The environment of a CLI build whose every process, once it has journaled a shard,
+    holds in its next shard's first sample write (temp tar open) after creating ``marker``
+    (tests/hold_build/sitecustomize.py): a signal sent once ``marker`` exists lands
+    mid-build and mid-shard on any machine."""
+    path = os.pathsep.join(p for p in (str(HOLD_SITE), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, WDS_TEST_HOLD_BUILD=str(marker))
 
 
 def slow_build_args(tmp_path: Path, workers: int) -> tuple[Path, Path, list[str]]:
-    """A SLOW_SHARDS-shard build whose shards each take tens of ms (zstd level 19)."""
+    """A SLOW_SHARDS-shard build of one-clip shards (zstd level 19)."""
     rows = []
     for i in range(SLOW_SHARDS):
         write_audio(tmp_path / "c" / f"f{i:02d}.flac", 4.0, sr=44100, seed=i)
@@ -349,12 +359,14 @@ def slow_build_args(tmp_path: Path, workers: int) -> tuple[Path, Path, list[str]
     return manifest, out, args
 
 
-def wait_for_journal(proc: subprocess.Popen, split_dir: Path) -> None:
+def wait_until_held(proc: subprocess.Popen, split_dir: Path, marker: Path) -> None:
+    """Until a process of the build started with ``held_build_env(marker)`` holds, a shard
+    journaled."""
     deadline = time.monotonic() + 120
-    while _journal_count(split_dir) < 1:
+    while not (marker.exists() and _journal_count(split_dir) >= 1):
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        assert time.monotonic() < deadline, "no shard was journaled within 120 s"
-        time.sleep(0.005)
+        assert time.monotonic() < deadline, "the build did not journal a shard and hold within 120 s"
+        time.sleep(0.01)
 
 
 def _default_sigint() -> None:
@@ -366,13 +378,15 @@ def _default_sigint() -> None:
 
 def interrupt_mid_build(tmp_path: Path, workers: int, sig: int, *, group: bool = False
                         ) -> tuple[subprocess.Popen, bytes, Path, Path, list[str]]:
-    """Start the slow build and send ``sig`` (to its whole process group with ``group``, as
-    a terminal's Ctrl-C does) once a shard is journaled; returns the finished process, its
-    stderr, the manifest, OUT and the CLI arguments."""
+    """Start the build and send ``sig`` (to its whole process group with ``group``, as a
+    terminal's Ctrl-C does) once it holds mid-shard, a shard journaled; returns the finished
+    process, its stderr, the manifest, OUT and the CLI arguments."""
     manifest, out, args = slow_build_args(tmp_path, workers)
+    marker = tmp_path / "held"
     proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=REPO, start_new_session=group, preexec_fn=_default_sigint)
-    wait_for_journal(proc, out / "train")
+                            cwd=REPO, start_new_session=group, preexec_fn=_default_sigint,
+                            env=held_build_env(marker))
+    wait_until_held(proc, out / "train", marker)
     if group:
         os.killpg(proc.pid, sig)
     else:
@@ -387,7 +401,7 @@ def test_sigkilled_build_resumes_to_identical_index(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     done = _journal_count(out / "train")
     assert not (out / "train" / "index.json").exists(), "build finished before the kill"
-    assert 1 <= done < SLOW_SHARDS
+    assert done == 1  # held in the second shard
 
     rerun = subprocess.run(CLI + args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -505,9 +519,10 @@ def _descendants(pid: int) -> set[int]:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
     _, out, args = slow_build_args(tmp_path, workers=2)
+    marker = tmp_path / "held"
     proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=REPO)
-    wait_for_journal(proc, out / "train")
+                            cwd=REPO, env=held_build_env(marker))
+    wait_until_held(proc, out / "train", marker)
     workers = _descendants(proc.pid)
     assert len(workers) >= 2  # the fork server and its workers
     proc.kill()

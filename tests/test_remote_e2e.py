@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 from shardgen import xxh3
-from test_builder import build, make_clip_corpus, write_audio, write_manifest
+from test_builder import build, held_build_env, make_clip_corpus, write_audio, write_manifest
 
 from wds_pipeline import StreamingLoader, storage
 from wds_pipeline.index import load_index
@@ -250,9 +250,9 @@ def _gcs_journal(fs, split_path: str) -> list[str]:
 @pytest.mark.gcs
 def test_killed_gcs_build_resumes_without_reuploading(gcs_emulator, tmp_path):
     fs, bucket = gcs_emulator.fs, gcs_emulator.bucket
-    n = 16
+    n = 8
     rows = []
-    for i in range(n):  # 4 s at 44.1 kHz, zstd level 19: tens of ms per one-clip shard
+    for i in range(n):  # 4 s at 44.1 kHz, zstd level 19, one clip a shard
         write_audio(tmp_path / "c" / f"f{i:02d}.flac", 4.0, sr=44100, seed=i)
         rows.append({"path": f"f{i:02d}.flac", "speaker": f"s{i % 3}"})
     manifest = write_manifest(tmp_path / "c", rows)
@@ -277,10 +277,14 @@ def test_killed_gcs_build_resumes_without_reuploading(gcs_emulator, tmp_path):
         "--no-progress",
     ]
     assert os.environ.get("STORAGE_EMULATOR_HOST") == gcs_emulator.url
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The build holds in its second shard once the first is journaled (held_build_env): the
+    # kill lands mid-build on any machine.
+    marker = tmp_path / "held"
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=held_build_env(marker))
     try:
         deadline = time.monotonic() + 120
-        while not _gcs_journal(fs, split_path):
+        while not (marker.exists() and _gcs_journal(fs, split_path)):
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "no shard was journaled on gs:// within 120 s"
             time.sleep(0.01)
@@ -290,7 +294,7 @@ def test_killed_gcs_build_resumes_without_reuploading(gcs_emulator, tmp_path):
         proc.stdout.close()
     journaled = _gcs_journal(fs, split_path)
     assert not fs.exists(f"{split_path}/index.json"), "the build finished before the kill"
-    assert 1 <= len(journaled) < n
+    assert len(journaled) == 1, journaled
     done = [j.removesuffix(".json") + ".tar" for j in journaled]
     generations = {name: fs.info(f"{split_path}/{name}")["generation"] for name in done}
 
@@ -321,7 +325,9 @@ def test_killed_gcs_build_resumes_without_reuploading(gcs_emulator, tmp_path):
 def test_loader_over_flaky_gcs_yields_every_sample_once(gcs_emulator, fault_proxy, tmp_path):
     sizes = [40, 40, 40, 40, 33]
     local = tmp_path / "ds"
-    frames = lambda s, i: 24000 + 160 * ((s * 7 + i * 3) % 50)  # 1.5-2 s: ~3.5 MB shards
+    def frames(s: int, i: int) -> int:  # 1.5-2 s: ~3.5 MB shards
+        return 24000 + 160 * ((s * 7 + i * 3) % 50)
+
     write_synthetic_dataset(str(local), sizes, frames=frames)
     prefix = f"flaky-{uuid.uuid4().hex[:8]}"
     upload_dir(gcs_emulator.fs, local, f"{gcs_emulator.bucket}/{prefix}")
@@ -476,7 +482,9 @@ def test_build_into_drive_like_folder_is_complete_index_last_and_verifies(
 @pytest.mark.gcs
 def test_cache_limit_smaller_than_dataset_holds_during_epoch(gcs_emulator, tmp_path):
     sizes = [30] * 8  # ~8 shards of ~0.15 MB
-    frames = lambda s, i: 2400 + 80 * ((s + i) % 10)
+    def frames(s: int, i: int) -> int:
+        return 2400 + 80 * ((s + i) % 10)
+
     local = tmp_path / "ds"
     write_synthetic_dataset(str(local), sizes, frames=frames)
     total = sum(p.stat().st_size for p in local.glob("*.tar"))
