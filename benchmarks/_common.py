@@ -34,7 +34,7 @@ RESULTS = os.path.join(REPO, "benchmarks", "results")
 if REPO not in sys.path:  # `tools` (slowfs, faultproxy) is a top-level folder of the repo
     sys.path.insert(0, REPO)
 
-from tools.gcs_emulator import run_emulator
+from tools.gcs_emulator import run_emulator  # noqa: E402 (after the sys.path insert above)
 
 SR = 16000
 
