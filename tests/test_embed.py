@@ -16,6 +16,7 @@ import pytest
 import torch
 from embed_helpers import HOLD_ENV, trained_checkpoints
 from shardgen import all_keys, make_dataset
+from test_reliability_disk_full import fill
 from trainer_helpers import wait_until_held
 
 from wds_pipeline.index import load_index
@@ -240,10 +241,7 @@ def test_a_full_disk_stops_embed_in_one_line_and_the_rerun_with_space_completes(
     """ENOSPC on a real small tmpfs: one line naming the file, nothing half-written published,
     no manifest; with space again the same command finishes, equal to a run on a roomy disk."""
     disk = tmpfs_factory(size="64k", name="emb-disk")
-    filler = os.path.join(disk, "filler.bin")
-    st = os.statvfs(disk)
-    with open(filler, "wb") as f:
-        f.write(bytes(st.f_bavail * st.f_frsize - 6 * 1024))  # room for about one part
+    filler = fill(disk, leave=6 * 1024)  # room for about one part
     out = os.path.join(disk, "emb")
     p = subprocess.run(wds("embed", "--checkpoint", ckpt, data, out, "--workers", "0", "--no-progress"),
                        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=300)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from cli_run import cli
 from shardgen import make_dataset
+from test_reliability_disk_full import fill
 
 from wds_pipeline.cli import main
 from wds_pipeline.errors import EXIT_USAGE
@@ -210,10 +211,7 @@ def test_a_full_disk_is_one_line_and_publishes_no_report(setup, tmpfs_factory):
     writes the report."""
     root, trials = setup
     disk = tmpfs_factory(size="64k", name="score-disk")
-    filler = os.path.join(disk, "filler.bin")
-    st = os.statvfs(disk)
-    with open(filler, "wb") as f:
-        f.write(bytes(st.f_bavail * st.f_frsize - 4 * 1024))  # less than one DET plot
+    filler = fill(disk, leave=4 * 1024)  # less than one DET plot
     out = os.path.join(disk, "scores")
     p = cli("score", root / "emb", "--trials", trials[1], "--out", out)
     assert p.returncode != 0 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
