@@ -10,7 +10,6 @@ buffers and the sample arena); this module runs the plan through them.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
-from .rowsplit import SPLITTER
+from .rowsplit import SPLITTER, usable_cores
 from .shards import ShardEntry, shard_table
 from .stages import COLLATE, DECODE, StageClock
 from .streamed import Opened, read_run
@@ -467,9 +466,3 @@ class ShardStreamDataset(IterableDataset):
     def _ref_of(entry: ShardEntry) -> ShardRef:
         return ShardRef(url=entry.url, digest=entry.digest, size=entry.size,
                         partial_ok=len(entry.crc32) > 0)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (all of them where affinity is unknown, macOS)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

@@ -22,6 +22,12 @@ from torch.utils.data import get_worker_info
 MIN_BYTES_PER_THREAD = 1 << 20
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (all of them where affinity is unknown, macOS)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 class RowSplitter:
     """``run(fill, rows, row_bytes)``: ``fill(lo, hi)`` over ``[0, rows)``, in contiguous
     parts on up to ``torch.get_num_threads()`` threads (the caller's included; one part per
@@ -39,8 +45,7 @@ class RowSplitter:
         the cores this process may run on."""
         if get_worker_info() is not None:
             return 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, min(torch.get_num_threads(), cores, rows, rows * row_bytes // MIN_BYTES_PER_THREAD))
+        return max(1, min(torch.get_num_threads(), usable_cores(), rows, rows * row_bytes // MIN_BYTES_PER_THREAD))
 
     def helpers(self) -> int:
         """Helper threads a large batch gets in this process (see :meth:`threads`)."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..format import AUDIO_FLAC
-from ..loader.dataset import usable_cores
+from ..loader.rowsplit import usable_cores
 from ..loader.stages import (
     CACHED_OPENS,
     COLLATE,
