@@ -104,6 +104,41 @@ def test_a_replaced_shard_is_skipped_and_no_sample_comes_twice(tmp_path, workers
     assert loader.skipped_count == 4
 
 
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_checks_split_across_threads_find_the_damaged_sample_of_a_big_batch(tmp_path, policy):
+    # Without workers, a batch's crc32 checks run on the gather's threads (rowsplit.py):
+    # a batch of 24 clips of 3 s (2.3 MB) is split in two, and the damaged sample, in the
+    # second half, is still the one named and the only one left out.
+    import torch
+
+    from wds_pipeline.loader.rowsplit import SPLITTER
+
+    idx = make_dataset(str(tmp_path), [24], frames=lambda s, i: 48000)
+    key = "synthetic-s0-u0020"
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard) as t:
+        at = t.getmember(f"{key}.audio.npy").offset_data + 4000
+    with open(shard, "r+b") as f:
+        f.seek(at)
+        f.write(b"\x7f" * 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        if SPLITTER.threads(24, 96000) < 2:
+            pytest.skip("one usable core: the checks are not split")
+        loader = StreamingLoader(idx, batch_size=24, num_workers=0, shuffle=False, on_corrupt_shard=policy,
+                                 last_batch="pad")
+        if policy == "raise":
+            with pytest.raises(ShardFormatError, match=rf"shard-000000\.tar: sample 20 \(key '{key}'"):
+                list(loader)
+            return
+        (batch,) = list(loader)
+        assert batch.keys == sorted(all_keys(idx) - {key})
+        assert loader.skipped == [f"{tmp_path}/shard-000000.tar#20"]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_samples_are_checked_once_per_process_not_every_epoch(tmp_path):
     # The crc32 of a sample is taken the first time a process gathers it: a later epoch
     # over the same file (same stamp) trusts it. A rewrite gets a new stamp, so a new check.

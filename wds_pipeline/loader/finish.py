@@ -40,6 +40,9 @@ class SampleFinisher:
         self._cut = self._crop if self.speed is None else self._perturb_and_crop
         self._finish = self._cut if self.chain is None else self._cut_and_transform
         self.finish = self._finish if self.speed is None and self.chain is None else self._timed
+        # Finishing reads no sample byte, only takes a view of it: the mapped path may then
+        # check a batch's samples against their crc32s after finishing and before the gather.
+        self.views_only = self.speed is None and self.chain is None
         self.clock: StageClock | None = None  # set by the dataset in each process: the transforms' seconds
 
     def _timed(self, pcm: np.ndarray, start: int, n: int, epoch: int, gid: int,

@@ -241,6 +241,11 @@ def _leading_digits(rows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray
     d = rows.astype(np.int64) - 48
     is_digit = (d >= 0) & (d < base)
     count = np.where(is_digit.all(axis=1), d.shape[1], is_digit.argmin(axis=1))
+    if len(count) and (count == count[0]).all():
+        # Every row as wide (a writer's fixed-width fields): one product with the place
+        # values, not a mask per digit (most of a fresh shard's locate time).
+        width = int(count[0])
+        return d[:, :width] @ (np.int64(base) ** np.arange(width - 1, -1, -1, dtype=np.int64)), count
     inside = np.arange(d.shape[1]) < count[:, None]
     powers = np.where(inside, count[:, None] - 1 - np.arange(d.shape[1]), 0)
     return (np.where(inside, d, 0) * (np.int64(base) ** powers)).sum(axis=1), count
@@ -251,7 +256,10 @@ def _octal(fields: np.ndarray) -> np.ndarray | None:
     None when any row is otherwise (base-256 sizes, leading spaces): the member-by-member
     parser reads those."""
     value, count = _leading_digits(fields, 8)
-    rest = fields[np.arange(fields.shape[1]) >= count[:, None]]
+    if len(count) and (count == count[0]).all():  # fixed-width fields: a slice, not a mask
+        rest = fields[:, int(count[0]) :]
+    else:
+        rest = fields[np.arange(fields.shape[1]) >= count[:, None]]
     if (count == 0).any() or ((rest != 0) & (rest != 32)).any():
         return None
     return value
@@ -272,7 +280,7 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
     # The file as rows of 512-byte blocks: a header is one row (a row gather, not a
     # fancy index per byte).
     blocks = raw[: len(raw) // fmt.BLOCK * fmt.BLOCK].reshape(-1, fmt.BLOCK)
-    members: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    members: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     active = np.ones(n, dtype=bool)
     key_len = None
     first_names = None
@@ -300,14 +308,19 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
         typeflag = headers[:, 156]
         if ((typeflag != 48) & (typeflag != 0)).any() or headers[:, 345].any():
             return False  # not a regular file, or a ustar prefix (folder) in the name
-        computed = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+        # uint32 sums (512 bytes of at most 255 cannot overflow): half the time of int64's.
+        computed = (headers.sum(axis=1, dtype=np.uint32).astype(np.int64)
+                    - headers[:, 148:156].sum(axis=1, dtype=np.uint32) + 256)
         if (checksum != computed).any():
             return False
         names = headers[:, :100]
         length = np.where(names.all(axis=1), 100, (names == 0).argmax(axis=1))
-        dot_mask = (names == 46) & (_NAME < length[:, None])
+        # Only the columns up to the longest name: names are mostly far shorter than 100.
+        width = int(length.max())
+        names = names[:, :width]
+        dot_mask = (names == 46) & (_NAME[:width] < length[:, None])
         has_dot = dot_mask.any(axis=1)
-        in_name = _NAME < length[:, None]
+        in_name = _NAME[:width] < length[:, None]
         if not has_dot.all() or ((names == 47) & in_name).any() or ((names >= 128) & in_name).any():
             return False  # a member without a field, in a folder, or a name beyond ASCII
         dot = dot_mask.argmax(axis=1)
@@ -315,9 +328,13 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
             if len(idx) != n:
                 return False
             key_len, first_names = dot, names
-        elif key_len is None or ((dot != key_len[idx]) | ((names != first_names[idx]) & (_NAME < dot[:, None])).any(axis=1)).any():
-            return False  # members of one sample must share its key
-        members.append((idx, p + fmt.BLOCK, size, dot, names))
+        else:
+            # A key ends before both names' widths (dot < length <= width for each).
+            kw = min(width, first_names.shape[1])
+            if key_len is None or ((dot != key_len[idx]) | ((names[:, :kw] != first_names[idx, :kw])
+                                                            & (_NAME[:kw] < dot[:, None])).any(axis=1)).any():
+                return False  # members of one sample must share its key
+        members.append((idx, p + fmt.BLOCK, size, dot, names, length))
         nxt = p + fmt.BLOCK + (size + fmt.BLOCK - 1) // fmt.BLOCK * fmt.BLOCK
         over = nxt > ends[idx]
         if over.any():
@@ -329,10 +346,10 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
         return False
     if active.any() or key_len is None or first_names is None:
         return False
-    for idx, data, size, dot, names in members:
+    for idx, data, size, dot, names, length in members:
         # One field name per distinct suffix: usually a single one per member position.
-        length = np.where(names.all(axis=1), 100, (names == 0).argmax(axis=1))
-        suffix = np.where((_NAME > dot[:, None]) & (_NAME < length[:, None]), names, 0).astype(np.uint8)
+        cols = _NAME[: names.shape[1]]
+        suffix = np.where((cols > dot[:, None]) & (cols < length[:, None]), names, 0).astype(np.uint8)
         same = (suffix == suffix[0]).all(axis=1)
         groups = [(suffix[0], same)]
         if not same.all():  # members in another order in some samples: group them by name
