@@ -34,7 +34,6 @@ from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
-from .prefault import Prefaulter
 from .rowsplit import SPLITTER, usable_cores
 from .shards import ShardEntry, shard_table
 from .stages import COLLATE, DECODE, StageClock
@@ -131,10 +130,6 @@ class ShardStreamDataset(IterableDataset):
         # verifier's GIL hand-offs slowed the split gather more than inline checks cost.
         gather = SPLITTER.helpers() if num_workers == 0 and read_cfg.waveform_dtype == "float32" else 0
         self._spare_core = usable_cores() > self.num_workers + 1 + gather
-        # The next local shard's pages faulted in on a thread (prefault.py): where the loader's
-        # processes leave a core idle between gathers (without workers on 2 cores, too).
-        self._prefaulter = Prefaulter()
-        self._prefault = usable_cores() > self.num_workers + 1
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -268,12 +263,10 @@ class ShardStreamDataset(IterableDataset):
             if not self._leads and self.num_workers > 1 and refs_ and reader.over_link(refs_[0]):
                 clock.add_read(self._wait_for_first_batch())  # waiting on the link, in effect
             reader.schedule(refs_)
-            for k, (slot, a, b, pos0) in enumerate(runs):
+            for slot, a, b, pos0 in runs:
                 e = plan.slots[slot]
                 t_open = time.perf_counter()
                 f = self._map_run(reader, run, e, a, b)
-                if self._prefault and f is None:
-                    self._prefault_next(reader, run, runs, k)
                 clock.add_read(time.perf_counter() - t_open)  # the shard's open: a FUSE open, a download's start
                 if f is None:  # mapped: the batches it completes are gathered from the file
                     while next_batch < len(batches) and batches[next_batch].ready_at < pos0 + (b - a):
@@ -434,55 +427,24 @@ class ShardStreamDataset(IterableDataset):
         log.warning("skipping sample %d of %s: %s", idx, entry.url, problem)
         return Failed(f"{entry.url}#{idx}", problem)
 
-    def _map(self, reader, run: _Run, e: int, a: int) -> MappedShard | Opened:
-        """Shard ``e`` mapped (kept in ``run.mapped``) when it is a whole file on this
-        machine; else the stream opened at sample ``a`` to read it from (or why it did not
-        open)."""
-        m = run.mapped.get(e)
-        if m is not None:
-            return m
-        entry = self.table[e]
-        try:
-            f = reader.open(self._ref_of(entry), int(entry.offsets[a]))
-        except OSError as exc:
-            return exc  # raised (or skipped) where the run is read
-        try:
-            fd = f.fileno()  # a shard still downloading has none
-        except (AttributeError, OSError, ValueError):
-            return f
-        with f:
-            m = MappedShard(fd, entry.url, self._tables.get(entry.url, file_stamp(fd), entry.meta.nsamples))
-        run.mapped[e] = m
-        run.mapped_bytes += len(m.view)
-        return m
-
-    def _prefault_next(self, reader, run: _Run, runs: list[tuple[int, int, int, int]], k: int) -> None:
-        """Map the shard of run ``k + 1`` now and have its pages faulted in on the prefault
-        thread (``prefault.py``), when it is a local file within the mapped-bytes budget."""
-        if k + 1 >= len(runs):
-            return
-        slot, a, b, _ = runs[k + 1]
-        e = run.plan.slots[slot]
-        entry = self.table[e]
-        if e not in run.mapped:
-            if not reader.is_local_file(entry.url) or run.mapped_bytes + (entry.size or 0) > self._mapped_budget:
-                return
-            opened = self._map(reader, run, e, a)
-            if not isinstance(opened, MappedShard):
-                if not isinstance(opened, BaseException):
-                    opened.close()  # opened at its turn again, where its errors are handled
-                return
-        m = run.mapped[e]
-        offsets = entry.offsets
-        self._prefaulter.ahead(m, int(offsets[a]), int(offsets[b]) if b < len(offsets) else m.size)
-
     def _map_run(self, reader, run: _Run, e: int, a: int, b: int) -> Opened | None:
         """Map shard ``e`` and locate its samples [a, b) when it is a whole file on this
         machine (None); else the opened stream to read them from (or why it did not open)."""
         entry = self.table[e]
-        m = self._map(reader, run, e, a)
-        if not isinstance(m, MappedShard):
-            return m
+        m = run.mapped.get(e)
+        if m is None:
+            try:
+                f = reader.open(self._ref_of(entry), int(entry.offsets[a]))
+            except OSError as exc:
+                return exc  # raised (or skipped) where the run is read
+            try:
+                fd = f.fileno()  # a shard still downloading has none
+            except (AttributeError, OSError, ValueError):
+                return f
+            with f:
+                m = MappedShard(fd, entry.url, self._tables.get(entry.url, file_stamp(fd), entry.meta.nsamples))
+            run.mapped[e] = m
+            run.mapped_bytes += len(m.view)
         try:
             m.locate(entry.offsets, a, b, entry.size)
         except (fmt.ShardFormatError, OSError) as exc:

@@ -171,11 +171,6 @@ class ShardReader:
             return bio
         return self._stream(ref, offset)
 
-    def is_local_file(self, url: str) -> bool:
-        """Whether ``open`` of ``url`` is a plain local file (not FUSE, not remote, not the
-        cache): opening it early changes nothing in the reader's plan."""
-        return self._is_direct(url)
-
     def over_link(self, ref: ShardRef) -> bool:
         """Whether opening ``ref`` now reads its bytes over the network or a FUSE mount:
         not a local file, and not already whole in the cache."""
