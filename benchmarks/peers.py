@@ -377,11 +377,29 @@ def data_of(fmt: str) -> str:
 # ----------------------------------------------------------------- measuring
 
 
+def warm_page_cache(path: str) -> int:
+    """Read every file under ``path`` (untimed), so that each run starts, as this benchmark
+    says, with its set in the page cache. Without it, a host that pages out memory no one
+    touched for a while (DAMON reclaim on this machine: 0 of 519 MB of a set left resident
+    15 min after its last read) makes whichever format runs first in a repeat read from
+    disk: formats alternate their order, so that penalty fell on a different format in
+    different repeats. Bytes read."""
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            with open(os.path.join(d, f), "rb", buffering=0) as fh:
+                while chunk := fh.read(8 << 20):
+                    total += len(chunk)
+    return total
+
+
 def run(fmt: str, path: str, workers: int, want: Counter[str], frames: int,
         memory: bool = True) -> dict[str, Any]:
-    """Two epochs of one fresh loader: epoch 1 with construction on the clock. ``memory``:
-    sample the peak RSS/PSS (a spawned sampler process, seconds of start-up per run)."""
+    """Two epochs of one fresh loader: epoch 1 with construction on the clock, its set in
+    the page cache first. ``memory``: sample the peak RSS/PSS (a spawned sampler process,
+    seconds of start-up per run)."""
     out: dict[str, Any] = {}
+    warm_page_cache(path)
     to_float32 = fmt.endswith(TO_FLOAT32)
     mem = PeakMemory() if memory else None
     with mem or contextlib.nullcontext():
@@ -577,10 +595,22 @@ def main(argv: list[str] | None = None) -> int:
             for w in workers:
                 order = formats if rep % 2 == 0 else formats[::-1]  # alternate who runs first
                 for fmt in order:
-                    r = run(fmt, paths[(name, data_of(fmt))], w, want, frames_of[name])
+                    # Timed without the memory sampler: its reads of /proc/PID/smaps walk every
+                    # mapped page of the process tree, which costs a loader that maps its shards
+                    # (wds_pipeline, and MosaicML) CPU and mmap_lock time that one reading into
+                    # its own buffers does not pay (measured: wds_pipeline's clips w0 epoch 1
+                    # 355 ms without, 416 ms with). Memory has a pass of its own below.
+                    r = run(fmt, paths[(name, data_of(fmt))], w, want, frames_of[name], memory=False)
                     runs.setdefault(f"{name}/w{w}/{fmt}", []).append(r)
                     print(f"rep {rep} {name}/w{w}/{fmt}: " + ", ".join(
                         f"ep{e} {r[f'epoch{e}']['samples_per_s'] or 0:,.0f}/s" for e in (1, 2)), flush=True)
+    for name in sets:  # one untimed run per column and format, its peak RSS/PSS sampled
+        want = Counter(list(refs[name]))
+        for w in workers:
+            for fmt in formats:
+                m = run(fmt, paths[(name, data_of(fmt))], w, want, frames_of[name])
+                for r in runs[f"{name}/w{w}/{fmt}"]:
+                    r["peak_rss"], r["peak_pss"] = m["peak_rss"], m["peak_pss"]
 
     table = summarize(runs, checks, formats, sets, workers)
     result = {"setup": {**setup, "load_after": [round(x, 2) for x in os.getloadavg()]},

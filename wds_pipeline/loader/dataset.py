@@ -130,6 +130,11 @@ class ShardStreamDataset(IterableDataset):
         # verifier's GIL hand-offs slowed the split gather more than inline checks cost.
         gather = SPLITTER.helpers() if num_workers == 0 and read_cfg.waveform_dtype == "float32" else 0
         self._spare_core = usable_cores() > self.num_workers + 1 + gather
+        # Without a verifier thread, a batch's checks run after it is listed, split across the
+        # gather's threads (_check_rows); beside one they stay inline (two threads hashing
+        # the same batches made int16 output without workers 3-5% slower). Only where
+        # finishing reads no sample byte (no sample transforms): see SampleFinisher.views_only.
+        self._defer_checks = not self._spare_core and self._decoder.finisher.views_only
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -331,7 +336,7 @@ class ShardStreamDataset(IterableDataset):
                     size = now[e] = m.file_size()
                 checks = len(pending)
                 s = self._mapped_sample(m, self.table[e], int(index[item]), run.epoch, size,
-                                        pending if self._decoder.finisher.views_only else None)
+                                        pending if self._defer_checks else None)
                 if len(pending) > checks:
                     pending_rows.append(len(rows))
                 refs[item] -= 1
