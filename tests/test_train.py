@@ -71,26 +71,41 @@ def checkpoint_steps(ckpt_dir: str) -> list[int]:
     return sorted(int(n[5:14]) for n in os.listdir(ckpt_dir) if n.startswith("ckpt-") and n.endswith(".json"))
 
 
+# The SIGKILL tests' training: num_workers=2, the default model slowed so the workers run
+# ahead of it, 3 epochs of 12 steps.
+KILL_BLOCKS: dict = dict(loader={"num_workers": 2, "persistent_workers": True},
+                         model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03}, run={"epochs": 3})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict[tuple[int, int], str]]:
+    """The run never killed, trained once for both SIGKILL cases (a checkpoint's frequency
+    changes no weight and no batch): its final weights and its batches' keys by position."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    t = Trainer(parse_config(small_config(data, str(out), **{
+        **KILL_BLOCKS, "run": {**KILL_BLOCKS["run"], "keys_log": str(out / "ref.keys")}}), "ref"))
+    try:
+        t.fit()
+    finally:
+        t.close()  # the persistent workers
+    return final_weights(str(out / "ckpt")), batches_by_position(str(out / "ref.keys"))
+
+
 @pytest.mark.parametrize("every_steps,kill_after_step", [(5, 5), (1000, 12)],
                          ids=["mid-epoch", "epoch-boundary"])
-def test_sigkill_and_resume_gives_bitwise_equal_weights_and_same_keys(data, tmp_path, every_steps,
-                                                                       kill_after_step):
+def test_sigkill_and_resume_gives_bitwise_equal_weights_and_same_keys(data, uninterrupted, tmp_path,
+                                                                       every_steps, kill_after_step):
     """num_workers=2, a checkpoint every ``every_steps`` optimizer steps (1000: only at epoch
-    ends, so the resume starts exactly at an epoch boundary); killed with SIGKILL two steps
-    after the checkpoint of ``kill_after_step`` (held there: exact on any machine)."""
-    blocks = dict(loader={"num_workers": 2, "persistent_workers": True},
-                  model={"factory": "trainer_helpers:slow_tdnn", "delay": 0.03},
-                  checkpoint={"every_steps": every_steps}, run={"epochs": 3})
-    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    ends, so the resume starts exactly at an epoch boundary); ``wds-pipeline train`` killed with
+    SIGKILL two steps after the checkpoint of ``kill_after_step`` (held there: exact on any
+    machine) and run again: the uninterrupted run's weights, bit for bit, and the same batches."""
+    cut_dir = tmp_path / "cut"
     held = str(tmp_path / "held")
-    ref = write_config(str(tmp_path / "ref.yaml"), small_config(
-        data, str(ref_dir), **{**blocks, "run": {**blocks["run"], "keys_log": str(tmp_path / "ref.keys")}}))
     cut = write_config(str(tmp_path / "cut.yaml"), small_config(
-        data, str(cut_dir), **{**blocks, "run": {**blocks["run"], "keys_log": str(tmp_path / "cut.keys")},
-                               "model": {**blocks["model"], "hold_after": kill_after_step + 2, "hold_file": held}}))
-
-    p = run_cli("train", "--config", ref, timeout=300)
-    assert p.returncode == 0, p.stderr
+        data, str(cut_dir), **{**KILL_BLOCKS, "checkpoint": {"every_steps": every_steps},
+                               "run": {**KILL_BLOCKS["run"], "keys_log": str(tmp_path / "cut.keys")},
+                               "model": {**KILL_BLOCKS["model"], "hold_after": kill_after_step + 2,
+                                         "hold_file": held}}))
 
     proc = subprocess.Popen([sys.executable, "-m", "wds_pipeline.cli", "train", "--config", cut],
                             env=cli_env(), cwd=str(REPO), stdout=subprocess.DEVNULL,
@@ -107,8 +122,8 @@ def test_sigkill_and_resume_gives_bitwise_equal_weights_and_same_keys(data, tmp_
     assert p.returncode == 0, p.stderr
     assert "resumed from" in p.stdout + p.stderr
 
-    assert_same_weights(final_weights(str(ref_dir / "ckpt")), final_weights(str(cut_dir / "ckpt")))
-    ref_batches = batches_by_position(str(tmp_path / "ref.keys"))
+    ref_weights, ref_batches = uninterrupted
+    assert_same_weights(ref_weights, final_weights(str(cut_dir / "ckpt")))
     cut_batches = batches_by_position(str(tmp_path / "cut.keys"))
     assert len(ref_batches) == 36 and cut_batches == ref_batches
 
