@@ -28,7 +28,7 @@ from test_train import (
     final_weights,
     run_cli,
 )
-from trainer_helpers import fit_and_stop_workers, small_config, wait_until_held, write_config
+from trainer_helpers import small_config, wait_until_held, write_config
 
 from wds_pipeline.errors import ConfigError
 from wds_pipeline.loader import LoaderConfig
@@ -265,7 +265,7 @@ def kill_and_resume(tmp_path: Path, augment: dict) -> None:
         return write_config(str(tmp_path / f"{name}.yaml"), {**doc, "augment": augment})
 
     ref, cut = cfg("ref"), cfg("cut")
-    fit_and_stop_workers(Trainer(load_config(ref)))  # in this process: one interpreter start less
+    Trainer(load_config(ref)).fit()  # in this process: one interpreter start less
     killed = subprocess.Popen([sys.executable, "-m", "wds_pipeline.cli", "train", "--config", cut], env=cli_env(),
                               cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from trainer_helpers import fit_and_stop_workers, small_config
+from trainer_helpers import small_config
 
 from wds_pipeline.builder import BuildOptions, build_dataset
 from wds_pipeline.loader import LoaderConfig
@@ -61,7 +61,7 @@ def run_doctor(index: list[str], out: Path, *, model: str = FAST_MODEL, workers:
     lines: list[str] = []
     trainer = Trainer(parse_config(doc, "doctor.yaml"), log=lines.append)
     try:
-        fit_and_stop_workers(trainer)  # persistent workers: not left to the garbage collector
+        trainer.fit()  # its persistent workers stop as fit returns (loader.close())
     finally:
         trainer.close()
     verdicts = [line for line in lines if "input doctor" in line]

@@ -88,6 +88,23 @@ def test_persistent_workers_follow_epochs(ds):
     assert e0 == keys_of(list(fresh)) and e1 == keys_of(list(fresh))
 
 
+def test_close_stops_persistent_workers_and_the_next_pass_starts_new_ones(ds):
+    # Regression: workers ended only when the garbage collector found the loader, and
+    # torch's shutdown from there waited its 5 s join per idle worker.
+    with StreamingLoader(ds, batch_size=4, num_workers=2, persistent_workers=True, last_batch="pad") as loader:
+        e0 = keys_of(list(loader))
+        workers = loader.dataloader._iterator._workers
+        assert len(workers) == 2 and all(w.is_alive() for w in workers)
+        loader.close()
+        assert not any(w.is_alive() for w in workers)  # joined by close(), not later
+        e1 = keys_of(list(loader))
+        again = loader.dataloader._iterator._workers
+        assert all(w.is_alive() for w in again) and not set(again) & set(workers)
+    assert not any(w.is_alive() for w in again)  # the with block closed it
+    fresh = StreamingLoader(ds, batch_size=4, num_workers=2, last_batch="pad")
+    assert (e0, e1) == (keys_of(list(fresh)), keys_of(list(fresh)))
+
+
 @pytest.mark.parametrize("workers,stop", [(2, 7), (3, 1), (0, 5), (2, 15)])
 def test_exact_resume_mid_epoch(ds, workers, stop):
     opts = dict(batch_size=4, num_workers=workers, shuffle_buffer=30, seed=5, crop_seconds=0.1)

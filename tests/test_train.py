@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from shardgen import make_dataset
-from trainer_helpers import HERE, fit_and_stop_workers, small_config, wait_until_held, write_config
+from trainer_helpers import HERE, small_config, wait_until_held, write_config
 
 from wds_pipeline.train.checkpoint import CheckpointManager
 from wds_pipeline.train.config import parse_config
@@ -84,7 +84,7 @@ def uninterrupted(data, tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict
     out = tmp_path_factory.mktemp("uninterrupted")
     t = Trainer(parse_config(small_config(data, str(out), **{
         **KILL_BLOCKS, "run": {**KILL_BLOCKS["run"], "keys_log": str(out / "ref.keys")}}), "ref"))
-    fit_and_stop_workers(t)
+    t.fit()
     return final_weights(str(out / "ckpt")), batches_by_position(str(out / "ref.keys"))
 
 

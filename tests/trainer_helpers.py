@@ -33,19 +33,6 @@ def hold_once(marker: str) -> None:
         time.sleep(60)
 
 
-def fit_and_stop_workers(trainer: Any) -> Any:
-    """``trainer.fit()``, then its loader's persistent DataLoader workers shut down at once.
-    Left to the garbage collector (the trainer sits in reference cycles), the same shutdown
-    came during some later test and waited out torch's 5 s join per worker (two workers:
-    10 s from gc.collect(), 0.02 s from this call), the workers still waiting for work."""
-    try:
-        return trainer.fit()
-    finally:
-        iterator = getattr(trainer.loader.dataloader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()  # torch's own shutdown, as its __del__ runs it
-
-
 class SlowTDNN(SpeakerTDNN):
     """The default model with a fixed sleep per training forward, and ``hold_after``: after
     that many training forwards in a process, :func:`hold_once` on ``hold_file``, so a test

@@ -273,7 +273,8 @@ def _check_rates_and_memory(r: PreflightReport, cfg: TrainConfig, train: list[Da
         r.figures["gpu_peak_bytes"] = float(peak)
         r.add("GPU memory", "pass", f"batch {batch_size}: peak {peak / 2**30:.2f} GiB")
     model_rate = _model_rate(model, opt, cfg, loader.sample_rate, typical, batch_size, device, amp)
-    loader_rate = _loader_rate(loader, cfg.run.preflight_batches)
+    with loader:  # its persistent workers stop once timed (loader.close())
+        loader_rate = _loader_rate(loader, cfg.run.preflight_batches)
     r.figures.update(model_batches_per_s=model_rate, loader_batches_per_s=loader_rate)
     detail = (f"loader {loader_rate:.1f} batches/s vs model {model_rate:.1f} batches/s "
               f"({loader_rate / model_rate:.2f}x)")

@@ -172,6 +172,9 @@ class Trainer(TrainerState):
         try:
             return self._fit()
         finally:
+            # Workers stop now, on success or error: left to the garbage collector, torch's
+            # shutdown waits 5 s per worker, at some later moment (loader.close()).
+            self.loader.close()
             self.checkpoints.unlock()
 
     def _fit(self) -> TrainSummary:
