@@ -367,6 +367,13 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
             sizes[idx[sel] + j] = size[sel]
     table.key_pos[j : j + n] = starts
     table.key_len[j : j + n] = key_len
+    # Every key decoded at once (ASCII, checked above), not one bytes() and decode() per
+    # sample as it is gathered: 'S' items end at their first NUL, the end of the key here.
+    width = int(key_len.max())
+    if width:
+        key_bytes = np.where(_NAME[:width] < key_len[:, None], first_names[:, :width], 0).astype(np.uint8)
+        keys = key_bytes.view(f"S{width}").ravel().astype(f"U{width}").tolist()
+        table.keys.update(zip(range(j, j + n), keys))
     _index_pcm(raw, table, j, n)
     _index_labels(raw, table, j, n)
     table.located[j : j + n] = True
