@@ -169,6 +169,23 @@ def test_truncated_shard_raises_naming_it_unless_skipping(tmp_path):
     assert all(k.startswith(str(shard)) for k in skipping.skipped)
 
 
+def test_an_error_out_of_an_epoch_stops_the_workers_at_once(tmp_path):
+    # Regression: persistent workers outlived an epoch that raised, until the garbage
+    # collector stopped them (waiting torch's 5 s join per worker, during some later code).
+    idx = make_dataset(str(tmp_path), [10, 10])
+    shard = tmp_path / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:6000])
+    loader = StreamingLoader(idx, batch_size=2, num_workers=2, persistent_workers=True, shuffle=False)
+    epoch = iter(loader)
+    next(epoch)
+    workers = loader.dataloader._iterator._workers
+    assert all(w.is_alive() for w in workers)
+    with pytest.raises(ShardFormatError, match="shard-000001.tar"):
+        list(epoch)
+    assert not any(w.is_alive() for w in workers)
+    assert loader.dataloader._iterator is None  # the next pass starts new workers
+
+
 def test_crops_are_fixed_length_and_seeded(ds):
     opts = dict(batch_size=6, num_workers=2, crop_seconds=0.15, seed=9, waveform_dtype="int16")
     a = [b.waveform for b in StreamingLoader(ds, **opts)]

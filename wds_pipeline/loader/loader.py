@@ -230,6 +230,14 @@ class StreamingLoader:
                 if expected != total:
                     raise RuntimeError(f"epoch {epoch} ended after {expected} of {total} planned batches")
             finished = True
+        except GeneratorExit:  # a `break`: persistent workers stay for the next pass
+            raise
+        except BaseException:
+            # An error out of the epoch (a damaged shard raised in a worker, Ctrl-C): the
+            # workers stop now. Kept, they would be stopped by the garbage collector at some
+            # later moment, waiting torch's 5 s join per worker there (see close()).
+            self.close()
+            raise
         finally:
             if finished:
                 self.epoch, self._yielded = epoch + 1, 0
