@@ -61,7 +61,10 @@ def run_doctor(index: list[str], out: Path, *, model: str = FAST_MODEL, workers:
     lines: list[str] = []
     trainer = Trainer(parse_config(doc, "doctor.yaml"), log=lines.append)
     try:
-        trainer.fit()  # its persistent workers stop as fit returns (loader.close())
+        trainer.fit()
+        # Its persistent workers were stopped as fit returned (loader.close()), not left
+        # for the garbage collector.
+        assert trainer.loader.dataloader._iterator is None
     finally:
         trainer.close()
     verdicts = [line for line in lines if "input doctor" in line]
