@@ -40,9 +40,9 @@ class SampleTable:
         self.stamp = stamp  # (size, mtime_ns, inode) of the file it describes
         self.n = n
         self.located = np.zeros(n, dtype=bool)
-        self.key_pos = np.full(n, -1, dtype=np.int64)  # the key's bytes in the file
-        self.key_len = np.zeros(n, dtype=np.int64)
-        self.keys: dict[int, str] = {}  # keys decoded so far (long names: from the parser)
+        # Where the numpy path (locate_regular) found each key's header; -1: the member parser.
+        self.key_pos = np.full(n, -1, dtype=np.int64)
+        self.keys: dict[int, str] = {}  # each located sample's key, from either path
         self.columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.errors: dict[int, str] = {}
         # Plain 1-D int16 .npy audio: where its PCM starts in the file and its frame count
@@ -197,12 +197,8 @@ class MappedShard:
         if got == crcs[i]:
             self.table.verified[i] = 1
             return None
-        try:
-            key = repr(self.key(i))
-        except UnicodeDecodeError:
-            key = "(a key that is not UTF-8)"
         return (
-            f"{self.url}: sample {i} (key {key} in its header, bytes {start}-{end}) has crc32 "
+            f"{self.url}: sample {i} (key {self.key(i)!r} in its header, bytes {start}-{end}) has crc32 "
             f"{got}, the index says {crcs[i]}: the shard's bytes differ from those indexed "
             "(damaged on the storage, or the file was replaced or changed since the build); "
             "restore the shard, or rebuild it and its index (wds-pipeline verify checks every shard)"
@@ -214,12 +210,7 @@ class MappedShard:
             self.table.errors[a + int(i)] = reason
 
     def key(self, i: int) -> str:
-        table = self.table
-        key = table.keys.get(i)
-        if key is None:
-            pos = int(table.key_pos[i])
-            key = table.keys[i] = bytes(self.view[pos : pos + int(table.key_len[i])]).decode("utf-8")
-        return key
+        return self.table.keys[i]  # decoded as the sample was located
 
     def fields(self, i: int) -> dict[str, memoryview]:
         """Sample ``i``'s payloads by field: zero-copy views of the mapped file."""
@@ -366,14 +357,14 @@ def locate_regular(raw: np.ndarray, table: SampleTable, starts: np.ndarray, ends
             offs[idx[sel] + j] = data[sel]
             sizes[idx[sel] + j] = size[sel]
     table.key_pos[j : j + n] = starts
-    table.key_len[j : j + n] = key_len
     # Every key decoded at once (ASCII, checked above), not one bytes() and decode() per
     # sample as it is gathered: 'S' items end at their first NUL, the end of the key here.
     width = int(key_len.max())
+    keys: list[str] = [""] * n
     if width:
         key_bytes = np.where(_NAME[:width] < key_len[:, None], first_names[:, :width], 0).astype(np.uint8)
         keys = key_bytes.view(f"S{width}").ravel().astype(f"U{width}").tolist()
-        table.keys.update(zip(range(j, j + n), keys))
+    table.keys.update(zip(range(j, j + n), keys))
     _index_pcm(raw, table, j, n)
     _index_labels(raw, table, j, n)
     table.located[j : j + n] = True
