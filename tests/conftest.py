@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -43,18 +42,6 @@ EMULATOR_ENV = {
     # Without this, gcsfs probes gRPC/zonal buckets and stalls ~60 s per filesystem.
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
 }
-
-
-@pytest.fixture(autouse=True)
-def _reap_finished_workers() -> Iterator[None]:
-    """After each test, collect the exit status of this process's multiprocessing children
-    that have ended (DataLoader workers done with their shards or their error). Left
-    unreaped, they made the shutdown of their iterator, when the garbage collector reached it
-    during some later test, wait out torch's 5 s join per worker (10-20 s stalls charged to
-    unrelated tests; tests/test_damaged_shards.py took 27-31 s instead of 16-17 s).
-    ``active_children`` reaps the ended ones and waits for no live one."""
-    yield
-    multiprocessing.active_children()
 
 
 @dataclass
