@@ -312,9 +312,11 @@ def test_full_cache_disk_reads_uncached_and_delivers_every_sample(
     # What did fit is cached and verified; nothing partial is left behind.
     idx = load_index(index)
     cached = os.listdir(os.path.join(cache_dir, "data"))
-    # One process downloads one shard at a time, so the first fits; two workers may start
-    # two 530 KB downloads at once on the 700 KB disk and both run out (a run in CI did).
-    assert (1 if workers == 0 else 0) <= len(cached) < len(SIZES)
+    # Reading whole shards, one process downloads one shard at a time, so the first fits.
+    # Two 530 KB downloads at once on the 700 KB disk may both run out: two workers (a run
+    # in CI did), or one process reading shards as they download, whose next download starts
+    # within PREFETCH_OVERLAP (4 MB) of the end of the one being read (1 run in ~20 here).
+    assert (1 if workers == 0 and not crcs else 0) <= len(cached) < len(SIZES)
     digests = {str(s.digest) for s in idx.shards}
     for name in cached:
         with open(os.path.join(cache_dir, "data", name), "rb") as f:
