@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +228,62 @@ def test_npy_headers_the_fast_path_cannot_vouch_for_go_through_the_decoder(tmp_p
     fast, _ = _both(path, offsets)
     assert fast.table.pcm_off.tolist()[0] >= 0 and fast.table.pcm_off.tolist()[1:] == [-1, -1, -1]
     assert fast.table.label.tolist() == [3, 3, 3, 3]
+
+
+def _mapped_shards(root: Path) -> list[str]:
+    """This process's mappings of files under ``root`` (from /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return [line.split()[-1] for line in f if line.split()[-1].startswith(str(root))]
+
+
+def test_close_unmaps_a_shard_nothing_views_and_leaves_one_that_is_still_viewed(tmp_path):
+    idx = load_index(make_dataset(str(tmp_path), [3]))
+    path = Path(idx.shard_url(0))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stamp = file_stamp(fd)
+        m = MappedShard(fd, str(path), SampleTable(3, stamp))
+        viewed = MappedShard(fd, str(path), SampleTable(3, stamp))
+    finally:
+        os.close(fd)
+    offsets = idx.shards[0].sample_offsets
+    m.locate(offsets, 0, 3, stamp[0])
+    viewed.locate(offsets, 0, 3, stamp[0])
+    assert len(_mapped_shards(tmp_path)) == 2
+    assert m.close() is True
+    assert _mapped_shards(tmp_path) == [str(path)]
+    # A sample's array still points into the mapping: Python refuses to unmap it, so the
+    # array keeps reading the shard's bytes; the mapping goes with the array.
+    audio = np.frombuffer(viewed.fields(1)[fmt.AUDIO_NPY], dtype=np.uint8)
+    expected = path.read_bytes()[int(viewed.table.columns[fmt.AUDIO_NPY][0][1]):][: len(audio)]
+    assert viewed.close() is False
+    assert audio.tobytes() == expected
+    del audio
+    assert viewed.close() is True
+    assert _mapped_shards(tmp_path) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_a_pass_leaves_no_shard_mapped_and_unmaps_off_the_loaders_thread(tmp_path, monkeypatch, dtype):
+    # The loader hands a shard it is done with to the unmapper thread once the batch that
+    # last read it is collated (mapped.Unmapper); every close there must succeed (nothing
+    # of the loader still views the shard), and no mapping may outlive the pass.
+    idx = make_dataset(str(tmp_path), [6, 6, 6], frames=lambda s, i: 1600 + 160 * i)
+    closes: list[tuple[bool, str]] = []
+    real_close = MappedShard.close
+
+    def recording_close(self):
+        done = real_close(self)
+        closes.append((done, threading.current_thread().name))
+        return done
+
+    monkeypatch.setattr(MappedShard, "close", recording_close)
+    loader = StreamingLoader(idx, batch_size=4, num_workers=0, waveform_dtype=dtype, seed=3, last_batch="pad")
+    for epoch in range(2):
+        keys = [k for b in loader for k, pad in zip(b.keys, b.is_padding.tolist()) if not pad]
+        assert sorted(keys) == sorted(all_keys(idx))
+        deadline = time.monotonic() + 10
+        while len(closes) < 3 * (epoch + 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert closes == [(True, "wds-unmap")] * (3 * (epoch + 1))
+        assert _mapped_shards(tmp_path) == []

@@ -32,7 +32,7 @@ from .buffers import BUFFERS_PER_WORKER, SampleArena
 from .collate import Collator
 from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
-from .mapped import NOT_PARSED, MappedShard, TableCache, file_stamp
+from .mapped import NOT_PARSED, UNMAPPER, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
 from .rowsplit import SPLITTER, usable_cores
 from .shards import ShardEntry, shard_table
@@ -70,6 +70,9 @@ class _Run:
     mapped_bytes: int = 0  # size of the shards mapped now: an upper bound of their touched pages
     # Mapped samples of the batch being gathered whose pages go once it is collated.
     release: list[tuple[MappedShard, int, int]] = field(default_factory=list)  # (shard, start, end)
+    # Shards whose last sample of this pass is in the batch being gathered: unmapped on
+    # another thread once it is collated (mapped.Unmapper).
+    retired: list[MappedShard] = field(default_factory=list)
     verify_from: int = 0  # the first batch whose samples are not yet handed to the verifier
 
 
@@ -240,6 +243,7 @@ class ShardStreamDataset(IterableDataset):
 
         def emit(i: int) -> Batch:
             t0 = clock.gathered()
+            UNMAPPER.retire(run.retired)  # last read by the batch before, collated since
             self._verify_ahead(run, batches, i)
             rows, pads = self._rows(run, batches[i], skipped)
             t1 = time.perf_counter()
@@ -290,6 +294,7 @@ class ShardStreamDataset(IterableDataset):
                 clock.resume()
                 next_batch += 1
         finally:
+            UNMAPPER.retire(run.retired)
             if arena is not None:
                 arena.in_use = False
 
@@ -349,8 +354,9 @@ class ShardStreamDataset(IterableDataset):
                     release.append((m, offsets[i], offsets[i + 1] if i + 1 < len(offsets) else 1 << 62))
                 uses[e] -= 1
                 if uses[e] == 0:
-                    del mapped[e]  # unmapped once its last view is gone
+                    del mapped[e]
                     run.mapped_bytes -= len(m.view)
+                    run.retired.append(m)
             if isinstance(s, Failed):
                 if not is_pad:
                     skipped.append(s.key)
