@@ -135,17 +135,34 @@ def test_build_rirs_gives_exact_counts_and_each_files_category(corpora, tmp_path
     assert only.counts.written == 8
 
 
-def test_short_rirs_need_min_duration_zero(tmp_path: Path):
+def test_short_rirs_are_kept_unless_a_min_duration_is_given(tmp_path: Path, capsys):
+    # 0.25 s RIRs, under the build-wide --min-duration 0.5 s, which `build rirs` does not
+    # apply unless given (rirs.BUILD_DEFAULTS): on the command line, through a --config
+    # key, and through the API without options. A value given still filters.
     synth.synth_rirs(str(tmp_path / "short"), rooms_per_size=1, rirs_per_room=1, real_rirs=0,
                      isotropic_noises=0, pointsource_noises=0, rir_seconds=0.25)
-    default = build("rirs", tmp_path / "short", tmp_path / "default")
-    rejects = load_index(str(tmp_path / "default" / "train")).rejected
-    assert default.counts.rejected == 3 and {r.stage for r in rejects} == {"filter"}
-    assert all("shorter than --min-duration" in r.reason for r in rejects)
-    kept = build_dataset("rirs", str(tmp_path / "short"), str(tmp_path / "kept"),
-                         options=BuildOptions(workers=1, progress=False, min_duration=0),
-                         log=lambda _: None)
-    assert kept.counts.written == 3 and kept.counts.rejected == 0
+    quiet = ["--workers", "1", "--no-progress"]
+    assert main(["build", "rirs", str(tmp_path / "short"), str(tmp_path / "cli"), *quiet]) == 0
+    kept = load_index(str(tmp_path / "cli" / "train"))
+    assert kept.counts.written == 3 and kept.rejected == []
+    assert kept.preprocessing["min_duration"] == 0.0
+    api = build_dataset("rirs", str(tmp_path / "short"), str(tmp_path / "api"), log=lambda _: None)
+    assert api.counts.written == 3 and api.counts.rejected == 0
+    (tmp_path / "given.yaml").write_text("min-duration: 0.5\n")
+    capsys.readouterr()
+    for name, given in (("flag", ["--min-duration", "0.5"]), ("yaml", ["--config", str(tmp_path / "given.yaml")])):
+        assert main(["build", "rirs", str(tmp_path / "short"), str(tmp_path / name), *given, *quiet]) != 0
+        err = capsys.readouterr().err
+        assert "nothing was written: every input was rejected: 3 of 3 shorter than --min-duration 0.5 s" in err
+    with pytest.raises(SystemExit):
+        main(["build", "rirs", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    line = "--min-duration SECONDS reject inputs shorter than this after preprocessing (default: {})"
+    assert line.format("0.0") in usage
+    with pytest.raises(SystemExit):
+        main(["build", "musan", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert line.format("0.5") in usage
 
 
 def damage(folder: Path) -> dict[str, str]:

@@ -21,7 +21,7 @@ def test_the_contract_lists_every_protocol_member_once():
     members = set(Source.__annotations__) | {"scan"}
     assert set(REQUIRED) | set(OPTIONAL) == members
     assert not set(REQUIRED) & set(OPTIONAL)
-    assert OPTIONAL == {"KEEP_RECORDINGS_TOGETHER": False, "read_inputs": None}
+    assert OPTIONAL == {"KEEP_RECORDINGS_TOGETHER": False, "read_inputs": None, "BUILD_DEFAULTS": {}}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -39,6 +39,8 @@ def test_every_source_declares_the_contract(name):
     # The optional capabilities are there, as declared or with their defaults.
     assert isinstance(source.KEEP_RECORDINGS_TOGETHER, bool)
     assert source.read_inputs is None or callable(source.read_inputs)
+    # Its own build defaults name build options and make valid ones.
+    BuildOptions(**source.BUILD_DEFAULTS).validate()
     hints = typing.get_type_hints(source.Options)
     assert set(hints) == {f.name for f in dataclasses.fields(source.Options)}
 
@@ -54,7 +56,7 @@ def test_every_source_is_a_build_command_with_its_options(name):
         o.field for o in table._options}
     args = make_parser().parse_args(["build", name, "SRC", "OUT"])
     options, resolved = table.build(args)
-    assert options == BuildOptions() and resolved == source.Options()
+    assert options == BuildOptions(**source.BUILD_DEFAULTS) and resolved == source.Options()
     assert (source.__doc__ or "").strip().splitlines()[0]  # the `build --help` line
 
 

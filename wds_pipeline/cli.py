@@ -104,7 +104,9 @@ def build_option_table(source: str) -> OptionTable:
     from .option_table import OptionTable
     from .sources import get_source
 
-    return OptionTable((BuildOptions, None), (get_source(source).Options, f"{source} options"))
+    module = get_source(source)
+    return OptionTable((BuildOptions, None), (module.Options, f"{source} options"),
+                       defaults=module.BUILD_DEFAULTS)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -218,11 +218,11 @@ def _text_parser(opt: _Option) -> tuple[Callable[[str], Any], list[Any] | None]:
                     "give it parse=... in option(...) or declare it internal()")
 
 
-def _help(opt: _Option, also: Sequence[str] = ()) -> str:
-    """The help line: the declared text, the default, and ``also`` (defaults other options
-    set: "0.05 with --mode words")."""
+def _help(opt: _Option, also: Sequence[str] = (), default: Any = None) -> str:
+    """The help line: the declared text, the default (``default``: the command's own), and
+    ``also`` (defaults other options set: "0.05 with --mode words")."""
     text = opt.spec.help
-    shown = opt.default
+    shown = opt.default if default is None else default
     if isinstance(shown, bool) and not opt.spec.toggle:
         shown = None  # a switch: off unless given
     if "default" not in text and shown is not None and shown is not False:
@@ -243,7 +243,7 @@ class OptionTable:
     section of fields that name none.
     """
 
-    def __init__(self, *classes: tuple[type, str | None]):
+    def __init__(self, *classes: tuple[type, str | None], defaults: Mapping[str, Any] | None = None):
         self.classes = [cls for cls, _ in classes]
         self._default_group = {cls: group for cls, group in classes}
         self._options = [o for cls in self.classes for o in _specs(cls)]
@@ -261,6 +261,11 @@ class OptionTable:
                 if _key(flag) in self._keys:
                     raise TypeError(f"flag {flag} declared twice ({o.cls.__name__}.{o.field})")
                 self._keys[_key(flag)] = (o, preset)
+        # Fields whose default this command changes (``build rirs``: --min-duration 0).
+        self._defaults = dict(defaults or {})
+        unknown = sorted(set(self._defaults) - set(dests))
+        if unknown:
+            raise TypeError(f"defaults for fields no class of this command declares: {unknown}")
         # --help of a field whose default another option's value changes: both defaults.
         self._also: dict[str, list[str]] = {}
         for o in self._options:
@@ -290,12 +295,14 @@ class OptionTable:
                                     help=preset.help.replace("%", "%%"), **kw)
             elif _strip_none(o.annotation) == (bool,):
                 action = argparse.BooleanOptionalAction if o.spec.toggle else "store_true"
-                target.add_argument(flag, action=action, help=_help(o, self._also.get(o.field, ())),
-                                    **kw)
+                target.add_argument(flag, action=action, help=self._help(o), **kw)
             else:
                 parse, choices = _text_parser(o)
                 target.add_argument(flag, type=parse, choices=choices, metavar=o.spec.metavar,
-                                    help=_help(o, self._also.get(o.field, ())), **kw)
+                                    help=self._help(o), **kw)
+
+    def _help(self, o: _Option) -> str:
+        return _help(o, self._also.get(o.field, ()), self._defaults.get(o.field, o.default))
 
     def build(self, args: argparse.Namespace, config: Mapping[str, Any] | None = None,
               where: str = "--config") -> list[Any]:
@@ -325,6 +332,7 @@ class OptionTable:
         for cls in self.classes:  # defaults set by other options' values; given values win
             implied = implied_defaults(cls, chosen)
             chosen.update({k: v for k, v in implied.items() if k not in chosen})
+        chosen.update({k: v for k, v in self._defaults.items() if k not in chosen})
         out = []
         for cls in self.classes:
             kwargs = {o.field: chosen[o.field] for o in self._options

@@ -172,9 +172,11 @@ def build_dataset(source: str, root: str, out: str, *, options: BuildOptions | N
     log = log or _stderr
     module = _get_source(source)  # once per build
     resolved = resolve_source_options(module, source_options)
-    # No options given: the defaults, as the command line has them for these source options
-    # (``sets_defaults``: --mode words has its own --min-duration).
-    options = options or BuildOptions(**implied_defaults(type(resolved), option_values(resolved)))
+    # No options given: the defaults, as the command line has them for this source and these
+    # source options (``BUILD_DEFAULTS``: RIRs keep --min-duration 0; ``sets_defaults``:
+    # --mode words has its own --min-duration).
+    options = options or BuildOptions(**{**module.BUILD_DEFAULTS,
+                                         **implied_defaults(type(resolved), option_values(resolved))})
     options.validate()
     out = out.rstrip("/") if len(out) > 1 else out
     # A source with read_inputs hands the worker its inputs' bytes (dataset rows): there is

@@ -3,9 +3,9 @@
 A source module declares what :class:`Source` lists: ``NAME`` (``wds-pipeline build
 NAME ...``), a frozen dataclass ``Options`` (its options, fields declared with
 wds_pipeline.option_table.option(help=...)) and ``scan(root, options)``; and, where it has
-them, the optional capabilities ``KEEP_RECORDINGS_TOGETHER`` and ``read_inputs``, which
-:func:`get_source` gives their defaults when a module leaves them out (so the builder reads
-them, never probes for them).
+them, the optional capabilities ``KEEP_RECORDINGS_TOGETHER``, ``read_inputs`` and
+``BUILD_DEFAULTS``, which :func:`get_source` gives their defaults when a module leaves them
+out (so the builder reads them, never probes for them).
 
 The build command's flags, ``--help`` and ``--config`` keys for the source are generated
 from ``Options`` (see :mod:`wds_pipeline.option_table`); nothing else is written per source.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol, cast
 
 from ..records import SourceScan
@@ -53,6 +54,10 @@ class Source(Protocol):
     # Set when the inputs are not files (dataset rows): the worker asks the source for
     # their bytes instead of opening PlannedInput.src.
     read_inputs: ReadInputs | None = None
+    # Build options whose default differs for this corpus ({BuildOptions field: default}),
+    # e.g. RIRs far shorter than the build-wide --min-duration; a flag or --config key given
+    # still wins, and --help shows these defaults under `build SOURCE`.
+    BUILD_DEFAULTS: Mapping[str, Any] = MappingProxyType({})
 
 
 REQUIRED = ("NAME", "Options", "scan")
