@@ -218,11 +218,11 @@ def _text_parser(opt: _Option) -> tuple[Callable[[str], Any], list[Any] | None]:
                     "give it parse=... in option(...) or declare it internal()")
 
 
-def _help(opt: _Option, also: Sequence[str] = (), default: Any = None) -> str:
-    """The help line: the declared text, the default (``default``: the command's own), and
-    ``also`` (defaults other options set: "0.05 with --mode words")."""
+def _help(opt: _Option, default: Any, also: Sequence[str] = ()) -> str:
+    """The help line: the declared text, ``default`` (the field's, or the command's own),
+    and ``also`` (defaults other options set: "0.05 with --mode words")."""
     text = opt.spec.help
-    shown = opt.default if default is None else default
+    shown = default
     if isinstance(shown, bool) and not opt.spec.toggle:
         shown = None  # a switch: off unless given
     if "default" not in text and shown is not None and shown is not False:
@@ -302,7 +302,7 @@ class OptionTable:
                                     help=self._help(o), **kw)
 
     def _help(self, o: _Option) -> str:
-        return _help(o, self._also.get(o.field, ()), self._defaults.get(o.field, o.default))
+        return _help(o, self._defaults.get(o.field, o.default), self._also.get(o.field, ()))
 
     def build(self, args: argparse.Namespace, config: Mapping[str, Any] | None = None,
               where: str = "--config") -> list[Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import queue
-import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -26,6 +24,7 @@ import numpy as np
 from .. import format as fmt
 from ..format.checksum import crc32
 from .blocks import READ_BLOCK, sample_blocks
+from .daemon import DaemonQueue
 
 # Samples whose locations are kept across epochs, per worker: about 200 bytes each.
 TABLE_CACHE_SAMPLES = 250_000
@@ -171,10 +170,11 @@ class MappedShard:
             self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self) -> bool:
-        """Unmap the file now. False, with the mapping left to go when its last view does, while a view of it is
-        still alive (a sample's array, a slice a crc32 is reading): Python refuses to unmap
-        memory that something still points into, so this never pulls pages from under a
-        reader. Only for a shard nothing will read again: its views are released either way."""
+        """Unmap the file now. False, with the mapping left to go when its last view does,
+        while a view of it is still alive (a sample's array, a slice a crc32 is reading):
+        Python refuses to unmap memory that something still points into, so this never
+        pulls pages from under a reader. Only for a shard nothing will read again: its
+        views are released either way."""
         self.raw = self.pcm = np.empty(0, dtype=np.uint8)  # this object's own views of the mapping
         try:
             self.view.release()
@@ -240,37 +240,29 @@ class MappedShard:
 
 
 class Unmapper:
-    """Unmaps the shards a loader is done with on a thread of its own.
+    """Unmaps the shards a loader is done with on a thread of its own (one per process).
 
     Unmapping a shard whose pages were read tears down a page-table entry per 4 KB: ~1.6 ms
     per 49 MB shard on the benchmark VM, 10-13 ms of a ``num_workers=0`` epoch over 8 shards,
     paid on the loader's thread between two batches when the last reference went. Handed
-    here, it runs beside the loop: measured, 8 such closes on this thread slowed a pure-Python
-    loop on the main one by 0.3 ms, against 9.7 ms when closed inline. A shard is handed over only
-    after the batch that last read it is collated, so normally nothing still views it; if
-    something does, ``close`` leaves it mapped and it goes with its last view, as before.
-    Threads do not survive fork: a copy in a DataLoader worker starts its own on first use."""
+    here, it runs beside the loop: measured, 8 such closes on this thread slowed a
+    pure-Python loop on the main one by 0.3 ms, against 9.7 ms when closed inline. A shard is
+    handed over only after the batch that last read it is collated, so normally nothing
+    still views it; if something does, ``close`` leaves it mapped and it goes with its last
+    view, as before."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._queue: queue.SimpleQueue[MappedShard] = queue.SimpleQueue()
+        self._shards: DaemonQueue[MappedShard] = DaemonQueue(_close, "wds-unmap")
 
     def retire(self, shards: list[MappedShard]) -> None:
         """Unmap ``shards`` (which no one will read again) soon, on the thread; empties the list."""
-        if not shards:
-            return
-        if self._pid != os.getpid():
-            self._queue = queue.SimpleQueue()
-            threading.Thread(target=_unmap, args=(self._queue,), name="wds-unmap", daemon=True).start()
-            self._pid = os.getpid()
         for m in shards:
-            self._queue.put(m)
+            self._shards.put(m)
         shards.clear()
 
 
-def _unmap(shards: queue.SimpleQueue[MappedShard]) -> None:
-    while True:
-        shards.get().close()  # no reference kept while the thread waits for the next
+def _close(m: MappedShard) -> None:
+    m.close()  # looked up per call, as for any method call on the shard
 
 
 UNMAPPER = Unmapper()

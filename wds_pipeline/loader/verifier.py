@@ -17,15 +17,13 @@ is left for the gather, which checks the sample itself and names the damage.
 
 from __future__ import annotations
 
-import os
-import queue
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..format.checksum import crc32
+from .daemon import DaemonQueue
 from .mapped import MappedShard
 from .shards import ShardEntry
 
@@ -54,15 +52,13 @@ def mapped_problem(m: MappedShard, entry: ShardEntry, idx: int, size: int) -> st
 
 
 class AheadChecks:
-    """Hands the crc32 checks of samples about to be gathered to a daemon thread. Threads
-    do not survive fork: a copy in a DataLoader worker starts its own thread on first use
-    (the pid check), and one pickled (spawn) arrives without any."""
+    """Hands the crc32 checks of samples about to be gathered to a daemon thread
+    (:class:`~wds_pipeline.loader.daemon.DaemonQueue`: one per process)."""
 
     def __init__(self, table: Sequence[ShardEntry]) -> None:
         self.table = table
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._pid = -1
-        self._jobs: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
+        self._jobs: DaemonQueue[list[Job]] = DaemonQueue(_check_jobs, "wds-verify")
 
     def __getstate__(self) -> dict[str, Any]:
         return {"table": self.table}
@@ -89,13 +85,8 @@ class AheadChecks:
             ends = nexts[sel]
             ends[ends < 0] = m.end(entry.offsets, entry.meta.nsamples - 1)  # the last sample
             jobs.append((m, sel, starts[sel], ends, crcs[sel]))
-        if not jobs:
-            return
-        if self._pid != os.getpid():  # first use in this process
-            self._jobs = queue.SimpleQueue()
-            threading.Thread(target=_check, args=(self._jobs,), name="wds-verify", daemon=True).start()
-            self._pid = os.getpid()
-        self._jobs.put(jobs)
+        if jobs:
+            self._jobs.put(jobs)
 
     def _crc_arrays(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shard ``e``'s sample offsets, next offsets (-1 after the last) and crc32s."""
@@ -106,14 +97,6 @@ class AheadChecks:
             nexts = np.append(starts[1:], -1)
             arrays = self._arrays[e] = (starts, nexts, np.asarray(entry.crc32, dtype=np.int64))
         return arrays
-
-
-def _check(jobs: queue.SimpleQueue[list[Job]]) -> None:
-    while True:
-        # In a call of its own: nothing of these jobs stays referenced while the thread
-        # waits for the next, so a shard the loader is done with is unmapped (its pages
-        # no longer resident here) as soon as the loader drops it.
-        _check_jobs(jobs.get())
 
 
 def _check_jobs(todo: list[Job]) -> None:
