@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -204,3 +205,96 @@ def test_a_shard_truncated_while_mapped_skips_only_the_samples_cut_off(tmp_path,
     out = json.loads(p.stdout)
     assert Counter(out["keys"]) == Counter(f"synthetic-s0-u{i:04d}" for i in range(40))
     assert sorted(out["skipped"]) == [f"{shard}#{i}" for i in range(40, 64)]
+
+
+def test_an_intact_shard_is_checked_in_chunks_on_the_verifier_thread(tmp_path, monkeypatch):
+    # Every sample's bytes are checked, but as one crc32 per chunk of consecutive samples on
+    # the verifier thread (verifier.RangeChecks), against their crc32s combined: never one
+    # sample at a time on the loader's thread, and never a byte twice.
+    from wds_pipeline.loader import mapped, verifier
+
+    idx = make_dataset(str(tmp_path), [5, 7], frames=lambda s, i: 1600 + 320 * i)
+    calls: list[tuple[str, int]] = []
+    real_crc32 = verifier.crc32
+
+    def recording_crc32(data):
+        calls.append((threading.current_thread().name, len(data)))
+        return real_crc32(data)
+
+    def no_per_sample_check(*args):
+        raise AssertionError("a sample checked on its own")
+
+    monkeypatch.setattr(verifier, "crc32", recording_crc32)
+    monkeypatch.setattr(mapped.MappedShard, "crc_problem", no_per_sample_check)
+    loader = StreamingLoader(idx, batch_size=3, num_workers=0, last_batch="pad")
+    assert _delivered(loader) == Counter(all_keys(idx))
+    index = load_index(idx)
+    sizes = []  # each shard's bytes up to its last member's padding (tarfile's reading)
+    for i in range(2):
+        with tarfile.open(index.shard_url(i)) as t:
+            last = t.getmembers()[-1]
+        sizes.append(last.offset_data + -(-last.size // 512) * 512)
+    assert {name for name, _ in calls} == {"wds-verify"}
+    assert sum(n for _, n in calls) == sum(sizes)
+    for table in loader.dataset._tables._tables.values():
+        assert bytes(table.verified) == b"\x01" * table.n
+        assert bytes(table.pending) == bytes(table.n)
+
+
+def _checked(tmp_path: Path, monkeypatch, damage=None, close: bool = False, cut: int | None = None):
+    """Shard 0 of 8 samples mapped and located, every sample queued for a range check in
+    chunks of 2 samples (after ``damage(path, index)`` and optionally the mapping closed or
+    the file cut to ``cut`` bytes): its table once the checks are done."""
+    from wds_pipeline.loader import verifier
+    from wds_pipeline.loader.mapped import MappedShard, SampleTable, file_stamp
+    from wds_pipeline.loader.shards import shard_table
+
+    idx = make_dataset(str(tmp_path), [8], frames=lambda s, i: 3200)
+    index = load_index(idx)
+    span = index.shards[0].sample_offsets[1]  # every sample's bytes: the same length here
+    monkeypatch.setattr(verifier, "CHUNK_BYTES", 2 * span + 1)  # chunks [0, 2), [2, 4), ...
+    (entry,) = shard_table([index])
+    path = index.shard_url(0)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        m = MappedShard(fd, path, SampleTable(8, file_stamp(fd)))
+    finally:
+        os.close(fd)
+    m.locate(entry.offsets, 0, 8, entry.size)
+    if damage is not None:
+        damage(path, index)
+    if cut is not None:
+        os.truncate(path, cut)
+    if close:
+        m.close()
+    checks = verifier.RangeChecks([entry])
+    checks.submit(m, 0, 0, 8)
+    assert any(m.table.pending) or close or cut is not None
+    for i in range(8):
+        checks.wait(m, i)
+    assert bytes(m.table.pending) == bytes(8)
+    return m.table, index
+
+
+def test_a_range_check_passes_the_chunks_that_match_and_leaves_the_damaged_one(tmp_path, monkeypatch):
+    def flip(path, index):  # one byte of sample 5's audio, through the file (the mapping sees it)
+        with open(path, "r+b") as f:
+            f.seek(index.shards[0].sample_offsets[5] + 1024 + 100)
+            old = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([old[0] ^ 1]))
+
+    table, _ = _checked(tmp_path, monkeypatch)
+    assert bytes(table.verified) == b"\x01" * 8
+    table, _ = _checked(tmp_path / "damaged", monkeypatch, damage=flip)
+    # Chunks of two samples: 4-5 is left for the gather to check sample by sample.
+    assert list(table.verified) == [1, 1, 1, 1, 0, 0, 1, 1]
+
+
+def test_a_range_check_of_a_closed_or_cut_shard_passes_nothing_and_never_blocks(tmp_path, monkeypatch):
+    table, _ = _checked(tmp_path / "closed", monkeypatch, close=True)
+    assert bytes(table.verified) == bytes(8)
+    span = load_index(make_dataset(str(tmp_path / "probe"), [8], frames=lambda s, i: 3200)).shards[0].sample_offsets[1]
+    table, _ = _checked(tmp_path / "cut", monkeypatch, cut=6 * span + 10)
+    # The chunks wholly before the cut pass; the one the cut goes through is never read.
+    assert list(table.verified) == [1, 1, 1, 1, 1, 1, 0, 0]

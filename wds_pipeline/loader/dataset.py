@@ -34,16 +34,12 @@ from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, UNMAPPER, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
-from .rowsplit import SPLITTER, usable_cores
+from .rowsplit import SPLITTER
 from .shards import ShardEntry, shard_table
 from .stages import COLLATE, DECODE, StageClock
 from .streamed import Opened, read_run
-from .verifier import AheadChecks, mapped_problem
+from .verifier import RangeChecks, mapped_problem
 
-# Batches ahead of the one being gathered whose mapped samples the verifier thread checks.
-# Only where a core is spare for it: with as many loader processes as cores, the thread
-# made a 2-worker epoch on 2 cores slower than checking inline (and a 0-worker one faster).
-VERIFY_AHEAD = 4
 # With several workers whose first shards come over one link (Drive, GCS), the others wait
 # for the worker of the epoch's first batch to build it, at most this long: sharing the
 # link from the start, that batch came at half the speed (the README's settings on the
@@ -73,7 +69,6 @@ class _Run:
     # Shards whose last sample of this pass is in the batch being gathered: unmapped on
     # another thread once it is collated (mapped.Unmapper).
     retired: list[MappedShard] = field(default_factory=list)
-    verify_from: int = 0  # the first batch whose samples are not yet handed to the verifier
 
 
 class ShardStreamDataset(IterableDataset):
@@ -127,17 +122,12 @@ class ShardStreamDataset(IterableDataset):
         self._finish = self._decoder.finisher.finish  # the mapped fast path finishes as it does
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
-        self._checks = AheadChecks(self.table)  # their crc32s, checked ahead of the gather
-        # A core for the verifier thread beside the loader's processes (main + workers) and,
-        # without workers, the float32 gather's threads (rowsplit.py): on 2 cores the
-        # verifier's GIL hand-offs slowed the split gather more than inline checks cost.
-        gather = SPLITTER.helpers() if num_workers == 0 and read_cfg.waveform_dtype == "float32" else 0
-        self._spare_core = usable_cores() > self.num_workers + 1 + gather
-        # Without a verifier thread, a batch's checks run after it is listed, split across the
-        # gather's threads (_check_rows); beside one they stay inline (two threads hashing
-        # the same batches made int16 output without workers 3-5% slower). Only where
-        # finishing reads no sample byte (no sample transforms): see SampleFinisher.views_only.
-        self._defer_checks = not self._spare_core and self._decoder.finisher.views_only
+        self._checks = RangeChecks(self.table)  # their crc32s, checked as a run is located
+        # Checks the verifier thread did not pass (a damaged chunk, a worker over its byte
+        # budget, no crc32_combine) run as a batch is listed, split across the gather's threads
+        # (_check_rows). Only where finishing reads no sample byte (no sample transforms): see
+        # SampleFinisher.views_only; otherwise each sample is checked before it is finished.
+        self._defer_checks = self._decoder.finisher.views_only
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -228,8 +218,6 @@ class ShardStreamDataset(IterableDataset):
         uses = np.bincount(entry_of_slot[wp.read_slots[needed]], weights=refs[needed],
                            minlength=len(self.table)).astype(np.int64)
         run = _Run(plan, wp, epoch, refs, uses, entry_of_slot)
-        if not self._spare_core:
-            run.verify_from = len(batches)  # checked inline as gathered (see VERIFY_AHEAD)
         skipped: list[str] = []
         next_batch = 0
         self._arena = self._make_arena(plan, wp, needed)
@@ -244,7 +232,6 @@ class ShardStreamDataset(IterableDataset):
         def emit(i: int) -> Batch:
             t0 = clock.gathered()
             UNMAPPER.retire(run.retired)  # last read by the batch before, collated since
-            self._verify_ahead(run, batches, i)
             rows, pads = self._rows(run, batches[i], skipped)
             t1 = time.perf_counter()
             batch = collate(rows, pads, positions[start + i], epoch, skipped, arena)
@@ -297,17 +284,6 @@ class ShardStreamDataset(IterableDataset):
             UNMAPPER.retire(run.retired)
             if arena is not None:
                 arena.in_use = False
-
-    def _verify_ahead(self, run: _Run, batches: list[Any], i: int) -> None:
-        """Hand the crc32 checks of the samples of the next VERIFY_AHEAD batches to the
-        verifier thread (see ``verifier.py``), each batch once."""
-        stop = min(i + 1 + VERIFY_AHEAD, len(batches))
-        first = max(run.verify_from, i + 1)
-        if first >= stop or run.mapped_bytes > self._mapped_budget:
-            return  # over its byte budget a worker touches no page before it gathers it
-        run.verify_from = stop
-        items = np.concatenate([batches[j].items for j in range(first, stop)])
-        self._checks.ahead(run.mapped, run.entry_of_slot[run.wp.read_slots[items]], run.wp.read_index[items])
 
     def _rows(self, run: _Run, pb: Any, skipped: list[str]) -> tuple[list[Sample], list[bool]]:
         """The samples of one planned batch, in order; failed ones named in ``skipped``.
@@ -415,6 +391,8 @@ class ShardStreamDataset(IterableDataset):
             label = int(t.label[idx]) if self._want_label else -1
             # A class id outside the label map goes through the decoder, which names it.
             fast = label != NOT_PARSED and (entry.num_classes is None or label < entry.num_classes)
+        if t.pending[idx]:
+            self._checks.wait(m, idx)
         if size < m.size or not t.verified[idx]:
             if fast and pending is not None and size >= m.size and len(entry.crc32):
                 pending.append((m, entry, idx))  # the file holds its bytes: only the crc32 is left
@@ -461,6 +439,8 @@ class ShardStreamDataset(IterableDataset):
         except (fmt.ShardFormatError, OSError) as exc:
             self._corrupt(entry, exc)
             m.fail(a, b, str(exc))
+        if run.mapped_bytes <= self._mapped_budget:  # over it, no page is touched before it is gathered
+            self._checks.submit(m, e, a, b)
         return None
 
     def _corrupt(self, entry: ShardEntry, e: Exception) -> None:

@@ -55,6 +55,8 @@ class SampleTable:
         # checked the first time it is gathered, not every epoch (the table lives as long as
         # the file keeps its stamp; a rewrite gets a fresh table, hence a fresh check).
         self.verified = bytearray(n)
+        # Samples whose check is queued on the verifier thread (verifier.RangeChecks).
+        self.pending = bytearray(n)
 
     def column(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.columns.get(field)
