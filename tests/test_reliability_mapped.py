@@ -298,3 +298,34 @@ def test_a_range_check_of_a_closed_or_cut_shard_passes_nothing_and_never_blocks(
     table, _ = _checked(tmp_path / "cut", monkeypatch, cut=6 * span + 10)
     # The chunks wholly before the cut pass; the one the cut goes through is never read.
     assert list(table.verified) == [1, 1, 1, 1, 1, 1, 0, 0]
+
+
+def _wait_in_child(m, entry) -> None:  # runs in a forked child
+    from wds_pipeline.loader import verifier
+
+    verifier.RangeChecks([entry]).wait(m, 3)
+    assert not any(m.table.pending)
+
+
+def test_checks_queued_by_another_process_do_not_block_a_forked_copy(tmp_path):
+    # A table copied into a forked worker may carry flags of checks its parent queued, which
+    # no thread of the child will ever clear: the child must not wait on them.
+    import multiprocessing
+
+    from wds_pipeline.loader.mapped import MappedShard, SampleTable, file_stamp
+    from wds_pipeline.loader.shards import shard_table
+
+    index = load_index(make_dataset(str(tmp_path), [8], frames=lambda s, i: 3200))
+    (entry,) = shard_table([index])
+    fd = os.open(index.shard_url(0), os.O_RDONLY)
+    try:
+        m = MappedShard(fd, index.shard_url(0), SampleTable(8, file_stamp(fd)))
+    finally:
+        os.close(fd)
+    m.table.pending[:] = b"\x01" * 8  # queued here, as if the thread had not got to them yet
+    child = multiprocessing.get_context("fork").Process(target=_wait_in_child, args=(m, entry))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0

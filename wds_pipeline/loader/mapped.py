@@ -55,8 +55,10 @@ class SampleTable:
         # checked the first time it is gathered, not every epoch (the table lives as long as
         # the file keeps its stamp; a rewrite gets a fresh table, hence a fresh check).
         self.verified = bytearray(n)
-        # Samples whose check is queued on the verifier thread (verifier.RangeChecks).
+        # Samples whose check is queued on the verifier thread (verifier.RangeChecks) of
+        # process ``pending_pid``: in a forked copy no thread of its own will ever clear them.
         self.pending = bytearray(n)
+        self.pending_pid = os.getpid()
 
     def column(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         col = self.columns.get(field)

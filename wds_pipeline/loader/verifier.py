@@ -36,7 +36,7 @@ import numpy as np
 
 from ..format.checksum import crc32, crc32_combine
 from .daemon import DaemonQueue
-from .mapped import MappedShard
+from .mapped import MappedShard, SampleTable
 from .shards import ShardEntry
 
 # Bytes of consecutive samples per crc32 call of the thread: ~0.3 ms of hashing, so a
@@ -93,7 +93,7 @@ class RangeChecks:
         entry = self.table[e]
         if crc32_combine is None or len(entry.crc32) == 0 or b <= a:
             return
-        t = m.table
+        t = _own_pending(m)
         todo = t.located[a:b] & (np.frombuffer(t.verified, dtype=np.uint8)[a:b] == 0)
         todo &= np.frombuffer(t.pending, dtype=np.uint8)[a:b] == 0
         if not todo.any():
@@ -120,8 +120,9 @@ class RangeChecks:
     def wait(self, m: MappedShard, idx: int) -> None:
         """Until sample ``idx``'s chunk is checked (passed or not: see ``verified``)."""
         cond = self._condition()
+        t = _own_pending(m)
         with cond:
-            while m.table.pending[idx]:
+            while t.pending[idx]:
                 cond.wait()
 
     def _condition(self) -> threading.Condition:
@@ -129,6 +130,16 @@ class RangeChecks:
             self._cond = threading.Condition()
             self._pid = os.getpid()
         return self._cond
+
+
+def _own_pending(m: MappedShard) -> SampleTable:
+    """``m``'s table, its queued flags cleared when another process queued them (a table
+    copied into a forked worker): no thread here would ever clear those."""
+    t = m.table
+    if t.pending_pid != os.getpid():
+        t.pending[:] = bytes(t.n)
+        t.pending_pid = os.getpid()
+    return t
 
 
 def _check_chunk(job: Job) -> None:
