@@ -329,3 +329,13 @@ def test_checks_queued_by_another_process_do_not_block_a_forked_copy(tmp_path):
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0
+
+
+@pytest.mark.parametrize(("cores", "workers", "ranges"), [(2, 0, True), (2, 2, False), (4, 2, True), (1, 0, True)])
+def test_range_checks_run_in_process_and_beside_workers_only_with_a_core_to_spare(
+        tmp_path, monkeypatch, cores, workers, ranges):
+    from wds_pipeline.loader import dataset
+
+    monkeypatch.setattr(dataset, "usable_cores", lambda: cores)
+    idx = make_dataset(str(tmp_path), [4])
+    assert StreamingLoader(idx, batch_size=2, num_workers=workers).dataset._range_checks is ranges

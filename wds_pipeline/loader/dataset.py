@@ -34,7 +34,7 @@ from .config import ReadConfig
 from .decode import Failed, Sample, SampleDecoder
 from .mapped import NOT_PARSED, UNMAPPER, MappedShard, TableCache, file_stamp
 from .plan import EpochPlan, PlanConfig, WorkerPlan, plan_epoch_after, read_frames, resume_point
-from .rowsplit import SPLITTER
+from .rowsplit import SPLITTER, usable_cores
 from .shards import ShardEntry, shard_table
 from .stages import COLLATE, DECODE, StageClock
 from .streamed import Opened, read_run
@@ -128,6 +128,11 @@ class ShardStreamDataset(IterableDataset):
         # (_check_rows). Only where finishing reads no sample byte (no sample transforms): see
         # SampleFinisher.views_only; otherwise each sample is checked before it is finished.
         self._defer_checks = self._decoder.finisher.views_only
+        # The verifier thread's range checks (verifier.RangeChecks) in-process, where the gather
+        # is split across threads and Python leaves a core idle part of the time, and beside
+        # workers only with a core to spare: with as many workers as cores, the thread slowed a
+        # fresh 2-worker epoch of 1-15 s utterances by 4-12% (peers.py --baseline).
+        self._range_checks = num_workers == 0 or usable_cores() > self.num_workers + 1
         # Mapped bytes a worker may keep touched: its share of the shuffle buffer's bytes.
         self._mapped_budget = plan_cfg.shuffle_buffer_bytes // self.num_logical_workers
         # Waveform and label only: mapped samples with plain int16 .npy audio skip the decoder.
@@ -439,8 +444,8 @@ class ShardStreamDataset(IterableDataset):
         except (fmt.ShardFormatError, OSError) as exc:
             self._corrupt(entry, exc)
             m.fail(a, b, str(exc))
-        if run.mapped_bytes <= self._mapped_budget:  # over it, no page is touched before it is gathered
-            self._checks.submit(m, e, a, b)
+        if self._range_checks and run.mapped_bytes <= self._mapped_budget:  # over the budget, no page
+            self._checks.submit(m, e, a, b)  # is touched before it is gathered
         return None
 
     def _corrupt(self, entry: ShardEntry, e: Exception) -> None:

@@ -21,8 +21,11 @@ and the gather checks each of them itself and names the damage.
 
 Measured against checking each sample as its batch is listed (split across the gather's
 threads), fresh loaders interleaved in one process, 2 cores: epoch 1 of 4,000 3 s clips
-without workers 0.87x (paired median of 20), with 2 workers 0.95x, int16 output 0.83x;
-2,000 1-15 s utterances 1.01x (the gather keeps both cores busy there), int16 0.87x.
+without workers 0.87x (paired median of 20), int16 output 0.83x; 2,000 1-15 s utterances
+1.01x (the gather keeps both cores busy there), int16 0.87x. Beside as many workers as
+cores the thread only competes with them (utterances, 2 workers: 1.04x in one process,
+0.885x the rate in ``peers.py --baseline``), so there the dataset leaves it off
+(``ShardStreamDataset._range_checks``).
 """
 
 from __future__ import annotations
