@@ -98,7 +98,9 @@ def test_keep_best_by_an_sv_figure_keeps_the_checkpoint_with_the_lowest(train, v
     valid_at = {r["step"]: r[metric] for r in records if r["kind"] == "valid"}
     assert len(valid_at) == 5
     best = min(valid_at, key=lambda s: (valid_at[s], -s))  # ties go to the later step
-    assert best != max(valid_at)  # the figure peaked before the end (deterministic: seeded CPU run)
+    # Whether the figure peaked before the end depends on the CPU (the seeded run's float
+    # rounding: it did on the AMD EPYC VMs, not for min_dcf_0.01 on an Intel Xeon one, where
+    # it tied at the last step); either way exactly the last and the best are kept.
     kept = CheckpointManager(str(tmp_path / "ckpt")).list()
     assert {i.step for i in kept} == {max(valid_at), best}
     assert {i.step: i.metrics[metric] for i in kept} == {s: valid_at[s] for s in {max(valid_at), best}}
