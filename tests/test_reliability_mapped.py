@@ -339,3 +339,12 @@ def test_range_checks_run_in_process_and_beside_workers_only_with_a_core_to_spar
     monkeypatch.setattr(dataset, "usable_cores", lambda: cores)
     idx = make_dataset(str(tmp_path), [4])
     assert StreamingLoader(idx, batch_size=2, num_workers=workers).dataset._range_checks is ranges
+
+
+def test_loaders_built_one_after_another_share_one_verifier_thread(tmp_path):
+    # The range checks' thread is the process's, not each loader's: a loader built per epoch
+    # (or per validation) must not leave one more idle thread behind every time.
+    idx = make_dataset(str(tmp_path), [4, 4])
+    for _ in range(3):
+        assert sum(_delivered(StreamingLoader(idx, batch_size=2, num_workers=0, last_batch="pad")).values()) == 8
+    assert [t.name for t in threading.enumerate()].count("wds-verify") == 1

@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -48,8 +47,8 @@ from .shards import ShardEntry
 CHUNK_BYTES = 4 << 20
 
 # One chunk: (shard, first sample, end sample, first byte, end byte, the samples' crc32s
-# from the index, their byte lengths, the condition to notify).
-Job = tuple[MappedShard, int, int, int, int, list[int], list[int], threading.Condition]
+# from the index, their byte lengths).
+Job = tuple[MappedShard, int, int, int, int, list[int], list[int]]
 
 
 def mapped_problem(m: MappedShard, entry: ShardEntry, idx: int, size: int) -> str | None:
@@ -72,21 +71,12 @@ def mapped_problem(m: MappedShard, entry: ShardEntry, idx: int, size: int) -> st
 
 
 class RangeChecks:
-    """Hands the crc32 checks of located runs of mapped samples to a daemon thread
-    (:class:`~wds_pipeline.loader.daemon.DaemonQueue`: one per process), a chunk of
-    consecutive samples per call; :meth:`wait` until a sample's chunk is done."""
+    """Hands the crc32 checks of located runs of mapped samples to the process's verifier
+    thread (``_JOBS``), a chunk of consecutive samples per call; :meth:`wait` until a
+    sample's chunk is done."""
 
     def __init__(self, table: Sequence[ShardEntry]) -> None:
         self.table = table
-        self._jobs: DaemonQueue[Job] = DaemonQueue(_check_chunk, "wds-verify")
-        self._cond = threading.Condition()
-        self._pid = os.getpid()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"table": self.table}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["table"])  # type: ignore[misc]
 
     def submit(self, m: MappedShard, e: int, a: int, b: int) -> None:
         """Check samples [a, b) of shard-table entry ``e`` (mapped as ``m``) on the thread:
@@ -112,27 +102,20 @@ class RangeChecks:
         bounds = np.concatenate(([0], cut, [b - a])).tolist()
         crcs = entry.crc32[a:b].tolist()
         lens = (ends - starts).tolist()
-        cond = self._condition()
         pending = t.pending
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if not todo[lo]:
                 continue
             pending[a + lo : a + hi] = b"\x01" * (hi - lo)
-            self._jobs.put((m, a + lo, a + hi, int(starts[lo]), int(ends[hi - 1]), crcs[lo:hi], lens[lo:hi], cond))
+            _JOBS.put((m, a + lo, a + hi, int(starts[lo]), int(ends[hi - 1]), crcs[lo:hi], lens[lo:hi]))
 
     def wait(self, m: MappedShard, idx: int) -> None:
         """Until sample ``idx``'s chunk is checked (passed or not: see ``verified``)."""
-        cond = self._condition()
+        cond = _condition()
         t = _own_pending(m)
         with cond:
             while t.pending[idx]:
                 cond.wait()
-
-    def _condition(self) -> threading.Condition:
-        if self._pid != os.getpid():  # a forked worker: its own lock, never one held at the fork
-            self._cond = threading.Condition()
-            self._pid = os.getpid()
-        return self._cond
 
 
 def _own_pending(m: MappedShard) -> SampleTable:
@@ -146,7 +129,7 @@ def _own_pending(m: MappedShard) -> SampleTable:
 
 
 def _check_chunk(job: Job) -> None:
-    m, j, k, start, end, crcs, lens, cond = job
+    m, j, k, start, end, crcs, lens = job
     ok = False
     try:
         # Never a page past the file's end (a SIGBUS): the gather names a truncation.
@@ -161,9 +144,25 @@ def _check_chunk(job: Job) -> None:
             ok = got == want
     except Exception:  # a shard unmapped meanwhile, a file gone: the gather checks these samples itself
         ok = False
+    cond = _condition()
     with cond:
         t = m.table
         if ok:
             t.verified[j:k] = b"\x01" * (k - j)
         t.pending[j:k] = bytes(k - j)
         cond.notify_all()
+
+
+# One verifier thread per process, shared by every loader in it (as mapped.UNMAPPER's thread):
+# one per RangeChecks left a thread blocked for good behind every loader ever built.
+_JOBS: DaemonQueue[Job] = DaemonQueue(_check_chunk, "wds-verify")
+# Notified as chunks are done; this process's own (see _condition).
+_COND = (threading.Condition(), os.getpid())
+
+
+def _condition() -> threading.Condition:
+    """The process's condition: a forked worker makes its own, never one held at the fork."""
+    global _COND
+    if _COND[1] != os.getpid():
+        _COND = (threading.Condition(), os.getpid())
+    return _COND[0]
