@@ -131,6 +131,12 @@ def test_explain_rejects_counts_the_most_common_reason():
     assert explain_rejects(rejects, 1234, {}) == (
         "2 of 1,234 that cannot be decoded; `wds-pipeline inspect OUT` lists each file and why")
     assert explain_rejects(rejects[2:3], 1, {}) == (  # an option value missing: the phrase
-        "1 of 1 shorter than --min-duration; lower --min-duration (words are often 0.2-0.6 s; "
+        "1 of 1 shorter than --min-duration; lower --min-duration (0 keeps every input)")
+    # The hint on word lengths only where word clips are built (it once showed for every
+    # source, e.g. a VoxCeleb build whose utterances were all under --min-duration).
+    assert explain_rejects(rejects[2:3], 1, {"min_duration": 4.0, "mode": "utterances"}) == (
+        "1 of 1 shorter than --min-duration 4 s; lower --min-duration (0 keeps every input)")
+    assert explain_rejects(rejects[2:3], 1, {"min_duration": 3.0, "mode": "words"}) == (
+        "1 of 1 shorter than --min-duration 3 s; lower --min-duration (words are often 0.2-0.6 s; "
         "0 keeps every input)")
     assert explain_rejects(rejects[3:], 1, {}) == "1 of 1: odd: something else"

@@ -117,11 +117,14 @@ class RejectKind:
     phrase: str
     what: str
     fix: str
+    # The fix as worded for a build of word clips (a source's ``mode`` option "words"), where
+    # the kind has one: a hint on word lengths misleads anyone building utterances.
+    words_fix: str = ""
 
 
 TOO_SHORT = RejectKind("shorter than --min-duration", "shorter than --min-duration "
-                       "{min_duration:g} s", "lower --min-duration (words are often 0.2-0.6 s; "
-                       "0 keeps every input)")
+                       "{min_duration:g} s", "lower --min-duration (0 keeps every input)",
+                       words_fix="lower --min-duration (words are often 0.2-0.6 s; 0 keeps every input)")
 TOO_LONG = RejectKind("longer than --max-duration", "longer than --max-duration "
                       "{max_duration:g} s", "raise --max-duration, or cut long inputs into "
                       "pieces with --chunk-seconds")
@@ -166,7 +169,8 @@ def explain_rejects(rejects: list[Reject], inputs: int, settings: dict[str, Any]
         what = kind.what.format_map(settings)
     except (KeyError, ValueError, TypeError):  # an option it names is unset here
         what = kind.phrase
-    return f"{n:,} of {inputs:,} {what}; {kind.fix}"
+    fix = kind.words_fix if kind.words_fix and settings.get("mode") == "words" else kind.fix
+    return f"{n:,} of {inputs:,} {what}; {fix}"
 
 
 @dataclass
