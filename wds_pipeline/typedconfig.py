@@ -16,6 +16,7 @@ option's type, default and range are declared once, in its field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -193,8 +194,16 @@ def _item_choices(hint: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _hints(cls: Any, *, extras: bool) -> dict[str, Any]:
-    return typing.get_type_hints(cls, include_extras=extras)
+def _hints(cls: Any, *, extras: bool) -> types.MappingProxyType[str, Any]:
+    return type_hints(cls, extras)
+
+
+@functools.cache
+def type_hints(cls: Any, extras: bool = True) -> types.MappingProxyType[str, Any]:
+    """``typing.get_type_hints`` of an options class, resolved once per class: it compiles
+    every string annotation each call (~2 ms of the ~6 ms a ``StreamingLoader`` took to
+    build, whose options are checked in several dataclasses' ``__post_init__``)."""
+    return types.MappingProxyType(typing.get_type_hints(cls, include_extras=extras))
 
 
 def to_mapping(obj: Any) -> Any:

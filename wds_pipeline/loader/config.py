@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..features import fbank_bytes_per_audio_frame
 from ..index import DatasetIndex
 from ..transforms import TransformSpec
-from ..typedconfig import at_least, check_options, from_mapping, from_text
+from ..typedconfig import at_least, check_options, from_mapping, from_text, type_hints
 from .batching import bucket_boundaries
 from .plan import ByteSize, PlanConfig, PlanOptions
 
@@ -102,7 +102,7 @@ class LoaderConfig(PlanOptions, ReadConfig):
     def replace(self, **options: Any) -> LoaderConfig:
         """This config with ``options`` changed (``StreamingLoader``'s keywords): each is the
         field of that name; a ``ByteSize`` may be text such as "20GB", as in YAML."""
-        hints = typing.get_type_hints(LoaderConfig, include_extras=True)
+        hints = type_hints(LoaderConfig)
         unknown = sorted(set(options) - set(hints))
         if unknown:
             raise ConfigError(f"unknown loader options {unknown}; valid: {sorted(hints)}")
