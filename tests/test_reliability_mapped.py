@@ -241,6 +241,33 @@ def test_an_intact_shard_is_checked_in_chunks_on_the_verifier_thread(tmp_path, m
         assert bytes(table.pending) == bytes(table.n)
 
 
+def test_a_runs_checks_are_queued_before_its_headers_are_parsed(tmp_path, monkeypatch):
+    # The verifier thread hashes a run while the loader's thread locates it (the crc32 spans
+    # come from the index's offsets): by the time the locate starts, every sample of the run
+    # is queued or checked, except the shard's last, whose end only its located members give
+    # (queued right after). Both are checked on the thread in the end.
+    from wds_pipeline.loader import mapped
+
+    idx = make_dataset(str(tmp_path), [6, 9], frames=lambda s, i: 1600 + 320 * i)
+    seen: list[tuple[int, int, list[int]]] = []
+    real_locate = mapped.MappedShard.locate
+
+    def recording_locate(self, offsets, a, b, index_size):
+        t = self.table
+        seen.append((a, b, [max(t.pending[i], t.verified[i]) for i in range(a, b)]))
+        return real_locate(self, offsets, a, b, index_size)
+
+    monkeypatch.setattr(mapped.MappedShard, "locate", recording_locate)
+    loader = StreamingLoader(idx, batch_size=4, num_workers=0, last_batch="pad", shuffle_buffer=1)
+    assert _delivered(loader) == Counter(all_keys(idx))
+    fresh = [(a, b, flags) for a, b, flags in seen if a == 0]
+    assert sorted(b for _, b, _ in fresh) == [6, 9]
+    for _, b, flags in fresh:
+        assert flags == [1] * (b - 1) + [0]  # all but the shard's last sample, queued before the locate
+    for table in loader.dataset._tables._tables.values():
+        assert bytes(table.verified) == b"\x01" * table.n
+
+
 def _checked(tmp_path: Path, monkeypatch, damage=None, close: bool = False, cut: int | None = None):
     """Shard 0 of 8 samples mapped and located, every sample queued for a range check in
     chunks of 2 samples (after ``damage(path, index)`` and optionally the mapping closed or

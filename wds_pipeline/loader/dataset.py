@@ -122,7 +122,7 @@ class ShardStreamDataset(IterableDataset):
         self._finish = self._decoder.finisher.finish  # the mapped fast path finishes as it does
         self._collator: Collator | None = None
         self._tables = TableCache()  # where samples lie in mapped shards, kept across epochs
-        self._checks = RangeChecks(self.table)  # their crc32s, checked as a run is located
+        self._checks = RangeChecks(self.table)  # their crc32s, queued as a run is mapped
         # Checks the verifier thread did not pass (a damaged chunk, a worker over its byte
         # budget, no crc32_combine) run as a batch is listed, split across the gather's threads
         # (_check_rows). Only where finishing reads no sample byte (no sample transforms): see
@@ -439,13 +439,19 @@ class ShardStreamDataset(IterableDataset):
                 m = MappedShard(fd, entry.url, self._tables.get(entry.url, file_stamp(fd), entry.meta.nsamples))
             run.mapped[e] = m
             run.mapped_bytes += len(m.view)
+        # Over the budget, no page is touched before it is gathered.
+        checks = self._range_checks and run.mapped_bytes <= self._mapped_budget
+        if checks:
+            # Queued before the locate: the thread hashes (and faults in) the run's pages on
+            # the other core while this one parses its headers, instead of beside the gather.
+            self._checks.submit(m, e, a, b, unlocated=True)
         try:
             m.locate(entry.offsets, a, b, entry.size)
         except (fmt.ShardFormatError, OSError) as exc:
             self._corrupt(entry, exc)
             m.fail(a, b, str(exc))
-        if self._range_checks and run.mapped_bytes <= self._mapped_budget:  # over the budget, no page
-            self._checks.submit(m, e, a, b)  # is touched before it is gathered
+        if checks:
+            self._checks.submit(m, e, a, b)  # what is left: the shard's last sample, now located
         return None
 
     def _corrupt(self, entry: ShardEntry, e: Exception) -> None:
