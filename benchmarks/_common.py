@@ -71,9 +71,25 @@ def io_arg_parser(
     return ap
 
 
+QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "wds-bench-quick")
+
+
+def keep_quoted_results(args: argparse.Namespace) -> None:
+    """With ``--quick``, outputs that would go to ``results/`` (``--json-out``, ``--png-out``,
+    ``--out`` left at their defaults) go to :data:`QUICK_RESULTS` instead: a smoke run's
+    figures mean nothing, and ``results/`` holds the runs the README quotes."""
+    if not getattr(args, "quick", False):
+        return
+    for attr in ("json_out", "png_out", "out"):
+        path = getattr(args, attr, None)
+        if isinstance(path, str) and os.path.dirname(os.path.abspath(path)) == os.path.abspath(RESULTS):
+            setattr(args, attr, os.path.join(QUICK_RESULTS, os.path.basename(path)))
+
+
 def apply_quick(args: argparse.Namespace, shard_size: int) -> None:
     """``--quick``: 200 clips in shards of ``shard_size``, 20 per baseline, one repeat,
-    in a data folder of its own."""
+    in a data folder of its own, the results outside ``results/``."""
+    keep_quoted_results(args)
     if args.quick:
         args.clips, args.shard_size, args.baseline_files, args.repeats = 200, shard_size, 20, 1
         args.data_dir += "-quick"

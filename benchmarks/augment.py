@@ -43,7 +43,16 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, SR, bar_chart, machine, table, targets_of, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    SR,
+    bar_chart,
+    keep_quoted_results,
+    machine,
+    table,
+    targets_of,
+    write_json,
+)
 
 # Same probabilities and parameters on both sides: the transforms' defaults (Kaldi/ECAPA
 # SNR ranges, WeSpeaker's 0.6 split evenly between reverb and noise), gain +-6 dB.
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png-out", default=os.path.join(RESULTS, "augment.png"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 48 clips, one repeat")
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     if args.quick:
         args.speakers, args.videos, args.utterances, args.noise_clips = 4, 2, 6, 1
         args.batch, args.shard_size, args.epochs, args.repeats, args.cost_repeats = 16, 16, 1, 1, 3

@@ -38,6 +38,8 @@ RESULTS = REPO / "benchmarks" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import keep_quoted_results  # noqa: E402 (this folder is sys.path[0] when run)
+
 from wds_pipeline.builder import BuildOptions, build_dataset  # noqa: E402
 from wds_pipeline.builder.executor import LocalPoolExecutor  # noqa: E402
 from wds_pipeline.builder.ray_executor import RayExecutor, import_ray  # noqa: E402
@@ -91,6 +93,7 @@ def main() -> int:
     ap.add_argument("--json-out", default=str(RESULTS / "build_scaling.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 files, one repeat")
     args = ap.parse_args()
+    keep_quoted_results(args)
     if args.quick:
         args.speakers, args.videos, args.utterances, args.repeats = 2, 2, 2, 1
         args.shard_size = 2

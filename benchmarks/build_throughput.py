@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 import soundfile as sf
+from _common import keep_quoted_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SOURCE_RATE = 44100
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="sessions row: words per shard (the builder's default)")
     p.add_argument("--json-out", default=os.path.join(RESULTS, "build_throughput.json"))
     args = p.parse_args(argv)
+    keep_quoted_results(args)
     report: dict = {}
     if args.rows in ("files", "all"):
         report.update(files_rows(args))

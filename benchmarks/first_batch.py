@@ -33,6 +33,7 @@ from typing import Any
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
+from _common import keep_quoted_results  # noqa: E402
 from scale import add_mount_options  # noqa: E402 (the same mount and child options)
 
 TARGET_S = 2.0  # issue 21: the README snippet's settings, cold cache, Drive-like mount
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     add_mount_options(ap, "/tmp/wds-first-batch-bench", "first_batch.json")
     ap.add_argument("--setting", choices=SETTINGS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     if args.child:
         print(json.dumps(child(args.index, args.setting, args.cache_dir)))
         return 0

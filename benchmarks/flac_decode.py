@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, RESULTS, machine, table, write_json
+from _common import REPO, RESULTS, keep_quoted_results, machine, table, write_json
 
 sys.path.insert(0, REPO)
 import miniaudio
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default=os.path.join(RESULTS, "flac_decode.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 s per length, 2 repeats")
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     if args.quick:
         args.seconds, args.repeats = 20.0, 2
     lengths = [("3-4 s (train_input's clips)", 3.0, 4.0), ("10 s", 10.0, 10.0), ("30 s", 30.0, 30.0)]

@@ -47,6 +47,9 @@ from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+from _common import keep_quoted_results  # noqa: E402
+
 TARGETS = {"local": 1.0, "drive": 3.0}  # construct + first batch, s (issue 21)
 PLAN_TARGET = 0.5  # s per epoch plan
 
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     add_mount_options(ap, "/tmp/wds-scale-bench", "scale.json")
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     if args.child:
         print(json.dumps(child(args.index, args.workers[0], args.cache_dir, args.root)))
         return 0

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, RESULTS, SR, machine, table, write_json  # noqa: E402
+from _common import REPO, RESULTS, SR, keep_quoted_results, machine, table, write_json  # noqa: E402
 
 SEED = 7  # the corpus's (voices, noise, trials); --seed is the trainings'
 TRIAL_LISTS = ("veri_test2.txt", "list_test_hard2.txt")
@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json-out", default=os.path.join(RESULTS, "speaker_recipe.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: a tiny corpus, 2 epochs")
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     if args.quick:
         for flag, _, _, quick in OPTIONS:
             setattr(args, flag[2:].replace("-", "_"), quick)

@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, RESULTS, machine, table, write_json
+from _common import REPO, RESULTS, keep_quoted_results, machine, table, write_json
 
 sys.path.insert(0, REPO)
 from tools.slowfs import mount_slowfs
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default=os.path.join(RESULTS, "train_input.json"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 128 clips, 32 per-file")
     args = ap.parse_args(argv)
+    keep_quoted_results(args)
     rows_wanted = set(args.rows.split(","))
     if not rows_wanted <= set(ROWS):
         ap.error(f"--rows: unknown {sorted(rows_wanted - set(ROWS))}; choose from {', '.join(ROWS)}")

@@ -7,6 +7,7 @@ live in benchmarks/results/.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,18 @@ def test_augment_quick(tmp_path):
     assert report["pipelines"]["a"]["device_ms_per_batch"] > 0
     cost = report["device_cost"]
     assert cost["batch"] == [16, 32000] and cost["chain_ms"] > 0 and cost["wespeaker_style_ms"] > 0
+
+
+def test_a_quick_run_leaves_the_quoted_results_alone(tmp_path):
+    # results/ holds the runs the benchmarks README quotes; a smoke run's figures mean
+    # nothing, so --quick without --json-out writes to the temp folder instead (a --quick
+    # scale.py run once replaced results/scale.json with its one-repeat figures).
+    quoted = REPO / "benchmarks" / "results" / "flac_decode.json"
+    before = quoted.read_bytes()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "benchmarks/flac_decode.py", "--quick"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    assert quoted.read_bytes() == before
+    report = json.loads((tmp_path / "wds-bench-quick" / "flac_decode.json").read_text())
+    assert set(report) >= {"setup", "rates"}
