@@ -41,7 +41,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
-from .typedconfig import ConfigError, convert
+from .typedconfig import ConfigError, convert, type_hints
 
 T = TypeVar("T")
 
@@ -144,7 +144,7 @@ def implied_defaults(cls: type, chosen: Mapping[str, Any]) -> dict[str, Any]:
 def choices(cls: type, name: str) -> tuple[Any, ...] | None:
     """The values field ``name`` of ``cls`` allows, from its ``Literal`` type (None
     included when the type is ``Literal[...] | None``); None when it is no ``Literal``."""
-    tp = typing.get_type_hints(cls)[name]
+    tp = type_hints(cls, extras=False)[name]
     allowed = _strip_none(tp)
     if len(allowed) != 1 or typing.get_origin(allowed[0]) is not Literal:
         return None
@@ -173,7 +173,7 @@ class _Option:
 
 
 def _specs(cls: type) -> list[_Option]:
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls, extras=False)
     out = []
     for f in dataclasses.fields(cls):
         if not f.init:

@@ -16,7 +16,6 @@ option's type, default and range are declared once, in its field.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from collections.abc import Callable
@@ -39,7 +38,7 @@ class OptionValueError(ConfigError):
 def from_mapping(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of options, got {_show(data)}")
-    hints = _hints(cls, extras=True)
+    hints = type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -155,7 +154,7 @@ def check_options(obj: Any) -> None:
     ``Literal`` choice and :func:`at_least` bound is checked; an :class:`OptionValueError`
     (a ``ValueError``) names the field."""
     cls = type(obj)
-    hints = _hints(cls, extras=False)
+    hints = type_hints(cls, extras=False)
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, list):
@@ -194,16 +193,17 @@ def _item_choices(hint: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _hints(cls: Any, *, extras: bool) -> types.MappingProxyType[str, Any]:
-    return type_hints(cls, extras)
+_HINTS: dict[tuple[Any, bool], types.MappingProxyType[str, Any]] = {}
 
 
-@functools.cache
 def type_hints(cls: Any, extras: bool = True) -> types.MappingProxyType[str, Any]:
     """``typing.get_type_hints`` of an options class, resolved once per class: it compiles
     every string annotation each call (~2 ms of the ~6 ms a ``StreamingLoader`` took to
     build, whose options are checked in several dataclasses' ``__post_init__``)."""
-    return types.MappingProxyType(typing.get_type_hints(cls, include_extras=extras))
+    hints = _HINTS.get((cls, extras))
+    if hints is None:
+        hints = _HINTS[(cls, extras)] = types.MappingProxyType(typing.get_type_hints(cls, include_extras=extras))
+    return hints
 
 
 def to_mapping(obj: Any) -> Any:

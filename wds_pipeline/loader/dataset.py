@@ -444,7 +444,7 @@ class ShardStreamDataset(IterableDataset):
         if checks:
             # Queued before the locate: the thread hashes (and faults in) the run's pages on
             # the other core while this one parses its headers, instead of beside the gather.
-            self._checks.submit(m, e, a, b, unlocated=True)
+            self._checks.submit(m, e, a, b)
         try:
             m.locate(entry.offsets, a, b, entry.size)
         except (fmt.ShardFormatError, OSError) as exc:

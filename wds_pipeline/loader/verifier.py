@@ -10,8 +10,8 @@ hence a new table and new checks), against the file's size taken once per batch.
 
 The crc32s are read by a daemon thread (:class:`RangeChecks`), queued as a shard's run is
 mapped, before its headers are parsed (the spans come from the index's offsets; only the
-shard's last sample waits for the locate, which gives its end): one crc32 over the bytes of up to ``CHUNK_BYTES`` of consecutive
-samples, compared with their per-sample crc32s combined (``crc32_combine``). ISA-L's crc32
+shard's last sample waits for the locate, which gives its end): one crc32 over the bytes of
+up to ``CHUNK_BYTES`` of consecutive samples, compared with their per-sample crc32s combined (``crc32_combine``). ISA-L's crc32
 drops the GIL for the whole chunk, so the thread needs the GIL ~100 times a fresh epoch of
 3 s clips, not once per sample: checked one sample at a time, it waited out the GIL switch
 interval after each while the loader's thread ran Python, and a fresh ``num_workers=0`` epoch
@@ -85,22 +85,22 @@ class RangeChecks:
     def __init__(self, table: Sequence[ShardEntry]) -> None:
         self.table = table
 
-    def submit(self, m: MappedShard, e: int, a: int, b: int, *, unlocated: bool = False) -> None:
+    def submit(self, m: MappedShard, e: int, a: int, b: int) -> None:
         """Check samples [a, b) of shard-table entry ``e`` (mapped as ``m``) on the thread:
-        those located (or, with ``unlocated``, before the locate: all but the shard's last
-        sample, whose end only its located members give) that no check has passed and
-        none has been queued for. Nothing when the index has no crc32s or no
-        ``crc32_combine`` is at hand (then each sample is checked as it is gathered)."""
+        those that no check has passed and none has been queued for. Their spans come from
+        the index's offsets, so before the locate too, except the shard's last sample's:
+        its end is its last member's, queued only once it is located. Nothing when the
+        index has no crc32s or no ``crc32_combine`` is at hand (then each sample is checked
+        as it is gathered)."""
         entry = self.table[e]
-        if unlocated and b == len(entry.offsets):
-            b -= 1
-        if crc32_combine is None or len(entry.crc32) == 0 or b <= a:
+        if crc32_combine is None or len(entry.crc32) == 0:
             return
         t = _own_pending(m)
-        todo = np.frombuffer(t.verified, dtype=np.uint8)[a:b] == 0
-        if not unlocated:
-            todo &= t.located[a:b]
-        todo &= np.frombuffer(t.pending, dtype=np.uint8)[a:b] == 0
+        if b == len(entry.offsets) and b > a and not t.located[b - 1]:
+            b -= 1
+        if b <= a:
+            return
+        todo = (np.frombuffer(t.verified, dtype=np.uint8)[a:b] == 0) & (np.frombuffer(t.pending, dtype=np.uint8)[a:b] == 0)
         if not todo.any():
             return
         offsets = np.asarray(entry.offsets[a : b + 1], dtype=np.int64)
