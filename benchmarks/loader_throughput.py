@@ -30,13 +30,12 @@ import time
 import numpy as np
 import psutil
 import torch
+from _common import RESULTS, keep_quoted_results
 
 import wds_pipeline
 from wds_pipeline import StreamingLoader
 from wds_pipeline.index import load_index
 from wds_pipeline.testing import write_synthetic_dataset
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def _sample_memory(pid: int, interval: float, stop, ready, out) -> None:
@@ -210,16 +209,14 @@ def main(argv=None) -> int:
     ap.add_argument("--variable-clips", type=int, default=1200)
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the best is reported")
     ap.add_argument("--data-dir", default="/tmp/wds_pipeline_bench/loader")
-    ap.add_argument("--out", default=None, help="JSON path (default: results/loader_throughput.json; "
-                    "a temp file with --quick, so a smoke run never replaces reported figures)")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "loader_throughput.json"),
+                    help="JSON path (with --quick, by default a temp file: a smoke run never replaces reported figures)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
     args = ap.parse_args(argv)
     if args.quick:
         args.clips, args.shard_size, args.variable_clips, args.workers, args.repeats = 640, 160, 120, "0,2", 1
         args.data_dir = args.data_dir + "-quick"
-    if args.out is None:
-        args.out = (os.path.join(__import__("tempfile").gettempdir(), "loader_throughput.quick.json")
-                    if args.quick else os.path.join(RESULTS, "loader_throughput.json"))
+    keep_quoted_results(args)
     workers = [int(w) for w in args.workers.split(",")]
     frames = int(args.seconds * 16000)
     clip_mb = frames * 2 / 1e6

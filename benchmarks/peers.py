@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, machine, write_json  # noqa: E402
+from _common import RESULTS, keep_quoted_results, machine, write_json  # noqa: E402
 from loader_throughput import PeakMemory  # noqa: E402 (RSS and PSS of the process tree)
 
 SR = 16000
@@ -534,11 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.clips, args.utts, args.repeats, args.convert_repeats = 130, 70, 1, 1
         args.data_dir += "-quick"
-    # A smoke run never replaces the reported figures, nor a conversion-only run the full ones.
+    # A conversion-only run never replaces the full figures, nor a smoke run any (keep_quoted_results).
     stem = "peers-old-new" if args.baseline else "peers-convert" if args.only == "convert" else "peers"
-    out = os.path.join(tempfile.gettempdir(), stem + "-quick") if args.quick else os.path.join(RESULTS, stem)
-    args.json_out = args.json_out or out + ".json"
-    args.png_out = args.png_out or out + ".png"
+    args.json_out = args.json_out or os.path.join(RESULTS, stem + ".json")
+    args.png_out = args.png_out or os.path.join(RESULTS, stem + ".png")
+    keep_quoted_results(args)
     warnings.filterwarnings("ignore")
     if args.baseline:
         from peers_baseline import old_vs_new
